@@ -1,0 +1,105 @@
+"""Attention scoring: how words on the sphere pull on each other (Traveling Words, section 2).
+
+For head h, query position i and key position j (row vectors, x̂ = LN(x)):
+    q_i = x̂_i W_Q^h + b_Q^h,   k_j = x̂_j W_K^h + b_K^h,   v_j = x̂_j W_V^h + b_V^h
+    s_ij = q_i · k_j / √d_head,   masked to j ≤ i,   a_ij = softmax_j(s_ij)
+    head_h(x̂)_i = Σ_j a_ij v_j;  output = concat_h(head_h) W_O + b_O
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .linear import Affine
+
+
+@dataclass(frozen=True)
+class AttentionDiagnostics:
+    """How each query spreads its attention; fields [B, H, T] (pattern [B, H, T, S], S = key positions)."""
+
+    entropy: Tensor  # −Σ_j a_ij log a_ij, nats: 0 = one key, log(i+1) = uniform over the visible keys
+    max_weight: Tensor  # max_j a_ij
+    first_token_weight: Tensor  # a_i0, the weight on the first position (the "attention sink")
+    pattern: Tensor | None = None  # a_ij itself, when keep_attention=True
+
+
+def split_heads(x: Tensor, n_head: int) -> Tensor:
+    """[B, T, H·d_head] -> [B, H, T, d_head]."""
+    B, T, d = x.shape
+    return x.view(B, T, n_head, d // n_head).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """[B, H, T, d_head] -> [B, T, H·d_head]."""
+    B, H, T, dh = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * dh)
+
+
+def causal_mask(T: int, S: int, device: torch.device | None = None) -> Tensor:
+    """[T, S] bool, True where query i (the last T of S positions) may see key j: j ≤ i + (S − T)."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+
+
+def attention_scores(q: Tensor, k: Tensor) -> Tensor:
+    """s_ij = q_i·k_j/√d_head, −∞ where j > i: [B, H, T, d_head] × [B, H, S, d_head] -> [B, H, T, S]."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+
+
+def attention_pattern(q: Tensor, k: Tensor) -> Tensor:
+    """a_ij = softmax_j(s_ij): [B, H, T, S], each row sums to 1 over the visible keys."""
+    return torch.softmax(attention_scores(q, k), dim=-1)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Σ_j a_ij v_j for causal attention: [B, H, T, d_head].
+
+    `F.scaled_dot_product_attention` computes exactly `attention_pattern(q, k) @ v` in one fused kernel
+    (tests check the two agree); it is used because it never stores the [T, S] pattern."""
+    T, S = q.shape[-2], k.shape[-2]
+    if T == S:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if T == 1:  # one new query with a KV cache sees every key
+        return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, q.device))
+
+
+def attention_diagnostics(pattern: Tensor, keep_attention: bool = False) -> AttentionDiagnostics:
+    """Summaries of each query's attention distribution a_i· (pattern [B, H, T, S])."""
+    return AttentionDiagnostics(
+        entropy=-torch.special.xlogy(pattern, pattern).sum(dim=-1),  # xlogy: 0·log 0 = 0 on masked keys
+        max_weight=pattern.amax(dim=-1),
+        first_token_weight=pattern[..., 0],
+        pattern=pattern if keep_attention else None,
+    )
+
+
+class SelfAttention(nn.Module):
+    """Multi-head causal self-attention; weights in GPT-2's layout (c_attn = [W_Q | W_K | W_V], c_proj = W_O)."""
+
+    def __init__(self, d: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = Affine(d, 3 * d)
+        self.c_proj = Affine(d, d)
+
+    def forward(
+        self,
+        x_hat: Tensor,
+        *,
+        trace: bool = False,
+        keep_attention: bool = False,
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], AttentionDiagnostics | None]:
+        """x̂ [B, T, d] -> (attention update [B, T, d], this layer's (keys, values) [B, H, S, d_head], diagnostics)."""
+        q, k, v = (split_heads(part, self.n_head) for part in self.c_attn(x_hat).chunk(3, dim=-1))
+        if past is not None:  # KV cache: earlier positions' keys and values
+            k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
+        update = self.c_proj(merge_heads(attend(q, k, v)))
+        diagnostics = attention_diagnostics(attention_pattern(q, k), keep_attention) if trace else None
+        return update, (k, v), diagnostics

@@ -1,0 +1,95 @@
+"""The residual update: one step of the word particle (Traveling Words, section 3).
+
+    x_mid = x_l + attn_l(LN_1(x_l))          attention moves the word, reading its sphere point
+    x_l+1 = x_mid + mlp_l(LN_2(x_mid))       the MLP moves it again, reading the new sphere point
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import AttentionDiagnostics, SelfAttention
+from .linear import Affine
+from .sphere import NormVariant, SphereDiagnostics, SphereNorm
+
+
+@dataclass(frozen=True)
+class ResidualDiagnostics:
+    """The step x_l -> x_l+1 of each word; fields [B, T]."""
+
+    residual_norm: Tensor  # ‖x_l‖, the block's input
+    attention_update_norm: Tensor  # ‖attn_l(LN_1(x_l))‖
+    mlp_update_norm: Tensor  # ‖mlp_l(LN_2(x_mid))‖
+    cosine: Tensor  # cos between the sphere points (centred directions) of x_l and x_l+1
+    angle: Tensor  # arccos(cosine), radians: the angular step along the sphere
+
+
+@dataclass(frozen=True)
+class BlockDiagnostics:
+    """Everything one block reports: its two layer-norm sites, its attention and its residual step."""
+
+    ln_1: SphereDiagnostics
+    attention: AttentionDiagnostics
+    ln_2: SphereDiagnostics
+    residual: ResidualDiagnostics
+
+
+def sphere_cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine between the sphere points of a and b ([..., d] -> [...]): the angle LN sees (ε aside)."""
+    a, b = a - a.mean(dim=-1, keepdim=True), b - b.mean(dim=-1, keepdim=True)
+    return F.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
+
+
+class MLP(nn.Module):
+    """Position-wise map d -> 4d -> d with GPT-2's tanh GELU."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.c_fc = Affine(d, 4 * d)
+        self.c_proj = Affine(4 * d, d)
+
+    def forward(self, x_hat: Tensor) -> Tensor:
+        """x̂ [B, T, d] -> [B, T, d]; gelu(u) = ½u(1 + tanh(√(2/π)(u + 0.044715u³)))."""
+        return self.c_proj(F.gelu(self.c_fc(x_hat), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """One transformer layer: two sphere projections, attention, MLP, two residual additions."""
+
+    def __init__(self, d: int, n_head: int, eps: float, norms: tuple[NormVariant, NormVariant]) -> None:
+        super().__init__()
+        self.ln_1 = SphereNorm(d, eps, norms[0])
+        self.attn = SelfAttention(d, n_head)
+        self.ln_2 = SphereNorm(d, eps, norms[1])
+        self.mlp = MLP(d)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        trace: bool = False,
+        keep_attention: bool = False,
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], BlockDiagnostics | None]:
+        """x_l [B, T, d] -> (x_l+1, this layer's keys and values, diagnostics or None)."""
+        x_hat, ln_1 = self.ln_1(x, trace)
+        attention_update, kv, attention = self.attn(x_hat, trace=trace, keep_attention=keep_attention, past=past)
+        x_mid = x + attention_update
+        x_hat, ln_2 = self.ln_2(x_mid, trace)
+        mlp_update = self.mlp(x_hat)
+        x_next = x_mid + mlp_update
+        if not trace:
+            return x_next, kv, None
+        cosine = sphere_cosine(x, x_next)
+        residual = ResidualDiagnostics(
+            residual_norm=x.norm(dim=-1),
+            attention_update_norm=attention_update.norm(dim=-1),
+            mlp_update_norm=mlp_update.norm(dim=-1),
+            cosine=cosine,
+            angle=torch.arccos(cosine),
+        )
+        return x_next, kv, BlockDiagnostics(ln_1, attention, ln_2, residual)

@@ -1,0 +1,1 @@
+"""Subcommands of `minigpt-geom`; cli.COMMANDS lists them."""

@@ -1,0 +1,17 @@
+"""Errors a user can act on: each message names the problem and what to do about it."""
+
+
+class MiniGPTGeomError(Exception):
+    """Base class: the command line prints these as one line, without a traceback."""
+
+
+class WeightsNotFoundError(MiniGPTGeomError, FileNotFoundError):
+    """A checkpoint or tokenizer file could not be found locally or fetched from the hub."""
+
+
+class CheckpointError(MiniGPTGeomError, ValueError):
+    """A checkpoint is unreadable, incomplete, has unexpected tensors, wrong shapes or non-finite values."""
+
+
+class InputError(MiniGPTGeomError, ValueError):
+    """Model input is malformed: wrong dtype or rank, token ids outside the vocabulary, too long."""

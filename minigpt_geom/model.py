@@ -1,0 +1,175 @@
+"""GPT-2: token + position embedding, L blocks, a final sphere projection, the tied unembedding.
+
+    x_0 = E[idx] + P[pos]                  [B, T, d]
+    x_l+1 = block_l(x_l)                   residual updates (block.py)
+    logits = LN_f(x_L) Eᵀ                  nearest words on the output sphere, [B, T, vocab]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .block import Block
+from .config import GPT2Config
+from .errors import InputError
+from .sphere import NormSpec, SphereNorm, norm_for_site
+from .trace import Trace
+
+
+@dataclass
+class KVCache:
+    """Keys and values of the positions seen so far, one (k, v) pair [B, H, S, d_head] per layer."""
+
+    layers: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions S."""
+        return self.layers[0][0].shape[-2] if self.layers else 0
+
+
+class Embedding(nn.Module):
+    """A lookup table: row i of `weight` [n, d] is the vector of token (or position) i."""
+
+    def __init__(self, n: int, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, d))
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """idx [...] -> [..., d]."""
+        return self.weight[idx]
+
+
+class GPT2(nn.Module):
+    """GPT-2 in pure PyTorch; parameter names are those of the official checkpoint (`h.0.attn.c_attn.weight`)."""
+
+    def __init__(self, config: GPT2Config, norm: NormSpec = "layernorm") -> None:
+        super().__init__()
+        self.config = config
+        d = config.n_embd
+        self.wte = Embedding(config.vocab_size, d)  # E, also the unembedding (tied)
+        self.wpe = Embedding(config.n_ctx, d)
+        self.h = nn.ModuleList(
+            Block(d, config.n_head, config.ln_eps, (norm_for_site(norm, f"h.{i}.ln_1"), norm_for_site(norm, f"h.{i}.ln_2")))
+            for i in range(config.n_layer)
+        )
+        self.ln_f = SphereNorm(d, config.ln_eps, norm_for_site(norm, "ln_f"))
+        # Set by fold_ln: the unembedding absorbs ln_f's γ and β and is then no longer E itself.
+        self.unembed_weight: nn.Parameter | None = None
+        self.unembed_bias: nn.Parameter | None = None
+
+    # ---- forward ------------------------------------------------------------------------------
+    def forward(
+        self,
+        idx: Tensor,
+        *,
+        trace: bool = False,
+        keep_attention: bool = False,
+        keep_states: bool = False,
+        cache: KVCache | None = None,
+    ) -> Tensor | tuple[Tensor, Trace]:
+        """idx [B, T] token ids -> logits [B, T, vocab], or (logits, Trace) when tracing.
+
+        keep_attention / keep_states imply trace=True. With `cache`, idx holds only new positions and the
+        cache is extended in place (generation)."""
+        trace = trace or keep_attention or keep_states
+        start = cache.length if cache is not None else 0
+        self.check_input(idx, start)
+        positions = torch.arange(start, start + idx.shape[1], device=idx.device)
+        x = self.wte(idx) + self.wpe(positions)
+        states, blocks, new_cache = [x] if keep_states else None, [], []
+        for i, block in enumerate(self.h):
+            past = cache.layers[i] if cache is not None and cache.layers else None
+            x, kv, diagnostics = block(x, trace=trace, keep_attention=keep_attention, past=past)
+            if cache is not None:
+                new_cache.append(kv)
+            if trace:
+                blocks.append(diagnostics)
+            if keep_states:
+                states.append(x)
+        if cache is not None:
+            cache.layers = new_cache
+        x_hat, ln_f = self.ln_f(x, trace)
+        logits = self.unembed(x_hat)
+        if not trace:
+            return logits
+        return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None)
+
+    def unembed(self, x_hat: Tensor) -> Tensor:
+        """x̂ [B, T, d] -> logits x̂ Eᵀ [B, T, vocab] (with ln_f folded: x̂ (γ⊙E)ᵀ + Eβ)."""
+        if self.unembed_weight is None:
+            return x_hat @ self.wte.weight.T
+        return torch.addmm(self.unembed_bias, x_hat.reshape(-1, x_hat.shape[-1]), self.unembed_weight.T).view(
+            *x_hat.shape[:-1], -1
+        )
+
+    def check_input(self, idx: Tensor, start: int = 0) -> None:
+        """Raise InputError unless idx is an integer [B, T] tensor of in-vocabulary ids that fits the context."""
+        if not isinstance(idx, Tensor):
+            raise InputError(f"token ids must be a torch.Tensor, got {type(idx).__name__}")
+        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            raise InputError(f"token ids must be an integer tensor, got dtype {idx.dtype}")
+        if idx.dim() != 2:
+            hint = " (use idx.unsqueeze(0) for a single sequence)" if idx.dim() == 1 else ""
+            raise InputError(f"token ids must have shape [batch, time], got {tuple(idx.shape)}{hint}")
+        B, T = idx.shape
+        if B == 0 or T == 0:
+            raise InputError(f"token ids must be non-empty, got shape {tuple(idx.shape)}")
+        if start + T > self.config.n_ctx:
+            raise InputError(
+                f"sequence of {start + T} tokens is longer than the context of {self.config.n_ctx} positions"
+            )
+        low, high = int(idx.min()), int(idx.max())
+        if low < 0 or high >= self.config.vocab_size:
+            bad = low if low < 0 else high
+            raise InputError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size})")
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike = "gpt2",
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        norm: NormSpec = "layernorm",
+        fold_ln: bool = False,
+    ) -> "GPT2":
+        """Load a preset (`gpt2` … `gpt2-xl`), a hub repo id, a local directory or a `.safetensors` file."""
+        from .checkpoint import load_pretrained
+
+        model = load_pretrained(cls, source, device=device, dtype=dtype, norm=norm)
+        return model.fold_ln() if fold_ln else model
+
+    def set_norm(self, norm: NormSpec) -> "GPT2":
+        """Swap the norm variant of every site (or of the sites a mapping names) in place."""
+        for name, module in self.named_modules():
+            if isinstance(module, SphereNorm):
+                module.variant = norm_for_site(norm, name)
+        return self
+
+    @torch.no_grad()
+    def fold_ln(self) -> "GPT2":
+        """Fold every site's γ, β into the linear map that reads it, so blocks read exact sphere points.
+
+        (p ⊙ γ + β) W + b = p (diag(γ) W) + (β W + b); for ln_f the unembedding becomes γ ⊙ E with bias Eβ."""
+        for block in self.h:
+            for norm, linear in ((block.ln_1, block.attn.c_attn), (block.ln_2, block.mlp.c_fc)):
+                if norm.variant.affine and not norm.folded:
+                    linear.bias.copy_(linear.bias + norm.bias @ linear.weight)
+                    linear.weight.mul_(norm.weight[:, None])
+                    norm.folded = True
+        if self.ln_f.variant.affine and not self.ln_f.folded:
+            E = self.wte.weight
+            self.unembed_weight = nn.Parameter(E * self.ln_f.weight)
+            self.unembed_bias = nn.Parameter(E @ self.ln_f.bias)
+            self.ln_f.folded = True
+        return self
+
+    def num_parameters(self) -> int:
+        """Number of parameters (the tied unembedding counted once)."""
+        return sum(p.numel() for p in self.parameters())
