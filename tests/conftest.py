@@ -106,3 +106,18 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.delenv("MINIGPT_GEOM_WEIGHTS", raising=False)
     monkeypatch.chdir(tmp_path)
     return dict(os.environ)
+
+
+TINY = dict(n_layer=2, n_head=4, n_embd=48, n_positions=64, vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random model with a real (trained) byte-level tokenizer: a folder with model.safetensors,
+    config.json, vocab.json and merges.txt, usable as `source` for every command."""
+    from tiny_vocab import write_vocab
+
+    folder = tmp_path_factory.mktemp("tiny")
+    assert write_vocab(folder, n_merges=TINY["vocab_size"] - 257) == TINY["vocab_size"]
+    save_official_layout(random_hf_model(seed=4, **TINY), folder)
+    return folder
