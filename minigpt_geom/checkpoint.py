@@ -111,6 +111,12 @@ def infer_config(path: Path, entries: dict[str, TensorEntry], config_json: dict 
     layers = {int(m.group(1)) for name in entries if (m := re.match(r"^h\.(\d+)\.", name))}
     n_layer = max(layers) + 1 if layers else 0
     config_json = config_json or {}
+    activation = config_json.get("activation_function", "gelu_new")
+    if activation not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise CheckpointError(f"{path}: activation {activation!r} is not GPT-2's tanh GELU (gelu_new)")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        if config_json.get(flag):
+            raise CheckpointError(f"{path}: config.json sets {flag}, which this GPT-2 does not implement")
     n_head = config_json.get("n_head", max(n_embd // 64, 1))
     ln_eps = config_json.get("layer_norm_epsilon", 1e-5)
     try:
