@@ -155,7 +155,8 @@ def load_weights(model: torch.nn.Module, path: Path, entries: dict[str, TensorEn
     with path.open("rb") as f:
         for name, param in params.items():
             read_into(f, entries[name], param.data)
-            if not torch.isfinite(param.data).all():
+            # A NaN or ±inf anywhere makes the sum non-finite; the sum allocates nothing (isfinite confirms).
+            if not torch.isfinite(param.data.sum()) and not torch.isfinite(param.data).all():
                 raise CheckpointError(f"{path}: tensor {name!r} contains NaN or infinite values")
         lm_head = header.get("lm_head.weight")
         if lm_head is not None:
@@ -194,9 +195,8 @@ def load_pretrained(cls, source: str | os.PathLike, *, device, dtype: torch.dtyp
     header = read_header(path)
     entries = model_entries(path, header)
     config = infer_config(path, entries, config_json)
-    with torch.device("meta"):  # shapes only: storage is allocated once below, then read into
-        model = cls(config, norm=norm)
-    model = model.to_empty(device="cpu").to(dtype)
+    with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then read into
+        model = cls(config, norm=norm).to(dtype)
     lm_head = {k: v for k, v in header.items() if strip_prefix(k) == "lm_head.weight"}
     load_weights(model, path, entries, {"lm_head.weight": next(iter(lm_head.values()))} if lm_head else {})
     return model.to(device).eval()
