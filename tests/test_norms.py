@@ -1,0 +1,50 @@
+"""`norms`: each variant's predictions against the default, checked with transformers and NumPy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import transformers
+
+from minigpt_geom import GPT2
+from minigpt_geom.analysis.norms import compare_norms
+from minigpt_geom.cli import main
+from minigpt_geom.tokenizer import Tokenizer
+
+TEXT = "To kill two birds with one stone, the cat sat on the mat."
+
+
+def log_softmax(logits: torch.Tensor) -> np.ndarray:
+    x = logits.double().numpy()
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_compare_norms_against_independent_computation(tiny_checkpoint):
+    idx = torch.tensor([Tokenizer.from_pretrained(tiny_checkpoint).encode(TEXT)])
+    model = GPT2.from_pretrained(tiny_checkpoint)
+    rows = {r.variant: r for r in compare_norms(model, idx)}
+    assert {"layernorm", "rmsnorm", "sphere", "none"} <= set(rows)
+    assert all(block.ln_1.variant.name == "layernorm" for block in model.h)  # restored
+
+    hf = transformers.GPT2LMHeadModel.from_pretrained(str(tiny_checkpoint)).eval()
+    with torch.no_grad():
+        loss = hf(idx, labels=idx).loss.item()  # mean next-token cross-entropy
+    assert math.isclose(rows["layernorm"].perplexity, math.exp(loss), rel_tol=1e-5)
+    assert rows["layernorm"].kl_from_default == 0 and rows["layernorm"].top1_agreement == 1
+
+    with torch.no_grad():
+        default = log_softmax(hf(idx).logits)
+        variant = log_softmax(GPT2.from_pretrained(tiny_checkpoint, norm="rmsnorm")(idx))
+    kl = (np.exp(default) * (default - variant)).sum(-1).mean()
+    agreement = (default.argmax(-1) == variant.argmax(-1)).mean()
+    assert math.isclose(rows["rmsnorm"].kl_from_default, kl, rel_tol=1e-4, abs_tol=1e-7)
+    assert rows["rmsnorm"].top1_agreement == agreement
+
+
+def test_norms_command(tiny_checkpoint, capsys):
+    assert main(["norms", str(tiny_checkpoint), "--text", TEXT, "--variants", "layernorm", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "perplexity" in out and "none" in out and "rmsnorm" not in out
