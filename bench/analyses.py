@@ -1,0 +1,117 @@
+"""Timings of the weight-space analyses on a random GPT-2 of the 124M shape (no download).
+
+    python bench/analyses.py                      # qk over all 50257 words for one head, svd of one block
+    python bench/analyses.py --vocab-limit 5000   # a quick run (qk on the first 5000 words only)
+    python bench/analyses.py --only svd
+
+Each benchmark is a function `bench_<name>(model, args) -> list[Row]` registered in BENCHES; add one by
+writing the function and one entry there (and its options in `add_arguments`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from minigpt_geom import GPT2, GPT2Config
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the timing table."""
+
+    analysis: str
+    workload: str
+    seconds: float
+    rate: str  # throughput in the unit that fits the analysis
+
+
+@torch.no_grad()
+def random_model(config: GPT2Config, seed: int = 0) -> GPT2:
+    """A GPT-2 of the given shape with every parameter random (GPT-2's std 0.02, γ ≈ 1, small biases)."""
+    torch.manual_seed(seed)
+    model = GPT2(config).eval()
+    for name, p in model.named_parameters():
+        if ".ln_" in name or name.startswith("ln_f"):
+            p.copy_(1.0 + 0.2 * torch.randn_like(p) if name.endswith("weight") else 0.1 * torch.randn_like(p))
+        elif name.endswith("bias"):
+            p.copy_(0.05 * torch.randn_like(p))
+        else:
+            p.copy_(0.02 * torch.randn_like(p))
+    return model
+
+
+def bench_qk(model: GPT2, args: argparse.Namespace) -> list[Row]:
+    """`qk`: the top query-key pairs of one head over the vocabulary (V² scores in blocks of queries)."""
+    from minigpt_geom.analysis.qk import strongest_pairs
+
+    V = min(args.vocab_limit or model.config.vocab_size, model.config.vocab_size)
+    start = time.perf_counter()
+    strongest_pairs(model, args.block, args.head, args.k, block_size=args.block_size, vocab_limit=V,
+                    progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    workload = f"block {args.block} head {args.head}, {V} x {V} words, top {args.k}, block size {args.block_size}"
+    return [Row("qk", workload, seconds, f"{V / seconds:,.0f} query words/s ({V * V / seconds / 1e6:,.0f} M scores/s)")]
+
+
+def bench_svd(model: GPT2, args: argparse.Namespace) -> list[Row]:
+    """`svd`: W_QK and W_VO of every head of one block: SVD, sign rule, word tables, key-bias words."""
+    from minigpt_geom.analysis.circuits import sphere_embeddings
+    from minigpt_geom.analysis.svd import CIRCUITS, head_svd, key_bias_words, singular_pair_words
+
+    heads = range(model.config.n_head)
+    start = time.perf_counter()
+    sphere = sphere_embeddings(model, args.block)
+    for head in heads:
+        for circuit in CIRCUITS:
+            singular_pair_words(model, head_svd(model, args.block, head, circuit, sphere), 20, 3, sphere)
+        key_bias_words(model, args.block, head, 5, sphere)
+    seconds = time.perf_counter() - start
+    n = len(heads) * len(CIRCUITS)
+    return [Row("svd", f"block {args.block}, {len(heads)} heads x (QK, VO), 20 pairs, full vocabulary", seconds,
+                f"{n / seconds:,.1f} matrices/s")]
+
+
+# name -> benchmark; run in this order.
+BENCHES: dict[str, Callable[[GPT2, argparse.Namespace], list[Row]]] = {"qk": bench_qk, "svd": bench_svd}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of every benchmark."""
+    parser.add_argument("--only", nargs="+", choices=list(BENCHES), help="run only these (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--block", type=int, default=0, help="block analysed (default: 0)")
+    parser.add_argument("--head", type=int, default=0, help="head for qk (default: 0)")
+    parser.add_argument("-k", type=int, default=20, help="pairs for qk (default: 20)")
+    parser.add_argument("--block-size", type=int, default=512, help="query words per block for qk (default: 512)")
+    parser.add_argument("--vocab-limit", type=int, help="qk on the first N words only (default: all 50257)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the random model, run the benchmarks, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = random_model(GPT2Config(), args.seed)  # 12 x 12 heads, d = 768, V = 50257
+    rows = []
+    for name in args.only or BENCHES:
+        rows += BENCHES[name](model, args)
+    print(f"\nrandom GPT-2 124M shape, float32, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    widths = [max(len(h), *(len(v) for v in col)) for h, col in
+              zip(("analysis", "workload", "seconds", "rate"),
+                  zip(*[(r.analysis, r.workload, f"{r.seconds:.2f}", r.rate) for r in rows]))]
+    for line in [("analysis", "workload", "seconds", "rate"), tuple("-" * w for w in widths),
+                 *[(r.analysis, r.workload, f"{r.seconds:.2f}", r.rate) for r in rows]]:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Experiment 1: the word embeddings E against layer norm, and which words the output sphere reaches.
+
+(a) How far is E from its own sphere projection? For E as it is, centred by the vocabulary mean, scaled so
+    that the mean norm is √d, and both, the L2 and cosine distances of each row to layer_norm(E) (no γ, β).
+(b) The logit of word e is LN_f(x)·e = x̂·(γ⊙e) + β·e with x̂ on the √d-sphere, so by Cauchy-Schwarz
+        LN_f(x)·e ≤ √d‖γ⊙e‖ + β·e,
+    the reachability bound: words with a large bound are easy to predict, words with a small one hard.
+    The paper ranks words by ‖e‖, ‖γ⊙e‖, ‖e‖ + β·e and ‖γ⊙e‖ + β·e (its code left out the √d); the exact
+    bound is offered beside them. (x̂ also lies in the hyperplane Σv = 0, so the bound is reached only when
+    γ⊙e does too: it is an upper bound, tight up to γ⊙e's component along 1.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..model import GPT2
+from ..sphere import sphere_projection
+from .circuits import check_unfolded
+
+# Column name -> how it is computed, for tables (e = a row of E, γ and β of ln_f).
+MEASURES = {
+    "norm": "‖e‖",
+    "scaled_norm": "‖γ⊙e‖",
+    "norm_plus_bias": "‖e‖ + β·e",
+    "scaled_norm_plus_bias": "‖γ⊙e‖ + β·e",
+    "reach_bound": "√d‖γ⊙e‖ + β·e",
+}
+
+
+@dataclass(frozen=True)
+class SphereDistance:
+    """Distance of one version of E to layer_norm(E), mean and std over the vocabulary."""
+
+    setting: str  # "as is", "centred", "scaled", "centred & scaled"
+    l2_mean: float  # mean of ‖v_i − LN(e_i)‖
+    l2_std: float  # its standard deviation (ddof = 1, as torch.std)
+    cosine_mean: float  # mean of 1 − cos(v_i, LN(e_i))
+    cosine_std: float
+
+
+@dataclass(frozen=True)
+class RankedWord:
+    """One word at the top or bottom of the vocabulary by one measure."""
+
+    measure: str  # a key of MEASURES
+    position: str  # "top 1" … "top k", "bottom k" … "bottom 1" (bottom 1 = the smallest)
+    token: int
+    value: float
+
+
+def embedding_variants(E: Tensor) -> dict[str, Tensor]:
+    """E [V, d] as is, centred, scaled to mean norm √d, and centred & scaled (same scale factor)."""
+    scale = math.sqrt(E.shape[1]) / E.norm(dim=1).mean()  # √d / mean‖e‖
+    centred = E - E.mean(dim=0, keepdim=True)  # minus the vocabulary's mean vector
+    # As in the paper's code, "centred & scaled" reuses the scale factor of the uncentred E.
+    return {"as is": E, "centred": centred, "scaled": E * scale, "centred & scaled": centred * scale}
+
+
+@torch.inference_mode()
+def sphere_distances(model: GPT2) -> list[SphereDistance]:
+    """Table (a): distances of E and its centred/scaled versions to layer_norm(E) (no γ, β)."""
+    E = model.wte.weight
+    target = sphere_projection(E, model.config.ln_eps)  # [V, d], rows on the √d-sphere
+    rows = []
+    for setting, version in embedding_variants(E).items():
+        l2 = (version - target).norm(dim=1)  # [V]
+        cosine = 1 - F.cosine_similarity(version, target, dim=1)  # [V]
+        rows.append(SphereDistance(setting, l2.mean().item(), l2.std().item(),
+                                   cosine.mean().item(), cosine.std().item()))
+    return rows
+
+
+@torch.inference_mode()
+def reachability(model: GPT2) -> dict[str, Tensor]:
+    """Every measure of MEASURES for every word, with ln_f's γ and β: name -> [V]."""
+    check_unfolded(model)
+    E, gamma, beta = model.wte.weight, model.ln_f.weight, model.ln_f.bias
+    norm = E.norm(dim=1)  # ‖e‖
+    scaled_norm = (E * gamma).norm(dim=1)  # ‖γ⊙e‖
+    bias = E @ beta  # β·e
+    return {
+        "norm": norm,
+        "scaled_norm": scaled_norm,
+        "norm_plus_bias": norm + bias,
+        "scaled_norm_plus_bias": scaled_norm + bias,
+        "reach_bound": math.sqrt(E.shape[1]) * scaled_norm + bias,
+    }
+
+
+def top_and_bottom(measures: dict[str, Tensor], k: int = 5) -> list[RankedWord]:
+    """Table (b): for each measure the k largest words, then the k smallest (largest of them first)."""
+    rows = []
+    for name, values in measures.items():
+        k_ = min(k, values.numel())
+        top = values.topk(k_).indices.tolist()
+        bottom = values.topk(k_, largest=False).indices.tolist()  # smallest first
+        rows += [RankedWord(name, f"top {i + 1}", t, values[t].item()) for i, t in enumerate(top)]
+        rows += [RankedWord(name, f"bottom {i + 1}", t, values[t].item()) for i, t in reversed(list(enumerate(bottom)))]
+    return rows

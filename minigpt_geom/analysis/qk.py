@@ -1,0 +1,104 @@
+"""A head's strongest query-key word pairs over the whole vocabulary (Dar et al. 2022: E W Eᵀ, top pairs).
+
+For head h of block l, every word as query against every word as key:
+
+    s(q, k) = x̂_q W_QK x̂_kᵀ = (x̂_q W_Q)(x̂_k W_K)ᵀ / √d_h                  [V, V]
+    with biases:   (x̂_q W_Q + b_Q)(x̂_k W_K + b_K)ᵀ / √d_h
+    x̂_w = ln_1(E_w), or ln_1(E_w + P_pos) at a chosen position
+
+For GPT-2 that is V² ≈ 2.5·10⁹ scores (10 GB in float32), so the V × V matrix is never formed: queries are
+taken in blocks of `block_size` rows ([block_size, V] scores, a product of two thin matrices), and only the
+rows that can still beat the running top k are searched and merged into it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..model import GPT2
+from .circuits import head_weights, sphere_embeddings
+
+
+@dataclass(frozen=True)
+class WordPair:
+    """A query word, a key word and the score the head gives the pair."""
+
+    query: int
+    key: int
+    score: float
+
+
+def check_position(model: GPT2, position: int | None, side: str) -> None:
+    """Raise InputError unless `position` is None or inside the context."""
+    n = model.config.n_ctx
+    if position is not None and not 0 <= position < n:
+        raise InputError(f"{side} position {position} is outside the context of {n} positions (0..{n - 1})")
+
+
+@torch.inference_mode()
+def query_key_sides(model: GPT2, layer: int, head: int, *, biases: bool = False, query_position: int | None = None,
+                    key_position: int | None = None, vocab_limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """(queries [V, d_h], keys [V, d_h]) with queries @ keys.T = the head's score of every (query, key) word pair."""
+    w = head_weights(model, layer, head)
+    check_position(model, query_position, "query")
+    check_position(model, key_position, "key")
+    if query_position is not None and key_position is not None and key_position > query_position:
+        raise InputError(f"key position {key_position} is after query position {query_position}: "
+                         f"a causal head never sees it")
+    queries = sphere_embeddings(model, layer, query_position, vocab_limit) @ w.W_Q  # [V, d_h]
+    keys = sphere_embeddings(model, layer, key_position, vocab_limit) @ w.W_K
+    if biases:
+        queries, keys = queries + w.b_Q, keys + w.b_K
+    return queries / math.sqrt(w.head_dim), keys
+
+
+def top_pairs(queries: Tensor, keys: Tensor, k: int = 20, block_size: int = 512, progress: bool = False
+              ) -> list[WordPair]:
+    """The k largest entries of queries @ keys.T, computed block by block of queries (never the full matrix).
+
+    An entry of the overall top k is in its row's top k, and a row whose best entry does not beat the k-th best
+    score found so far has nothing to add; so each block costs one product, one row maximum and a top k of
+    the few rows that can still contribute."""
+    n_queries, n_keys = queries.shape[0], keys.shape[0]
+    k = min(k, n_queries * n_keys)
+    best_scores = queries.new_empty(0)  # the running top k, any order
+    best_index = torch.empty(0, dtype=torch.long, device=queries.device)  # their flat indices q·n_keys + key
+    starts = range(0, n_queries, block_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="query blocks", unit="block")
+    keys_t = keys.T.contiguous()  # [d_h, V]
+    buffer = queries.new_empty(min(block_size, n_queries), n_keys)  # reused: a fresh 100 MB block each time is slower
+    for start in starts:
+        block = queries[start:start + block_size]
+        scores = torch.mm(block, keys_t, out=buffer[:block.shape[0]])  # [block, V]
+        threshold = best_scores.min() if best_scores.numel() == k else float("-inf")
+        rows = (scores.amax(dim=1) > threshold).nonzero().squeeze(1)  # rows that can still enter the top k
+        if rows.numel() == 0:
+            continue
+        top = scores[rows].topk(min(k, n_keys), dim=1)  # [rows, k]: each row's own top k
+        candidates = torch.cat([best_scores, top.values.flatten()])
+        indices = torch.cat([best_index, ((start + rows)[:, None] * n_keys + top.indices).flatten()])
+        keep = candidates.topk(min(k, candidates.numel())).indices
+        best_scores, best_index = candidates[keep], indices[keep]
+    order = best_scores.argsort(descending=True)
+    return [WordPair(int(i) // n_keys, int(i) % n_keys, float(s))
+            for s, i in zip(best_scores[order], best_index[order])]
+
+
+@torch.inference_mode()
+def strongest_pairs(model: GPT2, layer: int, head: int, k: int = 20, *, biases: bool = False,
+                    query_position: int | None = None, key_position: int | None = None, block_size: int = 512,
+                    vocab_limit: int | None = None, progress: bool = False) -> list[WordPair]:
+    """The k (query word, key word) pairs head `head` of block `layer` scores highest, best first."""
+    if k < 1 or block_size < 1:
+        raise InputError(f"k and block size must be positive, got k={k}, block size={block_size}")
+    queries, keys = query_key_sides(model, layer, head, biases=biases, query_position=query_position,
+                                    key_position=key_position, vocab_limit=vocab_limit)
+    return top_pairs(queries, keys, k, block_size, progress)

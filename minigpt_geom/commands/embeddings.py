@@ -1,0 +1,74 @@
+"""`minigpt-geom embeddings`: experiment 1, the word embeddings against layer norm and ln_f's reach."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..analysis import format_csv, format_table, token_label, write_text
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """--weights, --tokenizer and -o/--out, shared by the weight-analysis commands."""
+    parser.add_argument("--weights", default="gpt2", metavar="SOURCE",
+                        help="preset, hub id, directory or .safetensors file (default: gpt2)")
+    parser.add_argument("--tokenizer", metavar="SOURCE",
+                        help="where vocab.json and merges.txt are (default: the weights source)")
+    parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="write the tables (and plots) into DIR")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the `embeddings` subcommand."""
+    parser = subparsers.add_parser(
+        "embeddings", help="experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them",
+        description="(a) L2 and cosine distance of E (as is, centred, scaled, both) to layer_norm(E); "
+                    "(b) top and bottom words by ‖e‖, ‖γ⊙e‖, ‖e‖+β·e, ‖γ⊙e‖+β·e and the bound "
+                    "√d‖γ⊙e‖+β·e (ln_f's γ, β).")
+    add_source_arguments(parser)
+    parser.add_argument("-k", type=int, default=5, help="words at the top and at the bottom (default: 5)")
+    return parser
+
+
+def distance_table(rows) -> tuple[list[str], list[list]]:
+    """Header and rows of table (a)."""
+    header = ["setting", "L2 mean", "L2 std", "cosine distance mean", "cosine distance std"]
+    return header, [[r.setting, r.l2_mean, r.l2_std, r.cosine_mean, r.cosine_std] for r in rows]
+
+
+def reach_table(ranked, tokenizer) -> tuple[list[str], list[list]]:
+    """Header and rows of table (b), wide: one column per measure, cells "'word' value"."""
+    from ..analysis.embeddings import MEASURES
+
+    positions = list(dict.fromkeys(r.position for r in ranked))
+    cell = {(r.measure, r.position): f"{token_label(tokenizer, r.token)} {r.value:.3f}" for r in ranked}
+    return ["", *MEASURES.values()], [[p, *(cell[m, p] for m in MEASURES)] for p in positions]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print both tables; with --out also write them as .md, .txt and .csv."""
+    from ..analysis import load_model_and_tokenizer
+    from ..analysis.embeddings import MEASURES, reachability, sphere_distances, top_and_bottom
+    from ..errors import InputError
+
+    if args.k < 1:
+        raise InputError(f"-k must be positive, got {args.k}")
+    model, tokenizer = load_model_and_tokenizer(args.weights, args.tokenizer)
+    distances, ranked = sphere_distances(model), top_and_bottom(reachability(model), args.k)
+    tables = {
+        "embeddings_sphere_distance": ("(a) distance to layer_norm(E), over the vocabulary",
+                                       *distance_table(distances)),
+        "embeddings_reach": ("(b) words ranked with ln_f's γ, β", *reach_table(ranked, tokenizer)),
+    }
+    for caption, header, rows in tables.values():
+        print(format_table(header, rows, "text", caption))
+    if args.out:
+        for name, (caption, header, rows) in tables.items():
+            write_text(args.out / f"{name}.md", format_table(header, rows, "markdown", caption))
+            write_text(args.out / f"{name}.txt", format_table(header, rows, "text", caption))
+        write_text(args.out / "embeddings_sphere_distance.csv", format_csv(*distance_table(distances)))
+        long = [[r.measure, MEASURES[r.measure], r.position, r.token, tokenizer.decode([r.token]), r.value]
+                for r in ranked]
+        write_text(args.out / "embeddings_reach.csv",
+                   format_csv(["measure", "formula", "position", "token", "text", "value"], long))
+        print(f"tables written to {args.out}/embeddings_*.{{md,txt,csv}}")
+    return 0
