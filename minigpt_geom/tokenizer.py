@@ -1,0 +1,214 @@
+"""GPT-2's byte-level BPE tokenizer, from first principles.
+
+Text becomes token ids in three steps:
+
+1. Pre-tokenise: a regex cuts the text into word-like pieces (" hello", "'s", "42", "  ").
+   Merges never cross a piece boundary, so a piece can be encoded on its own (and cached).
+2. Bytes: each piece becomes its UTF-8 bytes. Every string is a byte string, so 256 base
+   tokens cover any text and there is no "unknown" token.
+3. Byte-pair merges: merges.txt lists pairs of adjacent tokens in the order they were learned.
+   Repeatedly merge the pair that was learned earliest (its "rank") wherever it occurs,
+   until no learned pair is left; each remaining chunk of bytes is one vocabulary entry.
+
+Decoding is the inverse and needs no merges: concatenate each id's bytes, decode UTF-8.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import Literal
+
+import regex
+
+from .errors import CheckpointError, InputError, WeightsNotFoundError
+from .hub import resolve_file
+
+# GPT-2's pre-tokenisation: contractions, optional space + letters, optional space + digits,
+# optional space + other symbols, then whitespace (a run of spaces gives its last space to the next word).
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+ENDOFTEXT = "<|endoftext|>"
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from each byte value to the printable character that stands for it in the files."""
+    # vocab.json and merges.txt are text: a token with a raw space, newline or control byte would be
+    # unreadable (merges.txt even separates a pair with a space). So printable Latin-1 bytes stand for
+    # themselves and the other 68 bytes are shifted to chr(256), chr(257), ...: " hi" is stored as "Ġhi".
+    # The table only concerns the files; inside this module tokens are plain `bytes`.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    shifted = (b for b in range(256) if b not in table)
+    table.update({b: chr(256 + n) for n, b in enumerate(shifted)})
+    return table  # in GPT-2's order of the 256 base ids: printable bytes first, then the shifted ones
+
+
+class Tokenizer:
+    """Byte-level BPE: `encode` text to ids and `decode` ids back to text, exactly like GPT-2."""
+
+    def __init__(self, vocab: dict[bytes, int], merges: list[tuple[bytes, bytes]],
+                 special_tokens: dict[str, int], *, cache_size: int = 1 << 16) -> None:
+        """Build from token bytes -> id, the merges in learned order and special token -> id."""
+        self.encoder = vocab
+        self.special_tokens = special_tokens
+        self.decoder = {i: token for token, i in vocab.items()}
+        self.decoder.update({i: name.encode("utf-8") for name, i in special_tokens.items()})
+        self._n_vocab = max(self.decoder) + 1
+        self.ranks = {pair: rank for rank, pair in enumerate(merges)}  # earlier learned = lower rank = merged first
+        self.pattern = regex.compile(GPT2_PATTERN)
+        self._single_bytes = [bytes([b]) for b in range(256)]
+        self._piece_ids = functools.lru_cache(maxsize=cache_size)(self._bpe)  # pieces repeat a lot in real text
+
+    # ---- constructors -------------------------------------------------------------------------
+
+    @classmethod
+    def from_files(cls, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike) -> Tokenizer:
+        """Load Hugging Face's `vocab.json` (token -> id) and `merges.txt` (one pair a line)."""
+        char_to_byte = {c: b for b, c in bytes_to_unicode().items()}
+
+        def to_bytes(token: str, where: Path) -> bytes:
+            try:
+                return bytes(char_to_byte[c] for c in token)
+            except KeyError:
+                raise CheckpointError(f"{where}: token {token!r} is not written in GPT-2's byte alphabet") from None
+
+        vocab_path, merges_path = Path(vocab_json), Path(merges_txt)
+        try:
+            raw = json.loads(_read(vocab_path))
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{vocab_path} is not valid JSON: {error}") from None
+        if not isinstance(raw, dict) or not all(isinstance(t, str) and type(i) is int and i >= 0 for t, i in raw.items()):
+            raise CheckpointError(f"{vocab_path}: expected a JSON object mapping token strings to ids >= 0")
+        if len(set(raw.values())) != len(raw):
+            raise CheckpointError(f"{vocab_path}: two tokens share an id")
+        specials = {t: i for t, i in raw.items() if t == ENDOFTEXT}
+        vocab = {to_bytes(t, vocab_path): i for t, i in raw.items() if t not in specials}
+        missing = [b for b in range(256) if bytes([b]) not in vocab]
+        if missing:
+            raise CheckpointError(f"{vocab_path}: no token for byte {missing[0]:#04x} ({len(missing)} bytes missing)")
+
+        merges = []
+        for number, line in enumerate(_read(merges_path).split("\n"), start=1):
+            if not line.strip() or (number == 1 and line.startswith("#version")):
+                continue
+            pair = line.split()  # the byte alphabet has no whitespace, so a space only separates the pair
+            if len(pair) != 2:
+                raise CheckpointError(f"{merges_path}, line {number}: expected two tokens, got {line!r}")
+            first, second = (to_bytes(t, merges_path) for t in pair)
+            for token in (first, second, first + second):
+                if token not in vocab:
+                    raise CheckpointError(f"{merges_path}, line {number}: {line!r} uses a token not in {vocab_path.name}")
+            merges.append((first, second))
+        return cls(vocab, merges, specials)
+
+    @classmethod
+    def from_openai_files(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike) -> Tokenizer:
+        """Load OpenAI's original `encoder.json` + `vocab.bpe` (the same formats as vocab.json + merges.txt)."""
+        return cls.from_files(encoder_json, vocab_bpe)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike = "gpt2") -> Tokenizer:
+        """Load from a preset ("gpt2", ...), the offline weights/ drop-in, a hub id or a local directory."""
+        return cls.from_files(resolve_file(source, "vocab.json"), resolve_file(source, "merges.txt"))
+
+    # ---- properties ---------------------------------------------------------------------------
+
+    @property
+    def eot_token(self) -> int:
+        """Id of `<|endoftext|>`, the token GPT-2 puts between documents."""
+        if ENDOFTEXT not in self.special_tokens:
+            raise CheckpointError(f"this vocabulary has no {ENDOFTEXT} token")
+        return self.special_tokens[ENDOFTEXT]
+
+    @property
+    def n_vocab(self) -> int:
+        """Number of ids: one more than the largest id."""
+        return self._n_vocab
+
+    # ---- encoding -----------------------------------------------------------------------------
+
+    def _bpe(self, piece: str) -> tuple[int, ...]:
+        """Ids of one pre-tokenised piece: merge its bytes pair by pair, lowest rank first."""
+        parts = [self._single_bytes[b] for b in piece.encode("utf-8")]
+        ranks, never = self.ranks, len(self.ranks)
+        while len(parts) > 1:
+            # The adjacent pair learned earliest; pairs never learned rank last.
+            first, second = min(zip(parts, parts[1:]), key=lambda pair: ranks.get(pair, never))
+            if (first, second) not in ranks:
+                break
+            merged, i = [], 0
+            while i < len(parts):  # merge every occurrence, left to right
+                if i + 1 < len(parts) and parts[i] == first and parts[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            parts = merged
+        return tuple(self.encoder[part] for part in parts)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode `text`, treating any special-token text as plain text."""
+        ids: list[int] = []
+        try:
+            for piece in self.pattern.findall(text):
+                ids.extend(self._piece_ids(piece))
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form: U+FFFD instead, as tiktoken
+            return self.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+        return ids
+
+    def encode(self, text: str, *, allowed_special: Collection[str] | Literal["all"] = frozenset(),
+               disallowed_special: Collection[str] | Literal["all"] = "all") -> list[int]:
+        """Encode `text` to ids; special tokens follow tiktoken's rules (disallowed ones raise InputError)."""
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        unknown = allowed - set(self.special_tokens)
+        if unknown:
+            raise InputError(f"not special tokens of this vocabulary: {sorted(unknown)}")
+        disallowed = set(self.special_tokens) - allowed if disallowed_special == "all" else set(disallowed_special)
+        for name in disallowed:
+            if name in text:  # text that looks like a control token is refused unless asked for
+                raise InputError(
+                    f"the text contains the special token {name!r}. Pass allowed_special={{{name!r}}} (or 'all') "
+                    f"to encode it as its id, or disallowed_special=() to encode it as plain text."
+                )
+        if not allowed:
+            return self.encode_ordinary(text)
+        # Split on the allowed special tokens (kept by the capture group); text between is encoded normally.
+        names = sorted(allowed, key=len, reverse=True)
+        chunks = regex.split("(" + "|".join(map(regex.escape, names)) + ")", text)
+        ids: list[int] = []
+        for k, chunk in enumerate(chunks):
+            if k % 2:
+                ids.append(self.special_tokens[chunk])
+            else:
+                ids.extend(self.encode_ordinary(chunk))
+        return ids
+
+    # ---- decoding -----------------------------------------------------------------------------
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """Concatenate the bytes of each id."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)  # also torch / numpy arrays
+        try:
+            return b"".join([self.decoder[i] for i in ids])
+        except KeyError:
+            bad = next(i for i in ids if i not in self.decoder)
+            raise InputError(f"token id {bad!r} is not in the vocabulary (ids are 0..{self.n_vocab - 1})") from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Decode ids to text; byte sequences that are not valid UTF-8 become U+FFFD (errors="replace")."""
+        # Any encode() output decodes exactly; arbitrary ids may cut a multi-byte character in two.
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+def _read(path: Path) -> str:
+    """The UTF-8 text of a tokenizer file, with errors that name it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WeightsNotFoundError(f"tokenizer file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"cannot read tokenizer file {path}: {error}") from None

@@ -1,0 +1,298 @@
+"""The tokenizer against two independent implementations, tiktoken and Hugging Face `tokenizers`.
+
+No GPT-2 files are needed: the test trains a small byte-level BPE vocabulary on a corpus it makes,
+writes it in GPT-2's file formats, and loads it into all three tokenizers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import regex
+import tiktoken
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+from tiktoken_ext.openai_public import r50k_pat_str
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers
+
+from minigpt_geom.errors import CheckpointError, InputError, WeightsNotFoundError
+from minigpt_geom.tokenizer import Tokenizer
+
+EOT = "<|endoftext|>"
+
+SAMPLES = [
+    "Hello, world! The quick brown fox jumps over the lazy dog.",
+    "Café, naïve, façade, résumé, Ångström, Straße, Ελληνικά, русский текст",
+    "emoji 😀🎉 and ZWJ families 👨‍👩‍👧‍👦 👩🏽‍💻 🏳️‍🌈 flags 🇫🇷🇯🇵",
+    "中文文本，日本語のテキスト、한국어 텍스트。",
+    "whitespace   runs\t\ttabs\n\nnewlines\r\nwindows\r\n  \n end   ",
+    "   leading spaces and trailing spaces   ",
+    "it's, don't, they're, we've, I'm, you'll, he'd; IT'S DON'T THEY'RE; 's 't 'd",
+    "'stop 'twas o'dem l'really 'very 'llama 'mad 'STOP O'STOP L'TWAS O'DEM D'REALLY N'VERY Y'LLAMA I'MAD",
+    "numbers 0 1 42 3.14159 2024-01-01 1,000,000 ١٢٣ ½ ²",
+    "def f(x):\n    return {'a': [x ** 2, x // 3]}  # comment\n\tif x != 0: pass\n",
+    "<html><body class=\"x\">a&amp;b</body></html> a->b && c || d; i++;",
+    "\u00a0non-breaking\u2009thin\u3000ideographic spaces\u200bzero-width",
+    "",
+    " ",
+    "a",
+    "\n",
+    "😀",
+]
+
+
+def byte_table() -> dict[int, str]:
+    """GPT-2's byte -> character table, written independently of the module under test."""
+    kept = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    shifted = [b for b in range(256) if b not in kept]
+    return {**{b: chr(b) for b in kept}, **{b: chr(256 + n) for n, b in enumerate(shifted)}}
+
+
+def make_corpus(seed: int = 0) -> str:
+    """Training text: the samples plus random English-like words, numbers, code and symbols."""
+    rng = random.Random(seed)
+    syllables = ["th", "e", "an", "in", "er", "re", "on", "at", "st", "ing", "qu", "ou", "al", "é", "ü", "中", "文"]
+    words = ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(300)]
+    lines = []
+    for _ in range(400):
+        line = " ".join(rng.choice(words).capitalize() if rng.random() < 0.1 else rng.choice(words)
+                        for _ in range(rng.randint(3, 12)))
+        line += rng.choice([".", ",", "!", "?", " 123", " 2024.", "'s", "'ll", " 😀", "\t", "  "])
+        line = line.upper() if rng.random() < 0.2 else line  # upper-case merges: 'S is not a contraction
+        lines.append(line)
+    return "\n".join(lines * 2 + SAMPLES * 3)
+
+
+def train_bpe(text: str, num_merges: int) -> list[tuple[bytes, bytes]]:
+    """Textbook BPE training: repeatedly merge the most frequent adjacent pair inside each piece."""
+    pieces = Counter(regex.findall(r50k_pat_str, text))
+    words = {tuple(bytes([b]) for b in p.encode("utf-8")): n for p, n in pieces.items()}
+    merges, known = [], {bytes([b]) for b in range(256)}
+    for _ in range(num_merges):
+        counts: Counter = Counter()
+        for word, n in words.items():
+            for pair in zip(word, word[1:]):
+                counts[pair] += n
+        # GPT-2 has one new token per merge: skip pairs whose concatenation is already a token.
+        fresh = [(n, pair) for pair, n in counts.items() if pair[0] + pair[1] not in known]
+        if not fresh:
+            break
+        _, best = max(fresh)  # ties broken by the pair's bytes: deterministic
+        merges.append(best)
+        known.add(best[0] + best[1])
+        words = {merge_pair(word, best): n for word, n in words.items()}
+    return merges
+
+
+def merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[bytes, ...]:
+    """Replace each occurrence of `pair` in `word`, left to right, by its concatenation."""
+    out, i = [], 0
+    while i < len(word):
+        if word[i:i + 2] == pair:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory) -> Path:
+    """A folder with vocab.json + merges.txt (and their OpenAI twins): 256 bytes, merges in order, then EOT."""
+    folder = tmp_path_factory.mktemp("bpe")
+    table = byte_table()
+    text = lambda token: "".join(table[b] for b in token)  # noqa: E731
+    merges = train_bpe(make_corpus(), num_merges=600)
+    tokens = [bytes([b]) for b in table] + [a + b for a, b in merges]
+    vocab = {text(token): i for i, token in enumerate(tokens)}
+    vocab[EOT] = len(vocab)
+    assert len(vocab) == 256 + len(merges) + 1, "every byte and every merge is a distinct token"
+    merges_txt = "#version: 0.2\n" + "".join(f"{text(a)} {text(b)}\n" for a, b in merges)
+    for vocab_name, merges_name in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
+        (folder / vocab_name).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (folder / merges_name).write_text(merges_txt, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ours(files) -> Tokenizer:
+    return Tokenizer.from_files(files / "vocab.json", files / "merges.txt")
+
+
+@pytest.fixture(scope="session")
+def tik(files) -> tiktoken.Encoding:
+    """tiktoken, with ranks read by tiktoken's own GPT-2 file loader (it also checks ids follow merge order)."""
+    with mock.patch.dict(os.environ, {"TIKTOKEN_CACHE_DIR": ""}):  # no cache: tmp paths get reused
+        ranks = data_gym_to_mergeable_bpe_ranks(str(files / "vocab.bpe"), str(files / "encoder.json"))
+    eot = json.loads((files / "vocab.json").read_text(encoding="utf-8"))[EOT]
+    return tiktoken.Encoding("trained", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={EOT: eot})
+
+
+@pytest.fixture(scope="session")
+def hf(files) -> HFTokenizer:
+    """Hugging Face `tokenizers`: BPE from the same files, GPT-2's byte-level pre-tokenizer and decoder."""
+    vocab, merges = models.BPE.read_file(str(files / "vocab.json"), str(files / "merges.txt"))
+    tok = HFTokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def test_trained_vocabulary_merges_something(ours, tik):
+    """Guard against a vacuous comparison: the samples must use multi-byte tokens, including non-ASCII ones."""
+    ids = [i for s in SAMPLES for i in tik.encode_ordinary(s)]
+    assert sum(len(tik.decode_single_token_bytes(i)) > 1 for i in ids) > 100
+    assert any(len(tik.decode_single_token_bytes(i)) > 2 and max(tik.decode_single_token_bytes(i)) > 127 for i in ids)
+    assert ours.n_vocab == tik.n_vocab == tik.eot_token + 1
+    assert ours.eot_token == tik.eot_token
+
+
+@pytest.mark.parametrize("text", SAMPLES, ids=range(len(SAMPLES)))
+def test_encode_matches_tiktoken_and_hf(ours, tik, hf, text):
+    ids = ours.encode(text)
+    assert ids == tik.encode(text)
+    assert ids == hf.encode(text).ids
+    assert ours.decode(ids) == text == tik.decode(ids) == hf.decode(ids)
+
+
+def test_long_document_matches(ours, tik, hf):
+    text = make_corpus(seed=1)
+    ids = ours.encode(text)
+    assert ids == tik.encode(text) == hf.encode(text).ids
+    assert ours.decode(ids) == text
+
+
+# Characters BPE has merges for, plus arbitrary Unicode: random strings then really exercise merges.
+_alphabet = st.sampled_from(list("thean ingerst'sldvmRST \t\n\r.,!0123456789éü中文😀‍👩")) | st.characters(codec="utf-8")
+_fast = settings(max_examples=150, deadline=None, database=None)
+
+
+@_fast
+@given(st.text())
+def test_round_trip_arbitrary_text(ours, text):
+    assert ours.decode(ours.encode(text, disallowed_special=())) == text
+
+
+@_fast
+@given(st.text(_alphabet, max_size=60) | st.text(max_size=30))
+def test_matches_oracles_on_arbitrary_text(ours, tik, hf, text):
+    ids = ours.encode(text, disallowed_special=())
+    assert ids == tik.encode(text, disallowed_special=())
+    assert ids == hf.encode(text).ids
+    assert ours.decode(ids) == text
+
+
+@_fast
+@given(st.lists(st.integers(0, 256 + 600), max_size=20))
+def test_decode_arbitrary_ids_like_tiktoken(ours, tik, ids):
+    """Ids that cut a character in two decode with U+FFFD, as tiktoken's errors="replace"."""
+    assert ours.decode(ids) == tik.decode(ids)
+    assert ours.decode_bytes(ids) == tik.decode_bytes(ids)
+
+
+SPECIAL = f"Document one.{EOT}Document two {EOT} and<|endoftext|>\n"
+
+
+def test_special_token_disallowed_by_default(ours, tik):
+    with pytest.raises(ValueError):
+        tik.encode(SPECIAL)
+    with pytest.raises(InputError, match="endoftext"):
+        ours.encode(SPECIAL)
+
+
+@pytest.mark.parametrize("allowed", ["all", {EOT}])
+def test_special_token_allowed(ours, tik, allowed):
+    ids = ours.encode(SPECIAL, allowed_special=allowed)
+    assert ids == tik.encode(SPECIAL, allowed_special=allowed)
+    assert ids.count(ours.eot_token) == 3
+    assert ours.decode(ids) == SPECIAL
+
+
+def test_special_token_as_plain_text(ours, tik, hf):
+    ids = ours.encode(SPECIAL, disallowed_special=())
+    assert ids == tik.encode(SPECIAL, disallowed_special=()) == hf.encode(SPECIAL).ids
+    assert ours.eot_token not in ids
+    assert ours.encode_ordinary(SPECIAL) == tik.encode_ordinary(SPECIAL)
+
+
+def test_openai_files_give_same_ids(files, tik):
+    openai = Tokenizer.from_openai_files(files / "encoder.json", files / "vocab.bpe")
+    text = " ".join(SAMPLES)
+    assert openai.encode(text) == tik.encode(text)
+
+
+def test_from_pretrained_directory(files, tik):
+    text = " ".join(SAMPLES)
+    assert Tokenizer.from_pretrained(files).encode(text) == tik.encode(text)
+    assert Tokenizer.from_pretrained(str(files)).encode(text) == tik.encode(text)
+
+
+def test_from_pretrained_preset_uses_drop_in(files, tik, tmp_path, monkeypatch):
+    (tmp_path / "gpt2").mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / "gpt2" / name).write_bytes((files / name).read_bytes())
+    monkeypatch.setenv("MINIGPT_GEOM_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a failed drop-in lookup must not reach the network
+    text = " ".join(SAMPLES)
+    assert Tokenizer.from_pretrained("gpt2").encode(text) == tik.encode(text)
+
+
+def test_from_pretrained_missing_files(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="vocab.json"):
+        Tokenizer.from_pretrained(tmp_path)
+    with pytest.raises(WeightsNotFoundError, match="nope.json"):
+        Tokenizer.from_files(tmp_path / "nope.json", tmp_path / "merges.txt")
+
+
+def test_malformed_files_name_the_file(files, tmp_path):
+    vocab_text = (files / "vocab.json").read_text(encoding="utf-8")
+    merges_text = (files / "merges.txt").read_text(encoding="utf-8")
+    cases = {
+        "bad.json": ("{not json", merges_text),
+        "list.json": ("[1, 2, 3]", merges_text),
+        "nobytes.json": (json.dumps({"a": 0, EOT: 1}), "#version: 0.2\n"),
+        "vocab.json": (vocab_text, merges_text + "zzzz qqqq\n"),
+        "vocab2.json": (vocab_text, merges_text + "onlyone\n"),
+    }
+    for vocab_name, (vocab_body, merges_body) in cases.items():
+        (tmp_path / vocab_name).write_text(vocab_body, encoding="utf-8")
+        (tmp_path / "merges.txt").write_text(merges_body, encoding="utf-8")
+        with pytest.raises(CheckpointError) as error:
+            Tokenizer.from_files(tmp_path / vocab_name, tmp_path / "merges.txt")
+        named = vocab_name if vocab_body != vocab_text else "merges.txt"
+        assert named in str(error.value), (vocab_name, str(error.value))
+
+
+@pytest.mark.parametrize("bad", [10**6, -1, 2**63])
+def test_decode_out_of_range_names_the_id(ours, bad):
+    with pytest.raises(InputError, match=str(bad)):
+        ours.decode([1, 2, bad])
+
+
+def test_decode_accepts_tensors(ours, tik):
+    text = SAMPLES[2]
+    assert ours.decode(torch.tensor(tik.encode(text))) == text
+
+
+def test_merges_without_version_header(files, tik, tmp_path):
+    merges = (files / "merges.txt").read_text(encoding="utf-8")
+    (tmp_path / "merges.txt").write_text(merges.split("\n", 1)[1], encoding="utf-8")
+    headerless = Tokenizer.from_files(files / "vocab.json", tmp_path / "merges.txt")
+    text = " ".join(SAMPLES)
+    assert headerless.encode(text) == tik.encode(text)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "x \ud83d\ude00 y"])
+def test_lone_surrogates_like_tiktoken(ours, tik, text):
+    """Lone surrogates have no UTF-8 form; tiktoken replaces them with U+FFFD, and so do we."""
+    assert ours.encode(text) == tik.encode(text)
