@@ -1,0 +1,177 @@
+"""The logit lens: decode every residual state x_l as if it were the last one (Traveling Words, section 3).
+
+    lens_l = LN_f(x_l) Eᵀ          [..., vocab]; LN_f recomputes μ and σ from x_l itself, with ln_f's γ, β
+    p_l    = softmax(lens_l)        at l = L this is the model's own next-word distribution
+
+For every layer l = 0..L (l = 0 is the embedding x_0) and position t the lens reports the top-k words of
+p_l, the probability and rank of the final prediction argmax p_L, the entropy of p_l, the divergence
+KL(p_L ‖ p_l) of the final distribution from the layer's, and (from the trace) the angular step and the
+angular path travelled so far. Refinement shows as rank → 1, KL → 0 layer by layer.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..model import GPT2
+from ..trace import Trace
+
+
+@dataclass(frozen=True)
+class LensResult:
+    """The logit lens of one traced forward pass; fields [L+1, B, T] unless noted (layer 0 = x_0)."""
+
+    top_ids: Tensor  # [L+1, B, T, k] the k most probable words of p_l, most probable first
+    top_probs: Tensor  # [L+1, B, T, k] their probabilities
+    prediction: Tensor  # [B, T] argmax p_L: the model's predicted next word
+    prediction_prob: Tensor  # p_l(prediction)
+    prediction_rank: Tensor  # 1 + #{v : lens_l[v] > lens_l[prediction]}: 1 = the top word
+    entropy: Tensor  # −Σ_v p_l(v) log p_l(v), nats
+    kl_to_final: Tensor  # KL(p_L ‖ p_l) = Σ_v p_L(v) (log p_L(v) − log p_l(v)), nats; 0 at l = L
+    angular_step: Tensor  # angle between the sphere points of x_{l−1} and x_l, radians; 0 at l = 0
+    angular_path: Tensor  # Σ of the steps up to layer l, radians
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoded states, L + 1."""
+        return self.prediction_prob.shape[0]
+
+
+@torch.inference_mode()
+def lens_logits(model: GPT2, x: Tensor) -> Tensor:
+    """x_l [..., d] -> LN_f(x_l) Eᵀ [..., vocab], LN_f using x_l's own mean and variance."""
+    x_hat, _ = model.ln_f(x)
+    return model.unembed(x_hat)
+
+
+def angular_steps(trace: Trace) -> tuple[Tensor, Tensor]:
+    """(step, path) [L+1, B, T] radians: the trace's per-block angles with a leading 0 for x_0."""
+    angle = trace.residual.angle  # [L, B, T], angle between the sphere points of x_l and x_l+1
+    zero = torch.zeros_like(angle[:1])
+    return torch.cat([zero, angle]), torch.cat([zero, angle.cumsum(dim=0)])
+
+
+@torch.inference_mode()
+def logit_lens(model: GPT2, trace: Trace, k: int = 5) -> LensResult:
+    """Decode every state of a trace taken with keep_states=True; one layer's logits in memory at a time."""
+    if trace.states is None:
+        raise ValueError("logit_lens needs the residual states: call model(idx, keep_states=True)")
+    states = trace.states  # [L+1, B, T, d]
+    final_logp = torch.log_softmax(lens_logits(model, states[-1]).float(), dim=-1)  # [B, T, V]
+    final_p = final_logp.exp()
+    prediction = final_logp.argmax(dim=-1)  # [B, T]
+    k = min(k, final_logp.shape[-1])
+    fields: dict[str, list[Tensor]] = {n: [] for n in ("top_ids", "top_probs", "prob", "rank", "entropy", "kl")}
+    for x in states:
+        logp = torch.log_softmax(lens_logits(model, x).float(), dim=-1)  # [B, T, V]
+        p = logp.exp()
+        top_logp, top_ids = logp.topk(k, dim=-1)
+        target = logp.gather(-1, prediction[..., None])  # [B, T, 1]
+        fields["top_ids"].append(top_ids)
+        fields["top_probs"].append(top_logp.exp())
+        fields["prob"].append(target[..., 0].exp())
+        fields["rank"].append((logp > target).sum(dim=-1) + 1)
+        fields["entropy"].append(-(p * logp).sum(dim=-1))
+        fields["kl"].append((final_p * (final_logp - logp)).sum(dim=-1))
+    step, path = angular_steps(trace)
+    stack = lambda name: torch.stack(fields[name])  # noqa: E731
+    return LensResult(
+        top_ids=stack("top_ids"), top_probs=stack("top_probs"), prediction=prediction,
+        prediction_prob=stack("prob"), prediction_rank=stack("rank"), entropy=stack("entropy"),
+        kl_to_final=stack("kl"), angular_step=step.float(), angular_path=path.float(),
+    )
+
+
+# ---- text in, words out ---------------------------------------------------------------------------
+
+def encode_text(tokenizer, text: str, n_ctx: int) -> list[int]:
+    """Token ids of `text`; InputError if it is empty or longer than the model's context."""
+    if not text or not text.strip():
+        raise InputError("the text is empty: give at least one word")
+    ids = tokenizer.encode(text)
+    if len(ids) > n_ctx:
+        raise InputError(
+            f"the text is {len(ids)} tokens long, longer than the model's context of {n_ctx} tokens; shorten it"
+        )
+    return ids
+
+
+def token_words(tokenizer, ids: Sequence[int]) -> list[str]:
+    """The text of each token id on its own (" one", "stone", ...)."""
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+@torch.inference_mode()
+def trace_text(model: GPT2, tokenizer, text: str) -> tuple[list[int], Tensor, Trace]:
+    """Encode `text` and run one traced forward pass: (ids, logits [1, T, V], trace with states and patterns)."""
+    ids = encode_text(tokenizer, text, model.config.n_ctx)
+    idx = torch.tensor([ids], dtype=torch.long, device=model.wte.weight.device)
+    logits, trace = model(idx, trace=True, keep_states=True, keep_attention=True)
+    return ids, logits, trace
+
+
+# ---- formatting: tables of the lens, computed above -----------------------------------------------
+
+def lens_rows(lens: LensResult, words: Sequence[str], decode, batch: int = 0) -> list[dict]:
+    """One flat record per (position, layer): the CSV form of the lens; `decode(id) -> str`."""
+    rows = []
+    L1, k = lens.n_layers, lens.top_ids.shape[-1]
+    for t, word in enumerate(words):
+        predicted = decode(int(lens.prediction[batch, t]))
+        for layer in range(L1):
+            row = {"position": t, "token": word, "layer": layer, "prediction": predicted}
+            for j in range(k):
+                row[f"top{j + 1}"] = decode(int(lens.top_ids[layer, batch, t, j]))
+                row[f"top{j + 1}_prob"] = round(float(lens.top_probs[layer, batch, t, j]), 6)
+            row.update(
+                prediction_prob=round(float(lens.prediction_prob[layer, batch, t]), 6),
+                prediction_rank=int(lens.prediction_rank[layer, batch, t]),
+                entropy=round(float(lens.entropy[layer, batch, t]), 6),
+                kl_to_final=round(float(lens.kl_to_final[layer, batch, t]), 6),
+                angular_step_rad=round(float(lens.angular_step[layer, batch, t]), 6),
+                angular_path_rad=round(float(lens.angular_path[layer, batch, t]), 6),
+            )
+            rows.append(row)
+    return rows
+
+
+def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
+    """Write records with the same keys as a CSV file (UTF-8, header from the first record)."""
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def format_lens(lens: LensResult, words: Sequence[str], decode, positions: Sequence[int] | None = None,
+                batch: int = 0) -> str:
+    """A text table per position: the layers' top words, p and rank of the prediction, KL, angles."""
+    lines = []
+    k = lens.top_ids.shape[-1]
+    for t in positions if positions is not None else range(len(words)):
+        predicted = decode(int(lens.prediction[batch, t]))
+        lines.append(f"position {t} {words[t]!r} -> predicts {predicted!r}")
+        lines.append(f"  {'layer':>5}  {'top-' + str(k) + ' words (probability)':<60} {'p(pred)':>8} "
+                     f"{'rank':>6} {'KL':>7} {'step':>6} {'path':>6}")
+        for layer in range(lens.n_layers):
+            top = " ".join(
+                f"{decode(int(i))!r} {float(p):.2f}"
+                for i, p in zip(lens.top_ids[layer, batch, t], lens.top_probs[layer, batch, t])
+            )
+            lines.append(
+                f"  {layer:>5}  {top[:60]:<60} {float(lens.prediction_prob[layer, batch, t]):>8.4f} "
+                f"{int(lens.prediction_rank[layer, batch, t]):>6} {float(lens.kl_to_final[layer, batch, t]):>7.3f} "
+                f"{float(lens.angular_step[layer, batch, t]):>6.3f} {float(lens.angular_path[layer, batch, t]):>6.3f}"
+            )
+        lines.append("")
+    lines.append("KL = KL(final ‖ layer) in nats; step, path: angle along the sphere in radians; layer 0 = embedding")
+    return "\n".join(lines)

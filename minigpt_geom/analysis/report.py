@@ -1,0 +1,181 @@
+"""One self-contained HTML page about a text: its words' trajectories, logit lens, norms, attention, drift.
+
+`build_report(model, tokenizer, text) -> str`. The page needs no network: figures are PNGs inlined as
+base64 data URIs, and the rotatable 3-D view is a small canvas renderer written into the page
+(report_template.html) with the trajectory data as inline JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from importlib import resources
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..model import GPT2
+from . import plots
+from .drift import text_drift
+from .lens import LensResult, logit_lens, token_words, trace_text
+from .trajectory import Trajectory, choose_highlight, word_trajectory
+
+TEMPLATE = "report_template.html"
+
+
+def fill_template(template: str, **values: str) -> str:
+    """Replace each {{name}} by its value; every placeholder must be given."""
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
+
+
+def png_img(png: bytes, alt: str) -> str:
+    """An <img> whose source is the PNG itself (a base64 data URI)."""
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def figure_img(fig, alt: str) -> str:
+    """An inline <img> of a matplotlib figure."""
+    return png_img(plots.figure_png(fig), alt)
+
+
+def script_json(value) -> str:
+    """JSON that is safe inside a <script> element (no "</" can close it)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+
+
+def trajectory_data(trajectory: Trajectory, lens: LensResult, decode) -> dict:
+    """What the page's 3-D view draws: coordinates [L+1][T][3] and, per point, the lens's words."""
+    top = lens.top_ids[:, 0, :, 0].tolist()  # [L+1][T]
+    return {
+        "words": trajectory.words,
+        "coords": np.round(trajectory.coords, 5).tolist(),
+        "highlight": trajectory.highlight,
+        "prediction": {"word": trajectory.prediction_word, "coord": np.round(trajectory.prediction_coord, 5).tolist()},
+        "top": [[decode(i) for i in row] for row in top],
+        "topProb": np.round(lens.top_probs[:, 0, :, 0].float().cpu().numpy(), 4).tolist(),
+        "finalWords": [decode(int(i)) for i in lens.prediction[0]],
+        "finalProb": np.round(lens.prediction_prob[:, 0].float().cpu().numpy(), 4).tolist(),
+    }
+
+
+def lens_table_html(lens: LensResult, position: int, decode) -> str:
+    """The highlighted word's logit lens, one row a layer, as an HTML table."""
+    rows = []
+    for layer in range(lens.n_layers):
+        words = "  ".join(
+            f"{decode(int(i))!r} {float(p):.2f}" for i, p in zip(lens.top_ids[layer, 0, position], lens.top_probs[layer, 0, position])
+        )
+        cells = [
+            str(layer), html.escape(words), f"{float(lens.prediction_prob[layer, 0, position]):.4f}",
+            str(int(lens.prediction_rank[layer, 0, position])), f"{float(lens.kl_to_final[layer, 0, position]):.3f}",
+            f"{float(lens.entropy[layer, 0, position]):.3f}", f"{float(lens.angular_step[layer, 0, position]):.3f}",
+            f"{float(lens.angular_path[layer, 0, position]):.3f}",
+        ]
+        rows.append("<tr>" + "".join(f'<td{" class=words" if j == 1 else ""}>{c}</td>' for j, c in enumerate(cells)) + "</tr>")
+    head = ("<tr><th>layer</th><th>top words (probability)</th><th>p(prediction)</th><th>rank</th>"
+            "<th>KL(final ‖ layer)</th><th>entropy</th><th>step (rad)</th><th>path (rad)</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def lens_grid_html(lens: LensResult, words: Sequence[str], decode) -> str:
+    """Positions × layers: each cell the lens's top word, shaded by its probability, top-k on hover."""
+    L1, k = lens.n_layers, lens.top_ids.shape[-1]
+    head = "<tr><th>position</th>" + "".join(f"<th>{layer}</th>" for layer in range(L1)) + "</tr>"
+    rows = []
+    for t, word in enumerate(words):
+        final = int(lens.prediction[0, t])
+        cells = []
+        for layer in range(L1):
+            ids, probs = lens.top_ids[layer, 0, t].tolist(), lens.top_probs[layer, 0, t].tolist()
+            hover = "\n".join(f"{decode(i)!r} {p:.3f}" for i, p in zip(ids, probs))
+            hover += f"\nprediction {decode(final)!r}: p = {float(lens.prediction_prob[layer, 0, t]):.3f}, " \
+                     f"rank {int(lens.prediction_rank[layer, 0, t])}"
+            style = f"background: rgba(33, 102, 172, {probs[0]:.3f});" + (" color: white;" if probs[0] > 0.6 else "")
+            weight = " class=final" if ids[0] == final else ""
+            cells.append(f'<td{weight} style="{style}" title="{html.escape(hover)}">{html.escape(repr(decode(ids[0]))[:14])}</td>')
+        rows.append(f"<tr><th class=words>{t}: {html.escape(repr(word))}</th>{''.join(cells)}</tr>")
+    return f'<table class="lens-grid">{head}{"".join(rows)}</table>'
+
+
+def tokens_html(words: Sequence[str], highlight: int) -> str:
+    """The text as its tokens, the highlighted one marked."""
+    return "".join(
+        f'<span class="token{" highlight" if t == highlight else ""}" title="position {t}">{html.escape(w)}</span>'
+        for t, w in enumerate(words)
+    )
+
+
+def section(title: str, body: str, caption: str = "") -> str:
+    """An <h2> section with an optional caption."""
+    note = f'<p class="caption">{caption}</p>' if caption else ""
+    return f"<h2>{html.escape(title)}</h2>\n{body}\n{note}\n"
+
+
+@torch.inference_mode()
+def build_report(
+    model: GPT2,
+    tokenizer,
+    text: str,
+    *,
+    word: str | None = None,
+    position: int | None = None,
+    layer: int = 0,
+    head: int = 0,
+    top_k: int = 5,
+    title: str | None = None,
+) -> str:
+    """The HTML report of `text` (see the module doc); `word`/`position` choose the highlighted token."""
+    config = model.config
+    if not 0 <= layer < config.n_layer or not 0 <= head < config.n_head:
+        raise InputError(f"attention layer {layer}, head {head} does not exist: the model has "
+                         f"{config.n_layer} layers of {config.n_head} heads (both counted from 0)")
+    ids, _, trace = trace_text(model, tokenizer, text)
+    decode = lambda i: tokenizer.decode([int(i)])  # noqa: E731
+    words = token_words(tokenizer, ids)
+    highlight = choose_highlight(words, word, position)
+    lens = logit_lens(model, trace, k=top_k)
+    trajectory = word_trajectory(model, trace.states, words, lens.prediction[0].tolist(), decode, highlight=highlight)
+    title = title or f"Traveling words: {text[:60]}"
+    shown = words[highlight]
+
+    intro = (
+        f"<h1>{html.escape(title)}</h1>\n"
+        f"<p>{len(ids)} tokens (highlighted: position {highlight}, {html.escape(repr(shown))}, which the model "
+        f"expects to be followed by {html.escape(repr(trajectory.prediction_word))}):</p>\n"
+        f"<p>{tokens_html(words, highlight)}</p>\n"
+        f"<p class=caption>Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, "
+        f"context {config.n_ctx}, vocabulary {config.vocab_size}. Layer l = 0 is the embedding x_0; "
+        f"every state is decoded as LN_f(x_l) Eᵀ with its own layer-norm statistics (the logit lens).</p>"
+    )
+    sections = [
+        section("Trajectories (static view)", figure_img(plots.trajectory_figure(trajectory), "3-D trajectories")),
+        section(f"Logit lens of {shown!r}", lens_table_html(lens, highlight, decode),
+                "rank 1 = the final prediction is the layer's top word; KL(final ‖ layer) = "
+                "Σ_v p_L(v) log(p_L(v)/p_l(v)) in nats; step and path: angle travelled along the sphere."),
+        section("Logit lens of every position", lens_grid_html(lens, words, decode),
+                "Each cell: the top word of LN_f(x_l) Eᵀ at that position (row) and layer (column), shaded by its "
+                "probability, bold where it is the final prediction; hover for the top words."),
+        section("Norms and radii across layers", figure_img(plots.norm_profile_figure(trace), "norm profile"),
+                f"Layer norm puts every block's input on the sphere of radius √d = {math.sqrt(config.n_embd):.2f} "
+                "in the hyperplane H ⟂ 1, whatever ‖x_l‖ grows to."),
+        section(f"Attention pattern, layer {layer} head {head}",
+                figure_img(plots.attention_figure(trace.attention.pattern[layer, 0, head], words, layer, head), "attention")),
+    ]
+    if len(ids) >= 2:
+        drift = text_drift(model, ids, trace.states)
+        sections.append(section("Drift towards the next word along this text", figure_img(plots.drift_figure(drift), "drift"),
+                                "Per layer, the mean over positions of LN_f(x_l[t]) · (e_{t+1} − e_t) "
+                                "= log p_l(next word) − log p_l(current word)."))
+    caption = (f"LN_f(x_l) of every token at every layer, projected to 3-D by {trajectory.method.upper()}; "
+               f"colour = layer; the red path is {html.escape(repr(shown))}, the star the embedding of its "
+               f"predicted word {html.escape(repr(trajectory.prediction_word))}.")
+    template = resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
+    return fill_template(
+        template, title=html.escape(title), intro=intro, trajectory_caption=caption,
+        trajectory_data=script_json(trajectory_data(trajectory, lens, decode)), sections="\n".join(sections),
+    )

@@ -1,0 +1,66 @@
+"""`minigpt-geom lens "text"`: the logit lens, LN_f(x_l) Eᵀ at every layer, as a table, a CSV and a grid figure.
+
+Also home of the arguments and loading shared by the trajectory, drift and report commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--weights SOURCE and --tokenizer SOURCE (default: the weights source)."""
+    parser.add_argument("--weights", default="gpt2", metavar="SOURCE",
+                        help="preset, hub id, directory or .safetensors file (default: gpt2)")
+    parser.add_argument("--tokenizer", default=None, metavar="SOURCE",
+                        help="where vocab.json and merges.txt are (default: the weights source)")
+
+
+def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
+    """--word WORD | --position N: the token whose path is highlighted."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--word", help="token to highlight, e.g. ' one' (default: ' one' if present, else the last)")
+    group.add_argument("--position", type=int, help="position of the token to highlight (negative counts from the end)")
+
+
+def load_model_and_tokenizer(args: argparse.Namespace):
+    """(GPT2, Tokenizer) from --weights and --tokenizer; a .safetensors file's folder holds its tokenizer."""
+    from ..model import GPT2
+    from ..tokenizer import Tokenizer
+
+    model = GPT2.from_pretrained(args.weights).eval()
+    source = args.tokenizer
+    if source is None:
+        source = Path(args.weights).parent if Path(args.weights).is_file() else args.weights
+    return model, Tokenizer.from_pretrained(source)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the `lens` subcommand."""
+    parser = subparsers.add_parser("lens", help="logit lens of a text: every layer decoded as LN_f(x_l) Eᵀ")
+    parser.add_argument("text", help="the text to run through the model")
+    add_model_arguments(parser)
+    parser.add_argument("-o", "--out", default="lens", help="output folder for lens.csv and lens_grid.png (default: lens)")
+    parser.add_argument("--top-k", type=int, default=5, help="words shown per layer (default: 5)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the lens table of every position; write lens.csv (and lens_grid.png)."""
+    from ..analysis.lens import format_lens, lens_rows, logit_lens, token_words, trace_text, write_csv
+
+    model, tokenizer = load_model_and_tokenizer(args)
+    ids, _, trace = trace_text(model, tokenizer, args.text)
+    decode = lambda i: tokenizer.decode([i])  # noqa: E731
+    words = token_words(tokenizer, ids)
+    lens = logit_lens(model, trace, k=args.top_k)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(format_lens(lens, words, decode))
+    print(f"wrote {write_csv(lens_rows(lens, words, decode), out / 'lens.csv')}")
+    if not args.no_plot:
+        from ..analysis import plots
+
+        print(f"wrote {plots.save_figure(plots.lens_grid_figure(lens, words, decode), out / 'lens_grid.png')}")
+    return 0
