@@ -115,9 +115,9 @@ TINY = dict(n_layer=2, n_head=4, n_embd=48, n_positions=64, vocab_size=300)
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random model with a real (trained) byte-level tokenizer: a folder with model.safetensors,
     config.json, vocab.json and merges.txt, usable as `source` for every command."""
-    from tiny_vocab import write_vocab
+    from bpe_files import write_vocab
 
     folder = tmp_path_factory.mktemp("tiny")
-    assert write_vocab(folder, n_merges=TINY["vocab_size"] - 257) == TINY["vocab_size"]
+    assert write_vocab(folder, TINY["vocab_size"] - 257) == TINY["vocab_size"]
     save_official_layout(random_hf_model(seed=4, **TINY), folder)
     return folder

@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from minigpt_geom import GPT2, CheckpointError, InputError, WeightsNotFoundError
-from minigpt_geom.cli import main
 
 
 @pytest.fixture

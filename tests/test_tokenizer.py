@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections import Counter
 from pathlib import Path
 from unittest import mock
 
 import pytest
-import regex
 import tiktoken
 import torch
 from hypothesis import given, settings
@@ -24,10 +22,9 @@ from tiktoken_ext.openai_public import r50k_pat_str
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
+from bpe_files import EOT, train_bpe, write_vocab
 from minigpt_geom.errors import CheckpointError, InputError, WeightsNotFoundError
 from minigpt_geom.tokenizer import Tokenizer
-
-EOT = "<|endoftext|>"
 
 SAMPLES = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -50,13 +47,6 @@ SAMPLES = [
 ]
 
 
-def byte_table() -> dict[int, str]:
-    """GPT-2's byte -> character table, written independently of the module under test."""
-    kept = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
-    shifted = [b for b in range(256) if b not in kept]
-    return {**{b: chr(b) for b in kept}, **{b: chr(256 + n) for n, b in enumerate(shifted)}}
-
-
 def make_corpus(seed: int = 0) -> str:
     """Training text: the samples plus random English-like words, numbers, code and symbols."""
     rng = random.Random(seed)
@@ -72,55 +62,13 @@ def make_corpus(seed: int = 0) -> str:
     return "\n".join(lines * 2 + SAMPLES * 3)
 
 
-def train_bpe(text: str, num_merges: int) -> list[tuple[bytes, bytes]]:
-    """Textbook BPE training: repeatedly merge the most frequent adjacent pair inside each piece."""
-    pieces = Counter(regex.findall(r50k_pat_str, text))
-    words = {tuple(bytes([b]) for b in p.encode("utf-8")): n for p, n in pieces.items()}
-    merges, known = [], {bytes([b]) for b in range(256)}
-    for _ in range(num_merges):
-        counts: Counter = Counter()
-        for word, n in words.items():
-            for pair in zip(word, word[1:]):
-                counts[pair] += n
-        # GPT-2 has one new token per merge: skip pairs whose concatenation is already a token.
-        fresh = [(n, pair) for pair, n in counts.items() if pair[0] + pair[1] not in known]
-        if not fresh:
-            break
-        _, best = max(fresh)  # ties broken by the pair's bytes: deterministic
-        merges.append(best)
-        known.add(best[0] + best[1])
-        words = {merge_pair(word, best): n for word, n in words.items()}
-    return merges
-
-
-def merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[bytes, ...]:
-    """Replace each occurrence of `pair` in `word`, left to right, by its concatenation."""
-    out, i = [], 0
-    while i < len(word):
-        if word[i:i + 2] == pair:
-            out.append(pair[0] + pair[1])
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
-
-
 @pytest.fixture(scope="session")
 def files(tmp_path_factory) -> Path:
     """A folder with vocab.json + merges.txt (and their OpenAI twins): 256 bytes, merges in order, then EOT."""
     folder = tmp_path_factory.mktemp("bpe")
-    table = byte_table()
-    text = lambda token: "".join(table[b] for b in token)  # noqa: E731
     merges = train_bpe(make_corpus(), num_merges=600)
-    tokens = [bytes([b]) for b in table] + [a + b for a, b in merges]
-    vocab = {text(token): i for i, token in enumerate(tokens)}
-    vocab[EOT] = len(vocab)
-    assert len(vocab) == 256 + len(merges) + 1, "every byte and every merge is a distinct token"
-    merges_txt = "#version: 0.2\n" + "".join(f"{text(a)} {text(b)}\n" for a, b in merges)
-    for vocab_name, merges_name in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
-        (folder / vocab_name).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        (folder / merges_name).write_text(merges_txt, encoding="utf-8")
+    for names in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
+        write_vocab(folder, merges, names=names)
     return folder
 
 

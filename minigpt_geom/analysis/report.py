@@ -84,7 +84,7 @@ def lens_table_html(lens: LensResult, position: int, decode) -> str:
 
 def lens_grid_html(lens: LensResult, words: Sequence[str], decode) -> str:
     """Positions × layers: each cell the lens's top word, shaded by its probability, top-k on hover."""
-    L1, k = lens.n_layers, lens.top_ids.shape[-1]
+    L1 = lens.n_layers
     head = "<tr><th>position</th>" + "".join(f"<th>{layer}</th>" for layer in range(L1)) + "</tr>"
     rows = []
     for t, word in enumerate(words):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .lens import add_model_arguments, load_model_and_tokenizer
+from . import add_model_arguments, load_model_and_tokenizer
 
 
 def register(subparsers) -> argparse.ArgumentParser:

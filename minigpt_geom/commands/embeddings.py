@@ -6,14 +6,12 @@ import argparse
 from pathlib import Path
 
 from ..analysis import format_csv, format_table, token_label, write_text
+from . import add_model_arguments
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """--weights, --tokenizer and -o/--out, shared by the weight-analysis commands."""
-    parser.add_argument("--weights", default="gpt2", metavar="SOURCE",
-                        help="preset, hub id, directory or .safetensors file (default: gpt2)")
-    parser.add_argument("--tokenizer", metavar="SOURCE",
-                        help="where vocab.json and merges.txt are (default: the weights source)")
+    add_model_arguments(parser)
     parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="write the tables (and plots) into DIR")
 
 

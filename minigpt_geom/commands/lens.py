@@ -1,19 +1,13 @@
 """`minigpt-geom lens "text"`: the logit lens, LN_f(x_l) Eᵀ at every layer, as a table, a CSV and a grid figure.
 
-Also home of the arguments and loading shared by the trajectory, drift and report commands."""
+Also home of the highlight arguments shared by the trajectory and report commands."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--weights SOURCE and --tokenizer SOURCE (default: the weights source)."""
-    parser.add_argument("--weights", default="gpt2", metavar="SOURCE",
-                        help="preset, hub id, directory or .safetensors file (default: gpt2)")
-    parser.add_argument("--tokenizer", default=None, metavar="SOURCE",
-                        help="where vocab.json and merges.txt are (default: the weights source)")
+from . import add_model_arguments, load_model_and_tokenizer
 
 
 def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,18 +15,6 @@ def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--word", help="token to highlight, e.g. ' one' (default: ' one' if present, else the last)")
     group.add_argument("--position", type=int, help="position of the token to highlight (negative counts from the end)")
-
-
-def load_model_and_tokenizer(args: argparse.Namespace):
-    """(GPT2, Tokenizer) from --weights and --tokenizer; a .safetensors file's folder holds its tokenizer."""
-    from ..model import GPT2
-    from ..tokenizer import Tokenizer
-
-    model = GPT2.from_pretrained(args.weights).eval()
-    source = args.tokenizer
-    if source is None:
-        source = Path(args.weights).parent if Path(args.weights).is_file() else args.weights
-    return model, Tokenizer.from_pretrained(source)
 
 
 def register(subparsers) -> argparse.ArgumentParser:

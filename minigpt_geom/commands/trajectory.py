@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .lens import add_highlight_arguments, add_model_arguments, load_model_and_tokenizer
+from . import add_model_arguments, load_model_and_tokenizer
+from .lens import add_highlight_arguments
 
 PAPER_PROMPT = "To kill two birds with one stone"
 

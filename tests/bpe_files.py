@@ -1,0 +1,82 @@
+"""Byte-level BPE vocabularies in GPT-2's file formats, trained by the tests themselves.
+
+Written independently of minigpt_geom.tokenizer, so that tests can compare it with tiktoken and
+Hugging Face `tokenizers` on the same files, and give random checkpoints a real tokenizer."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import regex
+
+EOT = "<|endoftext|>"
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+SAMPLE = (
+    "To kill two birds with one stone. The cat sat on the mat, and the dog ate the bone. "
+    "There is a house in the town where the people meet. We walk to the station at seven o'clock. "
+) * 4
+
+
+def byte_table() -> dict[int, str]:
+    """GPT-2's byte -> character table: printable Latin-1 bytes stand for themselves, the rest shift past 255."""
+    kept = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    shifted = [b for b in range(256) if b not in kept]
+    return {**{b: chr(b) for b in kept}, **{b: chr(256 + n) for n, b in enumerate(shifted)}}
+
+
+def merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[bytes, ...]:
+    """Replace each occurrence of `pair` in `word`, left to right, by its concatenation."""
+    out, i = [], 0
+    while i < len(word):
+        if word[i:i + 2] == pair:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
+def train_bpe(text: str, num_merges: int) -> list[tuple[bytes, bytes]]:
+    """Textbook BPE training: repeatedly merge the most frequent adjacent pair inside each piece."""
+    pieces = Counter(regex.findall(GPT2_PATTERN, text))
+    words = {tuple(bytes([b]) for b in p.encode("utf-8")): n for p, n in pieces.items()}
+    merges, known = [], {bytes([b]) for b in range(256)}
+    table = byte_table()
+    spelled = lambda pair: tuple("".join(table[b] for b in token) for token in pair)  # noqa: E731
+    for _ in range(num_merges):
+        counts: Counter = Counter()
+        for word, n in words.items():
+            for pair in zip(word, word[1:]):
+                counts[pair] += n
+        # GPT-2 has one new token per merge: skip pairs whose concatenation is already a token.
+        fresh = [(n, spelled(pair), pair) for pair, n in counts.items() if pair[0] + pair[1] not in known]
+        if not fresh:
+            break
+        *_, best = max(fresh)  # ties broken by the pair as GPT-2 spells it ('Ġt' for ' t'): deterministic
+        merges.append(best)
+        known.add(best[0] + best[1])
+        words = {merge_pair(word, best): n for word, n in words.items()}
+    return merges
+
+
+def write_vocab(folder: Path, merges: list[tuple[bytes, bytes]] | int = 43, text: str = SAMPLE,
+                names: tuple[str, str] = ("vocab.json", "merges.txt")) -> int:
+    """Write vocab.json + merges.txt (256 bytes in table order, one token per merge, then EOT) into folder.
+
+    `merges` is a trained list or a number of merges to train on `text`; returns the vocabulary size."""
+    if isinstance(merges, int):
+        merges = train_bpe(text, merges)
+    table = byte_table()
+    spell = lambda token: "".join(table[b] for b in token)  # noqa: E731
+    tokens = [bytes([b]) for b in table] + [a + b for a, b in merges]
+    vocab = {spell(token): i for i, token in enumerate(tokens)}
+    vocab[EOT] = len(vocab)
+    assert len(vocab) == 256 + len(merges) + 1, "every byte and every merge is a distinct token"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / names[0]).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / names[1]).write_text("#version: 0.2\n" + "".join(f"{spell(a)} {spell(b)}\n" for a, b in merges),
+                                   encoding="utf-8")
+    return len(vocab)
