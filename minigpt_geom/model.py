@@ -107,6 +107,24 @@ class GPT2(nn.Module):
             *x_hat.shape[:-1], -1
         )
 
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        eos_id: int | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Continue idx [B, T] by up to max_new_tokens tokens -> [B, T + n]; see minigpt_geom.generate."""
+        from .generate import generate
+
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                        eos_id=eos_id, use_cache=use_cache)
+
     def check_input(self, idx: Tensor, start: int = 0) -> None:
         """Raise InputError unless idx is an integer [B, T] tensor of in-vocabulary ids that fits the context."""
         if not isinstance(idx, Tensor):

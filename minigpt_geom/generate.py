@@ -1,0 +1,189 @@
+"""Text generation: continue a prompt one token at a time, reusing the keys and values already computed.
+
+    prefill   logits, cache = model(prompt)            the whole prompt once, [B, T, vocab]
+    decode    logits = model(x_t, cache)               one new position per step, [B, 1, vocab]
+    choose    x_t+1 ~ softmax(filter(logits / τ))      or argmax when τ = 0 (greedy)
+
+Without the cache every step recomputes every earlier position: O(T²) work for T tokens instead of O(T).
+The prompt plus the new tokens must fit the context: `prompt + max_new_tokens > n_ctx` is an InputError
+(asked up front, so a generation never stops half-way for lack of positions).
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import Tensor
+
+from .errors import InputError
+from .model import GPT2, KVCache
+
+# ---- choosing the next token ------------------------------------------------------------------
+
+
+def filter_top_k(logits: Tensor, k: int) -> Tensor:
+    """Keep the k largest logits of each row (ties with the k-th kept too), −∞ elsewhere: [B, V] -> [B, V]."""
+    if k >= logits.shape[-1]:
+        return logits
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # [B, 1]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def filter_top_p(logits: Tensor, p: float) -> Tensor:
+    """Nucleus: keep the smallest set of most likely tokens whose probability sums to ≥ p, −∞ elsewhere."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [B, V]
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # Σ of the strictly more likely tokens
+    drop_sorted = mass_before >= p  # the set already reached p without this token (the top one always stays)
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_token(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The next token of each row, logits [B, V] -> ids [B]: argmax when temperature == 0, else a sample."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = filter_top_k(logits, top_k)
+    if top_p is not None:
+        logits = filter_top_p(logits, top_p)
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def check_settings(
+    model: GPT2, idx: Tensor, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    """Raise InputError for settings that cannot work, naming the numbers."""
+    model.check_input(idx)
+    if max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
+    T, n_ctx = idx.shape[1], model.config.n_ctx
+    if T + max_new_tokens > n_ctx:
+        raise InputError(
+            f"prompt of {T} tokens + {max_new_tokens} new tokens = {T + max_new_tokens} is longer than the "
+            f"context of {n_ctx} positions; ask for at most {max(n_ctx - T, 0)} new tokens or shorten the prompt"
+        )
+    if temperature < 0:
+        raise InputError(f"temperature must be ≥ 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise InputError(f"top_k must be ≥ 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
+
+
+# ---- the generation loop ----------------------------------------------------------------------
+
+
+def generate_stream(
+    model: GPT2,
+    idx: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+) -> Iterator[Tensor]:
+    """Yield the next token of each sequence, ids [B], as soon as it is chosen; prompt idx [B, T].
+
+    A sequence that produced `eos_id` is finished: it yields `eos_id` from then on, and the stream ends
+    once every sequence is finished (or after max_new_tokens). Sampling draws from a private generator
+    seeded with `seed` (a fresh random seed when None): the global RNG is never touched. Bad settings
+    raise InputError here, before the first token is asked for."""
+    check_settings(model, idx, max_new_tokens, temperature, top_k, top_p)
+    generator = torch.Generator(device=idx.device)
+    if seed is None:
+        generator.seed()  # non-deterministic, from the OS
+    else:
+        generator.manual_seed(seed)
+    return decode_loop(model, idx.long(), max_new_tokens, temperature, top_k, top_p, generator, eos_id, use_cache)
+
+
+@torch.inference_mode()
+def decode_loop(
+    model: GPT2,
+    idx: Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator,
+    eos_id: int | None,
+    use_cache: bool,
+) -> Iterator[Tensor]:
+    """The loop behind generate_stream (settings already checked): prefill, then one position per step."""
+    if max_new_tokens == 0:
+        return
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # [B]
+    cache = KVCache() if use_cache else None
+    sequence = idx  # [B, T + t], only kept without the cache
+    logits = model(idx, cache=cache)[:, -1]  # prefill: every prompt position at once, keep the last [B, V]
+    for step in range(max_new_tokens):
+        token = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)  # [B]
+        if eos_id is not None:
+            token = token.masked_fill(finished, eos_id)
+            finished |= token == eos_id
+        yield token
+        if step == max_new_tokens - 1 or (eos_id is not None and bool(finished.all())):
+            return
+        if use_cache:
+            logits = model(token[:, None], cache=cache)[:, -1]  # one new position; the cache grows by one
+        else:
+            sequence = torch.cat([sequence, token[:, None]], dim=1)
+            logits = model(sequence)[:, -1]  # recompute every position
+
+
+def generate(
+    model: GPT2,
+    idx: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+) -> Tensor:
+    """Prompt idx [B, T] -> idx followed by n ≤ max_new_tokens new tokens, [B, T + n] (see generate_stream)."""
+    tokens = list(
+        generate_stream(
+            model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+            eos_id=eos_id, use_cache=use_cache,
+        )
+    )
+    return torch.cat([idx.long(), torch.stack(tokens, dim=1)], dim=1) if tokens else idx.long()
+
+
+# ---- ids to text, as they arrive ----------------------------------------------------------------
+
+
+def stream_text(tokenizer, ids: Iterable[int]) -> Iterator[str]:
+    """Yield the new complete text after each id; a character whose UTF-8 bytes span ids waits for its last byte.
+
+    `tokenizer.decode_bytes(ids)` gives the raw bytes; an incremental UTF-8 decoder holds back an
+    unfinished multi-byte character instead of printing U+FFFD for each half (bytes that can never
+    become valid UTF-8 do become U+FFFD, as in `tokenizer.decode`)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for i in ids:
+        text = decoder.decode(tokenizer.decode_bytes([i]))
+        if text:
+            yield text
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
