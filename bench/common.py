@@ -38,6 +38,20 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def interleaved_seconds(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each call, timed in turn (a, b, c, a, b, c, ...) after one warm-up each,
+    so that drifts in machine load hit every contender alike."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def gpu_peak_flops(dtype: torch.dtype) -> float | None:
     """Dense peak FLOP/s of the current CUDA device for dtype, when known (H100/H200 SXM figures)."""
     if not torch.cuda.is_available():

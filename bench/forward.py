@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import gpu_peak_flops, median_seconds, random_checkpoint  # noqa: E402
+from common import gpu_peak_flops, interleaved_seconds, random_checkpoint  # noqa: E402
 
 from minigpt_geom import GPT2  # noqa: E402
 
@@ -33,14 +33,17 @@ def load_hf(folder: Path, attn: str, device, dtype):
     return GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation=attn, dtype=dtype).to(device).eval()
 
 
-def measure(model, idx, repeats: int, device) -> float:
-    """Tokens per second of model(idx) under inference_mode."""
-    def step():
-        with torch.inference_mode():
-            model(idx)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return idx.numel() / median_seconds(step, repeats)
+def measure_pair(ours, theirs, idx, repeats: int, device) -> tuple[float, float]:
+    """Tokens per second of each model on idx, timed alternately."""
+    def forward(model):
+        def call():
+            with torch.inference_mode():
+                model(idx)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return call
+    seconds = interleaved_seconds({"ours": forward(ours), "theirs": forward(theirs)}, repeats)
+    return idx.numel() / seconds["ours"], idx.numel() / seconds["theirs"]
 
 
 def run(folder: Path, device: torch.device, dtype: torch.dtype, shapes, repeats: int) -> None:
@@ -50,7 +53,7 @@ def run(folder: Path, device: torch.device, dtype: torch.dtype, shapes, repeats:
         theirs = load_hf(folder, attn, device, dtype)
         for B, T in shapes:
             idx = torch.randint(0, ours.config.vocab_size, (B, T), device=device)
-            ours_tps, theirs_tps = measure(ours, idx, repeats, device), measure(theirs, idx, repeats, device)
+            ours_tps, theirs_tps = measure_pair(ours, theirs, idx, repeats, device)
             line = (f"{device.type:4s} {str(dtype).removeprefix('torch.'):8s} {B:>2}x{T:<5} vs HF {attn:5s} "
                     f"ours {ours_tps:10,.0f} tok/s   HF {theirs_tps:10,.0f} tok/s   ratio {ours_tps / theirs_tps:5.2f}")
             if peak:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import median_seconds, random_checkpoint  # noqa: E402
+from common import interleaved_seconds, random_checkpoint  # noqa: E402
 
 from minigpt_geom import GPT2  # noqa: E402
 from minigpt_geom.attention import attend, merge_heads, split_heads  # noqa: E402
@@ -32,22 +32,25 @@ def plain_forward(model: GPT2, idx: torch.Tensor) -> torch.Tensor:
     return model.unembed(model.ln_f(x)[0])
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
-    def step():
-        with torch.inference_mode():
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return median_seconds(step, repeats)
-
-
 def run(folder: Path, device: torch.device, shapes, repeats: int) -> None:
     model = GPT2.from_pretrained(folder, device=device)
+
+    def timed(fn):
+        def call():
+            with torch.inference_mode():
+                fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return call
+
     for B, T in shapes:
         idx = torch.randint(0, model.config.vocab_size, (B, T), device=device)
-        plain = timed(lambda: plain_forward(model, idx), device, repeats)
-        off = timed(lambda: model(idx), device, repeats)
-        on = timed(lambda: model(idx, trace=True), device, repeats)
+        seconds = interleaved_seconds({
+            "plain": timed(lambda: plain_forward(model, idx)),
+            "off": timed(lambda: model(idx)),
+            "on": timed(lambda: model(idx, trace=True)),
+        }, repeats)
+        plain, off, on = seconds["plain"], seconds["off"], seconds["on"]
         with torch.inference_mode():
             _, trace = model(idx, trace=True)
         states = (model.config.n_layer + 1) * B * T * model.config.n_embd * 4

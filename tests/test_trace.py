@@ -100,6 +100,20 @@ def test_attention_diagnostics_equal_recomputation_from_pattern(traced):
     assert np.allclose(trace.attention.entropy[:, :, :, 0].numpy(), 0, atol=1e-6)  # the first query sees one key
 
 
+def test_attention_diagnostics_in_query_blocks(model, idx, traced, monkeypatch):
+    # T = 32 spans several blocks of 5 queries: the blockwise, causally truncated summaries must equal the
+    # whole-pattern ones, with and without keeping the pattern.
+    monkeypatch.setattr("minigpt_geom.attention.QUERY_BLOCK", 5)
+    with torch.no_grad():
+        logits, kept = model(idx, keep_attention=True)
+        _, summarised = model(idx, trace=True)
+    assert torch.equal(logits, traced[0])
+    for name in ("entropy", "max_weight", "first_token_weight", "pattern"):
+        assert torch.allclose(getattr(kept.attention, name), getattr(traced[1].attention, name), atol=1e-6), name
+    for name in ("entropy", "max_weight", "first_token_weight"):
+        assert torch.equal(getattr(summarised.attention, name), getattr(kept.attention, name)), name
+
+
 def test_residual_diagnostics_equal_norms_of_kept_states(model, traced):
     _, trace = traced
     x = trace.states.double().numpy()
