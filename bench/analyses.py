@@ -1,8 +1,9 @@
-"""Timings of the weight-space analyses on a random GPT-2 of the 124M shape (no download).
+"""Timings of the analyses on a random GPT-2 of the 124M shape (no download).
 
-    python bench/analyses.py                      # qk over all 50257 words for one head, svd of one block
+    python bench/analyses.py                      # qk over all 50257 words for one head, svd of one block,
+                                                  # and a 64-token HTML report
     python bench/analyses.py --vocab-limit 5000   # a quick run (qk on the first 5000 words only)
-    python bench/analyses.py --only svd
+    python bench/analyses.py --only svd report
 
 Each benchmark is a function `bench_<name>(model, args) -> list[Row]` registered in BENCHES; add one by
 writing the function and one entry there (and its options in `add_arguments`).
@@ -76,8 +77,45 @@ def bench_svd(model: GPT2, args: argparse.Namespace) -> list[Row]:
                 f"{n / seconds:,.1f} matrices/s")]
 
 
+def synthetic_tokenizer(vocab_size: int, seed: int = 0):
+    """A byte-level BPE tokenizer of GPT-2's size: 256 bytes, random merges of earlier tokens, <|endoftext|>.
+
+    The official vocabulary cannot be downloaded here; the report's cost hardly depends on which words it is."""
+    import random
+
+    from minigpt_geom.tokenizer import Tokenizer
+
+    rng = random.Random(seed)
+    tokens = [bytes([b]) for b in range(256)]
+    known, merges = set(tokens), []
+    while len(tokens) < vocab_size - 1:
+        a, b = rng.choice(tokens[:2000]), rng.choice(tokens[:2000])
+        if a + b not in known:
+            merges.append((a, b))
+            tokens.append(a + b)
+            known.add(a + b)
+    return Tokenizer({t: i for i, t in enumerate(tokens)}, merges, {"<|endoftext|>": len(tokens)})
+
+
+def bench_report(model: GPT2, args: argparse.Namespace) -> list[Row]:
+    """`report`: the whole HTML page (forward pass with trace, lens, 3-D projection, plots) for a 64-token text."""
+    from minigpt_geom.analysis.report import build_report
+
+    tokenizer = synthetic_tokenizer(model.config.vocab_size, args.seed)
+    text = "To kill two birds with one stone. " * 20
+    while len(tokenizer.encode(text)) > args.report_tokens:  # the longest prefix of exactly that many tokens
+        text = text[:-1]
+    n = len(tokenizer.encode(text))
+    start = time.perf_counter()
+    page = build_report(model, tokenizer, text)
+    seconds = time.perf_counter() - start
+    return [Row("report", f"{n}-token text, {len(page) / 1e6:.1f} MB of HTML", seconds, f"{n / seconds:,.1f} tokens/s")]
+
+
 # name -> benchmark; run in this order.
-BENCHES: dict[str, Callable[[GPT2, argparse.Namespace], list[Row]]] = {"qk": bench_qk, "svd": bench_svd}
+BENCHES: dict[str, Callable[[GPT2, argparse.Namespace], list[Row]]] = {
+    "qk": bench_qk, "svd": bench_svd, "report": bench_report,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=512, help="query words per block for qk (default: 512)")
     parser.add_argument("--vocab-limit", type=int, help="qk on the first N words only (default: all 50257)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report-tokens", type=int, default=64, help="tokens in the report's text (default: 64)")
 
 
 def main(argv: list[str] | None = None) -> None:
