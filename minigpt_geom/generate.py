@@ -76,7 +76,7 @@ def check_settings(
             f"prompt of {T} tokens + {max_new_tokens} new tokens = {T + max_new_tokens} is longer than the "
             f"context of {n_ctx} positions; ask for at most {max(n_ctx - T, 0)} new tokens or shorten the prompt"
         )
-    if temperature < 0:
+    if not temperature >= 0:  # also rejects NaN
         raise InputError(f"temperature must be ≥ 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise InputError(f"top_k must be ≥ 1, got {top_k}")
@@ -106,6 +106,7 @@ def generate_stream(
     seeded with `seed` (a fresh random seed when None): the global RNG is never touched. Bad settings
     raise InputError here, before the first token is asked for."""
     check_settings(model, idx, max_new_tokens, temperature, top_k, top_p)
+    idx = idx.to(model.wte.weight.device)  # a CPU prompt for a CUDA model: sample where the logits are
     generator = torch.Generator(device=idx.device)
     if seed is None:
         generator.seed()  # non-deterministic, from the OS
@@ -132,7 +133,7 @@ def decode_loop(
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # [B]
     cache = KVCache() if use_cache else None
     sequence = idx  # [B, T + t], only kept without the cache
-    logits = model(idx, cache=cache)[:, -1]  # prefill: every prompt position at once, keep the last [B, V]
+    logits = model(idx, cache=cache, last_only=True)[:, -1]  # prefill: every prompt position at once -> [B, V]
     for step in range(max_new_tokens):
         token = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)  # [B]
         if eos_id is not None:
@@ -145,7 +146,7 @@ def decode_loop(
             logits = model(token[:, None], cache=cache)[:, -1]  # one new position; the cache grows by one
         else:
             sequence = torch.cat([sequence, token[:, None]], dim=1)
-            logits = model(sequence)[:, -1]  # recompute every position
+            logits = model(sequence, last_only=True)[:, -1]  # recompute every position
 
 
 def generate(

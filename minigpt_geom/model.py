@@ -71,11 +71,12 @@ class GPT2(nn.Module):
         keep_attention: bool = False,
         keep_states: bool = False,
         cache: KVCache | None = None,
+        last_only: bool = False,
     ) -> Tensor | tuple[Tensor, Trace]:
         """idx [B, T] token ids -> logits [B, T, vocab], or (logits, Trace) when tracing.
 
         keep_attention / keep_states imply trace=True. With `cache`, idx holds only new positions and the
-        cache is extended in place (generation)."""
+        cache is extended in place (generation). `last_only` unembeds the last position alone: [B, 1, vocab]."""
         trace = trace or keep_attention or keep_states
         start = cache.length if cache is not None else 0
         self.check_input(idx, start)
@@ -93,8 +94,8 @@ class GPT2(nn.Module):
                 states.append(x)
         if cache is not None:
             cache.layers = new_cache
-        x_hat, ln_f = self.ln_f(x, trace)
-        logits = self.unembed(x_hat)
+        x_hat, ln_f = self.ln_f(x[:, -1:] if last_only and not trace else x, trace)
+        logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)
         if not trace:
             return logits
         return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None)
@@ -129,8 +130,8 @@ class GPT2(nn.Module):
         """Raise InputError unless idx is an integer [B, T] tensor of in-vocabulary ids that fits the context."""
         if not isinstance(idx, Tensor):
             raise InputError(f"token ids must be a torch.Tensor, got {type(idx).__name__}")
-        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-            raise InputError(f"token ids must be an integer tensor, got dtype {idx.dtype}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise InputError(f"token ids must be an int64 or int32 tensor, got dtype {idx.dtype}")
         if idx.dim() != 2:
             hint = " (use idx.unsqueeze(0) for a single sequence)" if idx.dim() == 1 else ""
             raise InputError(f"token ids must have shape [batch, time], got {tuple(idx.shape)}{hint}")

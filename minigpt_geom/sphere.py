@@ -21,6 +21,8 @@ from typing import Callable, Mapping, Union
 import torch
 from torch import Tensor, nn
 
+from .errors import InputError
+
 Projection = Callable[[Tensor, float], Tensor]  # (x [..., d], eps) -> point [..., d]
 
 
@@ -31,8 +33,9 @@ def centre(x: Tensor) -> Tensor:
 
 def normalise(x: Tensor, eps: float) -> Tensor:
     """Step 2: x / sqrt(‖x‖²/d + ε) = √d · x/‖x‖ (up to ε): a point of the sphere of radius √d."""
-    squared_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()  # one pass, no [.., d] temporary
-    return x * torch.rsqrt(squared_norm / x.shape[-1] + eps)
+    # One pass, no [..., d] temporary; in float32 even for half-precision x, whose ‖x‖² overflows past 256².
+    squared_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square()
+    return x * torch.rsqrt(squared_norm / x.shape[-1] + eps).to(x.dtype)
 
 
 def sphere_projection(x: Tensor, eps: float) -> Tensor:
@@ -83,7 +86,7 @@ def get_norm(name: str | NormVariant) -> NormVariant:
     try:
         return NORM_VARIANTS[name]
     except KeyError:
-        raise ValueError(f"unknown norm variant {name!r}; registered: {', '.join(NORM_VARIANTS)}") from None
+        raise InputError(f"unknown norm variant {name!r}; registered: {', '.join(NORM_VARIANTS)}") from None
 
 
 NormSpec = Union[str, NormVariant, Mapping[str, Union[str, NormVariant]]]

@@ -123,7 +123,7 @@ def model(small_checkpoints):
         (torch.tensor([[1, -1, 3]]), r"token id -1 is outside the vocabulary"),
         (torch.zeros(1, 33, dtype=torch.long), "sequence of 33 tokens is longer than the context of 32"),
         (torch.tensor([1, 2, 3]), r"shape \[batch, time\], got \(3,\) \(use idx.unsqueeze\(0\)"),
-        (torch.tensor([[1.0, 2.0]]), "integer tensor, got dtype torch.float32"),
+        (torch.tensor([[1.0, 2.0]]), "int64 or int32 tensor, got dtype torch.float32"),
         (torch.zeros(1, 0, dtype=torch.long), "non-empty"),
         ([[1, 2]], "must be a torch.Tensor"),
     ],
@@ -131,3 +131,10 @@ def model(small_checkpoints):
 def test_bad_token_input(model, idx, message):
     with pytest.raises(InputError, match=message):
         model(idx)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16])
+def test_small_integer_token_ids_are_refused(model, dtype):
+    # uint8 would index as a boolean mask, int8/int16 fail inside the embedding lookup
+    with pytest.raises(InputError, match="int64 or int32"):
+        model(torch.ones(1, 4, dtype=dtype))

@@ -40,6 +40,15 @@ def test_small_model_matches_transformers(small_hf, small_checkpoints, layout, a
     assert_close(compare_with_hf(model, small_hf, idx))
 
 
+def test_last_only_logits_are_transformers_last_row(small_hf, small_checkpoints):
+    model = GPT2.from_pretrained(small_checkpoints["official"])
+    idx = torch.randint(0, 101, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        last = model(idx, last_only=True)
+        expected = small_hf(idx).logits[:, -1:]
+    assert last.shape == (2, 1, 101) and (last - expected).abs().max().item() <= TOLERANCE
+
+
 def test_bare_file_infers_heads_from_width(tmp_path):
     from conftest import random_hf_model, save_official_layout
 
@@ -61,3 +70,25 @@ def test_124m_shape_matches_transformers(full_hf, full_checkpoints, layout, as_f
     assert (model.config.n_layer, model.config.n_head, model.config.n_embd) == (12, 12, 768)
     idx = torch.randint(0, 50257, (2, 64), generator=torch.Generator().manual_seed(0))
     assert_close(compare_with_hf(model, full_hf, idx))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float16, 2e-2), (torch.bfloat16, 1e-1)])
+def test_half_precision_matches_transformers(tmp_path, dtype, tolerance):
+    # GPT-2's residual stream has norms in the thousands at position 0: ‖x‖² overflows float16 (max 65504)
+    # unless the layer-norm statistics are taken in float32, as torch's own layer_norm does.
+    from conftest import random_hf_model, save_official_layout
+
+    hf_model = random_hf_model(seed=6, n_layer=2, n_head=4, n_embd=64, n_positions=16, vocab_size=50)
+    with torch.no_grad():
+        hf_model.transformer.wpe.weight[0] *= 500  # ‖x_0‖ ≈ 0.1·500·√64 = 400
+    save_official_layout(hf_model, tmp_path)
+    idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(0))
+    ours = GPT2.from_pretrained(tmp_path, dtype=dtype)
+    theirs = hf_model.to(dtype)
+    with torch.no_grad():
+        _, trace = ours(idx, trace=True)
+        difference = (ours(idx).float() - theirs(idx).logits.float()).abs().max().item()
+    assert trace.ln_1.input_norm[0, :, 0].min() > 256  # the case that overflowed
+    assert torch.allclose(trace.ln_1.radius.float(), torch.full_like(trace.ln_1.radius.float(), 8.0), rtol=1e-2)
+    print(f"{dtype}: worst |Δlogits| = {difference:.2e}")
+    assert difference <= tolerance

@@ -26,6 +26,9 @@ def compare_norms(model: GPT2, idx: torch.Tensor, variants: list[str] | None = N
     """Run idx [1, T] (T ≥ 2) under every variant; the model's own variants are restored afterwards."""
     if idx.shape[-1] < 2:
         raise InputError("comparing norms needs a text of at least two tokens (perplexity scores next tokens)")
+    if any(isinstance(m, SphereNorm) and m.folded for m in model.modules()):
+        raise InputError("compare norms on an unfolded model: with fold_ln, γ and β no longer sit at the norm sites")
+    idx = idx.to(model.wte.weight.device)
     saved = {name: m.variant for name, m in model.named_modules() if isinstance(m, SphereNorm)}
     try:
         reference = torch.log_softmax(model.set_norm("layernorm")(idx).double(), dim=-1)
