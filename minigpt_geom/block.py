@@ -40,7 +40,8 @@ class BlockDiagnostics:
 
 
 def sphere_cosine(a: Tensor, b: Tensor) -> Tensor:
-    """Cosine between the sphere points of a and b ([..., d] -> [...]): the angle LN sees (ε aside)."""
+    """Cosine between the centred directions of a and b ([..., d] -> [...]): the angle between the points
+    GPT-2's layer norm puts them at on its sphere (ε aside), whichever norm variant the model uses."""
     a, b = a - a.mean(dim=-1, keepdim=True), b - b.mean(dim=-1, keepdim=True)
     return F.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
 

@@ -190,5 +190,5 @@ class GPT2(nn.Module):
         return self
 
     def num_parameters(self) -> int:
-        """Number of parameters (the tied unembedding counted once)."""
+        """Number of parameters (the tied unembedding counted once; fold_ln adds an untied one)."""
         return sum(p.numel() for p in self.parameters())

@@ -132,7 +132,8 @@ class Trace:
 
             save_file(tensors, str(path))
         elif path.suffix == ".npz":
-            np.savez(path, **{k: v.numpy() for k, v in tensors.items()})
+            # NumPy has no bfloat16: such tensors are widened to float32 (exactly)
+            np.savez(path, **{k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in tensors.items()})
         else:
             raise ValueError(f"trace files end in .safetensors or .npz, got {path.name}")
 
