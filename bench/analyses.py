@@ -61,12 +61,12 @@ def bench_qk(model: GPT2, args: argparse.Namespace) -> list[Row]:
 
 def bench_svd(model: GPT2, args: argparse.Namespace) -> list[Row]:
     """`svd`: W_QK and W_VO of every head of one block: SVD, sign rule, word tables, key-bias words."""
-    from minigpt_geom.analysis.circuits import sphere_embeddings
+    from minigpt_geom.analysis.circuits import ln_1_embeddings
     from minigpt_geom.analysis.svd import CIRCUITS, head_svd, key_bias_words, singular_pair_words
 
     heads = range(model.config.n_head)
     start = time.perf_counter()
-    sphere = sphere_embeddings(model, args.block)
+    sphere = ln_1_embeddings(model, args.block)
     for head in heads:
         for circuit in CIRCUITS:
             singular_pair_words(model, head_svd(model, args.block, head, circuit, sphere), 20, 3, sphere)

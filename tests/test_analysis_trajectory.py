@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 
 import numpy as np
@@ -11,10 +12,12 @@ import torch
 
 from minigpt_geom import GPT2
 from minigpt_geom.analysis.drift import (
-    corpus_drift, corpus_files, corpus_windows, encode_plain, text_chunks, text_drift, text_windows,
+    corpus_drift, corpus_files, corpus_windows, drift_position_rows, encode_plain, text_chunks, text_drift,
+    text_windows,
 )
-from minigpt_geom.analysis.lens import encode_text, lens_logits, logit_lens
-from minigpt_geom.analysis.trajectory import choose_highlight, pca_basis, word_trajectory
+from minigpt_geom.analysis.lens import encode_text, lens_logits, logit_lens, trace_text
+from minigpt_geom.analysis.report import build_report, script_json
+from minigpt_geom.analysis.trajectory import choose_highlight, ln_f_points, pca_basis, word_trajectory
 from minigpt_geom.cli import main
 from minigpt_geom.errors import InputError
 from minigpt_geom.tokenizer import Tokenizer
@@ -103,6 +106,41 @@ def test_lens_statistics_match_direct_computation(model, traced):
     np.testing.assert_allclose(lens.top_probs.numpy(), np.exp(np.take_along_axis(logp, top, -1)), atol=1e-6, rtol=1e-4)
 
 
+def test_lens_top_k_must_be_positive_and_is_clipped_to_the_vocabulary(model, traced):
+    _, _, trace = traced
+    for k in (0, -1):
+        with pytest.raises(InputError, match="at least 1"):
+            logit_lens(model, trace, k=k)
+    assert logit_lens(model, trace, k=10_000).top_ids.shape[-1] == model.config.vocab_size
+
+
+def test_lens_of_a_folded_model_equals_the_unfolded_lens(tiny_checkpoint, model, traced):
+    """fold_ln moves ln_f's γ, β into the unembedding; lens_logits goes through model.unembed, so it agrees."""
+    idx, _, trace = traced
+    folded = GPT2.from_pretrained(tiny_checkpoint, fold_ln=True).eval()
+    with torch.inference_mode():
+        _, folded_trace = folded(idx, keep_states=True)
+    torch.testing.assert_close(lens_logits(folded, folded_trace.states), lens_logits(model, trace.states),
+                               atol=1e-4, rtol=1e-5)
+    lens, folded_lens = logit_lens(model, trace), logit_lens(folded, folded_trace)
+    torch.testing.assert_close(folded_lens.top_probs, lens.top_probs, atol=1e-5, rtol=1e-4)
+    assert (folded_lens.prediction == lens.prediction).all()
+    # analyses that read LN_f(x) itself, or E as the unembedding, refuse the folded model
+    for analysis in (lambda: ln_f_points(folded, folded_trace.states),
+                     lambda: corpus_drift(folded, [idx[0].tolist()]),
+                     lambda: text_drift(folded, idx[0].tolist())):
+        with pytest.raises(InputError, match="fold_ln"):
+            analysis()
+
+
+def test_trace_text_keeps_attention_patterns_only_when_asked(model, tokenizer):
+    _, _, trace = trace_text(model, tokenizer, TEXT)
+    assert trace.attention.pattern is None and trace.states is not None
+    _, _, kept = trace_text(model, tokenizer, TEXT, keep_attention=True)
+    T = len(tokenizer.encode(TEXT))
+    assert kept.attention.pattern.shape == (model.config.n_layer, 1, model.config.n_head, T, T)
+
+
 def test_lens_angles_come_from_the_trace(model, traced):
     _, _, trace = traced
     lens = logit_lens(model, trace)
@@ -156,9 +194,10 @@ def test_choose_highlight():
 # ---- drift ---------------------------------------------------------------------------------------------
 
 def numpy_drift(model: GPT2, windows: list[list[int]]) -> dict[str, np.ndarray]:
-    """The definition, position by position: LN_f(x_l[t]) · (e_{t+1} − e_t) and the lens log-probs, in NumPy."""
+    """The definition, position by position: LN_f(x_l[t]) · (e_{t+1} − e_t) and the lens log-probs, in NumPy;
+    "position" holds each pair's t within its window."""
     E = model.wte.weight.detach().double().numpy()
-    terms = {"drift": [], "logp_next": [], "logp_current": []}
+    terms = {"drift": [], "logp_next": [], "logp_current": [], "position": []}
     for window in windows:
         with torch.inference_mode():
             _, trace = model(torch.tensor([window]), keep_states=True)
@@ -172,7 +211,17 @@ def numpy_drift(model: GPT2, windows: list[list[int]]) -> dict[str, np.ndarray]:
             logp = log_softmax(x_hat[:, t] @ E.T)
             terms["logp_next"].append(logp[:, window[t + 1]])
             terms["logp_current"].append(logp[:, window[t]])
-    return {k: np.stack(v, axis=1) for k, v in terms.items()}  # [L+1, positions]
+            terms["position"].append(t)
+    position = np.array(terms.pop("position"))
+    return {**{k: np.stack(v, axis=1) for k, v in terms.items()}, "position": position}  # [L+1, pairs], [pairs]
+
+
+def numpy_drift_by_position(direct: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean drift [L+1, P], pairs [P]) at each position t of a window, straight from the pairs."""
+    P = direct["position"].max() + 1
+    counts = np.array([(direct["position"] == t).sum() for t in range(P)])
+    means = np.stack([direct["drift"][:, direct["position"] == t].mean(axis=1) for t in range(P)], axis=1)
+    return means, counts
 
 
 def test_drift_equals_its_definition(model, tokenizer):
@@ -187,9 +236,21 @@ def test_drift_equals_its_definition(model, tokenizer):
     np.testing.assert_allclose(result.logp_next, direct["logp_next"].mean(1), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(result.logp_current, direct["logp_current"].mean(1), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(result.logp_next - result.logp_current, result.drift, atol=1e-4)  # normaliser cancels
+    by_position, counts = numpy_drift_by_position(direct)
+    assert by_position.shape == (model.config.n_layer + 1, 23)  # windows of 24 tokens: pairs at t = 0..22
+    np.testing.assert_array_equal(result.position_counts, counts)
+    np.testing.assert_allclose(result.drift_by_position, by_position, atol=1e-4, rtol=1e-4)
+    rows = drift_position_rows(result)
+    assert len(rows) == by_position.size and rows[1] == {"layer": 0, "position": 1, "pairs": int(counts[1]),
+                                                        "drift": pytest.approx(by_position[0, 1], abs=1e-4)}
     single = text_drift(model, windows[0])
-    np.testing.assert_allclose(single.drift, direct["drift"][:, : len(windows[0]) - 1].mean(1), atol=1e-4, rtol=1e-4)
-    assert corpus_drift(model, windows, batch_size=3, logprobs=False, max_windows=2).windows == 2
+    first = direct["drift"][:, : len(windows[0]) - 1]  # [L+1, T−1]: one pair at each position
+    np.testing.assert_allclose(single.drift, first.mean(1), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(single.drift_by_position, first, atol=1e-4, rtol=1e-4)
+    few = corpus_drift(model, windows, batch_size=3, logprobs=False, max_windows=2)
+    assert few.windows == 2 and few.logp_next is None
+    with pytest.raises(InputError, match="at least 1"):
+        corpus_drift(model, windows, max_windows=0)
 
 
 def test_streaming_drift_over_a_folder_equals_in_memory(model, tokenizer, tmp_path):
@@ -206,8 +267,9 @@ def test_streaming_drift_over_a_folder_equals_in_memory(model, tokenizer, tmp_pa
         assert list(corpus_windows(files, tokenizer, 24, chunk_bytes)) == list(text_windows(texts, tokenizer, 24))
     streamed = corpus_drift(model, corpus_windows(files, tokenizer, 24, chunk_bytes=5), batch_size=2)
     in_memory = corpus_drift(model, text_windows(texts, tokenizer, 24), batch_size=2)
-    for name in ("drift", "drift_std", "logp_next", "logp_current"):
+    for name in ("drift", "drift_std", "logp_next", "logp_current", "drift_by_position"):
         np.testing.assert_allclose(getattr(streamed, name), getattr(in_memory, name), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(streamed.position_counts, in_memory.position_counts)
     assert (streamed.positions, streamed.windows) == (in_memory.positions, in_memory.windows)
 
 
@@ -270,7 +332,9 @@ def test_drift_command(tiny_checkpoint, tmp_path, capsys):
     rows = csv_rows(out / "drift.csv")
     assert [int(r["layer"]) for r in rows] == [0, 1, 2]
     assert {"drift", "logp_next", "logp_current"} <= set(rows[0])
-    assert is_png(out / "drift.png")
+    by_position = csv_rows(out / "drift_by_position.csv")
+    assert [(int(r["layer"]), int(r["position"])) for r in by_position] == [(l, t) for l in range(3) for t in range(15)]
+    assert is_png(out / "drift.png") and is_png(out / "drift_by_position.png")
     assert "positions" in capsys.readouterr().out
 
 
@@ -282,9 +346,71 @@ def test_report_command(tiny_checkpoint, tmp_path):
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
 
 
+def test_report_output_folder(tiny_checkpoint, tmp_path):
+    """-o naming a folder (existing, or new with a trailing /) writes report.html inside it."""
+    weights = ["--weights", str(tiny_checkpoint)]
+    assert main(["report", TEXT, *weights, "-o", str(tmp_path / "new") + "/"]) == 0
+    assert (tmp_path / "new" / "report.html").is_file()
+    (tmp_path / "existing").mkdir()
+    assert main(["report", TEXT, *weights, "-o", str(tmp_path / "existing")]) == 0
+    assert (tmp_path / "existing" / "report.html").is_file()
+
+
+def test_report_of_a_bfloat16_model(tiny_checkpoint, tokenizer, model):
+    bf16 = GPT2.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16).eval()
+    page = build_report(bf16, tokenizer, TEXT, layer=1, head=2)
+    assert page.count("data:image/png;base64,") == 4
+    top = [logit_lens(m, trace_text(m, tokenizer, TEXT)[2], k=1).top_ids[-1, 0, :, 0] for m in (bf16, model)]
+    assert (top[0] == top[1]).float().mean() >= 0.8  # bfloat16 rounding may flip a near tie, not most words
+
+
+def test_report_refuses_a_folded_model(tiny_checkpoint, tokenizer):
+    with pytest.raises(InputError, match="fold_ln"):
+        build_report(GPT2.from_pretrained(tiny_checkpoint, fold_ln=True), tokenizer, TEXT)
+
+
+def test_script_json_cannot_close_the_script_element():
+    value = {"words": ["</script><script>alert(1)</script>", "<!--", "a & b > c", "ü"]}
+    text = script_json(value)
+    assert not {"<", ">", "&"} & set(text)
+    assert json.loads(text) == value
+
+
 def test_commands_report_bad_input(tiny_checkpoint, tmp_path, capsys):
     assert main(["report", "", "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "r.html")]) == 2
     assert "empty" in capsys.readouterr().err
     assert main(["lens", "word " * 100, "--weights", str(tiny_checkpoint), "-o", str(tmp_path)]) == 2
     assert "longer than the model's context of 64" in capsys.readouterr().err
     assert main(["report", TEXT, "--weights", str(tiny_checkpoint), "--head", "9", "-o", str(tmp_path / "r.html")]) == 2
+
+
+@pytest.mark.parametrize("command", ["lens", "trajectory", "report"])
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_top_k_below_one_is_an_input_error(tiny_checkpoint, tmp_path, capsys, command, k):
+    out = tmp_path / ("r.html" if command == "report" else "out")
+    assert main([command, TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--top-k", k]) == 2
+    assert f"at least 1, got {k}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["lens", "trajectory", "drift"])
+def test_output_folder_that_is_a_file_is_an_input_error(tiny_checkpoint, tmp_path, capsys, command):
+    (tmp_path / "corpus.txt").write_text(CORPUS[0], encoding="utf-8")
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    first = str(tmp_path / "corpus.txt") if command == "drift" else TEXT
+    assert main([command, first, "--weights", str(tiny_checkpoint), "-o", str(taken)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert taken.read_text() == "not a folder"
+
+
+def test_drift_bad_device_and_window_count(tiny_checkpoint, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS[0], encoding="utf-8")
+    argv = ["drift", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "out")]
+    assert main(argv + ["--device", "foo"]) == 2
+    assert "--device 'foo' cannot be used here" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(argv + ["--device", "cuda"]) == 2
+        assert "--device 'cuda' cannot be used here" in capsys.readouterr().err
+    assert main(argv + ["--max-windows", "0"]) == 2
+    assert "--max-windows must be at least 1, got 0" in capsys.readouterr().err

@@ -16,14 +16,14 @@ import torch
 
 from minigpt_geom import GPT2, InputError
 from minigpt_geom.analysis import format_csv, format_table, latex_escape
-from minigpt_geom.analysis.circuits import (attention_update, block_heads, head_weights, query_key_matrix,
-                                            score_terms, sphere_embeddings, value_output_matrix)
+from minigpt_geom.analysis.circuits import (attention_pattern, attention_update, block_heads, head_weights,
+                                            ln_1_embeddings, query_key_matrix, score_terms, value_output_matrix)
 from minigpt_geom.analysis.embeddings import embedding_variants, reachability, sphere_distances, top_and_bottom
 from minigpt_geom.analysis.probe import (default_blocks, key_value_probe, probe_blocks, query_key_probe,
                                          query_key_scores, single_token_words)
 from minigpt_geom.analysis.qk import strongest_pairs, top_pairs
-from minigpt_geom.analysis.svd import (cumulative_share, head_svd, key_bias_words, plot_singular_values,
-                                       singular_pair_words)
+from minigpt_geom.analysis.svd import (cumulative_share, head_svd, key_bias_words, nearest_words,
+                                       plot_singular_values, singular_pair_words)
 from minigpt_geom.attention import attention_scores, split_heads
 from minigpt_geom.cli import main
 from minigpt_geom.tokenizer import Tokenizer
@@ -89,11 +89,13 @@ def test_score_decomposition_reproduces_attention(model):
     """Four score terms, mask, softmax, values, W_O, + b_O == the block's own attention update, on a real forward."""
     idx = torch.randint(0, model.config.vocab_size, (3, 20), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        _, trace = model(idx, keep_states=True)
+        _, trace = model(idx, keep_states=True, keep_attention=True)
         for layer, block in enumerate(model.h):
             x_hat = block.ln_1(trace.states[layer])[0]  # what block `layer` reads
             expected = block.attn(x_hat)[0]
             assert (attention_update(model, layer, x_hat) - expected).abs().max() <= 1e-5
+            for w in block_heads(model, layer):  # one head's pattern, as the report draws it
+                assert (attention_pattern(w, x_hat) - trace.attention.pattern[layer, :, w.head]).abs().max() <= 1e-6
             # and each head's four terms sum to the model's own scores (q·k/√d_h with biases)
             q, k, _ = (split_heads(part, model.config.n_head) for part in block.attn.c_attn(x_hat).chunk(3, dim=-1))
             scores = attention_scores(q, k)  # [B, H, T, T], −∞ above the diagonal
@@ -114,6 +116,17 @@ def test_bad_indices_are_input_errors(model):
         strongest_pairs(model, 0, 0, query_position=64)
     with pytest.raises(InputError, match="after query position"):
         strongest_pairs(model, 0, 0, query_position=1, key_position=3)
+
+
+def test_weight_analyses_refuse_a_folded_model(tiny_checkpoint):
+    """fold_ln rewrites c_attn as diag(γ) W and the unembedding as γ⊙E: W_QK, Ẽ, the probes would be wrong."""
+    folded = GPT2.from_pretrained(tiny_checkpoint, fold_ln=True)
+    for analysis in (lambda: head_weights(folded, 0, 0), lambda: ln_1_embeddings(folded, 0),
+                     lambda: head_svd(folded, 0, 0, "VO"), lambda: key_value_probe(folded, 0, [("one", 1)]),
+                     lambda: query_key_probe(folded, 0, [("one", 1)]), lambda: strongest_pairs(folded, 0, 0),
+                     lambda: reachability(folded)):
+        with pytest.raises(InputError, match="fold_ln"):
+            analysis()
 
 
 # ---- qk: blocked top-k == the full V × V matrix ------------------------------------------------------------
@@ -172,7 +185,7 @@ def test_query_key_probe_scores_are_model_scores(model):
         # the full score vector, against NumPy, and the top-k read from it
         sphere, p = np_sphere(model, layer), np_head(model, layer, 3)
         expected = sphere[200] @ (p["W_Q"] @ p["W_K"].T / math.sqrt(12)) @ sphere.T
-        got = query_key_scores(head_weights(model, layer, 3), sphere_embeddings(model, layer), torch.tensor([200]))[0]
+        got = query_key_scores(head_weights(model, layer, 3), ln_1_embeddings(model, layer), torch.tensor([200]))[0]
         np.testing.assert_allclose(np_(got), expected, rtol=1e-5, atol=1e-6)
         row = next(r for r in rows if r.head == 3 and r.token == 200)
         assert list(row.matches) == list(np_top(expected, 4))
@@ -249,6 +262,15 @@ def test_svd_tables_match_numpy(model, circuit):
             assert list(row.right) == list(np_top(right_words @ V[:, row.rank], 3))
 
 
+def test_word_counts_are_clipped_to_the_vocabulary(model):
+    V = model.config.vocab_size
+    vectors = torch.randn(model.config.n_embd, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    nearest = nearest_words(vectors, model.wte.weight.detach(), 100_000)
+    assert nearest.shape == (2, V) and sorted(nearest[0].tolist()) == list(range(V))
+    words = key_bias_words(model, 0, 1, k=100_000)
+    assert len(words.positive) == len(words.negative) == V
+
+
 def test_key_bias_words_and_cumulative_share(model, tmp_path):
     layer, head = 1, 1
     p, sphere = np_head(model, layer, head), np_sphere(model, layer)
@@ -287,6 +309,8 @@ def test_embedding_tables_match_numpy(model):
         "norm_plus_bias": np.linalg.norm(E, axis=1) + E @ beta,
         "scaled_norm_plus_bias": np.linalg.norm(E * gamma, axis=1) + E @ beta,
         "reach_bound": math.sqrt(d) * np.linalg.norm(E * gamma, axis=1) + E @ beta,
+        "tight_reach_bound": math.sqrt(d) * np.linalg.norm(E * gamma - (E * gamma).mean(axis=1, keepdims=True), axis=1)
+        + E @ beta,
     }
     measures = reachability(model)
     for name, values in expected.items():
@@ -296,11 +320,19 @@ def test_embedding_tables_match_numpy(model):
         rows = [r for r in ranked if r.measure == name]
         assert [r.token for r in rows if r.position.startswith("top")] == list(np_top(values, 5))
         assert [r.token for r in rows if r.position.startswith("bottom")] == list(np_top(-values, 5))[::-1]
-    # the bound holds: no ln_f output reaches a word's logit beyond it
+    # the bounds hold: no ln_f output reaches a word's logit beyond them, and the tight one is below the other
     x = torch.randn(64, d, generator=torch.Generator().manual_seed(1)) * 3
     with torch.inference_mode():
         logits = model.ln_f(x)[0] @ model.wte.weight.T  # [64, V]
-    assert bool((logits <= measures["reach_bound"] + 1e-4).all())
+    assert bool((logits <= measures["tight_reach_bound"] + 1e-4).all())
+    assert bool((measures["tight_reach_bound"] <= measures["reach_bound"] + 1e-5).all())
+    assert bool((expected["tight_reach_bound"] < expected["reach_bound"] - 1e-3).any())  # strictly tighter somewhere
+    # ... and the tight one is reached: x = s·centre(γ⊙e) for a large s
+    words = [0, 65, 200, 299]
+    maximisers = 1e3 * (E[words] * gamma - (E[words] * gamma).mean(axis=1, keepdims=True))  # [4, d], in H
+    with torch.inference_mode():
+        reached = model.ln_f(torch.tensor(maximisers, dtype=torch.float32))[0] @ model.wte.weight[words].T  # [4, 4]
+    np.testing.assert_allclose(np_(reached.diagonal()), expected["tight_reach_bound"][words], rtol=1e-5, atol=1e-4)
 
 
 # ---- tables -------------------------------------------------------------------------------------------------
@@ -331,7 +363,11 @@ def test_embeddings_command(tiny_checkpoint, tmp_path, capsys):
         for suffix in ("md", "txt", "csv"):
             assert (tmp_path / f"{name}.{suffix}").stat().st_size > 0
     assert "√d‖γ⊙e‖ + β·e" in (tmp_path / "embeddings_reach.md").read_text()
+    assert "√d‖centre(γ⊙e)‖ + β·e" in (tmp_path / "embeddings_reach.md").read_text()
     assert "centred & scaled" in capsys.readouterr().out
+    (tmp_path / "taken").write_text("not a folder")
+    assert main(["embeddings", "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "taken")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_probe_command(tiny_checkpoint, tmp_path, capsys):
@@ -365,6 +401,10 @@ def test_svd_command(tiny_checkpoint, tmp_path, capsys):
     assert main(["svd", "--weights", str(tiny_checkpoint), "--blocks", "1", "--heads", "2", "--format", "latex"]) == 0
     assert "block 1, head 2" in capsys.readouterr().out
     assert main(["svd", "--weights", str(tiny_checkpoint), "--heads", "9"]) == 2
+    argv = ["svd", "--weights", str(tiny_checkpoint), "--blocks", "0", "--heads", "1", "--pairs", "1",
+            "-k", "100000", "--bias-words", "100000", "-o", str(tmp_path / "all_words")]
+    assert main(argv) == 0  # both clipped to the 300 words
+    assert len(read_csv(tmp_path / "all_words" / "svd.csv")) == 1 + 2 * 1 * 2 * 300  # circuits·pairs·sides·words
 
 
 def test_qk_command(tiny_checkpoint, tmp_path, capsys):

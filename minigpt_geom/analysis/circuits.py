@@ -67,13 +67,14 @@ def check_head(model: GPT2, head: int) -> None:
 def check_unfolded(model: GPT2) -> None:
     """Raise InputError if layer-norm γ, β were folded into the weights (the analyses read them apart)."""
     if model.ln_f.folded or any(block.ln_1.folded for block in model.h):
-        raise InputError("the weight analyses need γ and β apart from W: load the model without fold_ln")
+        raise InputError("this analysis reads γ and β at the layer norms, apart from W: load the model without fold_ln")
 
 
 def head_weights(model: GPT2, layer: int, head: int) -> HeadWeights:
-    """Slice head `head` of block `layer` out of c_attn and c_proj (views, no copies)."""
+    """Slice head `head` of block `layer` out of c_attn and c_proj (views, no copies); γ, β must not be folded in."""
     check_block(model, layer)
     check_head(model, head)
+    check_unfolded(model)
     d, d_h = model.config.n_embd, model.config.head_dim
     attn = model.h[layer].attn
     W, b = attn.c_attn.weight.detach(), attn.c_attn.bias.detach()  # [d, 3d], [3d]
@@ -127,7 +128,7 @@ def value_bias_output(w: HeadWeights) -> Tensor:
     return w.b_V @ w.W_O
 
 
-def sphere_embeddings(model: GPT2, layer: int, position: int | None = None, n_words: int | None = None) -> Tensor:
+def ln_1_embeddings(model: GPT2, layer: int, position: int | None = None, n_words: int | None = None) -> Tensor:
     """Ẽ = ln_1(E) of block `layer` (or ln_1(E + P[position])): the words on the block's ellipsoid, [V, d].
 
     n_words keeps only the first n words (all by default)."""
@@ -163,17 +164,20 @@ def score_terms(w: HeadWeights, x_hat_query: Tensor, x_hat_key: Tensor) -> Score
     )
 
 
+def attention_pattern(w: HeadWeights, x_hat: Tensor) -> Tensor:
+    """The head's a_ij = softmax_j(s_ij), causally masked: x̂ = ln_1(x) [..., T, d] -> [..., T, T]."""
+    T = x_hat.shape[-2]
+    scores = score_terms(w, x_hat, x_hat).total.masked_fill(~causal_mask(T, T, x_hat.device), float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
 def attention_update(model: GPT2, layer: int, x_hat: Tensor) -> Tensor:
     """Block `layer`'s attention update rebuilt from the circuits: x̂ = ln_1(x) [B, T, d] -> [B, T, d].
 
     Per head: the four score terms, causal mask, softmax, then Σ_j a_ij (x̂_j W_VO + b_V W_O); the heads'
     outputs are summed and b_O added once. Equals `model.h[layer].attn(x_hat)[0]` up to rounding."""
-    T = x_hat.shape[-2]
-    visible = causal_mask(T, T, x_hat.device)  # [T, T], j ≤ i
     update = torch.zeros_like(x_hat)
     heads = block_heads(model, layer)
     for w in heads:
-        scores = score_terms(w, x_hat, x_hat).total.masked_fill(~visible, float("-inf"))  # [B, T, T]
-        pattern = torch.softmax(scores, dim=-1)
-        update = update + pattern @ (x_hat @ value_output_matrix(w) + value_bias_output(w))
+        update = update + attention_pattern(w, x_hat) @ (x_hat @ value_output_matrix(w) + value_bias_output(w))
     return update + heads[0].b_O

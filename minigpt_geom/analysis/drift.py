@@ -4,10 +4,12 @@
                = lens_l[t][w_{t+1}] − lens_l[t][w_t]        the logit lens (lens.py) of the two words
                = log p_l(w_{t+1}) − log p_l(w_t)             the softmax normaliser cancels
 
-averaged over every position t of a corpus that has a next word in its window, for each l = 0..L
-(l = 0 is the embedding). The mean log-probabilities log p_l(next) and log p_l(current) are reported
-too; they need every layer's full-vocabulary softmax (about 3× the forward pass; `logprobs=False` skips
-them), and their difference is the drift again, a check on the identity above.
+for each layer l = 0..L (l = 0 is the embedding) and each position t within a window that has a next
+word: averaged per (layer, position) over the corpus, and per layer over all positions (the count-weighted
+mean of the per-position means). The mean log-probabilities log p_l(next) and log p_l(current) are
+reported per layer too; they need every layer's full-vocabulary softmax (about 3× the forward pass;
+`logprobs=False` skips them), and their difference is the drift again, a check on the identity above.
+E is the raw embedding, as in the paper, so γ, β of ln_f must not be folded into the unembedding.
 
 A corpus is a text file or a folder of them, read as a stream: bytes in chunks, decoded incrementally,
 each chunk cut at its last whitespace character that precedes a non-space. GPT-2's pre-tokeniser always
@@ -30,6 +32,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model import GPT2
+from .circuits import check_unfolded
 
 CHUNK_BYTES = 1 << 20  # read a file 1 MiB at a time
 LOGSUMEXP_ROWS = 512  # rows of [rows, vocab] logits held at once for the softmax normaliser
@@ -38,38 +41,32 @@ SAFE_CUT = regex.compile(r"(?r)\s(?=\S)")  # searched from the end: the last pla
 
 @dataclass(frozen=True)
 class DriftResult:
-    """Per-layer means over all positions that have a next word; arrays [L+1] (layer 0 = embedding)."""
+    """Means over the positions that have a next word (layer 0 = embedding; P = longest window − 1)."""
 
-    drift: np.ndarray  # mean of LN_f(x_l[t]) · (e_{t+1} − e_t)
-    drift_std: np.ndarray  # its standard deviation over positions
-    logp_next: np.ndarray | None  # mean log p_l(w_{t+1}), None when not computed
-    logp_current: np.ndarray | None  # mean log p_l(w_t)
+    drift_by_position: np.ndarray  # [L+1, P] mean of LN_f(x_l[t]) · (e_{t+1} − e_t) at position t of a window
+    position_counts: np.ndarray  # [P] number of (t, t+1) pairs averaged at each position
+    drift: np.ndarray  # [L+1] mean over all positions (= drift_by_position weighted by position_counts)
+    drift_std: np.ndarray  # [L+1] its standard deviation over all positions
+    logp_next: np.ndarray | None  # [L+1] mean log p_l(w_{t+1}), None when not computed
+    logp_current: np.ndarray | None  # [L+1] mean log p_l(w_t)
     positions: int  # number of (t, t+1) pairs averaged
     windows: int  # number of windows of at most n_ctx tokens
 
 
 # ---- computing: one batch of windows ----------------------------------------------------------------
 
-def unembedding(model: GPT2) -> tuple[Tensor, Tensor | None]:
-    """(W [V, d], bias [V] or None) with logits = LN_f-point Wᵀ + bias: E itself unless ln_f was folded."""
-    if model.unembed_weight is None:
-        return model.wte.weight, None
-    return model.unembed_weight, model.unembed_bias
-
-
 @torch.inference_mode()
 def drift_terms(model: GPT2, idx: Tensor, states: Tensor | None = None, logprobs: bool = True) -> dict[str, Tensor]:
     """Per-position terms [L+1, B, T−1] for windows idx [B, T]: "drift", and "logp_next", "logp_current"."""
+    check_unfolded(model)
     if states is None:
         _, trace = model(idx, keep_states=True)
         states = trace.states  # [L+1, B, T, d]
     x_hat = model.ln_f(states[:, :, :-1])[0]  # [L+1, B, T−1, d]: positions with a next word
-    W, bias = unembedding(model)
+    E = model.wte.weight
     current, following = idx[:, :-1], idx[:, 1:]  # [B, T−1]
-    logit_current = (x_hat * W[current]).sum(dim=-1)  # lens_l[t][w_t]
-    logit_next = (x_hat * W[following]).sum(dim=-1)  # lens_l[t][w_{t+1}]
-    if bias is not None:
-        logit_current, logit_next = logit_current + bias[current], logit_next + bias[following]
+    logit_current = (x_hat * E[current]).sum(dim=-1)  # lens_l[t][w_t], one column of model.unembed(x_hat)
+    logit_next = (x_hat * E[following]).sum(dim=-1)  # lens_l[t][w_{t+1}]
     terms = {"drift": logit_next - logit_current}  # = LN_f(x_l[t]) · (e_{t+1} − e_t)
     if logprobs:
         rows = x_hat.reshape(-1, x_hat.shape[-1])  # [(L+1)·B·(T−1), d]
@@ -152,23 +149,55 @@ def text_windows(texts: Iterable[str], tokenizer, size: int) -> Iterator[list[in
 
 # ---- accumulating over a corpus ------------------------------------------------------------------------
 
+def summarise(sums: dict[str, np.ndarray], counts: np.ndarray, windows: int) -> DriftResult:
+    """A DriftResult from float64 sums [L+1, P] over pairs at each position ("drift", "drift_sq", and
+    "logp_next", "logp_current" if computed) and the pair counts [P]."""
+    if counts.sum() == 0:
+        raise InputError("the corpus has no pair of consecutive tokens: give a longer text")
+    used = int(np.flatnonzero(counts)[-1]) + 1  # positions up to the longest window's last pair
+    counts, sums = counts[:used], {name: values[:, :used] for name, values in sums.items()}
+    count = int(counts.sum())
+    by_position = sums["drift"] / counts  # [L+1, P]
+    mean = (by_position * counts).sum(axis=1) / count  # [L+1]: per layer, from the per-position means
+    logprobs = "logp_next" in sums
+    return DriftResult(
+        drift_by_position=by_position,
+        position_counts=counts,
+        drift=mean,
+        drift_std=np.sqrt(np.maximum(sums["drift_sq"].sum(axis=1) / count - mean**2, 0.0)),
+        logp_next=sums["logp_next"].sum(axis=1) / count if logprobs else None,
+        logp_current=sums["logp_current"].sum(axis=1) / count if logprobs else None,
+        positions=count,
+        windows=windows,
+    )
+
+
+def position_sums(terms: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """Terms [L+1, B, T−1] -> their sums over the batch [L+1, T−1] in float64, with "drift_sq" added."""
+    sums = {name: values.double().sum(dim=1).cpu().numpy() for name, values in terms.items()}
+    sums["drift_sq"] = terms["drift"].double().pow(2).sum(dim=1).cpu().numpy()
+    return sums
+
+
 @torch.inference_mode()
 def corpus_drift(model: GPT2, windows: Iterable[Sequence[int]], *, batch_size: int = 4, logprobs: bool = True,
                  max_windows: int | None = None) -> DriftResult:
-    """Mean drift per layer over all windows (ids lists), run in batches of windows of equal length."""
+    """Mean drift per (layer, position) and per layer over all windows (ids lists), in batches of equal length."""
+    if max_windows is not None and max_windows < 1:
+        raise InputError(f"the number of windows must be at least 1, got {max_windows}")
     device = model.wte.weight.device
-    L1 = model.config.n_layer + 1
-    sums = {name: np.zeros(L1) for name in ("drift", "drift_sq", "logp_next", "logp_current")}
-    count = n_windows = 0
+    shape = (model.config.n_layer + 1, model.config.n_ctx - 1)  # [L+1, P]: a window has at most n_ctx − 1 pairs
+    names = ("drift", "drift_sq", "logp_next", "logp_current") if logprobs else ("drift", "drift_sq")
+    sums = {name: np.zeros(shape) for name in names}
+    counts = np.zeros(shape[1], dtype=np.int64)
+    n_windows = 0
 
     def add(batch: list[Sequence[int]]) -> None:
-        nonlocal count
         idx = torch.tensor(batch, dtype=torch.long, device=device)  # [B, T]
-        terms = drift_terms(model, idx, logprobs=logprobs)
-        for name, values in terms.items():  # [L+1, B, T−1] -> sums over positions, float64
-            sums[name] += values.double().sum(dim=(1, 2)).cpu().numpy()
-        sums["drift_sq"] += terms["drift"].double().pow(2).sum(dim=(1, 2)).cpu().numpy()
-        count += idx.shape[0] * (idx.shape[1] - 1)
+        B, T = idx.shape
+        for name, values in position_sums(drift_terms(model, idx, logprobs=logprobs)).items():
+            sums[name][:, : T - 1] += values
+        counts[: T - 1] += B
 
     pending: dict[int, list[Sequence[int]]] = {}  # windows waiting for a batch, by length
     for window in windows:
@@ -181,17 +210,7 @@ def corpus_drift(model: GPT2, windows: Iterable[Sequence[int]], *, batch_size: i
             add(pending.pop(len(window)))
     for batch in pending.values():
         add(batch)
-    if count == 0:
-        raise InputError("the corpus has no pair of consecutive tokens: give a longer text")
-    mean = sums["drift"] / count
-    return DriftResult(
-        drift=mean,
-        drift_std=np.sqrt(np.maximum(sums["drift_sq"] / count - mean**2, 0.0)),
-        logp_next=sums["logp_next"] / count if logprobs else None,
-        logp_current=sums["logp_current"] / count if logprobs else None,
-        positions=count,
-        windows=n_windows,
-    )
+    return summarise(sums, counts, n_windows)
 
 
 def text_drift(model: GPT2, ids: Sequence[int], states: Tensor | None = None, logprobs: bool = True) -> DriftResult:
@@ -199,19 +218,14 @@ def text_drift(model: GPT2, ids: Sequence[int], states: Tensor | None = None, lo
     if len(ids) < 2:
         raise InputError("drift needs at least two tokens")
     idx = torch.tensor([list(ids)], dtype=torch.long, device=model.wte.weight.device)
-    terms = {k: v.double()[:, 0].cpu().numpy() for k, v in drift_terms(model, idx, states, logprobs).items()}
-    return DriftResult(
-        drift=terms["drift"].mean(axis=1), drift_std=terms["drift"].std(axis=1),
-        logp_next=terms["logp_next"].mean(axis=1) if logprobs else None,
-        logp_current=terms["logp_current"].mean(axis=1) if logprobs else None,
-        positions=len(ids) - 1, windows=1,
-    )
+    sums = position_sums(drift_terms(model, idx, states, logprobs))
+    return summarise(sums, np.ones(len(ids) - 1, dtype=np.int64), windows=1)
 
 
 # ---- formatting -----------------------------------------------------------------------------------------
 
 def drift_rows(result: DriftResult) -> list[dict]:
-    """One record per layer: the CSV form of a DriftResult."""
+    """One record per layer: the CSV form of a DriftResult's per-layer means."""
     rows = []
     for layer in range(len(result.drift)):
         row = {"layer": layer, "drift": float(result.drift[layer]), "drift_std": float(result.drift_std[layer]),
@@ -222,6 +236,16 @@ def drift_rows(result: DriftResult) -> list[dict]:
         row["positions"] = result.positions
         rows.append(row)
     return rows
+
+
+def drift_position_rows(result: DriftResult) -> list[dict]:
+    """One record per (layer, position): the CSV form of drift_by_position."""
+    return [
+        {"layer": layer, "position": t, "drift": float(result.drift_by_position[layer, t]),
+         "pairs": int(result.position_counts[t])}
+        for layer in range(result.drift_by_position.shape[0])
+        for t in range(result.drift_by_position.shape[1])
+    ]
 
 
 def format_drift(result: DriftResult) -> str:

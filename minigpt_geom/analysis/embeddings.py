@@ -6,8 +6,10 @@
         LN_f(x)·e ≤ √d‖γ⊙e‖ + β·e,
     the reachability bound: words with a large bound are easy to predict, words with a small one hard.
     The paper ranks words by ‖e‖, ‖γ⊙e‖, ‖e‖ + β·e and ‖γ⊙e‖ + β·e (its code left out the √d); the exact
-    bound is offered beside them. (x̂ also lies in the hyperplane Σv = 0, so the bound is reached only when
-    γ⊙e does too: it is an upper bound, tight up to γ⊙e's component along 1.)
+    bound is offered beside them. x̂ also lies in the hyperplane H = {v : Σv = 0}, so x̂·(γ⊙e) = x̂·c with
+    c = centre(γ⊙e), the projection of γ⊙e onto H, and
+        LN_f(x)·e ≤ √d‖c‖ + β·e ≤ √d‖γ⊙e‖ + β·e,
+    the tight bound: x = s·c with s large gives x̂ → √d c/‖c‖ (ε fades), which reaches it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model import GPT2
-from ..sphere import sphere_projection
+from ..sphere import centre, sphere_projection
 from .circuits import check_unfolded
 
 # Column name -> how it is computed, for tables (e = a row of E, γ and β of ln_f).
@@ -30,6 +32,7 @@ MEASURES = {
     "norm_plus_bias": "‖e‖ + β·e",
     "scaled_norm_plus_bias": "‖γ⊙e‖ + β·e",
     "reach_bound": "√d‖γ⊙e‖ + β·e",
+    "tight_reach_bound": "√d‖centre(γ⊙e)‖ + β·e",
 }
 
 
@@ -90,6 +93,7 @@ def reachability(model: GPT2) -> dict[str, Tensor]:
         "norm_plus_bias": norm + bias,
         "scaled_norm_plus_bias": scaled_norm + bias,
         "reach_bound": math.sqrt(E.shape[1]) * scaled_norm + bias,
+        "tight_reach_bound": math.sqrt(E.shape[1]) * centre(E * gamma).norm(dim=1) + bias,  # centre: the part in H
     }
 
 

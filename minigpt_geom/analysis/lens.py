@@ -46,23 +46,26 @@ class LensResult:
 
 @torch.inference_mode()
 def lens_logits(model: GPT2, x: Tensor) -> Tensor:
-    """x_l [..., d] -> LN_f(x_l) Eᵀ [..., vocab], LN_f using x_l's own mean and variance."""
+    """x_l [..., d] -> LN_f(x_l) Eᵀ [..., vocab], LN_f using x_l's own mean and variance (fold_ln or not)."""
     x_hat, _ = model.ln_f(x)
     return model.unembed(x_hat)
 
 
 def angular_steps(trace: Trace) -> tuple[Tensor, Tensor]:
-    """(step, path) [L+1, B, T] radians: the trace's per-block angles with a leading 0 for x_0."""
-    angle = trace.residual.angle  # [L, B, T], angle between the sphere points of x_l and x_l+1
-    zero = torch.zeros_like(angle[:1])
-    return torch.cat([zero, angle]), torch.cat([zero, angle.cumsum(dim=0)])
+    """(step, path) [L+1, B, T] radians: the trace's residual.angle and angular_path with a leading 0 for x_0."""
+    zero = torch.zeros_like(trace.residual.angle[:1])
+    return torch.cat([zero, trace.residual.angle]), torch.cat([zero, trace.angular_path])
 
 
 @torch.inference_mode()
 def logit_lens(model: GPT2, trace: Trace, k: int = 5) -> LensResult:
-    """Decode every state of a trace taken with keep_states=True; one layer's logits in memory at a time."""
+    """Decode every state of a trace taken with keep_states=True; one layer's logits in memory at a time.
+
+    k ≥ 1 words per layer are kept, clipped to the vocabulary."""
     if trace.states is None:
         raise ValueError("logit_lens needs the residual states: call model(idx, keep_states=True)")
+    if k < 1:
+        raise InputError(f"the number of top words must be at least 1, got {k}")
     states = trace.states  # [L+1, B, T, d]
     final_logp = torch.log_softmax(lens_logits(model, states[-1]).float(), dim=-1)  # [B, T, V]
     final_p = final_logp.exp()
@@ -109,11 +112,13 @@ def token_words(tokenizer, ids: Sequence[int]) -> list[str]:
 
 
 @torch.inference_mode()
-def trace_text(model: GPT2, tokenizer, text: str) -> tuple[list[int], Tensor, Trace]:
-    """Encode `text` and run one traced forward pass: (ids, logits [1, T, V], trace with states and patterns)."""
+def trace_text(model: GPT2, tokenizer, text: str, keep_attention: bool = False) -> tuple[list[int], Tensor, Trace]:
+    """Encode `text` and run one traced forward pass: (ids, logits [1, T, V], trace with states).
+
+    keep_attention also keeps every head's pattern [L, 1, H, T, T] (L·H·T² floats: 600 MB at T = 1024 on 124M)."""
     ids = encode_text(tokenizer, text, model.config.n_ctx)
     idx = torch.tensor([ids], dtype=torch.long, device=model.wte.weight.device)
-    logits, trace = model(idx, trace=True, keep_states=True, keep_attention=True)
+    logits, trace = model(idx, trace=True, keep_states=True, keep_attention=keep_attention)
     return ids, logits, trace
 
 

@@ -110,7 +110,9 @@ def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode, batch: in
 
 def attention_figure(pattern, words: Sequence[str], layer: int, head: int) -> "Figure":
     """One head's attention pattern a_ij [T, T]: query rows, key columns."""
-    pattern = np.asarray(pattern.cpu() if hasattr(pattern, "cpu") else pattern, dtype=np.float64)
+    if hasattr(pattern, "cpu"):  # a tensor, maybe bfloat16, which NumPy cannot read
+        pattern = pattern.detach().float().cpu().numpy()
+    pattern = np.asarray(pattern, dtype=np.float64)
     T = len(words)
     size = min(4.0 + 0.22 * T, 16.0)
     fig = new_figure(size + 1.2, size)
@@ -184,4 +186,20 @@ def drift_figure(result: "DriftResult") -> "Figure":
         integer_layers(axes[1])
         axes[1].set_ylabel("mean log-probability (logit lens)")
         axes[1].legend()
+    return fig
+
+
+def drift_position_figure(result: "DriftResult") -> "Figure":
+    """Layers × positions: the mean drift at each position of a window, red towards the next word, blue away."""
+    by_position = result.drift_by_position  # [L+1, P]
+    L1, P = by_position.shape
+    limit = float(np.abs(by_position).max()) or 1.0  # a colour scale symmetric about 0
+    fig = new_figure(min(4.0 + 0.05 * P, 16.0), 1.5 + 0.3 * L1)
+    ax = fig.add_subplot()
+    image = ax.imshow(by_position, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    ax.set_xlabel("position t in the window")
+    ax.set_ylabel("layer (0 = embedding)")
+    ax.set_yticks(range(L1))
+    ax.set_title(f"mean LN_f(x_l[t]) · (e_{{t+1}} − e_t) by position ({result.windows} windows)", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="drift")
     return fig

@@ -21,8 +21,9 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model import GPT2
-from .circuits import (HeadWeights, block_heads, check_block, check_unfolded, query_key_matrix, sphere_embeddings,
+from .circuits import (HeadWeights, block_heads, check_block, check_unfolded, ln_1_embeddings, query_key_matrix,
                        value_bias_output, value_output_matrix)
+from .lens import lens_logits
 
 PAPER_BLOCKS = (0, 5, 11)
 QUERY_KEY, KEY_VALUE = "query-key", "key-value"
@@ -71,12 +72,6 @@ def value_updates(w: HeadWeights, sphere: Tensor, tokens: Tensor) -> Tensor:
     return sphere[tokens] @ value_output_matrix(w) + value_bias_output(w)
 
 
-def lens_logits(model: GPT2, tokens: Tensor, update: Tensor, output_bias: Tensor) -> Tensor:
-    """ln_f(E[t] + u + b_O) Eᵀ: the logits of a one-word residual stream after one update, [n, V]."""
-    x = model.wte.weight[tokens] + update + output_bias  # [n, d]
-    return model.unembed(model.ln_f(x)[0])
-
-
 def check_words(words: Sequence[tuple[str, int]]) -> None:
     """Raise InputError if there is no word to probe."""
     if not words:
@@ -99,7 +94,7 @@ def query_key_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k
     """For each head of block `layer` (then their sum), the k key words each query word scores highest."""
     check_block(model, layer)
     check_words(words)
-    sphere = sphere_embeddings(model, layer)  # Ẽ [V, d]
+    sphere = ln_1_embeddings(model, layer)  # Ẽ [V, d]
     tokens = torch.tensor([t for _, t in words], device=sphere.device)
     rows, total = [], 0
     for w in block_heads(model, layer):
@@ -115,15 +110,17 @@ def key_value_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k
     check_block(model, layer)
     check_words(words)
     check_unfolded(model)
-    sphere = sphere_embeddings(model, layer)
+    sphere = ln_1_embeddings(model, layer)
     tokens = torch.tensor([t for _, t in words], device=sphere.device)
+    embedded = model.wte.weight[tokens]  # E[n] [n, d]: a one-word residual stream (no position)
     heads = block_heads(model, layer)
     rows, total = [], 0
     for w in heads:
         update = value_updates(w, sphere, tokens)  # u_h [n, d]
         total = total + update
-        rows += _rows(KEY_VALUE, layer, w.head, words, lens_logits(model, tokens, update, w.b_O), k, update.norm(dim=1))
-    logits = lens_logits(model, tokens, total, heads[0].b_O)
+        logits = lens_logits(model, embedded + update + w.b_O)  # ln_f(E[n] + u_h + b_O) Eᵀ
+        rows += _rows(KEY_VALUE, layer, w.head, words, logits, k, update.norm(dim=1))
+    logits = lens_logits(model, embedded + total + heads[0].b_O)
     return rows + _rows(KEY_VALUE, layer, None, words, logits, k, total.norm(dim=1))
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model import GPT2
-from .circuits import head_weights, sphere_embeddings
+from .circuits import head_weights, ln_1_embeddings
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ def query_key_sides(model: GPT2, layer: int, head: int, *, biases: bool = False,
     if query_position is not None and key_position is not None and key_position > query_position:
         raise InputError(f"key position {key_position} is after query position {query_position}: "
                          f"a causal head never sees it")
-    queries = sphere_embeddings(model, layer, query_position, vocab_limit) @ w.W_Q  # [V, d_h]
-    keys = sphere_embeddings(model, layer, key_position, vocab_limit) @ w.W_K
+    queries = ln_1_embeddings(model, layer, query_position, vocab_limit) @ w.W_Q  # [V, d_h]
+    keys = ln_1_embeddings(model, layer, key_position, vocab_limit) @ w.W_K
     if biases:
         queries, keys = queries + w.b_Q, keys + w.b_K
     return queries / math.sqrt(w.head_dim), keys

@@ -21,6 +21,7 @@ import torch
 from ..errors import InputError
 from ..model import GPT2
 from . import plots
+from .circuits import attention_pattern, head_weights
 from .drift import text_drift
 from .lens import LensResult, logit_lens, token_words, trace_text
 from .trajectory import Trajectory, choose_highlight, word_trajectory
@@ -43,9 +44,14 @@ def figure_img(fig, alt: str) -> str:
     return png_img(plots.figure_png(fig), alt)
 
 
+# "</script>", "<!--" or "<script" inside a <script> element would change how the page parses; written as
+# JSON \u escapes, <, > and & read the same to JSON.parse and can form none of them.
+SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
 def script_json(value) -> str:
-    """JSON that is safe inside a <script> element (no "</" can close it)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    """JSON that is safe inside a <script> element: every <, > and & written as a \\u escape."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(SCRIPT_ESCAPES)
 
 
 def trajectory_data(trajectory: Trajectory, lens: LensResult, decode) -> dict:
@@ -140,6 +146,8 @@ def build_report(
     highlight = choose_highlight(words, word, position)
     lens = logit_lens(model, trace, k=top_k)
     trajectory = word_trajectory(model, trace.states, words, lens.prediction[0].tolist(), decode, highlight=highlight)
+    x_hat = model.h[layer].ln_1(trace.states[layer, 0])[0]  # [T, d]: what block `layer` reads
+    pattern = attention_pattern(head_weights(model, layer, head), x_hat)  # [T, T], this head only
     title = title or f"Traveling words: {text[:60]}"
     shown = words[highlight]
 
@@ -164,7 +172,7 @@ def build_report(
                 f"Layer norm puts every block's input on the sphere of radius √d = {math.sqrt(config.n_embd):.2f} "
                 "in the hyperplane H ⟂ 1, whatever ‖x_l‖ grows to."),
         section(f"Attention pattern, layer {layer} head {head}",
-                figure_img(plots.attention_figure(trace.attention.pattern[layer, 0, head], words, layer, head), "attention")),
+                figure_img(plots.attention_figure(pattern, words, layer, head), "attention")),
     ]
     if len(ids) >= 2:
         drift = text_drift(model, ids, trace.states)

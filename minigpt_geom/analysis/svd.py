@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..model import GPT2
-from .circuits import HeadWeights, head_weights, key_bias_direction, sphere_embeddings
+from .circuits import HeadWeights, head_weights, key_bias_direction, ln_1_embeddings
 
 CIRCUITS = ("QK", "VO")
 
@@ -87,7 +87,7 @@ def sign_rule(U: Tensor, V: Tensor, right_embeddings: Tensor) -> tuple[Tensor, T
 
 def side_embeddings(model: GPT2, layer: int, circuit: str, sphere: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """What the left and right vectors are matched against: (Ẽ, Ẽ) for QK, (Ẽ, E) for VO."""
-    sphere = sphere_embeddings(model, layer) if sphere is None else sphere
+    sphere = ln_1_embeddings(model, layer) if sphere is None else sphere
     return sphere, (sphere if circuit == "QK" else model.wte.weight.detach())
 
 
@@ -102,8 +102,10 @@ def head_svd(model: GPT2, layer: int, head: int, circuit: str, sphere: Tensor | 
 
 
 def nearest_words(vectors: Tensor, embeddings: Tensor, k: int) -> Tensor:
-    """For each column of vectors [d, n], the k rows of embeddings [V, d] with the largest dot product: [n, k]."""
-    return (embeddings @ vectors.to(embeddings.dtype)).topk(k, dim=0).indices.T
+    """For each column of vectors [d, n], the k rows of embeddings [V, d] with the largest dot product: [n, k].
+
+    k is clipped to the vocabulary V."""
+    return (embeddings @ vectors.to(embeddings.dtype)).topk(min(k, embeddings.shape[0]), dim=0).indices.T
 
 
 @torch.inference_mode()
@@ -124,9 +126,10 @@ def cumulative_share(singular_values: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def key_bias_words(model: GPT2, layer: int, head: int, k: int = 5, sphere: Tensor | None = None) -> BiasWords:
-    """The k words of Ẽ most aligned with the key-bias direction b_Q W_Kᵀ/√d_h, and the k most opposed."""
-    sphere = sphere_embeddings(model, layer) if sphere is None else sphere
+    """The k words of Ẽ most aligned with the key-bias direction b_Q W_Kᵀ/√d_h, and the k most opposed (k ≤ V)."""
+    sphere = ln_1_embeddings(model, layer) if sphere is None else sphere
     preference = sphere @ key_bias_direction(head_weights(model, layer, head))  # [V]
+    k = min(k, preference.numel())
     return BiasWords(layer, head, tuple(preference.topk(k).indices.tolist()),
                      tuple(preference.topk(k, largest=False).indices.tolist()))
 
@@ -138,7 +141,7 @@ def plot_singular_values(shares: Mapping[int, Tensor], path: str | Path, title: 
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     for head, share in shares.items():
-        share = share.detach().cpu().numpy()
+        share = share.detach().float().cpu().numpy()
         ax.plot(range(1, len(share) + 1), 100 * share, label=f"head {head}", linewidth=1.2)
     ax.set_xlabel("number of singular values r")
     ax.set_ylabel("cumulative share of Σ S (%)")

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..errors import InputError, MiniGPTGeomError
 from ..model import GPT2
+from .circuits import check_unfolded
 
 PAPER_WORD = " one"  # the word whose path the paper draws
 UMAP_VOCAB_FIT = 10_000  # the paper fits UMAP on the first 10,000 normalised embeddings
@@ -45,8 +46,11 @@ class Trajectory:
 
 
 @torch.inference_mode()
-def sphere_points(model: GPT2, states: Tensor) -> Tensor:
-    """x_l [..., d] -> LN_f(x_l) [..., d], each state normalised with its own statistics."""
+def ln_f_points(model: GPT2, states: Tensor) -> Tensor:
+    """x_l [..., d] -> LN_f(x_l) = γ ⊙ sphere point + β [..., d], each state with its own statistics.
+
+    These are points of ln_f's ellipsoid, not the bare sphere points of sphere.py, so γ and β must not be folded."""
+    check_unfolded(model)
     return model.ln_f(states)[0]
 
 
@@ -125,15 +129,15 @@ def word_trajectory(
     L1, T, d = states.shape
     highlight = len(words) - 1 if highlight is None else highlight
     prediction_id = int(prediction_ids[highlight])
-    points = sphere_points(model, states).reshape(L1 * T, d)  # [(L+1)·T, d], layer-major
-    target = sphere_points(model, model.wte.weight[prediction_id])  # [d], LN_f(e_pred)
+    points = ln_f_points(model, states).reshape(L1 * T, d)  # [(L+1)·T, d], layer-major
+    target = ln_f_points(model, model.wte.weight[prediction_id])  # [d], LN_f(e_pred)
     if method == "pca":
         mean, components = pca_basis(points)
         coords, target_coord, label = pca_project(points, mean, components), pca_project(target, mean, components), "pca"
     elif method == "umap":
         both = torch.cat([points, target[None]]).double().cpu().numpy()
         if umap_fit == "vocab":
-            vocab = sphere_points(model, model.wte.weight[:UMAP_VOCAB_FIT]).double().cpu().numpy()
+            vocab = ln_f_points(model, model.wte.weight[:UMAP_VOCAB_FIT]).double().cpu().numpy()
             projected = umap_project(both, vocab, seed)
         elif umap_fit == "points":
             projected = umap_project(both, None, seed)

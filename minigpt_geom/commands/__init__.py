@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,8 +15,28 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where vocab.json and merges.txt are (default: the weights source)")
 
 
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """--weights, --tokenizer and -o/--out, shared by the weight-analysis commands."""
+    add_model_arguments(parser)
+    parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="write the tables (and plots) into DIR")
+
+
 def load_model_and_tokenizer(args: argparse.Namespace):
     """(GPT2, Tokenizer) from --weights and --tokenizer."""
     from ..analysis import load_model_and_tokenizer as load
 
     return load(args.weights, args.tokenizer)
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """The folder -o names, created if missing; InputError if it is a file or cannot be created."""
+    from ..errors import InputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"-o {path} is a file: give a folder to write the outputs into")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output folder {path}: {error.strerror or error}") from None
+    return path

@@ -1,19 +1,20 @@
-"""`minigpt-geom drift CORPUS`: experiment 5, per layer the mean of LN_f(x_l[t]) · (e_{t+1} − e_t) over a corpus."""
+"""`minigpt-geom drift CORPUS`: experiment 5, per layer and position the mean of LN_f(x_l[t]) · (e_{t+1} − e_t)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from . import add_model_arguments, load_model_and_tokenizer
+from . import add_model_arguments, load_model_and_tokenizer, output_folder
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the `drift` subcommand."""
-    parser = subparsers.add_parser("drift", help="experiment 5: per-layer drift from the current word to the next")
+    parser = subparsers.add_parser("drift", help="experiment 5: drift from the current word to the next, "
+                                   "per layer and position")
     parser.add_argument("corpus", help="a text file or a folder of text files (read as a stream)")
     add_model_arguments(parser)
-    parser.add_argument("-o", "--out", default="drift", help="output folder for drift.csv and drift.png (default: drift)")
+    parser.add_argument("-o", "--out", default="drift",
+                        help="output folder for drift.csv, drift_by_position.csv and their plots (default: drift)")
     parser.add_argument("--pattern", default="*.txt", help="files to read under a folder (default: *.txt)")
     parser.add_argument("--context", type=int, default=None, help="window length in tokens (default: the model's context)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
@@ -24,31 +25,55 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def usable_device(name: str):
+    """torch.device(name) if this machine can allocate on it, else InputError."""
+    import torch
+
+    from ..errors import InputError
+
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # a bad name; CUDA not compiled in, no driver, no such GPU
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0]  # its first sentence
+        raise InputError(f"--device {name!r} cannot be used here ({reason}); try --device cpu") from None
+    return device
+
+
 def run(args: argparse.Namespace) -> int:
-    """Stream the corpus through the model; print the per-layer table, write drift.csv and drift.png."""
+    """Stream the corpus through the model; print the per-layer table, write the CSVs and figures."""
     from tqdm import tqdm
 
     from ..analysis import plots
-    from ..analysis.drift import corpus_drift, corpus_files, corpus_windows, drift_rows, format_drift
+    from ..analysis.drift import (corpus_drift, corpus_files, corpus_windows, drift_position_rows, drift_rows,
+                                  format_drift)
     from ..analysis.lens import write_csv
     from ..errors import InputError
 
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_windows is not None and args.max_windows < 1:
+        raise InputError(f"--max-windows must be at least 1, got {args.max_windows}")
+    device = usable_device(args.device)
     files = corpus_files(args.corpus, args.pattern)
+    out = output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)
-    model = model.to(args.device)
+    model = model.to(device)
     context = args.context or model.config.n_ctx
     if not 2 <= context <= model.config.n_ctx:
         raise InputError(f"--context must be between 2 and the model's context {model.config.n_ctx}, got {context}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     total = sum(path.stat().st_size for path in files)
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"drift over {len(files)} file(s)") as progress:
         windows = corpus_windows(files, tokenizer, context, progress=progress)
         result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
                               max_windows=args.max_windows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(format_drift(result))
-    print(f"wrote {write_csv(drift_rows(result), out / 'drift.csv')}")
-    print(f"wrote {plots.save_figure(plots.drift_figure(result), out / 'drift.png')}")
+    written = [
+        write_csv(drift_rows(result), out / "drift.csv"),
+        write_csv(drift_position_rows(result), out / "drift_by_position.csv"),
+        plots.save_figure(plots.drift_figure(result), out / "drift.png"),
+        plots.save_figure(plots.drift_position_figure(result), out / "drift_by_position.png"),
+    ]
+    for path in written:
+        print(f"wrote {path}")
     return 0

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..analysis import format_csv, format_table, token_label, write_text
-from . import add_model_arguments
-
-
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """--weights, --tokenizer and -o/--out, shared by the weight-analysis commands."""
-    add_model_arguments(parser)
-    parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="write the tables (and plots) into DIR")
+from . import add_source_arguments, load_model_and_tokenizer, output_folder
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -20,8 +13,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "embeddings", help="experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them",
         description="(a) L2 and cosine distance of E (as is, centred, scaled, both) to layer_norm(E); "
-                    "(b) top and bottom words by ‖e‖, ‖γ⊙e‖, ‖e‖+β·e, ‖γ⊙e‖+β·e and the bound "
-                    "√d‖γ⊙e‖+β·e (ln_f's γ, β).")
+                    "(b) top and bottom words by ‖e‖, ‖γ⊙e‖, ‖e‖+β·e, ‖γ⊙e‖+β·e, the bound "
+                    "√d‖γ⊙e‖+β·e and the tight bound √d‖centre(γ⊙e)‖+β·e (ln_f's γ, β).")
     add_source_arguments(parser)
     parser.add_argument("-k", type=int, default=5, help="words at the top and at the bottom (default: 5)")
     return parser
@@ -44,13 +37,14 @@ def reach_table(ranked, tokenizer) -> tuple[list[str], list[list]]:
 
 def run(args: argparse.Namespace) -> int:
     """Print both tables; with --out also write them as .md, .txt and .csv."""
-    from ..analysis import load_model_and_tokenizer
     from ..analysis.embeddings import MEASURES, reachability, sphere_distances, top_and_bottom
     from ..errors import InputError
 
     if args.k < 1:
         raise InputError(f"-k must be positive, got {args.k}")
-    model, tokenizer = load_model_and_tokenizer(args.weights, args.tokenizer)
+    if args.out:
+        output_folder(args.out)
+    model, tokenizer = load_model_and_tokenizer(args)
     distances, ranked = sphere_distances(model), top_and_bottom(reachability(model), args.k)
     tables = {
         "embeddings_sphere_distance": ("(a) distance to layer_norm(E), over the vocabulary",

@@ -5,9 +5,8 @@ Also home of the highlight arguments shared by the trajectory and report command
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from . import add_model_arguments, load_model_and_tokenizer
+from . import add_model_arguments, load_model_and_tokenizer, output_folder
 
 
 def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +31,12 @@ def run(args: argparse.Namespace) -> int:
     """Print the lens table of every position; write lens.csv (and lens_grid.png)."""
     from ..analysis.lens import format_lens, lens_rows, logit_lens, token_words, trace_text, write_csv
 
+    out = output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)
     ids, _, trace = trace_text(model, tokenizer, args.text)
     decode = lambda i: tokenizer.decode([i])  # noqa: E731
     words = token_words(tokenizer, ids)
     lens = logit_lens(model, trace, k=args.top_k)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(format_lens(lens, words, decode))
     print(f"wrote {write_csv(lens_rows(lens, words, decode), out / 'lens.csv')}")
     if not args.no_plot:

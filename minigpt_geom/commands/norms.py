@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from ..analysis import format_table
+from . import load_model_and_tokenizer
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -15,7 +16,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "norms", help="KL, top-1 agreement and perplexity of each layer-norm variant against the default",
         description="Swap the layer norm of every site for each registered variant (layernorm, rmsnorm, sphere, "
                     "none, ...) and compare its next-token predictions on the text with GPT-2's own.")
-    parser.add_argument("source", nargs="?", default="gpt2", help="preset, hub id, directory or .safetensors file")
+    parser.add_argument("weights", nargs="?", default="gpt2", metavar="SOURCE",
+                        help="preset, hub id, directory or .safetensors file (default: gpt2)")
     parser.add_argument("--text", required=True, help="the text to score (at least two tokens)")
     parser.add_argument("--tokenizer", metavar="SOURCE", help="where vocab.json and merges.txt are (default: SOURCE)")
     parser.add_argument("--variants", nargs="+", help="variants to compare (default: all registered)")
@@ -25,10 +27,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print one row per variant."""
-    from ..analysis import load_model_and_tokenizer
     from ..analysis.norms import compare_norms
 
-    model, tokenizer = load_model_and_tokenizer(args.source, args.tokenizer)
+    model, tokenizer = load_model_and_tokenizer(args)
     idx = torch.tensor([tokenizer.encode(args.text)])
     rows = compare_norms(model, idx, args.variants)
     header = ["variant", "KL(default ‖ variant) nats", "top-1 agreement", "perplexity"]

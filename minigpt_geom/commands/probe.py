@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..analysis import format_csv, format_table, token_label, write_text
-from .embeddings import add_source_arguments
+from . import add_source_arguments, load_model_and_tokenizer, output_folder
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -34,14 +34,15 @@ def probe_table(rows, tokenizer) -> tuple[list[str], list[list]]:
 
 def run(args: argparse.Namespace) -> int:
     """Print one table per block and probe, or write them (.md, .txt) and one .csv into --out."""
-    from ..analysis import load_model_and_tokenizer
     from ..analysis.nouns import COMMON_NOUNS
     from ..analysis.probe import KEY_VALUE, QUERY_KEY, probe_blocks, single_token_words
     from ..errors import InputError
 
     if args.k < 1:
         raise InputError(f"-k must be positive, got {args.k}")
-    model, tokenizer = load_model_and_tokenizer(args.weights, args.tokenizer)
+    if args.out:
+        output_folder(args.out)
+    model, tokenizer = load_model_and_tokenizer(args)
     words, dropped = single_token_words(tokenizer, args.words or COMMON_NOUNS, leading_space=args.leading_space)
     if dropped:
         print(f"dropped {len(dropped)} word(s) that are not one token: {', '.join(dropped)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..analysis import format_csv, format_table, token_label, write_text
-from .embeddings import add_source_arguments
+from . import add_source_arguments, load_model_and_tokenizer, output_folder
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -30,13 +30,14 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the top pairs; with --out also write them as .md, .txt and .csv."""
-    from ..analysis import load_model_and_tokenizer
     from ..analysis.qk import strongest_pairs
     from ..errors import InputError
 
     if args.vocab_limit is not None and args.vocab_limit < 1:
         raise InputError(f"--vocab-limit must be positive, got {args.vocab_limit}")
-    model, tokenizer = load_model_and_tokenizer(args.weights, args.tokenizer)
+    if args.out:
+        output_folder(args.out)
+    model, tokenizer = load_model_and_tokenizer(args)
     pairs = strongest_pairs(model, args.block, args.head, args.k, biases=args.biases,
                             query_position=args.query_position, key_position=args.key_position,
                             block_size=args.block_size, vocab_limit=args.vocab_limit, progress=not args.no_progress)

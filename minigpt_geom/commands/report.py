@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from . import add_model_arguments, load_model_and_tokenizer
+from . import add_model_arguments, load_model_and_tokenizer, output_folder
 from .lens import add_highlight_arguments
 
 
@@ -15,24 +16,32 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("text", help="the text to run through the model")
     add_model_arguments(parser)
     add_highlight_arguments(parser)
-    parser.add_argument("-o", "--out", default="report.html", help="the HTML file to write (default: report.html)")
+    parser.add_argument("-o", "--out", default="report.html",
+                        help="the HTML file to write, or a folder (existing, or ending in /) for report.html "
+                             "(default: report.html)")
     parser.add_argument("--layer", type=int, default=0, help="layer of the attention pattern shown (default: 0)")
     parser.add_argument("--head", type=int, default=0, help="head of the attention pattern shown (default: 0)")
     parser.add_argument("--top-k", type=int, default=5, help="words shown per layer (default: 5)")
     return parser
 
 
+def report_path(out: str) -> Path:
+    """The file to write: -o itself, or report.html inside it when it is a folder or ends in a separator."""
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        path = path / "report.html"
+    output_folder(path.parent)
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the page and write it."""
     from ..analysis.report import build_report
 
+    out = report_path(args.out)
     model, tokenizer = load_model_and_tokenizer(args)
     page = build_report(model, tokenizer, args.text, word=args.word, position=args.position,
                         layer=args.layer, head=args.head, top_k=args.top_k)
-    out = Path(args.out)
-    if out.is_dir():
-        out = out / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     print(f"wrote {out} ({len(page) / 1e6:.1f} MB)")
     return 0

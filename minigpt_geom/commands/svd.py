@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..analysis import format_csv, format_table, token_label, write_text
-from .embeddings import add_source_arguments
+from . import add_source_arguments, load_model_and_tokenizer, output_folder
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -36,15 +36,16 @@ def pair_table(pairs, tokenizer) -> tuple[list[str], list[list]]:
 
 def run(args: argparse.Namespace) -> int:
     """Print every table, or write them (.md, .tex, .txt per block and circuit, one .csv) and the plots."""
-    from ..analysis import load_model_and_tokenizer
-    from ..analysis.circuits import check_block, check_head, sphere_embeddings
+    from ..analysis.circuits import check_block, check_head, ln_1_embeddings
     from ..analysis.probe import default_blocks
     from ..analysis.svd import cumulative_share, head_svd, key_bias_words, plot_singular_values, singular_pair_words
     from ..errors import InputError
 
     if min(args.k, args.pairs, args.bias_words) < 1:
         raise InputError("-k, --pairs and --bias-words must be positive")
-    model, tokenizer = load_model_and_tokenizer(args.weights, args.tokenizer)
+    if args.out:
+        output_folder(args.out)
+    model, tokenizer = load_model_and_tokenizer(args)
     blocks = args.blocks if args.blocks is not None else default_blocks(model.config.n_layer)
     heads = args.heads if args.heads is not None else list(range(model.config.n_head))
     for layer in blocks:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     styles = {"md": "markdown", "tex": "latex", "txt": "text"}
     csv_rows, written = [], []
     for layer in blocks:
-        sphere = sphere_embeddings(model, layer)  # Ẽ, shared by every head of the block
+        sphere = ln_1_embeddings(model, layer)  # Ẽ, shared by every head of the block
         for circuit in args.circuits:
             documents = {suffix: [] for suffix in styles}
             shares = {}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from . import add_model_arguments, load_model_and_tokenizer
+from . import add_model_arguments, load_model_and_tokenizer, output_folder
 from .lens import add_highlight_arguments
 
 PAPER_PROMPT = "To kill two birds with one stone"
@@ -35,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.lens import format_lens, lens_rows, logit_lens, token_words, trace_text, write_csv
     from ..analysis.trajectory import choose_highlight, trajectory_rows, word_trajectory
 
+    out = output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)
     ids, _, trace = trace_text(model, tokenizer, args.text)
     decode = lambda i: tokenizer.decode([i])  # noqa: E731
@@ -45,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
         model, trace.states, words, lens.prediction[0].tolist(), decode, highlight=highlight,
         method="umap" if args.umap else "pca", umap_fit=args.umap_fit, seed=args.seed,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(format_lens(lens, words, decode, positions=None if args.all_positions else [highlight]))
     print(f"{words[highlight]!r} at position {highlight} predicts {trajectory.prediction_word!r}")
     written = [
