@@ -1,7 +1,7 @@
 """Text generation: continue a prompt one token at a time, reusing the keys and values already computed.
 
-    prefill   logits, cache = model(prompt)            the whole prompt once, [B, T, vocab]
-    decode    logits = model(x_t, cache)               one new position per step, [B, 1, vocab]
+    prefill   logits = model(prompt, cache=cache, last_only=True)   the whole prompt once, [B, 1, vocab]
+    decode    logits = model(x_t, cache=cache)                      one new position per step, [B, 1, vocab]
     choose    x_t+1 ~ softmax(filter(logits / τ))      or argmax when τ = 0 (greedy)
 
 Without the cache every step recomputes every earlier position: O(T²) work for T tokens instead of O(T).

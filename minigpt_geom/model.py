@@ -94,8 +94,8 @@ class GPT2(nn.Module):
                 states.append(x)
         if cache is not None:
             cache.layers = new_cache
-        x_hat, ln_f = self.ln_f(x[:, -1:] if last_only and not trace else x, trace)
-        logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)
+        x_hat, ln_f = self.ln_f(x, trace)
+        logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
         if not trace:
             return logits
         return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None)
