@@ -9,7 +9,7 @@ For head h, query position i and key position j (row vectors, x̂ = LN(x)):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +99,27 @@ def attention_diagnostics(q: Tensor, k: Tensor, keep_attention: bool = False) ->
     )
 
 
+@dataclass
+class KVCache:
+    """Keys and values of the positions seen so far (generation): per layer, buffers [B, H, n_ctx, d_head]
+    allocated once on first use and filled up to `length`, so a step writes only its own position."""
+
+    keys: list[Tensor] = field(default_factory=list)
+    values: list[Tensor] = field(default_factory=list)
+    length: int = 0  # positions cached; the model advances it after each forward pass
+
+    def extend(self, layer: int, k: Tensor, v: Tensor, capacity: int) -> tuple[Tensor, Tensor]:
+        """Store the new positions' k, v [B, H, T, d_head] after the cached ones; return all [B, H, length+T, d_head]."""
+        if layer == len(self.keys):  # first pass through this layer: room for the whole context
+            shape = (*k.shape[:2], capacity, k.shape[-1])
+            self.keys.append(k.new_empty(shape))
+            self.values.append(v.new_empty(shape))
+        end = self.length + k.shape[-2]
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
 class SelfAttention(nn.Module):
     """Multi-head causal self-attention; weights in GPT-2's layout (c_attn = [W_Q | W_K | W_V], c_proj = W_O)."""
 
@@ -114,12 +135,17 @@ class SelfAttention(nn.Module):
         *,
         trace: bool = False,
         keep_attention: bool = False,
-        past: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], AttentionDiagnostics | None]:
-        """x̂ [B, T, d] -> (attention update [B, T, d], this layer's (keys, values) [B, H, S, d_head], diagnostics)."""
+        cache: KVCache | None = None,
+        layer: int = 0,
+        capacity: int = 0,
+    ) -> tuple[Tensor, AttentionDiagnostics | None]:
+        """x̂ [B, T, d] -> (attention update [B, T, d], diagnostics or None).
+
+        With a cache, x̂ holds only new positions; their keys and values join the cached ones (layer `layer`,
+        room for `capacity` positions) and the queries attend over all of them."""
         q, k, v = (split_heads(part, self.n_head) for part in self.c_attn(x_hat).chunk(3, dim=-1))
-        if past is not None:  # KV cache: earlier positions' keys and values
-            k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
+        if cache is not None:
+            k, v = cache.extend(layer, k, v, capacity)
         update = self.c_proj(merge_heads(attend(q, k, v)))
         diagnostics = attention_diagnostics(q, k, keep_attention) if trace else None
-        return update, (k, v), diagnostics
+        return update, diagnostics

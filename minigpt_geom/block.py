@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionDiagnostics, SelfAttention
+from .attention import AttentionDiagnostics, KVCache, SelfAttention
 from .linear import Affine
 from .sphere import NormVariant, SphereDiagnostics, SphereNorm
 
@@ -87,17 +87,21 @@ class Block(nn.Module):
         *,
         trace: bool = False,
         keep_attention: bool = False,
-        past: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], BlockDiagnostics | None]:
-        """x_l [B, T, d] -> (x_l+1, this layer's keys and values, diagnostics or None)."""
+        cache: KVCache | None = None,
+        layer: int = 0,
+        capacity: int = 0,
+    ) -> tuple[Tensor, BlockDiagnostics | None]:
+        """x_l [B, T, d] -> (x_l+1, diagnostics or None); the cache arguments pass through to attention."""
         x_hat, ln_1 = self.ln_1(x, trace)
-        attention_update, kv, attention = self.attn(x_hat, trace=trace, keep_attention=keep_attention, past=past)
+        attention_update, attention = self.attn(
+            x_hat, trace=trace, keep_attention=keep_attention, cache=cache, layer=layer, capacity=capacity
+        )
         x_mid = x + attention_update
         x_hat, ln_2 = self.ln_2(x_mid, trace)
         mlp_update = self.mlp(x_hat)
         x_next = x_mid + mlp_update
         if not trace:
-            return x_next, kv, None
+            return x_next, None
         cosine = sphere_cosine(x, x_next)
         residual = ResidualDiagnostics(
             residual_norm=x.norm(dim=-1),
@@ -106,4 +110,4 @@ class Block(nn.Module):
             cosine=cosine,
             angle=torch.arccos(cosine),
         )
-        return x_next, kv, BlockDiagnostics(ln_1, attention, ln_2, residual)
+        return x_next, BlockDiagnostics(ln_1, attention, ln_2, residual)

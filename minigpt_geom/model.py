@@ -8,28 +8,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from .attention import KVCache  # noqa: F401  (re-exported: minigpt_geom.model.KVCache)
 from .block import Block
 from .config import GPT2Config
 from .errors import InputError
 from .sphere import NormSpec, SphereNorm, norm_for_site
 from .trace import Trace
-
-
-@dataclass
-class KVCache:
-    """Keys and values of the positions seen so far, one (k, v) pair [B, H, S, d_head] per layer."""
-
-    layers: list[tuple[Tensor, Tensor]] = field(default_factory=list)
-
-    @property
-    def length(self) -> int:
-        """Number of cached positions S."""
-        return self.layers[0][0].shape[-2] if self.layers else 0
 
 
 class Embedding(nn.Module):
@@ -82,18 +70,16 @@ class GPT2(nn.Module):
         self.check_input(idx, start)
         positions = torch.arange(start, start + idx.shape[1], device=idx.device)
         x = self.wte(idx) + self.wpe(positions)
-        states, blocks, new_cache = [x] if keep_states else None, [], []
+        states, blocks = [x] if keep_states else None, []
         for i, block in enumerate(self.h):
-            past = cache.layers[i] if cache is not None and cache.layers else None
-            x, kv, diagnostics = block(x, trace=trace, keep_attention=keep_attention, past=past)
-            if cache is not None:
-                new_cache.append(kv)
+            x, diagnostics = block(x, trace=trace, keep_attention=keep_attention, cache=cache, layer=i,
+                                   capacity=self.config.n_ctx)
             if trace:
                 blocks.append(diagnostics)
             if keep_states:
                 states.append(x)
         if cache is not None:
-            cache.layers = new_cache
+            cache.length += idx.shape[1]
         x_hat, ln_f = self.ln_f(x, trace)
         logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
         if not trace:
