@@ -17,7 +17,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import torch
 from torch import Tensor
@@ -26,6 +26,9 @@ from .config import GPT2Config
 from .errors import CheckpointError, WeightsNotFoundError
 from .hub import resolve_file
 from .sphere import NormSpec
+
+if TYPE_CHECKING:
+    from .model import GPT2
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")  # causal masks, not parameters
@@ -189,7 +192,8 @@ def checkpoint_files(source: str | os.PathLike) -> tuple[Path, dict | None]:
     return path, config
 
 
-def load_pretrained(cls, source: str | os.PathLike, *, device, dtype: torch.dtype, norm: NormSpec):
+def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str | torch.device, dtype: torch.dtype,
+                    norm: NormSpec) -> GPT2:
     """Build a `cls` of the checkpoint's shape and fill it from the file (see GPT2.from_pretrained)."""
     path, config_json = checkpoint_files(source)
     header = read_header(path)

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from .errors import InputError
 from .model import GPT2, KVCache
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
 
 # ---- choosing the next token ------------------------------------------------------------------
 
@@ -174,7 +178,7 @@ def generate(
 # ---- ids to text, as they arrive ----------------------------------------------------------------
 
 
-def stream_text(tokenizer, ids: Iterable[int]) -> Iterator[str]:
+def stream_text(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
     """Yield the new complete text after each id; a character whose UTF-8 bytes span ids waits for its last byte.
 
     `tokenizer.decode_bytes(ids)` gives the raw bytes; an incremental UTF-8 decoder holds back an

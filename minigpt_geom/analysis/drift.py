@@ -23,7 +23,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import regex
@@ -33,6 +33,11 @@ from torch import Tensor
 from ..errors import InputError
 from ..model import GPT2
 from .circuits import check_unfolded
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from ..tokenizer import Tokenizer
 
 CHUNK_BYTES = 1 << 20  # read a file 1 MiB at a time
 LOGSUMEXP_ROWS = 512  # rows of [rows, vocab] logits held at once for the softmax normaliser
@@ -96,7 +101,7 @@ def corpus_files(path: str | Path, pattern: str = "*.txt") -> list[Path]:
     return files
 
 
-def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress=None) -> Iterator[str]:
+def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress: tqdm | None = None) -> Iterator[str]:
     """The text of a UTF-8 file (invalid bytes -> U+FFFD) in pieces that the pre-tokeniser cuts between too."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     carry = ""
@@ -115,7 +120,7 @@ def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress=None) -> It
         yield carry
 
 
-def encode_plain(tokenizer, text: str) -> list[int]:
+def encode_plain(tokenizer: Tokenizer, text: str) -> list[int]:
     """Token ids of corpus text; special-token text such as <|endoftext|> is encoded as plain text."""
     encode = getattr(tokenizer, "encode_ordinary", tokenizer.encode)
     return encode(text)
@@ -133,15 +138,15 @@ def token_windows(token_chunks: Iterable[Sequence[int]], size: int) -> Iterator[
         yield window
 
 
-def corpus_windows(files: Sequence[Path], tokenizer, size: int, chunk_bytes: int = CHUNK_BYTES,
-                   progress=None) -> Iterator[list[int]]:
+def corpus_windows(files: Sequence[Path], tokenizer: Tokenizer, size: int, chunk_bytes: int = CHUNK_BYTES,
+                   progress: tqdm | None = None) -> Iterator[list[int]]:
     """Windows of every file in turn, read and tokenised incrementally (windows never cross files)."""
     for path in files:
         chunks = (encode_plain(tokenizer, text) for text in text_chunks(path, chunk_bytes, progress))
         yield from token_windows(chunks, size)
 
 
-def text_windows(texts: Iterable[str], tokenizer, size: int) -> Iterator[list[int]]:
+def text_windows(texts: Iterable[str], tokenizer: Tokenizer, size: int) -> Iterator[list[int]]:
     """The same windows as corpus_windows, from texts held in memory (each encoded whole)."""
     for text in texts:
         yield from token_windows([encode_plain(tokenizer, text)], size)

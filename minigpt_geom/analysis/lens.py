@@ -12,9 +12,10 @@ angular path travelled so far. Refinement shows as rank → 1, KL → 0 layer by
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor
@@ -22,6 +23,9 @@ from torch import Tensor
 from ..errors import InputError
 from ..model import GPT2
 from ..trace import Trace
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ def logit_lens(model: GPT2, trace: Trace, k: int = 5) -> LensResult:
 
 # ---- text in, words out ---------------------------------------------------------------------------
 
-def encode_text(tokenizer, text: str, n_ctx: int) -> list[int]:
+def encode_text(tokenizer: Tokenizer, text: str, n_ctx: int) -> list[int]:
     """Token ids of `text`; InputError if it is empty or longer than the model's context."""
     if not text or not text.strip():
         raise InputError("the text is empty: give at least one word")
@@ -106,13 +110,13 @@ def encode_text(tokenizer, text: str, n_ctx: int) -> list[int]:
     return ids
 
 
-def token_words(tokenizer, ids: Sequence[int]) -> list[str]:
+def token_words(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     """The text of each token id on its own (" one", "stone", ...)."""
     return [tokenizer.decode([int(i)]) for i in ids]
 
 
 @torch.inference_mode()
-def trace_text(model: GPT2, tokenizer, text: str, keep_attention: bool = False) -> tuple[list[int], Tensor, Trace]:
+def trace_text(model: GPT2, tokenizer: Tokenizer, text: str, keep_attention: bool = False) -> tuple[list[int], Tensor, Trace]:
     """Encode `text` and run one traced forward pass: (ids, logits [1, T, V], trace with states).
 
     keep_attention also keeps every head's pattern [L, 1, H, T, T] (L·H·T² floats: 600 MB at T = 1024 on 124M)."""
@@ -124,7 +128,7 @@ def trace_text(model: GPT2, tokenizer, text: str, keep_attention: bool = False) 
 
 # ---- formatting: tables of the lens, computed above -----------------------------------------------
 
-def lens_rows(lens: LensResult, words: Sequence[str], decode, batch: int = 0) -> list[dict]:
+def lens_rows(lens: LensResult, words: Sequence[str], decode: Callable[[int], str], batch: int = 0) -> list[dict]:
     """One flat record per (position, layer): the CSV form of the lens; `decode(id) -> str`."""
     rows = []
     L1, k = lens.n_layers, lens.top_ids.shape[-1]
@@ -157,7 +161,7 @@ def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
     return path
 
 
-def format_lens(lens: LensResult, words: Sequence[str], decode, positions: Sequence[int] | None = None,
+def format_lens(lens: LensResult, words: Sequence[str], decode: Callable[[int], str], positions: Sequence[int] | None = None,
                 batch: int = 0) -> str:
     """A text table per position: the layers' top words, p and rank of the prediction, KL, angles."""
     lines = []

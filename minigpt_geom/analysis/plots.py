@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from torch import Tensor
 
     from ..trace import Trace
     from .drift import DriftResult
@@ -52,7 +55,7 @@ def word_label(word: str) -> str:
     return repr(word).replace("$", r"\$")
 
 
-def integer_layers(ax) -> None:
+def integer_layers(ax: Axes) -> None:
     """Ticks only at whole layer numbers on the x axis."""
     from matplotlib.ticker import MaxNLocator
 
@@ -85,7 +88,7 @@ def trajectory_figure(trajectory: "Trajectory") -> "Figure":
     return fig
 
 
-def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode, batch: int = 0) -> "Figure":
+def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[[int], str], batch: int = 0) -> "Figure":
     """Positions × layers: the logit lens's top word per cell, coloured by its probability (bold = final pick)."""
     L1 = lens.n_layers
     T = len(words)
@@ -108,7 +111,7 @@ def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode, batch: in
     return fig
 
 
-def attention_figure(pattern, words: Sequence[str], layer: int, head: int) -> "Figure":
+def attention_figure(pattern: Tensor | np.ndarray, words: Sequence[str], layer: int, head: int) -> "Figure":
     """One head's attention pattern a_ij [T, T]: query rows, key columns."""
     if hasattr(pattern, "cpu"):  # a tensor, maybe bfloat16, which NumPy cannot read
         pattern = pattern.detach().float().cpu().numpy()

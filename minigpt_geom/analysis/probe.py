@@ -14,7 +14,7 @@ The query-key "sum" row (not in the paper) ranks by Σ_h s_j^h, the form Σ_h W_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -24,6 +24,9 @@ from ..model import GPT2
 from .circuits import (HeadWeights, block_heads, check_block, check_unfolded, ln_1_embeddings, query_key_matrix,
                        value_bias_output, value_output_matrix)
 from .lens import lens_logits
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 PAPER_BLOCKS = (0, 5, 11)
 QUERY_KEY, KEY_VALUE = "query-key", "key-value"
@@ -48,7 +51,7 @@ def default_blocks(n_layer: int) -> list[int]:
     return sorted({min(b, n_layer - 1) for b in PAPER_BLOCKS})
 
 
-def single_token_words(tokenizer, words: Iterable[str], *, leading_space: bool = False
+def single_token_words(tokenizer: Tokenizer, words: Iterable[str], *, leading_space: bool = False
                        ) -> tuple[list[tuple[str, int]], list[str]]:
     """Split words into (word, token) pairs that encode to one token, and the dropped rest."""
     kept, dropped = [], []

@@ -12,8 +12,9 @@ import html
 import json
 import math
 import re
+from collections.abc import Callable
 from importlib import resources
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,11 @@ from .circuits import attention_pattern, head_weights
 from .drift import text_drift
 from .lens import LensResult, logit_lens, token_words, trace_text
 from .trajectory import Trajectory, choose_highlight, word_trajectory
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..tokenizer import Tokenizer
 
 TEMPLATE = "report_template.html"
 
@@ -39,7 +45,7 @@ def png_img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def figure_img(fig, alt: str) -> str:
+def figure_img(fig: Figure, alt: str) -> str:
     """An inline <img> of a matplotlib figure."""
     return png_img(plots.figure_png(fig), alt)
 
@@ -49,12 +55,12 @@ def figure_img(fig, alt: str) -> str:
 SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
 
 
-def script_json(value) -> str:
+def script_json(value: Any) -> str:
     """JSON that is safe inside a <script> element: every <, > and & written as a \\u escape."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(SCRIPT_ESCAPES)
 
 
-def trajectory_data(trajectory: Trajectory, lens: LensResult, decode) -> dict:
+def trajectory_data(trajectory: Trajectory, lens: LensResult, decode: Callable[[int], str]) -> dict:
     """What the page's 3-D view draws: coordinates [L+1][T][3] and, per point, the lens's words."""
     top = lens.top_ids[:, 0, :, 0].tolist()  # [L+1][T]
     return {
@@ -69,7 +75,7 @@ def trajectory_data(trajectory: Trajectory, lens: LensResult, decode) -> dict:
     }
 
 
-def lens_table_html(lens: LensResult, position: int, decode) -> str:
+def lens_table_html(lens: LensResult, position: int, decode: Callable[[int], str]) -> str:
     """The highlighted word's logit lens, one row a layer, as an HTML table."""
     rows = []
     for layer in range(lens.n_layers):
@@ -88,7 +94,7 @@ def lens_table_html(lens: LensResult, position: int, decode) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def lens_grid_html(lens: LensResult, words: Sequence[str], decode) -> str:
+def lens_grid_html(lens: LensResult, words: Sequence[str], decode: Callable[[int], str]) -> str:
     """Positions × layers: each cell the lens's top word, shaded by its probability, top-k on hover."""
     L1 = lens.n_layers
     head = "<tr><th>position</th>" + "".join(f"<th>{layer}</th>" for layer in range(L1)) + "</tr>"
@@ -125,7 +131,7 @@ def section(title: str, body: str, caption: str = "") -> str:
 @torch.inference_mode()
 def build_report(
     model: GPT2,
-    tokenizer,
+    tokenizer: Tokenizer,
     text: str,
     *,
     word: str | None = None,

@@ -17,6 +17,7 @@ The predicted word of the highlighted token is marked at LN_f(e_pred), projected
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -116,7 +117,7 @@ def word_trajectory(
     states: Tensor,
     words: Sequence[str],
     prediction_ids: Sequence[int],
-    decode,
+    decode: Callable[[int], str],
     *,
     highlight: int | None = None,
     method: str = "pca",

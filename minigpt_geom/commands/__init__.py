@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..model import GPT2
+    from ..tokenizer import Tokenizer
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +26,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="write the tables (and plots) into DIR")
 
 
-def load_model_and_tokenizer(args: argparse.Namespace):
+def load_model_and_tokenizer(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
     """(GPT2, Tokenizer) from --weights and --tokenizer."""
     from ..analysis import load_model_and_tokenizer as load
 

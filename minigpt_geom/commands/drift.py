@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from . import add_model_arguments, load_model_and_tokenizer, output_folder
 
+if TYPE_CHECKING:
+    import torch
 
-def register(subparsers) -> argparse.ArgumentParser:
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `drift` subcommand."""
     parser = subparsers.add_parser("drift", help="experiment 5: drift from the current word to the next, "
                                    "per layer and position")
@@ -25,7 +29,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def usable_device(name: str):
+def usable_device(name: str) -> torch.device:
     """torch.device(name) if this machine can allocate on it, else InputError."""
     import torch
 

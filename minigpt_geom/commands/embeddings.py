@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..analysis import format_csv, format_table, token_label, write_text
 from . import add_source_arguments, load_model_and_tokenizer, output_folder
 
+if TYPE_CHECKING:
+    from ..analysis.embeddings import RankedWord, SphereDistance
+    from ..tokenizer import Tokenizer
 
-def register(subparsers) -> argparse.ArgumentParser:
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `embeddings` subcommand."""
     parser = subparsers.add_parser(
         "embeddings", help="experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them",
@@ -20,13 +26,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def distance_table(rows) -> tuple[list[str], list[list]]:
+def distance_table(rows: Sequence[SphereDistance]) -> tuple[list[str], list[list]]:
     """Header and rows of table (a)."""
     header = ["setting", "L2 mean", "L2 std", "cosine distance mean", "cosine distance std"]
     return header, [[r.setting, r.l2_mean, r.l2_std, r.cosine_mean, r.cosine_std] for r in rows]
 
 
-def reach_table(ranked, tokenizer) -> tuple[list[str], list[list]]:
+def reach_table(ranked: Sequence[RankedWord], tokenizer: Tokenizer) -> tuple[list[str], list[list]]:
     """Header and rows of table (b), wide: one column per measure, cells "'word' value"."""
     from ..analysis.embeddings import MEASURES
 

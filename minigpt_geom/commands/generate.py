@@ -9,7 +9,7 @@ from ..errors import CheckpointError, InputError
 from . import add_model_arguments, load_model_and_tokenizer
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `generate` subcommand."""
     parser = subparsers.add_parser("generate", help="continue a prompt, streaming the text")
     parser.add_argument("prompt", nargs="?", default="", help="text to continue (empty: start after <|endoftext|>)")

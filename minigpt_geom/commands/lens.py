@@ -16,7 +16,7 @@ def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--position", type=int, help="position of the token to highlight (negative counts from the end)")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `lens` subcommand."""
     parser = subparsers.add_parser("lens", help="logit lens of a text: every layer decoded as LN_f(x_l) Eᵀ")
     parser.add_argument("text", help="the text to run through the model")

@@ -10,7 +10,7 @@ from ..analysis import format_table
 from . import load_model_and_tokenizer
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `norms` subcommand."""
     parser = subparsers.add_parser(
         "norms", help="KL, top-1 agreement and perplexity of each layer-norm variant against the default",

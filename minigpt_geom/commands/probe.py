@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..analysis import format_csv, format_table, token_label, write_text
 from . import add_source_arguments, load_model_and_tokenizer, output_folder
 
+if TYPE_CHECKING:
+    from ..analysis.probe import ProbeRow
+    from ..tokenizer import Tokenizer
 
-def register(subparsers) -> argparse.ArgumentParser:
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `probe` subcommand."""
     parser = subparsers.add_parser(
         "probe", help="experiment 2: which words each head attends to from a word, and what it writes",
@@ -25,7 +31,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def probe_table(rows, tokenizer) -> tuple[list[str], list[list]]:
+def probe_table(rows: Sequence[ProbeRow], tokenizer: Tokenizer) -> tuple[list[str], list[list]]:
     """Header and rows of one probe's table: word, head, the matches, ‖u‖ (key-value)."""
     header = ["word", "head", "top matches", "‖u‖"]
     return header, [[r.word, "sum" if r.head is None else r.head,

@@ -8,7 +8,7 @@ from ..analysis import format_csv, format_table, token_label, write_text
 from . import add_source_arguments, load_model_and_tokenizer, output_folder
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `qk` subcommand."""
     parser = subparsers.add_parser(
         "qk", help="a head's top query-key word pairs over the full vocabulary (V² scores, in blocks)",

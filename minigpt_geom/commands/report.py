@@ -10,7 +10,7 @@ from . import add_model_arguments, load_model_and_tokenizer, output_folder
 from .lens import add_highlight_arguments
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `report` subcommand."""
     parser = subparsers.add_parser("report", help="an HTML page: trajectories (rotatable 3-D), logit lens, norms, attention")
     parser.add_argument("text", help="the text to run through the model")

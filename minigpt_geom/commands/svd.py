@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..analysis import format_csv, format_table, token_label, write_text
 from . import add_source_arguments, load_model_and_tokenizer, output_folder
 
+if TYPE_CHECKING:
+    from ..analysis.svd import SingularPairWords
+    from ..tokenizer import Tokenizer
 
-def register(subparsers) -> argparse.ArgumentParser:
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `svd` subcommand."""
     parser = subparsers.add_parser(
         "svd", help="experiment 3: singular vectors of each head's W_QK and W_VO as words",
@@ -27,7 +33,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def pair_table(pairs, tokenizer) -> tuple[list[str], list[list]]:
+def pair_table(pairs: Sequence[SingularPairWords], tokenizer: Tokenizer) -> tuple[list[str], list[list]]:
     """Header and rows of one head's table."""
     words = lambda tokens: ", ".join(token_label(tokenizer, t) for t in tokens)  # noqa: E731
     return (["Rank", "σ", "left words", "right words"],

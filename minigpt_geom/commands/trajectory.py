@@ -10,7 +10,7 @@ from .lens import add_highlight_arguments
 PAPER_PROMPT = "To kill two birds with one stone"
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `trajectory` subcommand."""
     parser = subparsers.add_parser("trajectory", help="experiment 4: the words' trajectories on the sphere, in 3-D")
     parser.add_argument("text", nargs="?", default=PAPER_PROMPT, help=f"the text (default: {PAPER_PROMPT!r})")

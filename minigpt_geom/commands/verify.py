@@ -9,7 +9,7 @@ import torch
 from ..errors import MiniGPTGeomError
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `verify` subcommand."""
     parser = subparsers.add_parser("verify", help="compare logits with transformers.GPT2LMHeadModel")
     parser.add_argument("source", nargs="?", default="gpt2", help="preset, hub id, directory or .safetensors file")
