@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         method="umap" if args.umap else "pca", umap_fit=args.umap_fit, seed=args.seed,
     )
     print(format_lens(lens, words, decode, positions=None if args.all_positions else [highlight]))
-    print(f"{words[highlight]!r} at position {highlight} predicts {trajectory.prediction_word!r}")
+    if args.all_positions:  # otherwise the table above is the highlighted word's alone and says so
+        print(f"highlighted: {words[highlight]!r} at position {highlight} predicts {trajectory.prediction_word!r}")
     written = [
         write_csv(lens_rows(lens, words, decode), out / "lens.csv"),
         write_csv(trajectory_rows(trajectory), out / "trajectory.csv"),
