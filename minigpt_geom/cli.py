@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     from .errors import MiniGPTGeomError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error argparse has already printed: its exit code
+        return stop.code
     try:
         return args.run(args) or 0
     except MiniGPTGeomError as error:

@@ -389,7 +389,7 @@ def test_commands_report_bad_input(tiny_checkpoint, tmp_path, capsys):
 def test_top_k_below_one_is_an_input_error(tiny_checkpoint, tmp_path, capsys, command, k):
     out = tmp_path / ("r.html" if command == "report" else "out")
     assert main([command, TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--top-k", k]) == 2
-    assert f"at least 1, got {k}" in capsys.readouterr().err
+    assert f"argument --top-k: must be at least 1, got {k}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["lens", "trajectory", "drift"])
@@ -413,4 +413,4 @@ def test_drift_bad_device_and_window_count(tiny_checkpoint, tmp_path, capsys):
         assert main(argv + ["--device", "cuda"]) == 2
         assert "--device 'cuda' cannot be used here" in capsys.readouterr().err
     assert main(argv + ["--max-windows", "0"]) == 2
-    assert "--max-windows must be at least 1, got 0" in capsys.readouterr().err
+    assert "argument --max-windows: must be at least 1, got 0" in capsys.readouterr().err

@@ -415,3 +415,10 @@ def test_qk_command(tiny_checkpoint, tmp_path, capsys):
     assert main(argv + ["--biases", "--query-position", "4", "--key-position", "4", "--vocab-limit", "100"]) == 0
     assert "with biases, query position 4, key position 4, first 100 words" in capsys.readouterr().out
     assert main(["qk", "0", "4", "--weights", str(tiny_checkpoint)]) == 2
+
+
+@pytest.mark.parametrize("argv", [["embeddings", "-k", "0"], ["probe", "one", "-k", "-2"], ["svd", "--pairs", "0"],
+                                  ["qk", "0", "0", "--vocab-limit", "0"]])
+def test_counts_below_one_are_usage_errors(tiny_checkpoint, capsys, argv):
+    assert main(argv + ["--weights", str(tiny_checkpoint)]) == 2
+    assert "must be at least 1, got" in capsys.readouterr().err

@@ -12,6 +12,17 @@ if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: an integer ≥ 1, or argparse's one-line usage error naming the option."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--weights SOURCE and --tokenizer SOURCE (default: the weights source)."""
     parser.add_argument("--weights", default="gpt2", metavar="SOURCE",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from . import add_model_arguments, load_model_and_tokenizer, output_folder
+from . import add_model_arguments, load_model_and_tokenizer, output_folder, positive_int
 
 if TYPE_CHECKING:
     import torch
@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="output folder for drift.csv, drift_by_position.csv and their plots (default: drift)")
     parser.add_argument("--pattern", default="*.txt", help="files to read under a folder (default: *.txt)")
     parser.add_argument("--context", type=int, default=None, help="window length in tokens (default: the model's context)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
-    parser.add_argument("--max-windows", type=int, default=None, help="stop after this many windows")
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass (default: 4)")
+    parser.add_argument("--max-windows", type=positive_int, default=None, help="stop after this many windows")
     parser.add_argument("--no-logprobs", action="store_true",
                         help="skip log p(next), log p(current): they need every layer's full softmax (~3x the time)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -54,10 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.lens import write_csv
     from ..errors import InputError
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.max_windows is not None and args.max_windows < 1:
-        raise InputError(f"--max-windows must be at least 1, got {args.max_windows}")
     device = usable_device(args.device)
     files = corpus_files(args.corpus, args.pattern)
     out = output_folder(args.out)

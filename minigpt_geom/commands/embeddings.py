@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..analysis import format_csv, format_table, token_label, write_text
-from . import add_source_arguments, load_model_and_tokenizer, output_folder
+from . import add_source_arguments, load_model_and_tokenizer, output_folder, positive_int
 
 if TYPE_CHECKING:
     from ..analysis.embeddings import RankedWord, SphereDistance
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "(b) top and bottom words by ‖e‖, ‖γ⊙e‖, ‖e‖+β·e, ‖γ⊙e‖+β·e, the bound "
                     "√d‖γ⊙e‖+β·e and the tight bound √d‖centre(γ⊙e)‖+β·e (ln_f's γ, β).")
     add_source_arguments(parser)
-    parser.add_argument("-k", type=int, default=5, help="words at the top and at the bottom (default: 5)")
+    parser.add_argument("-k", type=positive_int, default=5, help="words at the top and at the bottom (default: 5)")
     return parser
 
 
@@ -44,10 +44,7 @@ def reach_table(ranked: Sequence[RankedWord], tokenizer: Tokenizer) -> tuple[lis
 def run(args: argparse.Namespace) -> int:
     """Print both tables; with --out also write them as .md, .txt and .csv."""
     from ..analysis.embeddings import MEASURES, reachability, sphere_distances, top_and_bottom
-    from ..errors import InputError
 
-    if args.k < 1:
-        raise InputError(f"-k must be positive, got {args.k}")
     if args.out:
         output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)

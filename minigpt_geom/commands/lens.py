@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_model_arguments, load_model_and_tokenizer, output_folder
+from . import add_model_arguments, load_model_and_tokenizer, output_folder, positive_int
 
 
 def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("text", help="the text to run through the model")
     add_model_arguments(parser)
     parser.add_argument("-o", "--out", default="lens", help="output folder for lens.csv and lens_grid.png (default: lens)")
-    parser.add_argument("--top-k", type=int, default=5, help="words shown per layer (default: 5)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="words shown per layer (default: 5)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     return parser
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..analysis import format_csv, format_table, token_label, write_text
-from . import add_source_arguments, load_model_and_tokenizer, output_folder
+from . import add_source_arguments, load_model_and_tokenizer, output_folder, positive_int
 
 if TYPE_CHECKING:
     from ..analysis.probe import ProbeRow
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_source_arguments(parser)
     parser.add_argument("--blocks", type=int, nargs="+", metavar="L",
                         help="blocks to probe (default: 0 5 11, clipped to the model's blocks)")
-    parser.add_argument("-k", type=int, default=5, help="matches per word and head (default: 5)")
+    parser.add_argument("-k", type=positive_int, default=5, help="matches per word and head (default: 5)")
     parser.add_argument("--leading-space", action="store_true",
                         help="encode each word with a leading space (' stone'); the paper encodes without")
     parser.add_argument("--format", choices=["text", "markdown"], default="text", help="printed table style")
@@ -44,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.probe import KEY_VALUE, QUERY_KEY, probe_blocks, single_token_words
     from ..errors import InputError
 
-    if args.k < 1:
-        raise InputError(f"-k must be positive, got {args.k}")
     if args.out:
         output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..analysis import format_csv, format_table, token_label, write_text
-from . import add_source_arguments, load_model_and_tokenizer, output_folder
+from . import add_source_arguments, load_model_and_tokenizer, output_folder, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,12 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("block", type=int, help="block (layer) index")
     parser.add_argument("head", type=int, help="head index")
     add_source_arguments(parser)
-    parser.add_argument("-k", type=int, default=20, help="pairs to report (default: 20)")
+    parser.add_argument("-k", type=positive_int, default=20, help="pairs to report (default: 20)")
     parser.add_argument("--biases", action="store_true", help="include b_Q and b_K in the scores")
     parser.add_argument("--query-position", type=int, metavar="P", help="add position P's embedding to query words")
     parser.add_argument("--key-position", type=int, metavar="P", help="add position P's embedding to key words")
     parser.add_argument("--block-size", type=int, default=512, help="query words per block (default: 512)")
-    parser.add_argument("--vocab-limit", type=int, metavar="N", help="only the first N words (default: all)")
+    parser.add_argument("--vocab-limit", type=positive_int, metavar="N", help="only the first N words (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--format", choices=["text", "markdown", "latex"], default="text", help="printed table style")
     return parser
@@ -31,10 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print the top pairs; with --out also write them as .md, .txt and .csv."""
     from ..analysis.qk import strongest_pairs
-    from ..errors import InputError
 
-    if args.vocab_limit is not None and args.vocab_limit < 1:
-        raise InputError(f"--vocab-limit must be positive, got {args.vocab_limit}")
     if args.out:
         output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from . import add_model_arguments, load_model_and_tokenizer, output_folder
+from . import add_model_arguments, load_model_and_tokenizer, output_folder, positive_int
 from .lens import add_highlight_arguments
 
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                              "(default: report.html)")
     parser.add_argument("--layer", type=int, default=0, help="layer of the attention pattern shown (default: 0)")
     parser.add_argument("--head", type=int, default=0, help="head of the attention pattern shown (default: 0)")
-    parser.add_argument("--top-k", type=int, default=5, help="words shown per layer (default: 5)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="words shown per layer (default: 5)")
     return parser
 
 

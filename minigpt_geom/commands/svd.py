@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..analysis import format_csv, format_table, token_label, write_text
-from . import add_source_arguments, load_model_and_tokenizer, output_folder
+from . import add_source_arguments, load_model_and_tokenizer, output_folder, positive_int
 
 if TYPE_CHECKING:
     from ..analysis.svd import SingularPairWords
@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="blocks (default: 0 5 11, clipped to the model's blocks)")
     parser.add_argument("--heads", type=int, nargs="+", metavar="H", help="heads (default: all)")
     parser.add_argument("--circuits", nargs="+", choices=["QK", "VO"], default=["QK", "VO"])
-    parser.add_argument("--pairs", type=int, default=20, help="singular pairs per table, at most d_head (default: 20)")
-    parser.add_argument("-k", type=int, default=3, help="words per singular vector (default: 3)")
-    parser.add_argument("--bias-words", type=int, default=5, help="words per side of the key-bias probe (default: 5)")
+    parser.add_argument("--pairs", type=positive_int, default=20, help="singular pairs per table, at most d_head (default: 20)")
+    parser.add_argument("-k", type=positive_int, default=3, help="words per singular vector (default: 3)")
+    parser.add_argument("--bias-words", type=positive_int, default=5, help="words per side of the key-bias probe (default: 5)")
     parser.add_argument("--format", choices=["text", "markdown", "latex"], default="text", help="printed table style")
     return parser
 
@@ -45,10 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.circuits import check_block, check_head, ln_1_embeddings
     from ..analysis.probe import default_blocks
     from ..analysis.svd import cumulative_share, head_svd, key_bias_words, plot_singular_values, singular_pair_words
-    from ..errors import InputError
 
-    if min(args.k, args.pairs, args.bias_words) < 1:
-        raise InputError("-k, --pairs and --bias-words must be positive")
     if args.out:
         output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_model_arguments, load_model_and_tokenizer, output_folder
+from . import add_model_arguments, load_model_and_tokenizer, output_folder, positive_int
 from .lens import add_highlight_arguments
 
 PAPER_PROMPT = "To kill two birds with one stone"
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_highlight_arguments(parser)
     parser.add_argument("-o", "--out", default="trajectory",
                         help="output folder for lens.csv, trajectory.csv, trajectory.png, lens_grid.png (default: trajectory)")
-    parser.add_argument("--top-k", type=int, default=5, help="words shown per layer (default: 5)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="words shown per layer (default: 5)")
     parser.add_argument("--umap", action="store_true", help="project with UMAP (needs umap-learn) instead of PCA")
     parser.add_argument("--umap-fit", choices=("vocab", "points"), default="vocab",
                         help="fit UMAP on LN_f of the first 10,000 embeddings (vocab, the paper's) or on the points")
