@@ -12,13 +12,19 @@ writing the function and one entry there (and its options in `add_arguments`).
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 
-from minigpt_geom import GPT2, GPT2Config
+from minigpt_geom import GPT2
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import random_checkpoint  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -29,21 +35,6 @@ class Row:
     workload: str
     seconds: float
     rate: str  # throughput in the unit that fits the analysis
-
-
-@torch.no_grad()
-def random_model(config: GPT2Config, seed: int = 0) -> GPT2:
-    """A GPT-2 of the given shape with every parameter random (GPT-2's std 0.02, γ ≈ 1, small biases)."""
-    torch.manual_seed(seed)
-    model = GPT2(config).eval()
-    for name, p in model.named_parameters():
-        if ".ln_" in name or name.startswith("ln_f"):
-            p.copy_(1.0 + 0.2 * torch.randn_like(p) if name.endswith("weight") else 0.1 * torch.randn_like(p))
-        elif name.endswith("bias"):
-            p.copy_(0.05 * torch.randn_like(p))
-        else:
-            p.copy_(0.02 * torch.randn_like(p))
-    return model
 
 
 def bench_qk(model: GPT2, args: argparse.Namespace) -> list[Row]:
@@ -139,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = random_model(GPT2Config(), args.seed)  # 12 x 12 heads, d = 768, V = 50257
+    with tempfile.TemporaryDirectory() as tmp:  # 12 x 12 heads, d = 768, V = 50257, every weight random
+        model = GPT2.from_pretrained(random_checkpoint(Path(tmp), seed=args.seed))
     rows = []
     for name in args.only or BENCHES:
         rows += BENCHES[name](model, args)

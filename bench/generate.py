@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import random_checkpoint  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,17 +37,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
-
-
-def random_checkpoint(folder: Path, seed: int) -> Path:
-    """A transformers GPT2LMHeadModel of GPT-2 small's shape with its random initial weights, saved to folder."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    GPT2LMHeadModel(GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257)).save_pretrained(
-        str(folder)
-    )
-    return folder
 
 
 def timed(run: Callable[[], torch.Tensor], device: str) -> tuple[float, torch.Tensor]:
@@ -77,7 +70,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        source = args.weights or random_checkpoint(Path(tmp), args.seed)
+        source = args.weights or random_checkpoint(Path(tmp), seed=args.seed)
         ours = GPT2.from_pretrained(source, device=args.device)
         theirs = GPT2LMHeadModel.from_pretrained(str(source) if args.weights is None else ours_folder(source))
     theirs = theirs.to(args.device).eval()
