@@ -141,7 +141,8 @@ def read_into(f: BinaryIO, entry: TensorEntry, target: Tensor) -> None:
         target.copy_(staging)
 
 
-def load_weights(model: torch.nn.Module, path: Path, entries: dict[str, TensorEntry], header: dict) -> None:
+def load_weights(model: torch.nn.Module, path: Path, entries: dict[str, TensorEntry],
+                 lm_head: TensorEntry | None = None) -> None:
     """Fill every parameter of `model` from the file after checking names, shapes and finiteness."""
     params = dict(model.named_parameters())
     missing = sorted(set(params) - set(entries))
@@ -161,8 +162,7 @@ def load_weights(model: torch.nn.Module, path: Path, entries: dict[str, TensorEn
             # A NaN or ±inf anywhere makes the sum non-finite; the sum allocates nothing (isfinite confirms).
             if not torch.isfinite(param.data.sum()) and not torch.isfinite(param.data).all():
                 raise CheckpointError(f"{path}: tensor {name!r} contains NaN or infinite values")
-        lm_head = header.get("lm_head.weight")
-        if lm_head is not None:
+        if lm_head is not None:  # transformers may store the tied unembedding again: it must equal wte
             head = torch.empty(lm_head.shape, dtype=lm_head.dtype or torch.float32)
             read_into(f, lm_head, head)
             if head.shape != model.wte.weight.shape or not torch.equal(head.to(model.wte.weight), model.wte.weight):
@@ -201,6 +201,5 @@ def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str |
     config = infer_config(path, entries, config_json)
     with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then read into
         model = cls(config, norm=norm).to(dtype)
-    lm_head = {k: v for k, v in header.items() if strip_prefix(k) == "lm_head.weight"}
-    load_weights(model, path, entries, {"lm_head.weight": next(iter(lm_head.values()))} if lm_head else {})
+    load_weights(model, path, entries, lm_head=header.get("lm_head.weight"))
     return model.to(device).eval()
