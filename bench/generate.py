@@ -63,7 +63,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from minigpt_geom import GPT2
-    from minigpt_geom.generate import generate
+    from minigpt_geom.generate import Sampling, generate
 
     args = parse_args()
     hf_logging.disable_progress_bar()
@@ -81,8 +81,8 @@ def main() -> None:
     assert args.prompt_length + n <= n_ctx, "prompt + new tokens must fit the context"
 
     methods = {
-        "ours, KV cache": (lambda: generate(ours, prompt, n, temperature=0), args.repeats),
-        "ours, no cache": (lambda: generate(ours, prompt, n, temperature=0, use_cache=False), 1),
+        "ours, KV cache": (lambda: generate(ours, prompt, n, Sampling(temperature=0)), args.repeats),
+        "ours, no cache": (lambda: generate(ours, prompt, n, Sampling(temperature=0), use_cache=False), 1),
         f"transformers.generate ({theirs.config._attn_implementation})": (
             lambda: theirs.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=n,
                                     min_new_tokens=0, eos_token_id=None, pad_token_id=0),

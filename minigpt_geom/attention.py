@@ -9,7 +9,8 @@ For head h, query position i and key position j (row vectors, x̂ = LN(x)):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -17,15 +18,11 @@ from torch import Tensor, nn
 
 from .linear import Affine
 
+if TYPE_CHECKING:
+    from .cache import LayerCache
+    from .trace import TraceRequest
 
-@dataclass(frozen=True)
-class AttentionDiagnostics:
-    """How each query spreads its attention; fields [B, H, T] (pattern [B, H, T, S], S = key positions)."""
-
-    entropy: Tensor  # −Σ_j a_ij log a_ij, nats: 0 = one key, log(i+1) = uniform over the visible keys
-    max_weight: Tensor  # max_j a_ij
-    first_token_weight: Tensor  # a_i0, the weight on the first position (the "attention sink")
-    pattern: Tensor | None = None  # a_ij itself, when keep_attention=True
+# ---- the math -----------------------------------------------------------------------------------
 
 
 def split_heads(x: Tensor, n_head: int) -> Tensor:
@@ -52,15 +49,15 @@ def attention_scores(q: Tensor, k: Tensor) -> Tensor:
 
 
 def attention_pattern(q: Tensor, k: Tensor) -> Tensor:
-    """a_ij = softmax_j(s_ij): [B, H, T, S], each row sums to 1 over the visible keys."""
-    return torch.softmax(attention_scores(q, k), dim=-1)
+    """a_ij = softmax_j(s_ij): [B, H, T, S], each row sums to 1 over the visible keys (float32 statistics)."""
+    return torch.softmax(attention_scores(q, k), dim=-1, dtype=torch.float32).to(q.dtype)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Σ_j a_ij v_j for causal attention: [B, H, T, d_head].
 
     `F.scaled_dot_product_attention` computes exactly `attention_pattern(q, k) @ v` in one fused kernel
-    (tests check the two agree); it is used because it never stores the [T, S] pattern."""
+    (tests check the two agree); it is the fast path because it never stores the [T, S] pattern."""
     T, S = q.shape[-2], k.shape[-2]
     if T == S:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -69,55 +66,53 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, q.device))
 
 
-QUERY_BLOCK = 128  # queries summarised at a time: the [rows, S] scores stay in cache
+# ---- diagnostics: the same sum, with the pattern in hand ------------------------------------------
 
 
-def attention_diagnostics(q: Tensor, k: Tensor, keep_attention: bool = False) -> AttentionDiagnostics:
-    """Summaries of each query's attention distribution a_i· (q [B, H, T, d_head], k [B, H, S, d_head]).
+@dataclass(frozen=True)
+class AttentionDiagnostics:
+    """How each query spreads its attention; fields [B, H, T] (pattern [B, H, T, S], S = key positions)."""
 
-    Computed a block of queries at a time, each block against only the keys it can see: causal
-    attention needs on average half of the T×S scores, and no [B, H, T, S] tensor is built unless kept."""
+    entropy: Tensor  # −Σ_j a_ij log a_ij, nats: 0 = one key, log(i+1) = uniform over the visible keys
+    max_weight: Tensor  # max_j a_ij
+    first_token_weight: Tensor  # a_i0, the weight on the first position (the "attention sink")
+    pattern: Tensor | None = None  # a_ij itself, when the trace asks for patterns
+
+
+def pattern_summaries(pattern: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(entropy, max weight, first-key weight) of each row of a pattern [..., S] -> three [...] tensors."""
+    # a = 0 (masked keys) is clamped to the tiniest float so that its term is 0·log(tiny) = 0, not NaN
+    # (5x faster on CPU than torch.special.entr, which is not vectorised)
+    log_pattern = pattern.clamp_min(torch.finfo(pattern.dtype).tiny).log()
+    return -(pattern * log_pattern).sum(dim=-1), pattern.amax(dim=-1), pattern[..., 0]
+
+
+QUERY_BLOCK = 128  # queries scored at a time: a block's [H, rows, S] pattern stays small
+
+
+def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool) -> tuple[Tensor, AttentionDiagnostics]:
+    """`attend`, computed from the explicit pattern a = softmax(s) so that the pattern is also summarised.
+
+    One pass per block of queries, against only the keys the block can see (causal attention needs half of
+    the T×S scores): the block's pattern gives both its output a @ v and its summaries, in float32; no
+    [B, H, T, S] tensor is built unless kept."""
     T, S = q.shape[-2], k.shape[-2]
-    entropy, max_weight, first, patterns = [], [], [], []
+    outputs, summaries, patterns = [], [], []
     for start in range(0, T, QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, T)
         visible = S - T + stop  # query stop−1 sees keys 0 … visible−1; later keys are masked for the whole block
-        pattern = attention_pattern(q[..., start:stop, :], k[..., :visible, :])  # [B, H, rows, visible]
-        # −Σ a log a; clamping a = 0 (masked keys) to the tiniest float makes its term 0·log(tiny) = 0, not NaN
-        # (5x faster on CPU than torch.special.entr, which is not vectorised)
-        log_pattern = pattern.clamp_min(torch.finfo(pattern.dtype).tiny).log()
-        entropy.append(-(pattern * log_pattern).sum(dim=-1))
-        max_weight.append(pattern.amax(dim=-1))
-        first.append(pattern[..., 0])
-        if keep_attention:
-            patterns.append(F.pad(pattern, (0, S - visible)))  # masked keys have weight 0
-    return AttentionDiagnostics(
-        entropy=torch.cat(entropy, dim=-1),
-        max_weight=torch.cat(max_weight, dim=-1),
-        first_token_weight=torch.cat(first, dim=-1),
-        pattern=torch.cat(patterns, dim=-2) if keep_attention else None,
-    )
+        scores = attention_scores(q[..., start:stop, :], k[..., :visible, :])  # [B, H, rows, visible]
+        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32)
+        outputs.append(pattern.to(v.dtype) @ v[..., :visible, :])
+        summaries.append(pattern_summaries(pattern))
+        if keep_patterns:
+            patterns.append(F.pad(pattern, (0, S - visible)))  # keys no query of the block sees: weight 0
+    entropy, max_weight, first = (torch.cat(parts, dim=-1) for parts in zip(*summaries))
+    kept = torch.cat(patterns, dim=-2) if keep_patterns else None
+    return torch.cat(outputs, dim=-2), AttentionDiagnostics(entropy, max_weight, first, kept)
 
 
-@dataclass
-class KVCache:
-    """Keys and values of the positions seen so far (generation): per layer, buffers [B, H, n_ctx, d_head]
-    allocated once on first use and filled up to `length`, so a step writes only its own position."""
-
-    keys: list[Tensor] = field(default_factory=list)
-    values: list[Tensor] = field(default_factory=list)
-    length: int = 0  # positions cached; the model advances it after each forward pass
-
-    def extend(self, layer: int, k: Tensor, v: Tensor, capacity: int) -> tuple[Tensor, Tensor]:
-        """Store the new positions' k, v [B, H, T, d_head] after the cached ones; return all [B, H, length+T, d_head]."""
-        if layer == len(self.keys):  # first pass through this layer: room for the whole context
-            shape = (*k.shape[:2], capacity, k.shape[-1])
-            self.keys.append(k.new_empty(shape))
-            self.values.append(v.new_empty(shape))
-        end = self.length + k.shape[-2]
-        self.keys[layer][:, :, self.length:end] = k
-        self.values[layer][:, :, self.length:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+# ---- the module -----------------------------------------------------------------------------------
 
 
 class SelfAttention(nn.Module):
@@ -129,23 +124,15 @@ class SelfAttention(nn.Module):
         self.c_attn = Affine(d, 3 * d)
         self.c_proj = Affine(d, d)
 
-    def forward(
-        self,
-        x_hat: Tensor,
-        *,
-        trace: bool = False,
-        keep_attention: bool = False,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        capacity: int = 0,
-    ) -> tuple[Tensor, AttentionDiagnostics | None]:
-        """x̂ [B, T, d] -> (attention update [B, T, d], diagnostics or None).
+    def forward(self, x_hat: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None
+                ) -> tuple[Tensor, AttentionDiagnostics | None]:
+        """x̂ [B, T, d] -> (attention update [B, T, d], diagnostics when tracing, else None).
 
-        With a cache, x̂ holds only new positions; their keys and values join the cached ones (layer `layer`,
-        room for `capacity` positions) and the queries attend over all of them."""
+        With a cache, x̂ holds only the new positions; their keys and values join the cached ones."""
         q, k, v = (split_heads(part, self.n_head) for part in self.c_attn(x_hat).chunk(3, dim=-1))
         if cache is not None:
-            k, v = cache.extend(layer, k, v, capacity)
-        update = self.c_proj(merge_heads(attend(q, k, v)))
-        diagnostics = attention_diagnostics(q, k, keep_attention) if trace else None
-        return update, diagnostics
+            k, v = cache.append(k, v)
+        if trace is None:
+            return self.c_proj(merge_heads(attend(q, k, v))), None
+        heads, diagnostics = attend_traced(q, k, v, trace.patterns)
+        return self.c_proj(merge_heads(heads)), diagnostics

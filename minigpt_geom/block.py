@@ -8,43 +8,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionDiagnostics, KVCache, SelfAttention
+from .attention import AttentionDiagnostics, SelfAttention
 from .linear import Affine
-from .sphere import NormVariant, SphereDiagnostics, SphereNorm
+from .sphere import NormVariant, SphereDiagnostics, SphereNorm, centre, vector_norm
 
+if TYPE_CHECKING:
+    from .cache import LayerCache
+    from .trace import TraceRequest
 
-@dataclass(frozen=True)
-class ResidualDiagnostics:
-    """The step x_l -> x_l+1 of each word; fields [B, T]."""
-
-    residual_norm: Tensor  # ‖x_l‖, the block's input
-    attention_update_norm: Tensor  # ‖attn_l(LN_1(x_l))‖
-    mlp_update_norm: Tensor  # ‖mlp_l(LN_2(x_mid))‖
-    cosine: Tensor  # cos between the sphere points (centred directions) of x_l and x_l+1
-    angle: Tensor  # arccos(cosine), radians: the angular step along the sphere
-
-
-@dataclass(frozen=True)
-class BlockDiagnostics:
-    """Everything one block reports: its two layer-norm sites, its attention and its residual step."""
-
-    ln_1: SphereDiagnostics
-    attention: AttentionDiagnostics
-    ln_2: SphereDiagnostics
-    residual: ResidualDiagnostics
-
-
-def sphere_cosine(a: Tensor, b: Tensor) -> Tensor:
-    """Cosine between the centred directions of a and b ([..., d] -> [...]): the angle between the points
-    GPT-2's layer norm puts them at on its sphere (ε aside), whichever norm variant the model uses."""
-    a, b = a - a.mean(dim=-1, keepdim=True), b - b.mean(dim=-1, keepdim=True)
-    return F.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
-
+# ---- the math -----------------------------------------------------------------------------------
 
 GELU_SCALE = 2 * math.sqrt(2 / math.pi)
 
@@ -71,6 +49,47 @@ class MLP(nn.Module):
         return self.c_proj(gelu(self.c_fc(x_hat)))
 
 
+# ---- diagnostics ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResidualDiagnostics:
+    """The step x_l -> x_l+1 of each word; fields [B, T]."""
+
+    residual_norm: Tensor  # ‖x_l‖, the block's input
+    attention_update_norm: Tensor  # ‖attn_l(LN_1(x_l))‖
+    mlp_update_norm: Tensor  # ‖mlp_l(LN_2(x_mid))‖
+    cosine: Tensor  # cos between the sphere points (centred directions) of x_l and x_l+1
+    angle: Tensor  # arccos(cosine), radians: the angular step along the sphere
+
+
+def sphere_cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine between the centred directions of a and b ([..., d] -> [...], float32): the angle between the
+    points GPT-2's layer norm puts them at on its sphere (ε aside), whichever norm variant the model uses."""
+    return F.cosine_similarity(centre(a.float()), centre(b.float()), dim=-1).clamp(-1.0, 1.0)
+
+
+def residual_diagnostics(x: Tensor, attention_update: Tensor, mlp_update: Tensor, x_next: Tensor
+                         ) -> ResidualDiagnostics:
+    """The sizes of a block's two updates and the angle its word turned through on the sphere."""
+    cosine = sphere_cosine(x, x_next)
+    return ResidualDiagnostics(vector_norm(x), vector_norm(attention_update), vector_norm(mlp_update),
+                               cosine, torch.arccos(cosine))
+
+
+@dataclass(frozen=True)
+class BlockDiagnostics:
+    """Everything one block reports: its two layer-norm sites, its attention and its residual step."""
+
+    ln_1: SphereDiagnostics
+    attention: AttentionDiagnostics
+    ln_2: SphereDiagnostics
+    residual: ResidualDiagnostics
+
+
+# ---- the module -----------------------------------------------------------------------------------
+
+
 class Block(nn.Module):
     """One transformer layer: two sphere projections, attention, MLP, two residual additions."""
 
@@ -81,33 +100,16 @@ class Block(nn.Module):
         self.ln_2 = SphereNorm(d, eps, norms[1])
         self.mlp = MLP(d)
 
-    def forward(
-        self,
-        x: Tensor,
-        *,
-        trace: bool = False,
-        keep_attention: bool = False,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        capacity: int = 0,
-    ) -> tuple[Tensor, BlockDiagnostics | None]:
-        """x_l [B, T, d] -> (x_l+1, diagnostics or None); the cache arguments pass through to attention."""
+    def forward(self, x: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None
+                ) -> tuple[Tensor, BlockDiagnostics | None]:
+        """x_l [B, T, d] -> (x_l+1, diagnostics when tracing, else None)."""
         x_hat, ln_1 = self.ln_1(x, trace)
-        attention_update, attention = self.attn(
-            x_hat, trace=trace, keep_attention=keep_attention, cache=cache, layer=layer, capacity=capacity
-        )
+        attention_update, attention = self.attn(x_hat, trace, cache)
         x_mid = x + attention_update
         x_hat, ln_2 = self.ln_2(x_mid, trace)
         mlp_update = self.mlp(x_hat)
         x_next = x_mid + mlp_update
-        if not trace:
+        if trace is None:
             return x_next, None
-        cosine = sphere_cosine(x, x_next)
-        residual = ResidualDiagnostics(
-            residual_norm=x.norm(dim=-1),
-            attention_update_norm=attention_update.norm(dim=-1),
-            mlp_update_norm=mlp_update.norm(dim=-1),
-            cosine=cosine,
-            angle=torch.arccos(cosine),
-        )
+        residual = residual_diagnostics(x, attention_update, mlp_update, x_next)
         return x_next, BlockDiagnostics(ln_1, attention, ln_2, residual)

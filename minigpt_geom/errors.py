@@ -15,3 +15,7 @@ class CheckpointError(MiniGPTGeomError, ValueError):
 
 class InputError(MiniGPTGeomError, ValueError):
     """Model input is malformed: wrong dtype or rank, token ids outside the vocabulary, too long."""
+
+
+class OutputError(MiniGPTGeomError, OSError):
+    """An output file or folder cannot be written (permissions, a full disk, a path that is not a folder)."""

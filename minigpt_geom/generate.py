@@ -2,7 +2,7 @@
 
     prefill   logits = model(prompt, cache=cache, last_only=True)   the whole prompt once, [B, 1, vocab]
     decode    logits = model(x_t, cache=cache)                      one new position per step, [B, 1, vocab]
-    choose    x_t+1 ~ softmax(filter(logits / τ))      or argmax when τ = 0 (greedy)
+    choose    x_t+1 ~ softmax(filter(logits / τ))      or argmax when τ = 0 (greedy); see `Sampling`
 
 Without the cache every step recomputes every earlier position: O(T²) work for T tokens instead of O(T).
 The prompt plus the new tokens must fit the context: `prompt + max_new_tokens > n_ctx` is an InputError
@@ -13,16 +13,47 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from .cache import KVCache
 from .errors import InputError
-from .model import GPT2, KVCache
 
 if TYPE_CHECKING:
+    from .model import GPT2
     from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen; checked once, here. temperature 0 is greedy (argmax)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None  # keep the k most likely tokens
+    top_p: float | None = None  # keep the smallest set of most likely tokens with probability ≥ p
+    seed: int | None = None  # a private generator's seed (None: fresh from the OS); the global RNG is untouched
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature < float("inf")):
+            raise InputError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and not (isinstance(self.top_k, int) and self.top_k >= 1):
+            raise InputError(f"top_k must be a whole number ≥ 1, got {self.top_k}")
+        if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**64):
+            raise InputError(f"seed must be a whole number in [0, 2^64), got {self.seed}")
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """A generator on `device`, seeded with `seed` (or from the OS when None)."""
+        generator = torch.Generator(device=device)
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+        return generator
 
 # ---- choosing the next token ------------------------------------------------------------------
 
@@ -47,99 +78,59 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def next_token(
-    logits: Tensor,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def next_token(logits: Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> Tensor:
     """The next token of each row, logits [B, V] -> ids [B]: argmax when temperature == 0, else a sample."""
-    if temperature == 0:
+    if sampling.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None:
-        logits = filter_top_k(logits, top_k)
-    if top_p is not None:
-        logits = filter_top_p(logits, top_p)
-    probs = torch.softmax(logits.float(), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # subtract the maximum before dividing: (s − max)/τ ≤ 0 never overflows, even for τ = 1e-40
+    logits = (logits.float() - logits.float().amax(dim=-1, keepdim=True)) / sampling.temperature
+    if sampling.top_k is not None:
+        logits = filter_top_k(logits, sampling.top_k)
+    if sampling.top_p is not None:
+        logits = filter_top_p(logits, sampling.top_p)
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def check_settings(
-    model: GPT2, idx: Tensor, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
-) -> None:
-    """Raise InputError for settings that cannot work, naming the numbers."""
+def check_length(model: GPT2, idx: Tensor, max_new_tokens: int) -> None:
+    """Raise InputError unless idx is valid input and the prompt plus max_new_tokens fits the context."""
     model.check_input(idx)
-    if max_new_tokens < 0:
-        raise InputError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be a whole number ≥ 0, got {max_new_tokens}")
     T, n_ctx = idx.shape[1], model.config.n_ctx
     if T + max_new_tokens > n_ctx:
         raise InputError(
             f"prompt of {T} tokens + {max_new_tokens} new tokens = {T + max_new_tokens} is longer than the "
             f"context of {n_ctx} positions; ask for at most {max(n_ctx - T, 0)} new tokens or shorten the prompt"
         )
-    if not temperature >= 0:  # also rejects NaN
-        raise InputError(f"temperature must be ≥ 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise InputError(f"top_k must be ≥ 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {top_p}")
 
 
 # ---- the generation loop ----------------------------------------------------------------------
 
 
-def generate_stream(
-    model: GPT2,
-    idx: Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    eos_id: int | None = None,
-    use_cache: bool = True,
-) -> Iterator[Tensor]:
+def generate_stream(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling = Sampling(), *,
+                    eos_id: int | None = None, use_cache: bool = True) -> Iterator[Tensor]:
     """Yield the next token of each sequence, ids [B], as soon as it is chosen; prompt idx [B, T].
 
     A sequence that produced `eos_id` is finished: it yields `eos_id` from then on, and the stream ends
-    once every sequence is finished (or after max_new_tokens). Sampling draws from a private generator
-    seeded with `seed` (a fresh random seed when None): the global RNG is never touched. Bad settings
-    raise InputError here, before the first token is asked for."""
-    check_settings(model, idx, max_new_tokens, temperature, top_k, top_p)
-    idx = idx.to(model.wte.weight.device)  # a CPU prompt for a CUDA model: sample where the logits are
-    generator = torch.Generator(device=idx.device)
-    if seed is None:
-        generator.seed()  # non-deterministic, from the OS
-    else:
-        generator.manual_seed(seed)
-    return decode_loop(model, idx.long(), max_new_tokens, temperature, top_k, top_p, generator, eos_id, use_cache)
+    once every sequence is finished (or after max_new_tokens). Bad input raises InputError here, before the
+    first token is asked for; the ids are checked once, not at every step."""
+    check_length(model, idx, max_new_tokens)
+    idx = idx.to(model.wte.weight.device).long()  # a CPU prompt for a CUDA model: sample where the logits are
+    return decode_loop(model, idx, max_new_tokens, sampling, sampling.generator(idx.device), eos_id, use_cache)
 
 
 @torch.inference_mode()
-def decode_loop(
-    model: GPT2,
-    idx: Tensor,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    generator: torch.Generator,
-    eos_id: int | None,
-    use_cache: bool,
-) -> Iterator[Tensor]:
-    """The loop behind generate_stream (settings already checked): prefill, then one position per step."""
+def decode_loop(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling, generator: torch.Generator,
+                eos_id: int | None, use_cache: bool) -> Iterator[Tensor]:
+    """The loop behind generate_stream (input already checked): prefill, then one position per step."""
     if max_new_tokens == 0:
         return
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # [B]
-    cache = KVCache() if use_cache else None
+    cache = KVCache(model.config.n_layer, model.config.n_ctx) if use_cache else None
     sequence = idx  # [B, T + t], only kept without the cache
-    logits = model(idx, cache=cache, last_only=True)[:, -1]  # prefill: every prompt position at once -> [B, V]
+    logits = model.run(idx, cache=cache, last_only=True)[:, -1]  # prefill: every prompt position at once -> [B, V]
     for step in range(max_new_tokens):
-        token = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)  # [B]
+        token = next_token(logits, sampling, generator)  # [B], always a valid id: no check needed
         if eos_id is not None:
             token = token.masked_fill(finished, eos_id)
             finished |= token == eos_id
@@ -147,32 +138,17 @@ def decode_loop(
         if step == max_new_tokens - 1 or (eos_id is not None and bool(finished.all())):
             return
         if use_cache:
-            logits = model(token[:, None], cache=cache)[:, -1]  # one new position; the cache grows by one
+            logits = model.run(token[:, None], cache=cache)[:, -1]  # one new position; the cache grows by one
         else:
             sequence = torch.cat([sequence, token[:, None]], dim=1)
-            logits = model(sequence, last_only=True)[:, -1]  # recompute every position
+            logits = model.run(sequence, last_only=True)[:, -1]  # recompute every position
 
 
-def generate(
-    model: GPT2,
-    idx: Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    eos_id: int | None = None,
-    use_cache: bool = True,
-) -> Tensor:
+def generate(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling = Sampling(), *,
+             eos_id: int | None = None, use_cache: bool = True) -> Tensor:
     """Prompt idx [B, T] -> idx followed by n ≤ max_new_tokens new tokens, [B, T + n] (see generate_stream)."""
-    tokens = list(
-        generate_stream(
-            model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-            eos_id=eos_id, use_cache=use_cache,
-        )
-    )
-    return torch.cat([idx.long(), torch.stack(tokens, dim=1)], dim=1) if tokens else idx.long()
+    tokens = list(generate_stream(model, idx, max_new_tokens, sampling, eos_id=eos_id, use_cache=use_cache))
+    return torch.cat([idx.long(), torch.stack(tokens, dim=1).to(idx.device)], dim=1) if tokens else idx.long()
 
 
 # ---- ids to text, as they arrive ----------------------------------------------------------------

@@ -7,17 +7,18 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
 from torch import Tensor, nn
 
-from .attention import KVCache  # noqa: F401  (re-exported: minigpt_geom.model.KVCache)
 from .block import Block
+from .cache import KVCache
 from .config import GPT2Config
 from .errors import InputError
 from .sphere import NormSpec, SphereNorm, norm_for_site
-from .trace import Trace
+from .trace import Trace, TraceRequest, as_request
 
 
 class Embedding(nn.Module):
@@ -51,38 +52,30 @@ class GPT2(nn.Module):
         self.unembed_bias: nn.Parameter | None = None
 
     # ---- forward ------------------------------------------------------------------------------
-    def forward(
-        self,
-        idx: Tensor,
-        *,
-        trace: bool = False,
-        keep_attention: bool = False,
-        keep_states: bool = False,
-        cache: KVCache | None = None,
-        last_only: bool = False,
-    ) -> Tensor | tuple[Tensor, Trace]:
-        """idx [B, T] token ids -> logits [B, T, vocab], or (logits, Trace) when tracing.
+    def forward(self, idx: Tensor, *, trace: bool | TraceRequest | None = None, cache: KVCache | None = None,
+                last_only: bool = False) -> Tensor | tuple[Tensor, Trace]:
+        """idx [B, T] token ids -> logits [B, T, vocab], or (logits, Trace) when `trace` is True or a request.
 
-        keep_attention / keep_states imply trace=True. With `cache`, idx holds only new positions and the
-        cache is extended in place (generation). `last_only` unembeds the last position alone: [B, 1, vocab]."""
-        trace = trace or keep_attention or keep_states
+        With `cache`, idx holds only the new positions and the cache grows by them (generation).
+        `last_only` unembeds the last position alone: [B, 1, vocab]."""
+        self.check_input(idx, cache.length if cache is not None else 0)
+        return self.run(idx, as_request(trace), cache, last_only)
+
+    def run(self, idx: Tensor, trace: TraceRequest | None = None, cache: KVCache | None = None,
+            last_only: bool = False) -> Tensor | tuple[Tensor, Trace]:
+        """The forward pass on ids already checked (`forward` checks them; generation checks once per call)."""
         start = cache.length if cache is not None else 0
-        self.check_input(idx, start)
-        positions = torch.arange(start, start + idx.shape[1], device=idx.device)
-        x = self.wte(idx) + self.wpe(positions)
-        states, blocks = [x] if keep_states else None, []
+        x = self.wte(idx) + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))  # x_0
+        keep_states = trace is not None and trace.states
+        states, blocks = [x], []
         for i, block in enumerate(self.h):
-            x, diagnostics = block(x, trace=trace, keep_attention=keep_attention, cache=cache, layer=i,
-                                   capacity=self.config.n_ctx)
-            if trace:
-                blocks.append(diagnostics)
+            x, diagnostics = block(x, trace, cache.layers[i] if cache is not None else None)
+            blocks.append(diagnostics)
             if keep_states:
                 states.append(x)
-        if cache is not None:
-            cache.length += idx.shape[1]
         x_hat, ln_f = self.ln_f(x, trace)
         logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
-        if not trace:
+        if trace is None:
             return logits
         return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None)
 
@@ -93,24 +86,6 @@ class GPT2(nn.Module):
         return torch.addmm(self.unembed_bias, x_hat.reshape(-1, x_hat.shape[-1]), self.unembed_weight.T).view(
             *x_hat.shape[:-1], -1
         )
-
-    def generate(
-        self,
-        idx: Tensor,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        eos_id: int | None = None,
-        use_cache: bool = True,
-    ) -> Tensor:
-        """Continue idx [B, T] by up to max_new_tokens tokens -> [B, T + n]; see minigpt_geom.generate."""
-        from .generate import generate
-
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                        eos_id=eos_id, use_cache=use_cache)
 
     def check_input(self, idx: Tensor, start: int = 0) -> None:
         """Raise InputError unless idx is an integer [B, T] tensor of in-vocabulary ids that fits the context."""
@@ -154,8 +129,18 @@ class GPT2(nn.Module):
         """Swap the norm variant of every site (or of the sites a mapping names) in place."""
         for name, module in self.named_modules():
             if isinstance(module, SphereNorm):
-                module.variant = norm_for_site(norm, name)
+                module.set_variant(norm_for_site(norm, name))
         return self
+
+    def with_norm(self, norm: NormSpec) -> "GPT2":
+        """A new model with other norm variants that shares this one's weights; this model is left as it is."""
+        shared = {id(p): p for p in self.parameters()}  # deepcopy copies the modules, not these tensors
+        return copy.deepcopy(self, memo=shared).set_norm(norm)
+
+    @property
+    def is_folded(self) -> bool:
+        """True once fold_ln has moved some site's γ, β into the linear map that reads it."""
+        return any(isinstance(m, SphereNorm) and m.folded for m in self.modules())
 
     @torch.no_grad()
     def fold_ln(self) -> "GPT2":

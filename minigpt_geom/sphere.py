@@ -8,14 +8,15 @@ is four steps, each one a piece of geometry on a d-dimensional row vector x:
   3. scale      γ ⊙ ·                        the sphere becomes an axis-aligned ellipsoid
   4. shift      + β                          the ellipsoid's centre moves
 
-A *norm variant* is the projection (steps 1-2, or a replacement for them) plus whether steps 3-4 apply.
-Register your own with `register_norm("name", project_fn)`; `GPT2.from_pretrained(..., norm="name")`.
+A *norm variant* is the projection (steps 1-2, or a replacement for them), whether steps 3-4 apply, and any
+learned scalars the projection needs. Add your own with `register_norm("name", project_fn)`, then
+`GPT2.from_pretrained(..., norm="name")`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Union
 
 import torch
@@ -23,7 +24,12 @@ from torch import Tensor, nn
 
 from .errors import InputError
 
-Projection = Callable[[Tensor, float], Tensor]  # (x [..., d], eps) -> point [..., d]
+# (x [..., d], eps, **learned scalars) -> point [..., d]
+Projection = Callable[..., Tensor]
+
+HALF = (torch.float16, torch.bfloat16)
+
+# ---- the math -----------------------------------------------------------------------------------
 
 
 def centre(x: Tensor) -> Tensor:
@@ -39,7 +45,9 @@ def normalise(x: Tensor, eps: float) -> Tensor:
 
 
 def sphere_projection(x: Tensor, eps: float) -> Tensor:
-    """Steps 1-2: centre then normalise: a point of the √d-sphere inside H."""
+    """Steps 1-2: centre then normalise: a point of the √d-sphere inside H (float32 inside for half x)."""
+    if x.dtype in HALF:  # μ and σ of a bfloat16 row lose 2-3 digits; the cast costs one pass over [B, T, d]
+        return normalise(centre(x.float()), eps).to(x.dtype)
     return normalise(centre(x), eps)
 
 
@@ -53,30 +61,50 @@ def identity_projection(x: Tensor, eps: float) -> Tensor:
     return x
 
 
+def dyt_projection(x: Tensor, eps: float, alpha: Tensor) -> Tensor:
+    """Dynamic tanh (Zhu et al. 2025): tanh(α x) squashes each coordinate into (−1, 1), no statistics at all.
+
+    Not a sphere: the point lies in the cube [−1, 1]^d; α, learned per site, sets how soon it saturates."""
+    return torch.tanh(alpha * x)
+
+
+# ---- variants: a projection, the affine map or not, learned scalars ------------------------------
+
+
 @dataclass(frozen=True)
 class NormVariant:
-    """A projection and whether the learned affine map γ ⊙ · + β follows it."""
+    """A projection, whether the learned affine map γ ⊙ · + β follows it, and the scalars it learns.
+
+    `parameters` maps a name to its initial value: each site gets its own learned scalar, passed to
+    `project` as a keyword argument and saved in checkpoints as `<site>.<name>` (e.g. `h.0.ln_1.alpha`)."""
 
     name: str
     project: Projection
     affine: bool = True
+    parameters: Mapping[str, float] = field(default_factory=dict)
 
 
 NORM_VARIANTS: dict[str, NormVariant] = {}
 
 
-def register_norm(name: str, project: Projection, *, affine: bool = True) -> NormVariant:
+def register_norm(name: str, project: Projection, *, affine: bool = True,
+                  parameters: Mapping[str, float] | None = None) -> NormVariant:
     """Make `project` available as norm variant `name` (the only step needed to add one)."""
     if not callable(project):
-        raise TypeError(f"norm variant {name!r}: project must be callable (x, eps) -> Tensor")
-    NORM_VARIANTS[name] = NormVariant(name, project, affine)
+        raise TypeError(f"norm variant {name!r}: project must be callable (x, eps, **parameters) -> Tensor")
+    if name in BUILT_IN:
+        raise InputError(f"norm variant {name!r} is built in and cannot be replaced; register it under another name")
+    NORM_VARIANTS[name] = NormVariant(name, project, affine, dict(parameters or {}))
     return NORM_VARIANTS[name]
 
 
-register_norm("layernorm", sphere_projection, affine=True)  # GPT-2's own
-register_norm("rmsnorm", rms_projection, affine=True)
+BUILT_IN: frozenset[str] = frozenset()
+register_norm("layernorm", sphere_projection)  # GPT-2's own
+register_norm("rmsnorm", rms_projection)
 register_norm("sphere", sphere_projection, affine=False)
 register_norm("none", identity_projection, affine=False)
+register_norm("dyt", dyt_projection, parameters={"alpha": 0.5})  # α₀ = 0.5, the DyT paper's default
+BUILT_IN = frozenset(NORM_VARIANTS)
 
 
 def get_norm(name: str | NormVariant) -> NormVariant:
@@ -85,7 +113,7 @@ def get_norm(name: str | NormVariant) -> NormVariant:
         return name
     try:
         return NORM_VARIANTS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise InputError(f"unknown norm variant {name!r}; registered: {', '.join(NORM_VARIANTS)}") from None
 
 
@@ -100,6 +128,9 @@ def norm_for_site(spec: NormSpec, site: str) -> NormVariant:
     return get_norm(spec.get(site, spec.get(kind, spec.get("default", "layernorm"))))
 
 
+# ---- diagnostics ----------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class SphereDiagnostics:
     """Geometry of one layer-norm site; each field has the shape of x without its last axis ([B, T])."""
@@ -110,32 +141,53 @@ class SphereDiagnostics:
     output_norm: Tensor  # ‖γ ⊙ project(x) + β‖, what the next linear map reads
 
 
+def vector_norm(x: Tensor) -> Tensor:
+    """‖x‖ over the last axis, in float32 whatever x's dtype (‖x‖² of float16 overflows past 256)."""
+    return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
+
+
+def sphere_diagnostics(x: Tensor, point: Tensor, y: Tensor) -> SphereDiagnostics:
+    """What one site did to x [B, T, d]: x's norm and offset from H, the projected point's radius, y's norm."""
+    return SphereDiagnostics(
+        input_norm=vector_norm(x),
+        mean_component=x.sum(dim=-1, dtype=torch.float32) / math.sqrt(x.shape[-1]),  # Σx/√d = √d·μ
+        radius=vector_norm(point),
+        output_norm=vector_norm(y),
+    )
+
+
+# ---- the module -----------------------------------------------------------------------------------
+
+
 class SphereNorm(nn.Module):
-    """One layer-norm site: the learned γ (`weight`) and β (`bias`) plus the variant that uses them."""
+    """One layer-norm site: the learned γ (`weight`) and β (`bias`), the variant, and its own scalars."""
 
     def __init__(self, d: int, eps: float, variant: NormVariant) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))  # γ
         self.bias = nn.Parameter(torch.zeros(d))  # β
         self.eps = eps
-        self.variant = variant
         self.folded = False  # True once γ, β live in the next linear map (GPT2.fold_ln)
+        self.variant = variant
+        self.set_variant(variant)
 
-    def forward(self, x: Tensor, trace: bool = False) -> tuple[Tensor, SphereDiagnostics | None]:
-        """x [B, T, d] -> (LN(x) [B, T, d], diagnostics or None)."""
-        point = self.variant.project(x, self.eps)
+    def forward(self, x: Tensor, trace: object = None) -> tuple[Tensor, SphereDiagnostics | None]:
+        """x [B, T, d] -> (LN(x) [B, T, d], diagnostics when `trace` is set, else None)."""
+        point = self.variant.project(x, self.eps, **{name: getattr(self, name) for name in self.variant.parameters})
         affine = self.variant.affine and not self.folded
         y = torch.addcmul(self.bias, point, self.weight) if affine else point  # steps 3-4: β + γ ⊙ point
-        if not trace:
-            return y, None
-        d = x.shape[-1]
-        diagnostics = SphereDiagnostics(
-            input_norm=x.norm(dim=-1),
-            mean_component=x.mean(dim=-1) * math.sqrt(d),
-            radius=point.norm(dim=-1),
-            output_norm=y.norm(dim=-1),
-        )
-        return y, diagnostics
+        return y, (sphere_diagnostics(x, point, y) if trace else None)
+
+    def set_variant(self, variant: NormVariant) -> None:
+        """Use `variant` from now on: its learned scalars are created at their initial values, others dropped."""
+        for name in self.variant.parameters:
+            if name not in variant.parameters:
+                delattr(self, name)
+        for name, initial in variant.parameters.items():
+            if not hasattr(self, name):
+                self.register_parameter(name, nn.Parameter(torch.tensor(float(initial), dtype=self.weight.dtype,
+                                                                         device=self.weight.device)))
+        self.variant = variant
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, variant={self.variant.name}, eps={self.eps}, folded={self.folded}"

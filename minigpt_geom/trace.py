@@ -1,73 +1,117 @@
 """The forward pass's own account of its geometry: every block's diagnostics, stacked by layer.
 
-`logits, trace = model(idx, trace=True)`. Shapes (L layers, B batch, H heads, T positions, d width):
+`logits, trace = model(idx, trace=True)`; `trace=TraceRequest(states=True, patterns=True)` keeps more.
+Shapes (L layers, B batch, H heads, T positions, d width):
     trace.ln_1, trace.ln_2   SphereDiagnostics, fields [L, B, T]
-    trace.ln_f               SphereDiagnostics, fields [B, T]
     trace.attention          AttentionDiagnostics, fields [L, B, H, T] (pattern [L, B, H, T, T] if kept)
     trace.residual           ResidualDiagnostics, fields [L, B, T]
+    trace.ln_f               SphereDiagnostics, fields [B, T]
     trace.states             [L+1, B, T, d] residual states x_0 … x_L, if kept
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar, get_type_hints
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .attention import AttentionDiagnostics
-from .block import BlockDiagnostics, ResidualDiagnostics
+from .block import BlockDiagnostics
+from .errors import InputError
+from .files import atomic_write
 from .sphere import SphereDiagnostics
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """What a traced forward pass keeps besides the per-position summaries, which it always computes."""
+
+    states: bool = False  # the residual states x_0 … x_L, [L+1, B, T, d]
+    patterns: bool = False  # every head's attention pattern a_ij, [L, B, H, T, T]
+
+
+def as_request(trace: bool | TraceRequest | None) -> TraceRequest | None:
+    """The one switch: None/False = no tracing, True = summaries only, or a TraceRequest."""
+    if isinstance(trace, TraceRequest) or trace is None:
+        return trace
+    if isinstance(trace, bool):
+        return TraceRequest() if trace else None
+    raise InputError(f"trace must be a bool or a TraceRequest, got {type(trace).__name__}")
+
+
+# ---- generic helpers over the (nested) diagnostics dataclasses ------------------------------------
 
 D = TypeVar("D")
 
 
 def map_tensors(record: D, fn: Callable[[Tensor], Tensor]) -> D:
-    """Apply fn to every tensor field of a diagnostics dataclass (None fields stay None)."""
-    return dataclasses.replace(
-        record, **{f.name: fn(v) for f in dataclasses.fields(record) if (v := getattr(record, f.name)) is not None}
-    )
+    """Apply fn to every tensor of a diagnostics dataclass, nested ones included (None stays None)."""
+    def apply(value: Any) -> Any:
+        return value if value is None else map_tensors(value, fn) if dataclasses.is_dataclass(value) else fn(value)
+
+    return dataclasses.replace(record, **{f.name: apply(getattr(record, f.name)) for f in dataclasses.fields(record)})
 
 
 def stack_records(records: Sequence[D]) -> D:
-    """A list of L records with fields [...] -> one record with fields [L, ...]."""
+    """L records with fields [...] -> one record with fields [L, ...] (nested dataclasses too)."""
     first = records[0]
-    return dataclasses.replace(
-        first,
-        **{
-            f.name: torch.stack([getattr(r, f.name) for r in records])
-            for f in dataclasses.fields(first)
-            if getattr(first, f.name) is not None
-        },
-    )
+    if not dataclasses.is_dataclass(first):
+        return torch.stack(records)
+    return dataclasses.replace(first, **{
+        f.name: stack_records([getattr(r, f.name) for r in records])
+        for f in dataclasses.fields(first) if getattr(first, f.name) is not None
+    })
+
+
+def flatten(record: Any, prefix: str = "") -> dict[str, Tensor]:
+    """A dataclass of tensors -> {"field.subfield": tensor}, None fields left out."""
+    out: dict[str, Tensor] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{f.name}."))
+        elif value is not None:
+            out[prefix + f.name] = value
+    return out
+
+
+def unflatten(kind: type[D], tensors: dict[str, Tensor], prefix: str = "") -> D:
+    """Inverse of `flatten`: build a `kind` from dotted names (absent optional fields are None)."""
+    hints = get_type_hints(kind)
+    return kind(**{
+        f.name: unflatten(hints[f.name], tensors, f"{prefix}{f.name}.") if dataclasses.is_dataclass(hints[f.name])
+        else tensors.get(prefix + f.name)
+        for f in dataclasses.fields(kind)
+    })
+
+
+# ---- the trace --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Trace:
     """All diagnostics of one forward pass; see the module docstring for shapes."""
 
-    ln_1: SphereDiagnostics
-    attention: AttentionDiagnostics
-    ln_2: SphereDiagnostics
-    residual: ResidualDiagnostics
+    blocks: BlockDiagnostics  # every block's diagnostics, each field stacked along a leading layer axis
     ln_f: SphereDiagnostics
     states: Tensor | None = None
 
     @classmethod
     def gather(cls, blocks: Sequence[BlockDiagnostics], ln_f: SphereDiagnostics, states: Tensor | None) -> "Trace":
         """Stack per-block diagnostics along a new leading layer axis."""
-        return cls(
-            ln_1=stack_records([b.ln_1 for b in blocks]),
-            attention=stack_records([b.attention for b in blocks]),
-            ln_2=stack_records([b.ln_2 for b in blocks]),
-            residual=stack_records([b.residual for b in blocks]),
-            ln_f=ln_f,
-            states=states,
-        )
+        return cls(stack_records(blocks), ln_f, states)
+
+    ln_1 = property(lambda self: self.blocks.ln_1, doc="SphereDiagnostics of every block's first site, [L, B, T].")
+    attention = property(lambda self: self.blocks.attention, doc="AttentionDiagnostics, [L, B, H, T].")
+    ln_2 = property(lambda self: self.blocks.ln_2, doc="SphereDiagnostics of every block's second site, [L, B, T].")
+    residual = property(lambda self: self.blocks.residual, doc="ResidualDiagnostics, [L, B, T].")
 
     @property
     def n_layer(self) -> int:
@@ -81,11 +125,7 @@ class Trace:
 
     def layer(self, index: int) -> BlockDiagnostics:
         """The diagnostics of block `index`, fields without the layer axis."""
-        take = lambda t: t[index]  # noqa: E731
-        return BlockDiagnostics(
-            map_tensors(self.ln_1, take), map_tensors(self.attention, take),
-            map_tensors(self.ln_2, take), map_tensors(self.residual, take),
-        )
+        return map_tensors(self.blocks, lambda t: t[index])
 
     def head(self, layer: int, head: int) -> AttentionDiagnostics:
         """Attention diagnostics of one head: fields [B, T] (pattern [B, T, T])."""
@@ -93,62 +133,47 @@ class Trace:
 
     def to(self, *args: Any, **kwargs: Any) -> "Trace":
         """Move or cast every tensor, as Tensor.to does."""
-        return self._map(lambda t: t.to(*args, **kwargs))
-
-    def _map(self, fn: Callable[[Tensor], Tensor]) -> "Trace":
-        return Trace(
-            ln_1=map_tensors(self.ln_1, fn), attention=map_tensors(self.attention, fn),
-            ln_2=map_tensors(self.ln_2, fn), residual=map_tensors(self.residual, fn),
-            ln_f=map_tensors(self.ln_f, fn), states=None if self.states is None else fn(self.states),
-        )
+        return map_tensors(self, lambda t: t.to(*args, **kwargs))
 
     # ---- flat form: "group.field" -> tensor, for files and tables -------------------------------
-    GROUPS = {"ln_1": SphereDiagnostics, "attention": AttentionDiagnostics, "ln_2": SphereDiagnostics,
-              "residual": ResidualDiagnostics, "ln_f": SphereDiagnostics}
-
     def flat(self) -> dict[str, Tensor]:
-        """Every tensor under a dotted name such as `attention.entropy`; `states` if kept."""
-        out = {f"{g}.{f.name}": v for g in self.GROUPS for f in dataclasses.fields(getattr(self, g))
-               if (v := getattr(getattr(self, g), f.name)) is not None}
-        if self.states is not None:
-            out["states"] = self.states
-        return out
+        """Every tensor under a dotted name such as `attention.entropy`, `ln_f.radius`; `states` if kept."""
+        kept = {"states": self.states} if self.states is not None else {}
+        return {**flatten(self.blocks), **flatten(self.ln_f, "ln_f."), **kept}
 
     @classmethod
     def from_flat(cls, tensors: dict[str, Tensor]) -> "Trace":
         """Inverse of `flat`."""
-        groups = {
-            g: kind(**{f.name: tensors.get(f"{g}.{f.name}") for f in dataclasses.fields(kind)})
-            for g, kind in cls.GROUPS.items()
-        }
-        return cls(**groups, states=tensors.get("states"))
+        return cls(unflatten(BlockDiagnostics, tensors), unflatten(SphereDiagnostics, tensors, "ln_f."),
+                   tensors.get("states"))
 
-    def save(self, path: str | Path) -> None:
-        """Write to `.safetensors` or `.npz` (chosen by the suffix); never pickled."""
+    def save(self, path: str | Path) -> Path:
+        """Write to `.safetensors` or `.npz` (chosen by the suffix), atomically; never pickled."""
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.flat().items()}
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(tensors, str(path))
-        elif path.suffix == ".npz":
+            return atomic_write(path, lambda temporary: save_file(tensors, str(temporary)))
+        if path.suffix == ".npz":
             # NumPy has no bfloat16: such tensors are widened to float32 (exactly)
-            np.savez(path, **{k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in tensors.items()})
-        else:
-            raise ValueError(f"trace files end in .safetensors or .npz, got {path.name}")
+            arrays = {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in tensors.items()}
+            return atomic_write(path, lambda temporary: np.savez(temporary, **arrays))
+        raise InputError(f"trace files end in .safetensors or .npz, got {path.name}")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Trace":
-        """Read a file written by `save`."""
+    def load(cls, path: str | Path, max_bytes: int = 2**30) -> "Trace":
+        """Read a file written by `save`, after checking its names, shapes, dtypes and size (InputError)."""
         path = Path(path)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return cls.from_flat(load_file(str(path)))
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return cls.from_flat({k: torch.from_numpy(data[k]) for k in data.files})
-        raise ValueError(f"trace files end in .safetensors or .npz, got {path.name}")
+        if path.suffix not in (".safetensors", ".npz"):
+            raise InputError(f"trace files end in .safetensors or .npz, got {path.name}")
+        try:
+            read = read_safetensors if path.suffix == ".safetensors" else read_npz
+            return cls.from_flat(read(path, max_bytes))
+        except InputError:
+            raise
+        except Exception as error:  # the libraries' own errors for a damaged file: name the file
+            raise InputError(f"{path} is not a readable trace file: {error}") from None
 
     def to_table(self) -> dict[str, np.ndarray]:
         """Tidy columns layer, head, batch, position, metric, value (head = -1 where a metric has none).
@@ -156,31 +181,109 @@ class Trace:
         `pandas.DataFrame(trace.to_table())` gives one row per (layer, head, batch, position, metric);
         layer = L marks ln_f. Attention patterns and states are left out (they are not per-position scalars)."""
         columns: dict[str, list[np.ndarray]] = {k: [] for k in ("layer", "head", "batch", "position", "metric", "value")}
-
-        def add(metric: str, values: Tensor, layer: int | None) -> None:
+        for metric, values in self.flat().items():
+            if metric in ("states", "attention.pattern"):
+                continue
             values = values.detach().float().cpu()
-            if layer is not None:  # [B, T] -> [1, B, T]: ln_f is "layer L"
-                values = values.unsqueeze(0)
+            layers = np.arange(self.n_layer)
+            if metric.startswith("ln_f."):  # [B, T] -> [1, B, T]: ln_f is "layer L"
+                values, layers = values.unsqueeze(0), np.array([self.n_layer])
             if values.dim() == 3:  # [L, B, T] -> [L, 1, B, T]: no head axis
-                values = values.unsqueeze(1)
-                heads = np.array([-1])
+                values, heads = values.unsqueeze(1), np.array([-1])
             else:  # [L, B, H, T] -> [L, H, B, T]
-                values = values.transpose(1, 2)
-                heads = np.arange(values.shape[1])
-            L, H, B, T = values.shape
-            grid = np.meshgrid(np.arange(L) if layer is None else np.array([layer]), heads, np.arange(B),
-                               np.arange(T), indexing="ij")
+                values, heads = values.transpose(1, 2), np.arange(values.shape[2])
+            grid = np.meshgrid(layers, heads, np.arange(values.shape[2]), np.arange(values.shape[3]), indexing="ij")
             for name, axis in zip(("layer", "head", "batch", "position"), grid):
                 columns[name].append(axis.ravel())
             columns["metric"].append(np.full(values.numel(), metric, dtype=object))
             columns["value"].append(values.numpy().ravel())
-
-        for name, values in self.flat().items():
-            if name in ("states", "attention.pattern"):
-                continue
-            add(name, values, self.n_layer if name.startswith("ln_f.") else None)
         return {k: np.concatenate(v) for k, v in columns.items()}
 
     def nbytes(self) -> int:
         """Memory held by the trace's tensors, in bytes."""
         return sum(t.numel() * t.element_size() for t in self.flat().values())
+
+
+# ---- reading trace files: check everything before reading any data ---------------------------------
+
+
+def expected_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The shape every name must have, given the file's own residual.angle [L, B, T] and entropy [L, B, H, T]."""
+    angle, entropy = shapes.get("residual.angle"), shapes.get("attention.entropy")
+    if angle is None or len(angle) != 3 or entropy is None or len(entropy) != 4:
+        raise InputError("a trace needs residual.angle [L, B, T] and attention.entropy [L, B, H, T]")
+    (L, B, T), H = angle, entropy[2]
+    expected = {}
+    for group, kind in get_type_hints(BlockDiagnostics).items():
+        shape = (L, B, H, T) if kind is AttentionDiagnostics else (L, B, T)
+        expected.update({f"{group}.{f.name}": shape for f in dataclasses.fields(kind)})
+    expected.update({f"ln_f.{f.name}": (B, T) for f in dataclasses.fields(SphereDiagnostics)})
+    expected["attention.pattern"] = (L, B, H, T, T)
+    states = shapes.get("states")
+    if states is not None:
+        expected["states"] = (L + 1, B, T, states[-1] if len(states) == 4 else -1)
+    return expected
+
+
+ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+OPTIONAL = {"attention.pattern", "states"}
+
+
+def check_layout(path: Path, layout: dict[str, tuple[tuple[int, ...], str]], max_bytes: int) -> None:
+    """Raise InputError unless the names, shapes, dtypes and total size are those of a trace file."""
+    shapes = {name: shape for name, (shape, _) in layout.items()}
+    expected = expected_shapes(shapes)
+    unknown = sorted(set(layout) - set(expected))
+    missing = sorted(set(expected) - set(layout) - OPTIONAL)
+    if unknown or missing:
+        raise InputError(f"{path} is not a trace file: unknown {unknown or 'none'}, missing {missing or 'none'}")
+    for name, (shape, dtype) in layout.items():
+        if tuple(shape) != expected[name]:
+            raise InputError(f"{path}: {name} has shape {list(shape)}, expected {list(expected[name])}")
+        if dtype not in ITEMSIZE:
+            raise InputError(f"{path}: {name} has dtype {dtype}, expected a floating-point type")
+    total = sum(math.prod(shape) * ITEMSIZE[dtype] for shape, dtype in layout.values())
+    if total > max_bytes:
+        raise InputError(f"{path} holds {total / 2**20:.0f} MiB of tensors, more than max_bytes "
+                         f"({max_bytes / 2**20:.0f} MiB); pass a larger max_bytes to Trace.load to read it")
+
+
+def read_safetensors(path: Path, max_bytes: int) -> dict[str, Tensor]:
+    """Names, shapes and dtypes from the header first (the safetensors library checks the format)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        layout = {name: (tuple(f.get_slice(name).get_shape()), str(f.get_slice(name).get_dtype()))
+                  for name in f.keys()}
+        layout = {n: (shape, {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}.get(d, d))
+                  for n, (shape, d) in layout.items()}
+        check_layout(path, layout, max_bytes)
+        return {name: f.get_tensor(name) for name in layout}
+
+
+def read_npz(path: Path, max_bytes: int) -> dict[str, Tensor]:
+    """Each member's .npy header and uncompressed size first, then the data (never unpickled)."""
+    layout, headers = {}, {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in ((1, 0), (2, 0)):
+                    raise InputError(f"{path}: {info.filename} is not a .npy array of format 1.0 or 2.0")
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(member)
+                headers[name] = member.tell()
+            if dtype.hasobject or fortran:
+                raise InputError(f"{path}: {name} is not a plain numeric array")
+            if info.file_size != headers[name] + math.prod(shape) * dtype.itemsize:
+                raise InputError(f"{path}: {name} holds {info.file_size} bytes, not what its header declares")
+            layout[name] = (tuple(shape), dtype.name)
+        check_layout(path, layout, max_bytes)
+        tensors = {}
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                array = np.lib.format.read_array(member, allow_pickle=False)
+            tensors[info.filename.removesuffix(".npy")] = torch.from_numpy(array)
+        return tensors

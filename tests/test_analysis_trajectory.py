@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from minigpt_geom.trace import TraceRequest
 
 from minigpt_geom import GPT2
 from minigpt_geom.analysis.drift import (
@@ -47,7 +48,7 @@ def traced(model, tokenizer):
     ids = encode_text(tokenizer, TEXT, model.config.n_ctx)
     idx = torch.tensor([ids, ids[::-1]])
     with torch.inference_mode():
-        logits, trace = model(idx, keep_states=True)
+        logits, trace = model(idx, trace=TraceRequest(states=True))
     return idx, logits, trace
 
 
@@ -119,7 +120,7 @@ def test_lens_of_a_folded_model_equals_the_unfolded_lens(tiny_checkpoint, model,
     idx, _, trace = traced
     folded = GPT2.from_pretrained(tiny_checkpoint, fold_ln=True).eval()
     with torch.inference_mode():
-        _, folded_trace = folded(idx, keep_states=True)
+        _, folded_trace = folded(idx, trace=TraceRequest(states=True))
     torch.testing.assert_close(lens_logits(folded, folded_trace.states), lens_logits(model, trace.states),
                                atol=1e-4, rtol=1e-5)
     lens, folded_lens = logit_lens(model, trace), logit_lens(folded, folded_trace)
@@ -200,7 +201,7 @@ def numpy_drift(model: GPT2, windows: list[list[int]]) -> dict[str, np.ndarray]:
     terms = {"drift": [], "logp_next": [], "logp_current": [], "position": []}
     for window in windows:
         with torch.inference_mode():
-            _, trace = model(torch.tensor([window]), keep_states=True)
+            _, trace = model(torch.tensor([window]), trace=TraceRequest(states=True))
         states = trace.states[:, 0].numpy()  # [L+1, T, d]
         gamma, beta = (p.detach().double().numpy() for p in (model.ln_f.weight, model.ln_f.bias))
         x = states.astype(np.float64)

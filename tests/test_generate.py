@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minigpt_geom import GPT2, InputError, KVCache
-from minigpt_geom.generate import filter_top_k, filter_top_p, generate, generate_stream, next_token, stream_text
+from minigpt_geom.generate import Sampling, filter_top_k, filter_top_p, generate, generate_stream, next_token, stream_text
 
 TOLERANCE = 1e-4
 
@@ -49,14 +49,14 @@ def lively(tmp_path_factory):
 def test_cached_logits_equal_full_recomputation(small_model):
     idx = random_prompt(3, 20, 101)
     full = small_model(idx)  # [3, 20, vocab]
-    cache = KVCache()
+    cache = KVCache(small_model.config.n_layer, small_model.config.n_ctx)
     pieces = [small_model(idx[:, :5], cache=cache)]  # prefill: the first 5 positions
     pieces.append(small_model(idx[:, 5:9], cache=cache))  # a chunk of 4 after a cached prefix (T < S mask)
     assert cache.length == 9
     for t in range(9, 20):  # then one position at a time
         pieces.append(small_model(idx[:, t : t + 1], cache=cache))
     assert cache.length == 20
-    assert all(k.shape == (3, 4, 32, 12) and v.shape == k.shape for k, v in zip(cache.keys, cache.values))
+    assert all(k.shape == (3, 4, 32, 12) and v.shape == k.shape for k, v in ((c.keys, c.values) for c in cache.layers))
     worst = (torch.cat(pieces, dim=1) - full).abs().max().item()
     print(f"worst |Δlogits| cached vs full = {worst:.2e}")
     assert worst <= TOLERANCE
@@ -65,14 +65,13 @@ def test_cached_logits_equal_full_recomputation(small_model):
 def test_cache_does_not_change_samples(small_model):
     prompt = random_prompt(2, 6, 101)
     settings = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "seed": 3}
-    with_cache = generate(small_model, prompt, 20, **settings)
-    assert torch.equal(with_cache, generate(small_model, prompt, 20, use_cache=False, **settings))
-    assert torch.equal(with_cache, small_model.generate(prompt, 20, **settings))  # the model's thin method
+    with_cache = generate(small_model, prompt, 20, Sampling(**settings))
+    assert torch.equal(with_cache, generate(small_model, prompt, 20, Sampling(**settings), use_cache=False))
 
 
 def test_context_is_never_exceeded(small_model):
     prompt = random_prompt(1, 8, 101)
-    assert generate(small_model, prompt, 24, temperature=0).shape == (1, 32)  # exactly n_ctx = 32
+    assert generate(small_model, prompt, 24, Sampling(temperature=0)).shape == (1, 32)  # exactly n_ctx = 32
     with pytest.raises(InputError, match=r"8 tokens \+ 25 new tokens = 33 .* context of 32 .* at most 24"):
         generate(small_model, prompt, 25)
     with pytest.raises(InputError, match="context of 32"):
@@ -82,9 +81,9 @@ def test_context_is_never_exceeded(small_model):
 def test_bad_settings_are_input_errors(small_model):
     prompt = random_prompt(1, 4, 101)
     for bad in ({"max_new_tokens": -1}, {"temperature": -0.5}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}):
-        settings = {"max_new_tokens": 3} | bad
+        n = bad.pop("max_new_tokens", 3)
         with pytest.raises(InputError):
-            generate(small_model, prompt, **settings)
+            generate(small_model, prompt, n, Sampling(**bad))
     assert torch.equal(generate(small_model, prompt, 0), prompt)
 
 
@@ -94,7 +93,7 @@ def test_bad_settings_are_input_errors(small_model):
 def test_greedy_matches_transformers(lively):
     hf_model, model = lively
     prompt = random_prompt(4, 8, 101, seed=1)
-    ours = generate(model, prompt, 20, temperature=0)
+    ours = generate(model, prompt, 20, Sampling(temperature=0))
     theirs = hf_model.generate(prompt, do_sample=False, max_new_tokens=20, eos_token_id=None, pad_token_id=0)
     assert torch.equal(ours, theirs)
     new = ours[:, 8:].tolist()
@@ -122,9 +121,9 @@ def eos_ending_rows_at_different_steps(rows: list[list[int]]) -> int:
 def test_eos_stops_each_sequence_like_transformers(lively):
     hf_model, model = lively
     prompt = random_prompt(4, 8, 101, seed=1)
-    free = generate(model, prompt, 20, temperature=0)[:, 8:].tolist()  # [4, 20], no eos
+    free = generate(model, prompt, 20, Sampling(temperature=0))[:, 8:].tolist()  # [4, 20], no eos
     for eos in (eos_ending_rows_at_different_steps(free), first_new_token_index(free[2], 2)[1]):
-        ours = generate(model, prompt, 20, temperature=0, eos_id=eos)
+        ours = generate(model, prompt, 20, Sampling(temperature=0), eos_id=eos)
         # Each row up to and including its first eos, then eos until every row has finished (or 20 tokens).
         ends = [row.index(eos) + 1 if eos in row else 20 for row in free]
         expected = [row[:end] + [eos] * (max(ends) - end) for row, end in zip(free, ends)]
@@ -137,9 +136,9 @@ def test_eos_stops_each_sequence_like_transformers(lively):
 def test_eos_stops_a_single_sequence_early(lively):
     _, model = lively
     prompt = random_prompt(1, 8, 101, seed=1)
-    free = generate(model, prompt, 20, temperature=0)[0, 8:].tolist()
+    free = generate(model, prompt, 20, Sampling(temperature=0))[0, 8:].tolist()
     k, eos = first_new_token_index(free, 4)
-    stopped = generate(model, prompt, 20, temperature=0, eos_id=eos)[0, 8:].tolist()
+    stopped = generate(model, prompt, 20, Sampling(temperature=0), eos_id=eos)[0, 8:].tolist()
     assert stopped == free[: k + 1] and stopped[-1] == eos
 
 
@@ -151,14 +150,14 @@ def test_seeded_sampling_is_reproducible_and_private(lively):
     prompt = random_prompt(2, 4, 101)
     rng_before = torch.get_rng_state()
     torch.manual_seed(1)
-    first = generate(model, prompt, 24, seed=7)
+    first = generate(model, prompt, 24, Sampling(seed=7))
     torch.manual_seed(2)  # the global seed plays no part
-    again = generate(model, prompt, 24, seed=7)
+    again = generate(model, prompt, 24, Sampling(seed=7))
     assert torch.equal(first, again)
-    assert not torch.equal(first, generate(model, prompt, 24, seed=8))
+    assert not torch.equal(first, generate(model, prompt, 24, Sampling(seed=8)))
     assert not torch.equal(first[0], first[1])  # one generator, but each row draws its own tokens
     torch.set_rng_state(rng_before)
-    generate(model, prompt, 5, seed=7)
+    generate(model, prompt, 5, Sampling(seed=7))
     generate(model, prompt, 5)  # unseeded: a fresh private generator
     assert torch.equal(torch.get_rng_state(), rng_before)
 
@@ -166,9 +165,9 @@ def test_seeded_sampling_is_reproducible_and_private(lively):
 def test_top_k_1_is_greedy(lively):
     _, model = lively
     prompt = random_prompt(2, 6, 101, seed=2)
-    greedy = generate(model, prompt, 20, temperature=0)
-    assert torch.equal(generate(model, prompt, 20, temperature=1.3, top_k=1, seed=0), greedy)
-    assert torch.equal(generate(model, prompt, 20, top_p=1e-6, seed=0), greedy)  # the nucleus of one token
+    greedy = generate(model, prompt, 20, Sampling(temperature=0))
+    assert torch.equal(generate(model, prompt, 20, Sampling(temperature=1.3, top_k=1, seed=0)), greedy)
+    assert torch.equal(generate(model, prompt, 20, Sampling(top_p=1e-6, seed=0)), greedy)  # the nucleus of one token
 
 
 def test_top_k_keeps_the_k_largest():
@@ -205,7 +204,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 def test_samples_follow_the_filtered_distribution():
     logits = torch.tensor([2.0, 1.5, 1.0, 0.0, -1.0]).expand(20000, 5)
-    tokens = next_token(logits, temperature=0.5, top_k=3, generator=torch.Generator().manual_seed(0))
+    tokens = next_token(logits, Sampling(temperature=0.5, top_k=3), generator=torch.Generator().manual_seed(0))
     frequencies = torch.bincount(tokens, minlength=5).double() / len(tokens)
     expected = torch.softmax(torch.tensor([2.0, 1.5, 1.0]).double() / 0.5, dim=-1)
     assert frequencies[3:].sum() == 0
@@ -241,7 +240,7 @@ def test_cli_generate_streams_the_continuation(tiny_checkpoint, capsys):
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
     model = GPT2.from_pretrained(tiny_checkpoint)
     idx = torch.tensor([tokenizer.encode(prompt)])
-    new = generate(model, idx, 20, temperature=0.8, top_k=50, top_p=0.9, seed=3, eos_id=tokenizer.eot_token)
+    new = generate(model, idx, 20, Sampling(temperature=0.8, top_k=50, top_p=0.9, seed=3), eos_id=tokenizer.eot_token)
     new_ids = [i for i in new[0, idx.shape[1] :].tolist() if i != tokenizer.eot_token]
     assert printed == prompt + tokenizer.decode(new_ids) + "\n"
     assert len(printed) > len(prompt) + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from minigpt_geom.trace import TraceRequest
 
 from minigpt_geom import GPT2
 
@@ -14,7 +15,7 @@ TOLERANCE = 1e-4
 def compare_with_hf(model: GPT2, hf_model, idx: torch.Tensor) -> dict[str, float]:
     """Worst |Δ| of logits and of each residual state x_0 … x_L against transformers."""
     reference = hf_model(idx, output_hidden_states=True)
-    logits, trace = model(idx, keep_states=True)
+    logits, trace = model(idx, trace=TraceRequest(states=True))
     hidden = reference.hidden_states  # x_0 … x_{L-1}, then LN_f(x_L): transformers applies ln_f to the last
     worst = {"logits": (logits - reference.logits).abs().max().item()}
     for layer in range(model.config.n_layer):

@@ -66,7 +66,7 @@ def check_head(model: GPT2, head: int) -> None:
 
 def check_unfolded(model: GPT2) -> None:
     """Raise InputError if layer-norm γ, β were folded into the weights (the analyses read them apart)."""
-    if model.ln_f.folded or any(block.ln_1.folded for block in model.h):
+    if model.is_folded:
         raise InputError("this analysis reads γ and β at the layer norms, apart from W: load the model without fold_ln")
 
 

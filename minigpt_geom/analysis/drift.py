@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model import GPT2
+from ..trace import TraceRequest
 from .circuits import check_unfolded
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def drift_terms(model: GPT2, idx: Tensor, states: Tensor | None = None, logprobs
     """Per-position terms [L+1, B, T−1] for windows idx [B, T]: "drift", and "logp_next", "logp_current"."""
     check_unfolded(model)
     if states is None:
-        _, trace = model(idx, keep_states=True)
+        _, trace = model(idx, trace=TraceRequest(states=True))
         states = trace.states  # [L+1, B, T, d]
     x_hat = model.ln_f(states[:, :, :-1])[0]  # [L+1, B, T−1, d]: positions with a next word
     E = model.wte.weight

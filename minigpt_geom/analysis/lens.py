@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model import GPT2
-from ..trace import Trace
+from ..trace import Trace, TraceRequest
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -63,11 +63,11 @@ def angular_steps(trace: Trace) -> tuple[Tensor, Tensor]:
 
 @torch.inference_mode()
 def logit_lens(model: GPT2, trace: Trace, k: int = 5) -> LensResult:
-    """Decode every state of a trace taken with keep_states=True; one layer's logits in memory at a time.
+    """Decode every state of a trace taken with TraceRequest(states=True); one layer's logits in memory at a time.
 
     k ≥ 1 words per layer are kept, clipped to the vocabulary."""
     if trace.states is None:
-        raise ValueError("logit_lens needs the residual states: call model(idx, keep_states=True)")
+        raise ValueError("logit_lens needs the residual states: call model(idx, trace=TraceRequest(states=True))")
     if k < 1:
         raise InputError(f"the number of top words must be at least 1, got {k}")
     states = trace.states  # [L+1, B, T, d]
@@ -122,7 +122,7 @@ def trace_text(model: GPT2, tokenizer: Tokenizer, text: str, keep_attention: boo
     keep_attention also keeps every head's pattern [L, 1, H, T, T] (L·H·T² floats: 600 MB at T = 1024 on 124M)."""
     ids = encode_text(tokenizer, text, model.config.n_ctx)
     idx = torch.tensor([ids], dtype=torch.long, device=model.wte.weight.device)
-    logits, trace = model(idx, trace=True, keep_states=True, keep_attention=keep_attention)
+    logits, trace = model(idx, trace=TraceRequest(states=True, patterns=keep_attention))
     return ids, logits, trace
 
 

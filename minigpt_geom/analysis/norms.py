@@ -8,7 +8,7 @@ import torch
 
 from ..errors import InputError
 from ..model import GPT2
-from ..sphere import NORM_VARIANTS, SphereNorm
+from ..sphere import NORM_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -23,22 +23,18 @@ class NormComparison:
 
 @torch.inference_mode()
 def compare_norms(model: GPT2, idx: torch.Tensor, variants: list[str] | None = None) -> list[NormComparison]:
-    """Run idx [1, T] (T ≥ 2) under every variant; the model's own variants are restored afterwards."""
+    """Run idx [1, T] (T ≥ 2) under every variant, each on a copy that shares the weights: `model` is untouched."""
     if idx.shape[-1] < 2:
         raise InputError("comparing norms needs a text of at least two tokens (perplexity scores next tokens)")
-    if any(isinstance(m, SphereNorm) and m.folded for m in model.modules()):
+    if model.is_folded:
         raise InputError("compare norms on an unfolded model: with fold_ln, γ and β no longer sit at the norm sites")
     idx = idx.to(model.wte.weight.device)
-    saved = {name: m.variant for name, m in model.named_modules() if isinstance(m, SphereNorm)}
-    try:
-        reference = torch.log_softmax(model.set_norm("layernorm")(idx).double(), dim=-1)
-        results = []
-        for name in variants or list(NORM_VARIANTS):
-            log_p = torch.log_softmax(model.set_norm(name)(idx).double(), dim=-1)
-            kl = (reference.exp() * (reference - log_p)).sum(-1).mean()
-            agreement = (log_p.argmax(-1) == reference.argmax(-1)).double().mean()
-            nll = -log_p[:, :-1].gather(-1, idx[:, 1:, None]).mean()
-            results.append(NormComparison(name, kl.item(), agreement.item(), nll.exp().item()))
-        return results
-    finally:
-        model.set_norm(saved)
+    reference = torch.log_softmax(model.with_norm("layernorm")(idx).double(), dim=-1)
+    results = []
+    for name in variants or list(NORM_VARIANTS):
+        log_p = torch.log_softmax(model.with_norm(name)(idx).double(), dim=-1)
+        kl = (reference.exp() * (reference - log_p)).sum(-1).mean()
+        agreement = (log_p.argmax(-1) == reference.argmax(-1)).double().mean()
+        nll = -log_p[:, :-1].gather(-1, idx[:, 1:, None]).mean()
+        results.append(NormComparison(name, kl.item(), agreement.item(), nll.exp().item()))
+    return results

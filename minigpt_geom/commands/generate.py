@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the prompt, then each new piece of text as soon as it is complete; stop at <|endoftext|>."""
     import torch
 
-    from ..generate import generate_stream, stream_text
+    from ..generate import Sampling, generate_stream, stream_text
 
     model, tokenizer = load_model_and_tokenizer(args)
     model = model.to(args.device)
@@ -43,10 +43,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise InputError("an empty prompt starts after <|endoftext|>, which this vocabulary lacks: give a prompt")
     idx = torch.tensor([prompt_ids], device=args.device)  # [1, T]
-    tokens = generate_stream(
-        model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, eos_id=eos_id, use_cache=not args.no_cache,
-    )
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    tokens = generate_stream(model, idx, args.max_new_tokens, sampling, eos_id=eos_id, use_cache=not args.no_cache)
     new_ids = (i for i in (int(token[0]) for token in tokens) if i != eos_id)  # the stream ends after eos
     print(args.prompt, end="", flush=True)
     for text in stream_text(tokenizer, new_ids):
