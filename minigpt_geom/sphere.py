@@ -68,6 +68,13 @@ def dyt_projection(x: Tensor, eps: float, alpha: Tensor) -> Tensor:
     return torch.tanh(alpha * x)
 
 
+def fixed_sigma_projection(x: Tensor, eps: float, sigma: Tensor) -> Tensor:
+    """Centre, then divide by the site's calibrated σ instead of each token's own: a linear map (lnfree.py).
+
+    σ is a constant measured over a corpus, not learned: no gradient reaches it."""
+    return centre(x) / sigma.detach()
+
+
 # ---- variants: a projection, the affine map or not, learned scalars ------------------------------
 
 
@@ -104,6 +111,7 @@ register_norm("rmsnorm", rms_projection)
 register_norm("sphere", sphere_projection, affine=False)
 register_norm("none", identity_projection, affine=False)
 register_norm("dyt", dyt_projection, parameters={"alpha": 0.5})  # α₀ = 0.5, the DyT paper's default
+register_norm("fixed_sigma", fixed_sigma_projection, parameters={"sigma": 1.0})  # σ set by lnfree.calibrate_sigma
 BUILT_IN = frozenset(NORM_VARIANTS)
 
 

@@ -1,0 +1,124 @@
+"""Taking layer norm out (Heimersheim 2024, arXiv 2409.13710): calibrate, fix σ, fold into the weights.
+
+Layer norm divides each token by its own σ(x), which is what makes it non-linear:
+    LN(x)       = γ ⊙ (x − μ)/σ(x) + β
+    fixed σ_s   = γ ⊙ (x − μ)/σ_s  + β  = x P diag(γ)/σ_s + β        P = I − 11ᵀ/d, the centring projection
+With one constant σ_s per site s it is linear, so the linear map W, b that reads it absorbs it exactly:
+    (x P diag(γ)/σ_s + β) W + b = x W' + b',   W' = P diag(γ) W / σ_s,   b' = β W + b
+and the model runs with norm="none": no sphere at all. `P G` subtracts each column's mean from G.
+
+Checkpoints published without layer norm keep GPT-2's file format and switch it off from the inside:
+ε = 1e12 makes σ(x)² + ε ≈ ε for every token, and γ multiplied by 1e6 = √ε undoes the division, so
+LN(x) ≈ (γ/√ε) ⊙ (x − μ) + β: the fixed-σ map with σ_s = √ε/γ-scale folded into γ (`is_ln_free_eps`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from .model import GPT2
+from .sphere import SphereDiagnostics, SphereNorm, get_norm
+
+LN_FREE_EPS = 1e10  # an ε this large means "layer norm switched off": no real σ² comes near it
+
+
+def sites(model: GPT2) -> list[str]:
+    """Every layer-norm site in forward order: h.0.ln_1, h.0.ln_2, …, ln_f."""
+    return [name for name, module in model.named_modules() if isinstance(module, SphereNorm)]
+
+
+# ---- calibration ----------------------------------------------------------------------------------
+
+
+def site_sigma(site: SphereDiagnostics, d: int) -> Tensor:
+    """σ of each token at a site, from its diagnostics: σ² = ‖x‖²/d − μ² = (‖x‖² − mean_component²)/d."""
+    return ((site.input_norm.double() ** 2 - site.mean_component.double() ** 2) / d).clamp_min(0).sqrt()
+
+
+@torch.no_grad()
+def calibrate_sigma(model: GPT2, windows: Iterable[Tensor]) -> dict[str, tuple[float, float]]:
+    """{site: (mean σ over positions ≥ 1, mean σ at position 0)} of each site's input, over windows [B, T].
+
+    Measured with the traced forward pass itself. Position 0 is kept apart: GPT-2's first residual vector is
+    far longer than the rest, so it would dominate the average."""
+    totals = {name: [0.0, 0.0] for name in sites(model)}
+    rest = first = 0  # positions counted
+    for idx in windows:
+        _, trace = model(idx, trace=True)
+        sigmas = {"ln_f": site_sigma(trace.ln_f, model.config.n_embd)}  # [B, T]
+        for kind in ("ln_1", "ln_2"):
+            stacked = site_sigma(getattr(trace, kind), model.config.n_embd)  # [L, B, T]
+            sigmas.update({f"h.{layer}.{kind}": stacked[layer] for layer in range(trace.n_layer)})
+        for name, sigma in sigmas.items():
+            totals[name][0] += sigma[:, 1:].sum().item()
+            totals[name][1] += sigma[:, 0].sum().item()
+        rest, first = rest + idx.shape[0] * (idx.shape[1] - 1), first + idx.shape[0]
+    if not first:
+        raise ValueError("calibrate_sigma needs at least one window")
+    return {name: (a / max(rest, 1), b / first) for name, (a, b) in totals.items()}
+
+
+# ---- fixed σ ----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def fix_sigma(model: GPT2, site: str, sigma: float) -> None:
+    """Switch one site of `model` (in place) to the fixed-σ variant with the calibrated constant σ."""
+    module = model.get_submodule(site)
+    module.set_variant(get_norm("fixed_sigma"))
+    module.sigma.fill_(sigma)
+
+
+@torch.no_grad()
+def fold_fixed_sigma(model: GPT2) -> GPT2:
+    """A norm="none" model with the same logits as `model`, whose every site must be fixed-σ.
+
+    Each site's P diag(γ)/σ_s and β go into the linear map that reads it (see the module docstring); ln_f's
+    go into an untied unembedding with a bias, as fold_ln does."""
+    names = sites(model)
+    if any(model.get_submodule(name).variant.name != "fixed_sigma" for name in names):
+        raise ValueError("fold_fixed_sigma needs every site on the fixed_sigma variant (see fix_sigma)")
+    folded = GPT2(model.config, norm="none").to(model.wte.weight)
+    folded.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(".sigma")})
+    for block, source in zip(folded.h, model.h):
+        fold_site(source.ln_1, block.attn.c_attn.weight, block.attn.c_attn.bias)
+        fold_site(source.ln_2, block.mlp.c_fc.weight, block.mlp.c_fc.bias)
+    E = model.wte.weight
+    weight, bias = E.T.clone(), torch.zeros(E.shape[0], dtype=E.dtype, device=E.device)  # logits = x̂ Eᵀ
+    fold_site(model.ln_f, weight, bias)
+    folded.unembed_weight = torch.nn.Parameter(weight.T.contiguous())
+    folded.unembed_bias = torch.nn.Parameter(bias)
+    return folded
+
+
+def fold_site(norm: SphereNorm, weight: Tensor, bias: Tensor) -> None:
+    """weight [d, n] ← P diag(γ) weight / σ and bias ← β weight + bias, in place (bias first: it reads W)."""
+    bias.add_(norm.bias @ weight)
+    scaled = weight * (norm.weight / norm.sigma)[:, None]  # diag(γ/σ) W
+    weight.copy_(scaled - scaled.mean(dim=0, keepdim=True))  # P G: centre each column
+
+
+# ---- checkpoints that switch layer norm off from the inside -------------------------------------------
+
+
+def is_ln_free_eps(eps: float) -> bool:
+    """True for the ε = 1e12 convention of published LN-free GPT-2s (schaeff/…, apollo-research/gpt2_noLN)."""
+    return eps >= LN_FREE_EPS
+
+
+@torch.no_grad()
+def from_ln_free_eps(model: GPT2) -> GPT2:
+    """A model loaded with layer norm and ε ≥ 1e10 -> the exact norm="none" model it stands for.
+
+    With such an ε, LN(x) = γ ⊙ (x − μ)/√(σ² + ε) + β = (γ/√ε) ⊙ (x − μ) + β up to σ²/2ε (≤ 1e-8 for
+    σ < 100): the fixed-σ map with σ_s = √ε."""
+    sigma = math.sqrt(model.config.ln_eps)
+    for name in sites(model):
+        module = model.get_submodule(name)
+        module.set_variant(get_norm("fixed_sigma"))
+        module.sigma.fill_(sigma)
+    return fold_fixed_sigma(model)

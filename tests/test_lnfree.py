@@ -1,0 +1,70 @@
+"""Layer-norm removal: the fixed-σ variant is its formula, folding it away keeps the logits, and checkpoints
+in the ε = 1e12 / γ × 1e6 convention give transformers' own logits as norm="none" models."""
+
+import torch
+import transformers
+
+from conftest import SMALL, random_hf_model, save_transformers_layout
+from minigpt_geom import GPT2, TraceRequest
+from minigpt_geom.lnfree import calibrate_sigma, fix_sigma, fold_fixed_sigma, from_ln_free_eps, sites
+
+TOLERANCE = 1e-4
+
+
+def windows(n: int = 3, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, SMALL["vocab_size"], (2, 16), generator=g) for _ in range(n)]
+
+
+@torch.no_grad()
+def test_fixed_sigma_equals_its_formula(small_checkpoints):
+    model = GPT2.from_pretrained(small_checkpoints["official"])
+    norm = model.h[1].ln_2
+    fix_sigma(model, "h.1.ln_2", 0.37)
+    x = torch.randn(2, 5, 48, dtype=torch.float64)
+    expected = norm.weight.double() * (x - x.mean(-1, keepdim=True)) / 0.37 + norm.bias.double()
+    y, _ = norm.double()(x)
+    assert torch.allclose(y, expected, atol=1e-12)
+
+
+@torch.no_grad()
+def test_calibrated_sigma_is_the_mean_token_sigma(small_checkpoints):
+    model = GPT2.from_pretrained(small_checkpoints["official"])
+    batches = windows()
+    scales = calibrate_sigma(model, batches)
+    assert set(scales) == set(sites(model)) and len(scales) == 2 * 2 + 1
+    # brute force: ln_f reads x_L; σ of each token is the population standard deviation of its row
+    states = torch.cat([model(b, trace=TraceRequest(states=True))[1].states[-1] for b in batches])  # [B, T, d]
+    sigma = states.double().var(-1, unbiased=False).sqrt()
+    assert abs(scales["ln_f"][0] - sigma[:, 1:].mean().item()) < 1e-5
+    assert abs(scales["ln_f"][1] - sigma[:, 0].mean().item()) < 1e-5
+
+
+@torch.no_grad()
+def test_folded_export_gives_the_fixed_sigma_logits(small_checkpoints):
+    model = GPT2.from_pretrained(small_checkpoints["official"])
+    scales = calibrate_sigma(model, windows())
+    for site, (sigma, _) in scales.items():
+        fix_sigma(model, site, sigma)
+    idx = windows(1, seed=1)[0]
+    folded = fold_fixed_sigma(model)
+    assert all(folded.get_submodule(s).variant.name == "none" for s in sites(folded))
+    assert (folded(idx) - model(idx)).abs().max() <= TOLERANCE
+    # and the fixed-σ model is a real change from layer norm, not a no-op
+    assert (GPT2.from_pretrained(small_checkpoints["official"])(idx) - model(idx)).abs().max() > 1e-2
+
+
+@torch.no_grad()
+def test_ln_free_eps_checkpoint_matches_transformers(tmp_path):
+    hf = random_hf_model(seed=4, **SMALL)
+    hf.config.layer_norm_epsilon = 1e12
+    for module in hf.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.eps = 1e12
+            module.weight.mul_(1e6)
+    save_transformers_layout(hf, tmp_path)
+    reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    idx = windows(1, seed=2)[0]
+    model = from_ln_free_eps(GPT2.from_pretrained(tmp_path))
+    assert all(model.get_submodule(s).variant.name == "none" for s in sites(model))
+    assert (model(idx) - reference(idx).logits).abs().max() <= TOLERANCE
