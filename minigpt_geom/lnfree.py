@@ -102,6 +102,29 @@ def fold_site(norm: SphereNorm, weight: Tensor, bias: Tensor) -> None:
     weight.copy_(scaled - scaled.mean(dim=0, keepdim=True))  # P G: centre each column
 
 
+# ---- the removal schedule ------------------------------------------------------------------------------
+
+
+def removal_order(model: GPT2) -> list[str]:
+    """Sites in the order they are switched to fixed σ: every MLP site (ln_2), then every attention site
+    (ln_1), then ln_f, each from the first layer to the last (modelled on Heimersheim's schedule)."""
+    n = model.config.n_layer
+    return [f"h.{i}.ln_2" for i in range(n)] + [f"h.{i}.ln_1" for i in range(n)] + ["ln_f"]
+
+
+def removal_schedule(order: list[str], steps: int, start: float = 0.1, stop: float = 0.6) -> dict[int, list[str]]:
+    """{step: sites switched at that step}: evenly spaced from `start` to `stop` of the run, so the model
+    fine-tunes a while with layer norm, then a site at a time, then with no layer norm at all."""
+    if steps < 1:
+        raise ValueError(f"a removal needs at least one step, got {steps}")
+    first, last = round(start * steps), max(round(stop * steps), round(start * steps))
+    schedule: dict[int, list[str]] = {}
+    for i, site in enumerate(order):
+        step = first + (round(i * (last - first) / (len(order) - 1)) if len(order) > 1 else 0)
+        schedule.setdefault(min(step, steps - 1), []).append(site)
+    return schedule
+
+
 # ---- checkpoints that switch layer norm off from the inside -------------------------------------------
 
 

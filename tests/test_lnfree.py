@@ -6,7 +6,8 @@ import transformers
 
 from conftest import SMALL, random_hf_model, save_transformers_layout
 from minigpt_geom import GPT2, TraceRequest
-from minigpt_geom.lnfree import calibrate_sigma, fix_sigma, fold_fixed_sigma, from_ln_free_eps, sites
+from minigpt_geom.lnfree import (calibrate_sigma, fix_sigma, fold_fixed_sigma, from_ln_free_eps, removal_order,
+                                 removal_schedule, sites)
 
 TOLERANCE = 1e-4
 
@@ -68,3 +69,15 @@ def test_ln_free_eps_checkpoint_matches_transformers(tmp_path):
     model = from_ln_free_eps(GPT2.from_pretrained(tmp_path))
     assert all(model.get_submodule(s).variant.name == "none" for s in sites(model))
     assert (model(idx) - reference(idx).logits).abs().max() <= TOLERANCE
+
+
+def test_removal_schedule_switches_every_site_once_in_order(small_checkpoints):
+    model = GPT2.from_pretrained(small_checkpoints["official"])
+    order = removal_order(model)
+    assert order == ["h.0.ln_2", "h.1.ln_2", "h.0.ln_1", "h.1.ln_1", "ln_f"] and set(order) == set(sites(model))
+    for steps in (1, 4, 50, 1000):
+        schedule = removal_schedule(order, steps)
+        switched = [site for step in sorted(schedule) for site in schedule[step]]
+        assert switched == order and all(0 <= step < steps for step in schedule)
+    schedule = removal_schedule(order, 1000)
+    assert sorted(schedule) == [100, 225, 350, 475, 600]  # 10 % … 60 % of the run, evenly spaced
