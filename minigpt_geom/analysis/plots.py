@@ -1,170 +1,381 @@
-"""Figures of the trajectory analyses, drawn from results computed elsewhere (matplotlib, PNG).
+"""Figures of the analyses, drawn from results computed elsewhere (matplotlib; PNG, SVG or PDF).
 
 Each `*_figure` function takes computed data and returns a `matplotlib.figure.Figure`; `save_figure`
-writes it and `figure_png` gives its PNG bytes. Figures are built without pyplot (no global state, no
-GUI backend), and matplotlib is imported only when a figure is drawn.
+writes it atomically at a chosen dpi and format, and `figure_png` gives its PNG bytes. Figures are built
+without pyplot (no global state, no GUI backend), and matplotlib is imported only when a figure is drawn.
+
+What every figure keeps to:
+  - labelled axes, a title, and a colour bar or legend wherever colour carries meaning;
+  - a size that stops growing with the text: cells and fonts are sized for reading, figures are capped
+    at about a page, tick labels thinned to at most MAX_TICKS per axis, and the logit-lens grid shows
+    every k-th position past LENS_ROWS positions (draw pages with its `positions` argument);
+  - tokens whole, quoted as Python shows them (' one', '\\n'); characters the font cannot draw (CJK,
+    emoji with matplotlib's bundled DejaVu Sans) are written as escapes ('\\u4e16'), so that drawing
+    never warns about missing glyphs and the picture is the same on every machine.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..errors import InputError, MiniGPTGeomError
+from ..files import atomic_write
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, FigureBase
     from torch import Tensor
 
     from ..trace import Trace
     from .drift import DriftResult
+    from .embeddings import RankedWord
     from .lens import LensResult
+    from .probe import ProbeRow
+    from .qk import WordPair
     from .trajectory import Trajectory
 
+FORMATS = ("png", "svg", "pdf")
+DEFAULT_DPI = 150
+# No creation date in SVG and PDF files, and SVG ids from a fixed salt: the same figure gives the same bytes.
+REPRODUCIBLE = {"png": None, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+SVG_SALT = "minigpt_geom"
+MAX_TICKS = 40  # tick labels per axis, at most
+LENS_ROWS = 64  # positions in one lens grid: about a page at 7 pt
+CELL_FONT = 7.0  # points, for words written in cells
+SMALLEST_FONT = 3.0  # a long token is shrunk to fit its cell, down to this size
+MASKED = "0.8"  # grey: cells that do not exist (a key after its query, a summed column), unlike a value of 0
+CATEGORY_MAP = "turbo"  # ordered and of distinct hues: one colour per head, for any number of heads
+
+
+# ---- figures in and out ---------------------------------------------------------------------------------
 
 def new_figure(width: float, height: float) -> "Figure":
     """An empty figure of width × height inches (imports matplotlib, with a clear error if it is missing)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        from ..errors import MiniGPTGeomError
-
         raise MiniGPTGeomError("plots need matplotlib: pip install 'minigpt-geom[plot]'") from None
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def save_figure(fig: "Figure", path: str | Path, dpi: int = 100) -> Path:
-    """Write the figure as a PNG file."""
-    fig.savefig(str(path), dpi=dpi, format="png")
-    return Path(path)
+def figure_format(path: str | Path, format: str | None = None) -> str:
+    """"png", "svg" or "pdf": `format` if given, else the path's suffix; InputError for anything else."""
+    chosen = (format if format is not None else Path(path).suffix.removeprefix(".")).lower()
+    if chosen not in FORMATS:
+        source = f"format {format!r}" if format is not None else f"suffix of {Path(path).name!r}"
+        raise InputError(f"figures are written as {', '.join(FORMATS)}; the {source} is none of them")
+    return chosen
 
 
-def figure_png(fig: "Figure", dpi: int = 100) -> bytes:
+def save_figure(fig: "Figure", path: str | Path, dpi: int = DEFAULT_DPI, format: str | None = None) -> Path:
+    """Write the figure to `path` atomically as PNG, SVG or PDF (see figure_format), then close it.
+
+    A PNG has ⌊width · dpi⌋ × ⌊height · dpi⌋ pixels for a figure of width × height inches. Closing clears
+    the figure to free its memory (these figures are never registered with pyplot: nothing else to close)."""
+    from matplotlib import rc_context
+
+    chosen = figure_format(path, format)
+    if dpi <= 0:
+        raise InputError(f"dpi must be positive, got {dpi}")
+    with rc_context({"svg.hashsalt": SVG_SALT}):
+        path = atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=dpi, format=chosen,
+                                                                metadata=REPRODUCIBLE[chosen]))
+    fig.clear()
+    return path
+
+
+def figure_png(fig: "Figure", dpi: int = DEFAULT_DPI) -> bytes:
     """The figure as PNG bytes (for embedding in a page)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=dpi, format="png")
     return buffer.getvalue()
 
 
+# ---- words as labels --------------------------------------------------------------------------------------
+
+@functools.cache
+def font_face(weight: str = "normal"):
+    """matplotlib's FT2Font of the default font at `weight`, set to 72 pt (1 em = 72 units)."""
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font
+
+    face = FT2Font(findfont(FontProperties(weight=weight)))
+    face.set_size(72, 72)
+    return face
+
+
+@functools.cache
+def drawable() -> frozenset[int]:
+    """Code points that both the regular and the bold default font have a glyph for."""
+    return frozenset(font_face("normal").get_charmap()) & frozenset(font_face("bold").get_charmap())
+
+
 def word_label(word: str) -> str:
-    """A token quoted as Python shows it (' one', '\\n'), `$` escaped so it is not read as mathtext."""
-    return repr(word).replace("$", r"\$")
+    """A token quoted as Python shows it (' one', '\\n') and safe to draw: characters the font lacks
+    written as Python escapes ('世' -> '\\u4e16'), `$` escaped so that it is not read as mathtext."""
+    known = drawable()
+    text = "".join(c if ord(c) in known else ascii(c)[1:-1] for c in repr(word))
+    return text.replace("$", r"\$")
 
 
-def integer_layers(ax: Axes) -> None:
-    """Ticks only at whole layer numbers on the x axis."""
+@functools.cache
+def advance(character: str) -> float:
+    """Width of one character of the regular default font, in ems."""
+    face = font_face("normal")
+    return face.load_char(ord(character)).linearHoriAdvance / 65536 / 72  # 16.16 fixed point, 72 units an em
+
+
+def text_width(label: str, fontsize: float = CELL_FONT) -> float:
+    """Width in inches of a drawable label at `fontsize` points (the characters' advances; kerning ignored)."""
+    known = drawable()
+    return sum(advance(c) for c in label if ord(c) in known) * fontsize / 72
+
+
+def cell_width(labels: Iterable[str], widest: float = 1.0) -> float:
+    """Width in inches of a cell that holds the widest label at CELL_FONT, between 0.45 and `widest`."""
+    return min(max(0.45, 0.12 + max((text_width(s) for s in labels), default=0.0)), widest)
+
+
+def cell_font(label: str, width: float) -> float:
+    """The font size that fits `label` into a cell `width` inches wide: CELL_FONT, or smaller for a long token."""
+    needed = text_width(label) + 0.08
+    return CELL_FONT if needed <= width else max(SMALLEST_FONT, CELL_FONT * width / needed)
+
+
+def write_cells(ax: "Axes", labels: Sequence[Sequence[str]], width: float, white: np.ndarray,
+                bold: np.ndarray | None = None) -> None:
+    """Write labels[r][c] at the centre of each cell (row r, column c) of an image drawn with imshow, in white
+    where white [R, C] is true (dark cells), in bold where bold [R, C] is."""
+    for r, row in enumerate(labels):
+        for c, label in enumerate(row):
+            ax.text(c, r, label, ha="center", va="center", fontsize=cell_font(label, width),
+                    color="white" if white[r, c] else "black",
+                    fontweight="bold" if bold is not None and bold[r, c] else "normal")
+
+
+# ---- small helpers -------------------------------------------------------------------------------------------
+
+def integer_x(ax: "Axes") -> None:
+    """Ticks only at whole numbers (layers, counts) on the x axis."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def trajectory_figure(trajectory: "Trajectory") -> "Figure":
-    """Every word's path LN_f(x_0) → LN_f(x_L) in 3-D; the highlighted word in red, its prediction a star."""
-    fig = new_figure(8, 7)
-    ax = fig.add_subplot(projection="3d")
+def thinned(n: int, most: int = MAX_TICKS) -> range:
+    """Every k-th index of 0 … n−1, k the smallest step that leaves at most `most` of them."""
+    return range(0, n, max(1, math.ceil(n / most)))
+
+
+def fade(n_lines: int) -> float:
+    """Opacity of one of n background lines: 500 lines at full opacity would hide everything."""
+    return min(0.6, 30 / max(n_lines, 1))
+
+
+def as_array(values: "Tensor | np.ndarray") -> np.ndarray:
+    """A tensor (even bfloat16, which NumPy cannot read) or array as float64 NumPy."""
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def with_masked(cmap_name: str, under: bool = False):
+    """The colour map with MASKED for NaN cells (and, if `under`, its lowest colour below its range)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps[cmap_name]
+    return cmap.with_extremes(bad=MASKED, under=cmap(0.0) if under else None)
+
+
+def masked_patch(label: str):
+    """A legend entry for the grey MASKED cells."""
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=MASKED, edgecolor="0.5", label=label)
+
+
+def category_colours(fig: "FigureBase", ax: "Axes", names: Sequence[str], label: str) -> list:
+    """One colour of CATEGORY_MAP per name, and a colour bar beside `ax` that names them."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm
+
+    n = len(names)
+    cmap = colormaps[CATEGORY_MAP].resampled(n)
+    bar = fig.colorbar(ScalarMappable(BoundaryNorm(np.arange(n + 1) - 0.5, cmap.N), cmap), ax=ax, label=label,
+                       shrink=0.9)
+    bar.set_ticks(list(thinned(n)), labels=[names[i] for i in thinned(n)])
+    return [cmap(i) for i in range(n)]
+
+
+# ---- the trajectory analyses -----------------------------------------------------------------------------
+
+def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[float] | None = None) -> "Figure":
+    """Every word's path LN_f(x_0) → LN_f(x_L) in 3-D (grey; points coloured by layer); the highlighted word's
+    path in red from ■ (layer 0) to ▲ (layer L), the embedding of its prediction a star. Words are named in
+    the legend, never on the plot, so no label overlaps another at any length.
+
+    explained_variance [3], PCA only: the share of the points' variance along each axis, shown as
+    "PC1 (37.2 % var.)"; by default the trajectory's own `explained_variance` if it has one."""
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
     coords = trajectory.coords  # [L+1, T, 3]
     L1, T, _ = coords.shape
-    for t in range(T):
-        if t != trajectory.highlight:
-            ax.plot(*coords[:, t].T, color="0.6", linewidth=0.7, alpha=0.6)
-    layers = np.repeat(np.arange(L1), T)
-    points = ax.scatter(*coords.reshape(-1, 3).T, c=layers, cmap="viridis", s=12, depthshade=False)
-    path = coords[:, trajectory.highlight]  # [L+1, 3]
-    ax.plot(*path.T, color="crimson", linewidth=2.5, marker="o", markersize=4)
-    ax.text(*path[0], f"  {word_label(trajectory.words[trajectory.highlight])} (layer 0)", color="crimson", fontsize=10)
-    ax.text(*path[-1], f"  layer {L1 - 1}", color="crimson", fontsize=9)
-    ax.scatter(*trajectory.prediction_coord, marker="*", s=250, color="orange", edgecolor="black", depthshade=False)
-    ax.text(*trajectory.prediction_coord, f"  {word_label(trajectory.prediction_word)} (predicted)", fontsize=10)
-    ax.set_xlabel("1")
-    ax.set_ylabel("2")
-    ax.set_zlabel("3")
-    ax.set_title(f"LN_f(x_l) of every token, layers 0–{L1 - 1} ({trajectory.method.upper()}); "
-                 f"{word_label(trajectory.words[trajectory.highlight])} in red", fontsize=11)
-    fig.colorbar(points, ax=ax, shrink=0.6, label="layer")
+    h = trajectory.highlight
+    fig = new_figure(9.5, 8)
+    ax = fig.add_subplot(projection="3d", computed_zorder=False)  # drawn in call order: the red path on top
+    others = np.delete(coords, h, axis=1).transpose(1, 0, 2)  # [T−1, L+1, 3]: one polyline per other word
+    ax.add_collection3d(Line3DCollection(list(others), colors="0.55", linewidths=0.6, alpha=fade(T)))
+    points = ax.scatter(*coords.reshape(-1, 3).T, c=np.repeat(np.arange(L1), T), cmap="viridis",
+                        s=min(12.0, max(2.0, 1200 / T)), depthshade=False)
+    path = coords[:, h]  # [L+1, 3]
+    word = word_label(trajectory.words[h])
+    ax.plot(*path.T, color="crimson", linewidth=2.5, label=f"{word} (position {h}), layers 0–{L1 - 1}")
+    ax.scatter(*path[0], marker="s", s=70, color="crimson", edgecolor="black", depthshade=False,
+               label=f"{word} at layer 0 (the embedding)")
+    ax.scatter(*path[-1], marker="^", s=90, color="crimson", edgecolor="black", depthshade=False,
+               label=f"{word} at layer {L1 - 1}")
+    ax.scatter(*trajectory.prediction_coord, marker="*", s=300, color="orange", edgecolor="black", depthshade=False,
+               label=f"LN_f(e) of its predicted next word {word_label(trajectory.prediction_word)}")
+    if explained_variance is None:  # the field trajectory.py computes for PCA; absent from older Trajectory objects
+        explained_variance = getattr(trajectory, "explained_variance", None)
+    pca = trajectory.method.startswith("pca")
+    for i, set_label in enumerate((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
+        if not pca:
+            set_label(f"UMAP {i + 1}")
+        elif explained_variance is None:
+            set_label(f"PC{i + 1}")
+        else:
+            set_label(f"PC{i + 1} ({100 * float(explained_variance[i]):.1f} % var.)")
+    ax.set_box_aspect(None, zoom=0.85)  # room for the axis labels inside the figure
+    ax.set_title(f"LN_f(x_l) of all {T} tokens at layers 0–{L1 - 1}, projected by {trajectory.method.upper()}")
+    fig.colorbar(points, ax=ax, shrink=0.6, label="layer l (0 = embedding)")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=9)
     return fig
 
 
-def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[[int], str], batch: int = 0) -> "Figure":
-    """Positions × layers: the logit lens's top word per cell, coloured by its probability (bold = final pick)."""
+def lens_positions(T: int, max_rows: int = LENS_ROWS) -> range:
+    """The rows of a lens grid: every position if there are at most max_rows, else every k-th, k = ⌈T / max_rows⌉."""
+    return range(0, T, max(1, math.ceil(T / max_rows)))
+
+
+def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[[int], str], batch: int = 0, *,
+                     positions: Sequence[int] | None = None, max_rows: int = LENS_ROWS) -> "Figure":
+    """Positions × layers: the logit lens's top word per cell, whole, shaded by its probability (bold = final pick).
+
+    Rows are `positions` (default: lens_positions(T, max_rows), every k-th position of a long text, so that
+    the figure stays about a page tall: 64 rows of 0.2 in); for every position, draw pages with
+    positions=range(start, start + max_rows). Columns are as wide as the widest word, up to 1 in; a longer
+    token is written whole in a smaller font."""
+    T = len(words)
+    rows = list(lens_positions(T, max_rows) if positions is None else positions)
     L1 = lens.n_layers
-    T = len(words)
-    probs = lens.top_probs[:, batch, :, 0].T.float().cpu().numpy()  # [T, L+1]
-    top = lens.top_ids[:, batch, :, 0].T.cpu().numpy()  # [T, L+1]
-    final = lens.prediction[batch].cpu().numpy()  # [T]
-    fig = new_figure(2.0 + 0.85 * L1, 1.2 + 0.26 * T)
+    probs = lens.top_probs[:, batch, rows, 0].T.float().cpu().numpy()  # [R, L+1]
+    top = lens.top_ids[:, batch, rows, 0].T.cpu().numpy()  # [R, L+1]
+    final = lens.prediction[batch, rows].cpu().numpy()  # [R]
+    labels = [[word_label(decode(int(i))) for i in row] for row in top]
+    width = cell_width(label for row in labels for label in row)
+    fig = new_figure(2.6 + width * L1 + 1.2, 1.5 + 0.2 * len(rows))
     ax = fig.add_subplot()
-    image = ax.imshow(probs, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
-    for t in range(T):
-        for layer in range(L1):
-            ax.text(layer, t, word_label(decode(int(top[t, layer])))[:10], ha="center", va="center", fontsize=6.5,
-                    color="white" if probs[t, layer] > 0.6 else "black",
-                    fontweight="bold" if top[t, layer] == final[t] else "normal")
+    image = ax.imshow(probs, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    write_cells(ax, labels, width, white=probs > 0.6, bold=top == final[:, None])
     ax.set_xticks(range(L1))
-    ax.set_xlabel("layer (0 = embedding)")
-    ax.set_yticks(range(T), [f"{t}: {word_label(w)}" for t, w in enumerate(words)], fontsize=7)
-    ax.set_title("logit lens: top word of LN_f(x_l) Eᵀ\n(bold = the final prediction)", fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.5, label="probability")
+    ax.set_xlabel("layer l (0 = embedding)")
+    ax.set_yticks(range(len(rows)), [f"{t}: {word_label(words[t])}" for t in rows], fontsize=CELL_FONT)
+    ax.set_ylabel("position t: token")
+    shown = f"all {T} positions" if len(rows) == T else f"positions {', '.join(map(str, rows[:3]))}, … of {T}"
+    ax.set_title(f"logit lens: top word of LN_f(x_l) Eᵀ ({shown})\nbold = the model's final prediction", fontsize=10)
+    # a bar of about 6 in beside a long grid, as tall as a short one
+    fig.colorbar(image, ax=ax, shrink=min(1.0, 0.3 + 12 / len(rows)), label="probability of the top word")
     return fig
 
 
-def attention_figure(pattern: Tensor | np.ndarray, words: Sequence[str], layer: int, head: int) -> "Figure":
-    """One head's attention pattern a_ij [T, T]: query rows, key columns."""
-    if hasattr(pattern, "cpu"):  # a tensor, maybe bfloat16, which NumPy cannot read
-        pattern = pattern.detach().float().cpu().numpy()
-    pattern = np.asarray(pattern, dtype=np.float64)
+def attention_figure(pattern: "Tensor | np.ndarray", words: Sequence[str], layer: int, head: int, *,
+                     log_scale: bool | None = None) -> "Figure":
+    """One head's causal attention pattern a_ij [T, T]: query rows, key columns.
+
+    Keys after their query (j > i), which the head cannot see, are grey, unlike weights that are merely 0.
+    log_scale colours by a LogNorm from a hundredth of the uniform weight 1/T (rounded down to a power of
+    ten) to 1, so that the many small weights of a long text stay visible; smaller weights take the lowest
+    colour. Default: logarithmic past 64 tokens, linear up to them."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    weights = as_array(pattern)
     T = len(words)
-    size = min(4.0 + 0.22 * T, 16.0)
-    fig = new_figure(size + 1.2, size)
+    if weights.shape != (T, T):
+        raise ValueError(f"pattern of shape {weights.shape} does not match {T} words")
+    weights = np.where(np.tri(T, dtype=bool), weights, np.nan)  # NaN above the diagonal: masked keys
+    log_scale = T > 64 if log_scale is None else log_scale
+    if log_scale:
+        floor = 10.0 ** math.floor(math.log10(0.01 / T))
+        norm, scale = LogNorm(vmin=floor, vmax=1.0), "log scale"
+    else:
+        norm, scale = Normalize(vmin=0.0, vmax=1.0), "linear scale"
+    side = min(max(4.0 + 0.04 * T, 6.0), 11.0)  # inches of heatmap: 6 up to 50 tokens, 11 from 175
+    fig = new_figure(side + 3.2, side + 2.4)
     ax = fig.add_subplot()
-    image = ax.imshow(pattern, cmap="magma", vmin=0.0, vmax=1.0)
-    step = max(1, math.ceil(T / 40))  # at most ~40 tick labels per axis
-    labels = [word_label(w) for w in words]
-    ax.set_xticks(range(0, T, step), labels[::step], rotation=90, fontsize=7)
-    ax.set_yticks(range(0, T, step), labels[::step], fontsize=7)
-    ax.set_xlabel("key j")
-    ax.set_ylabel("query i")
-    ax.set_title(f"attention pattern a_ij, layer {layer} head {head}")
-    fig.colorbar(image, ax=ax, shrink=0.6)
+    # LogNorm masks a weight of exactly 0 like a NaN: lift it below the floor (the lowest colour); NaN stays grey
+    image = ax.imshow(np.maximum(weights, norm.vmin / 10) if log_scale else weights, norm=norm,
+                      cmap=with_masked("magma", under=log_scale), interpolation="nearest")
+    ticks = thinned(T)
+    labels = [f"{t} {word_label(words[t])}" for t in ticks]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=6.5)
+    ax.set_yticks(ticks, labels, fontsize=6.5)
+    ax.set_xlabel("key position j")
+    ax.set_ylabel("query position i")
+    ax.set_title(f"attention pattern a_ij, layer {layer} head {head} ({scale})")
+    fig.colorbar(image, ax=ax, shrink=0.7, label="attention weight a_ij", extend="min" if log_scale else "neither")
+    ax.legend(handles=[masked_patch("key after the query (masked)")], loc="upper right", fontsize=8)
     return fig
 
 
 def norm_profile_figure(trace: "Trace", batch: int = 0) -> "Figure":
     """Across layers: ‖x_l‖ and the updates' norms (left); what each layer-norm site sees and makes (right)."""
+    from matplotlib.collections import LineCollection
+
     take = lambda t: t[:, batch].float().cpu().numpy()  # noqa: E731  [L, B, T] -> [L, T]
     residual = np.concatenate([take(trace.residual.residual_norm), trace.ln_f.input_norm[batch].float().cpu().numpy()[None]])
-    L = residual.shape[0] - 1
+    L, T = residual.shape[0] - 1, residual.shape[1]
     d = trace.states.shape[-1] if trace.states is not None else None
-    fig = new_figure(12, 4.5)
-    left, right = fig.subplots(1, 2)
-    left.plot(np.arange(L + 1), residual, color="0.75", linewidth=0.7)
-    left.plot(np.arange(L + 1), residual.mean(axis=1), color="black", linewidth=2, label="‖x_l‖ (mean; grey: tokens)")
+    fig = new_figure(13, 5.5)
+    panels = fig.subfigures(1, 2)
+    left, right = (panel.subplots() for panel in panels)
+    paths = np.stack([np.broadcast_to(np.arange(L + 1)[:, None], residual.shape), residual], axis=-1)  # [L+1, T, 2]
+    left.add_collection(LineCollection(list(paths.transpose(1, 0, 2)), colors="0.6", linewidths=0.7, alpha=fade(T),
+                                       label=f"‖x_l‖ of each of the {T} tokens"))
+    left.plot(np.arange(L + 1), residual.mean(axis=1), color="black", linewidth=2, label="‖x_l‖, mean over tokens")
     blocks = np.arange(L) + 0.5  # an update sits between x_l and x_l+1
-    left.plot(blocks, take(trace.residual.attention_update_norm).mean(axis=1), "o-", label="‖attention update‖")
-    left.plot(blocks, take(trace.residual.mlp_update_norm).mean(axis=1), "s-", label="‖MLP update‖")
+    left.plot(blocks, take(trace.residual.attention_update_norm).mean(axis=1), "o-", label="‖attention update‖, mean")
+    left.plot(blocks, take(trace.residual.mlp_update_norm).mean(axis=1), "s-", label="‖MLP update‖, mean")
     left.set_yscale("log")
-    left.set_xlabel("layer")
-    integer_layers(left)
+    left.set_xlabel("layer l (0 = embedding)")
+    left.set_ylabel("norm (log scale)")
+    integer_x(left)
     left.set_title("residual stream")
-    left.legend(fontsize=8)
+    panels[0].legend(loc="outside lower center", ncols=2, fontsize=8)
     layers = np.arange(L)
     for site, marker in (("ln_1", "o"), ("ln_2", "s")):
         record = getattr(trace, site)
-        right.plot(layers, take(record.radius).mean(axis=1), marker + "--", label=f"{site} radius after centring+normalising")
-        right.plot(layers, take(record.output_norm).mean(axis=1), marker + "-", label=f"{site} ‖γ⊙·+β‖")
+        right.plot(layers, take(record.output_norm).mean(axis=1), marker + "-", label=f"{site}: ‖γ⊙x̂+β‖ (output)")
+        right.plot(layers, take(record.radius).mean(axis=1), marker + "--", label=f"{site}: ‖x̂‖ (radius)")
         right.plot(layers, np.abs(take(record.mean_component)).mean(axis=1), marker + ":",
-                   label=f"{site} |x·1/√d| (distance from H)")
-    right.plot([L], [trace.ln_f.output_norm[batch].float().mean().item()], "k*", markersize=12, label="ln_f ‖γ⊙·+β‖")
+                   label=f"{site}: |x·1/√d| (distance from H)")
+    right.plot([L], [trace.ln_f.output_norm[batch].float().mean().item()], "k*", markersize=12, label="ln_f: ‖γ⊙x̂+β‖")
     if d is not None:
         right.axhline(math.sqrt(d), color="grey", linewidth=0.8, label=f"√d = {math.sqrt(d):.1f}")
     right.set_yscale("log")
-    right.set_xlabel("layer")
-    integer_layers(right)
-    right.set_title("layer-norm sites (means over tokens)")
-    right.legend(fontsize=6.5)
+    right.set_xlabel("layer l (block index; ln_f after the last)")
+    right.set_ylabel("norm, mean over tokens (log scale)")
+    integer_x(right)
+    right.set_title("layer-norm sites")
+    panels[1].legend(loc="outside lower center", ncols=3, fontsize=8)
     return fig
 
 
@@ -172,37 +383,188 @@ def drift_figure(result: "DriftResult") -> "Figure":
     """Per layer: mean drift ± standard error (left); mean log p of next and current word (right), if known."""
     layers = np.arange(len(result.drift))
     panels = 2 if result.logp_next is not None else 1
-    fig = new_figure(6 * panels, 4.2)
+    fig = new_figure(6 * panels, 4.5)
     axes = np.atleast_1d(fig.subplots(1, panels))
     sem = result.drift_std / np.sqrt(result.positions)
-    axes[0].plot(layers, result.drift, "o-", color="tab:blue")
-    axes[0].fill_between(layers, result.drift - sem, result.drift + sem, alpha=0.3, color="tab:blue")
+    axes[0].plot(layers, result.drift, "o-", color="tab:blue", label="mean over positions")
+    axes[0].fill_between(layers, result.drift - sem, result.drift + sem, alpha=0.3, color="tab:blue",
+                         label="± standard error")
     axes[0].axhline(0.0, color="grey", linewidth=0.8)
-    axes[0].set_xlabel("layer (0 = embedding)")
-    integer_layers(axes[0])
-    axes[0].set_ylabel("LN_f(x_l[t]) · (e_{t+1} − e_t)")
+    axes[0].set_ylabel("drift LN_f(x_l[t]) · (e_{t+1} − e_t)")
     axes[0].set_title(f"drift towards the next word ({result.positions} positions)")
+    axes[0].legend(fontsize=8)
     if panels == 2:
         axes[1].plot(layers, result.logp_next, "o-", label="log p_l(next word)")
         axes[1].plot(layers, result.logp_current, "s-", label="log p_l(current word)")
-        axes[1].set_xlabel("layer (0 = embedding)")
-        integer_layers(axes[1])
-        axes[1].set_ylabel("mean log-probability (logit lens)")
-        axes[1].legend()
+        axes[1].set_ylabel("mean log-probability (nats)")
+        axes[1].set_title("logit lens of the two words")
+        axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("layer l (0 = embedding)")
+        integer_x(ax)
     return fig
 
 
 def drift_position_figure(result: "DriftResult") -> "Figure":
-    """Layers × positions: the mean drift at each position of a window, red towards the next word, blue away."""
+    """Layers × positions: the mean drift at each position of a window, red towards the next word, blue away.
+
+    Each layer has its own scale: its row is divided by its largest |drift|, written beside the layer, so
+    that a layer of small drift (all but the embedding, in GPT-2) is not washed out by a large one."""
     by_position = result.drift_by_position  # [L+1, P]
     L1, P = by_position.shape
-    limit = float(np.abs(by_position).max()) or 1.0  # a colour scale symmetric about 0
-    fig = new_figure(min(4.0 + 0.05 * P, 16.0), 1.5 + 0.3 * L1)
+    scale = np.abs(by_position).max(axis=1)  # [L+1]
+    scale = np.where(scale > 0, scale, 1.0)
+    fig = new_figure(min(max(5.0 + 0.015 * P, 7.0), 14.0), 1.8 + 0.32 * L1)
     ax = fig.add_subplot()
-    image = ax.imshow(by_position, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    image = ax.imshow(by_position / scale[:, None], cmap="RdBu_r", vmin=-1.0, vmax=1.0, aspect="auto",
+                      interpolation="nearest")
     ax.set_xlabel("position t in the window")
-    ax.set_ylabel("layer (0 = embedding)")
-    ax.set_yticks(range(L1))
-    ax.set_title(f"mean LN_f(x_l[t]) · (e_{{t+1}} − e_t) by position ({result.windows} windows)", fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="drift")
+    ax.set_ylabel("layer l (± its largest |drift|)")
+    ax.set_yticks(range(L1), [f"{layer} (±{s:.3g})" for layer, s in enumerate(scale)], fontsize=8)
+    windows = f"{result.windows} window" + ("s" if result.windows != 1 else "")
+    ax.set_title(f"mean LN_f(x_l[t]) · (e_{{t+1}} − e_t) by position ({windows})", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.9, label="drift ÷ the layer's largest |drift|\n(red: towards the next word)")
+    return fig
+
+
+# ---- the weight analyses ------------------------------------------------------------------------------------
+
+def singular_values_figure(shares: Mapping[int, "Tensor"], title: str = "") -> "Figure":
+    """Cumulative share of the singular values (svd.cumulative_share; head -> share [r]), one line per head,
+    coloured by head on a colour bar (any number of heads gets distinct colours)."""
+    fig = new_figure(7, 4.8)
+    ax = fig.add_subplot()
+    colours = category_colours(fig, ax, [str(head) for head in shares], "head")
+    for colour, share in zip(colours, shares.values()):
+        share = as_array(share)
+        ax.plot(range(1, len(share) + 1), 100 * share, color=colour, linewidth=1.4)
+    ax.set_xlabel("number of singular values r")
+    integer_x(ax)
+    ax.set_ylabel("cumulative share of Σ S (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "cumulative share of the singular values, per head")
+    return fig
+
+
+def reach_figure(ranked: Sequence["RankedWord"], decode: Callable[[int], str]) -> "Figure":
+    """The words easiest and hardest for ln_f's output to reach: one panel per measure, its top-k words (blue)
+    above its bottom-k words (red), each a dot at its value.
+
+    ranked: embeddings.top_and_bottom's rows (measure, "top i"/"bottom i", token, value), in its order;
+    decode(token) -> the token's text."""
+    from matplotlib.lines import Line2D
+
+    from .embeddings import MEASURES
+
+    groups: dict[str, list[RankedWord]] = {}
+    for row in ranked:
+        groups.setdefault(row.measure, []).append(row)
+    n_rows = max(len(rows) for rows in groups.values())
+    columns = min(3, len(groups))
+    lines = math.ceil(len(groups) / columns)
+    fig = new_figure(4.3 * columns, 0.9 + lines * (1.0 + 0.2 * n_rows))
+    axes = list(fig.subplots(lines, columns, squeeze=False).flat)
+    for ax in axes[len(groups):]:  # the grid's unused places
+        ax.remove()
+    for ax, (measure, rows) in zip(axes, groups.items()):
+        y = np.arange(len(rows))[::-1]  # the first row (top 1) at the top
+        top = np.array([row.position.startswith("top") for row in rows])
+        values = np.array([row.value for row in rows])
+        ax.plot(values[top], y[top], "o", color="tab:blue")
+        ax.plot(values[~top], y[~top], "o", color="tab:red")
+        if top.any() and (~top).any():
+            ax.axhline(y[top].min() - 0.5, color="grey", linewidth=0.6, linestyle="--")
+        ax.set_yticks(y, [word_label(decode(row.token)) for row in rows], fontsize=CELL_FONT)
+        ax.set_xlabel(MEASURES.get(measure, measure))
+        ax.set_ylabel("word")
+        ax.set_title(measure, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("words ranked by how far ln_f's output can reach them (e = the word's embedding)")
+    fig.legend(handles=[Line2D([], [], marker="o", linestyle="", color="tab:blue", label="top k: easiest to reach"),
+                        Line2D([], [], marker="o", linestyle="", color="tab:red", label="bottom k: hardest to reach")],
+               loc="outside lower center", ncols=2)
+    return fig
+
+
+def probe_figure(rows: Sequence["ProbeRow"], decode: Callable[[int], str], *, max_words: int = 30) -> "Figure":
+    """Probed words × heads: each head's best match for each word, written whole, shaded by its score.
+
+    rows: probe.probe_blocks's ProbeRow records, any blocks and probes: one panel per (block, probe), one
+    under another, in the rows' order, each of the first max_words words (1.4 in + 0.2 in a word tall: one
+    block's two probes of 30 words make a page, 14 in wide with 12 heads). The Σ column is the block's heads
+    summed: its word is written but left grey, its scale not being a single head's.
+    decode(token) -> the token's text."""
+    from .probe import KEY_VALUE
+
+    every_word = list(dict.fromkeys(row.word for row in rows))
+    words = every_word[:max_words]
+    rows = [row for row in rows if row.word in words]
+    groups: dict[tuple[int, str], list[ProbeRow]] = {}
+    for row in rows:
+        groups.setdefault((row.layer, row.probe), []).append(row)
+    heads = sorted({row.head for row in rows if row.head is not None}) + [None]
+    width = cell_width((word_label(decode(row.matches[0])) for row in rows), widest=0.85)
+    fig = new_figure(2.2 + width * len(heads) + 1.4, len(groups) * (1.4 + 0.2 * len(words)))
+    axes = np.atleast_1d(fig.subplots(len(groups), 1))
+    for ax, ((layer, probe), group) in zip(axes, groups.items()):
+        scores = np.full((len(words), len(heads)), np.nan)
+        labels = [[""] * len(heads) for _ in words]
+        for row in group:
+            r, c = words.index(row.word), heads.index(row.head)
+            labels[r][c] = word_label(decode(row.matches[0]))
+            if row.head is not None:
+                scores[r, c] = row.scores[0]
+        image = ax.imshow(scores, cmap=with_masked("viridis"), aspect="auto", interpolation="nearest")
+        low, high = np.nanmin(scores), np.nanmax(scores)
+        write_cells(ax, labels, width, white=scores < low + 0.4 * (high - low))  # viridis is dark when low
+        ax.set_xticks(range(len(heads)), [str(h) if h is not None else "Σ" for h in heads])
+        ax.set_yticks(range(len(words)), [word_label(w) for w in words], fontsize=CELL_FONT)
+        ax.set_xlabel("head (Σ = all heads summed, not shaded)")
+        ax.set_ylabel("probed word")
+        what = "its logit in ln_f(E[n] + u_h + b_O) Eᵀ" if probe == KEY_VALUE else "its score Ẽ[n] W_QK Ẽ_jᵀ"
+        some = f" (the first {len(words)} of {len(every_word)} words)" if len(words) < len(every_word) else ""
+        ax.set_title(f"block {layer}, {probe}: each head's best match for each word{some}, shaded by {what}",
+                     fontsize=10)
+        fig.colorbar(image, ax=ax, label="logit" if probe == KEY_VALUE else "score")
+    return fig
+
+
+def qk_pairs_figure(pairs: Sequence["WordPair"], decode: Callable[[int], str], *, layer: int | None = None,
+                    head: int | None = None, max_pairs: int = 40) -> "Figure":
+    """A head's strongest query-key word pairs: their scores by rank (left) and as a query × key map (right).
+
+    pairs: qk.strongest_pairs's WordPair records, best first; the first max_pairs are drawn. In the map a
+    grey cell is a pair outside them. decode(token) -> the token's text; layer, head name the head in the title."""
+    from matplotlib.colors import Normalize
+
+    shown = list(pairs[:max_pairs])
+    scores = np.array([p.score for p in shown])
+    queries = list(dict.fromkeys(p.query for p in shown))
+    keys = list(dict.fromkeys(p.key for p in shown))
+    rows = len(shown)
+    map_width = 2.5 + 0.22 * len(keys)  # cells of 0.22 in, room for the query words and the colour bar
+    fig = new_figure(5.0 + map_width, 1.6 + max(0.2 * rows, 1.4 + 0.22 * len(queries)))
+    ranks, matrix = fig.subplots(1, 2, width_ratios=[5.0, map_width])
+    y = np.arange(rows)[::-1]
+    ranks.plot(scores, y, "o", color="tab:purple")
+    ranks.set_yticks(y, [f"{word_label(decode(p.query))} → {word_label(decode(p.key))}" for p in shown],
+                     fontsize=CELL_FONT)
+    ranks.set_xlabel("score s(q, k)")
+    ranks.set_ylabel("query → key, best first")
+    ranks.grid(axis="x", alpha=0.3)
+    ranks.set_title(f"the {rows} strongest pairs" + (f" of {len(pairs)}" if len(pairs) > rows else ""), fontsize=10)
+    grid = np.full((len(queries), len(keys)), np.nan)
+    for p in shown:
+        grid[queries.index(p.query), keys.index(p.key)] = p.score
+    image = matrix.imshow(grid, cmap=with_masked("viridis"), norm=Normalize(scores.min(), scores.max()),
+                          interpolation="nearest")
+    matrix.set_xticks(range(len(keys)), [word_label(decode(k)) for k in keys], rotation=90, fontsize=CELL_FONT)
+    matrix.set_yticks(range(len(queries)), [word_label(decode(q)) for q in queries], fontsize=CELL_FONT)
+    matrix.set_xlabel("key word")
+    matrix.set_ylabel("query word")
+    matrix.set_title("by query and key\n(grey: not among them)", fontsize=10)
+    fig.colorbar(image, ax=matrix, shrink=0.6, label="score s(q, k)")
+    head_name = f"block {layer}, head {head}: " if layer is not None and head is not None else ""
+    fig.suptitle(f"{head_name}strongest query-key word pairs, s(q, k) = x̂_q W_QK x̂_kᵀ")
     return fig
