@@ -9,6 +9,8 @@ Text becomes token ids in three steps:
 3. Byte-pair merges: merges.txt lists pairs of adjacent tokens in the order they were learned.
    Repeatedly merge the pair that was learned earliest (its "rank") wherever it occurs,
    until no learned pair is left; each remaining chunk of bytes is one vocabulary entry.
+   A priority queue of the adjacent pairs finds that pair in O(log n), so a piece of n bytes
+   costs O(n log n) rather than a scan of the whole piece for every merge.
 
 Decoding is the inverse and needs no merges: concatenate each id's bytes, decode UTF-8.
 """
@@ -16,6 +18,7 @@ Decoding is the inverse and needs no merges: concatenate each id's bytes, decode
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import os
 from collections.abc import Collection, Iterable
@@ -31,6 +34,9 @@ from .hub import resolve_file
 # optional space + other symbols, then whitespace (a run of spaces gives its last space to the next word).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
+# Pieces up to this many characters are cached: real text repeats short words, and the bound keeps the cache
+# small (at most cache_size pieces) whatever the text; a long piece is rarely seen twice.
+CACHED_PIECE_CHARS = 64
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -57,10 +63,13 @@ class Tokenizer:
         self.decoder = {i: token for token, i in vocab.items()}
         self.decoder.update({i: name.encode("utf-8") for name, i in special_tokens.items()})
         self._n_vocab = max(self.decoder) + 1
-        self.ranks = {pair: rank for rank, pair in enumerate(merges)}  # earlier learned = lower rank = merged first
+        self._byte_ids = [vocab[bytes([b])] for b in range(256)]
+        # (left id, right id) -> (rank, id of the merged token); earlier learned = lower rank = merged first.
+        # The pair is keyed by one int, left * n_vocab + right, which hashes faster than a tuple.
+        self._merge_of = {vocab[a] * self._n_vocab + vocab[b]: (rank, vocab[a + b])
+                          for rank, (a, b) in enumerate(merges)}
         self.pattern = regex.compile(GPT2_PATTERN)
-        self._single_bytes = [bytes([b]) for b in range(256)]
-        self._piece_ids = functools.lru_cache(maxsize=cache_size)(self._bpe)  # pieces repeat a lot in real text
+        self._cached_bpe = functools.lru_cache(maxsize=cache_size)(self._bpe)  # for pieces <= CACHED_PIECE_CHARS
 
     # ---- constructors -------------------------------------------------------------------------
 
@@ -131,31 +140,54 @@ class Tokenizer:
     # ---- encoding -----------------------------------------------------------------------------
 
     def _bpe(self, piece: str) -> tuple[int, ...]:
-        """Ids of one pre-tokenised piece: merge its bytes pair by pair, lowest rank first."""
-        parts = [self._single_bytes[b] for b in piece.encode("utf-8")]
-        ranks, never = self.ranks, len(self.ranks)
-        while len(parts) > 1:
-            # The adjacent pair learned earliest; pairs never learned rank last.
-            first, second = min(zip(parts, parts[1:]), key=lambda pair: ranks.get(pair, never))
-            if (first, second) not in ranks:
-                break
-            merged, i = [], 0
-            while i < len(parts):  # merge every occurrence, left to right
-                if i + 1 < len(parts) and parts[i] == first and parts[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
-        return tuple(self.encoder[part] for part in parts)
+        """Ids of one pre-tokenised piece: merge its bytes pair by pair, lowest rank first, in O(n log n)."""
+        ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
+        n, stride, merge_of = len(ids), self._n_vocab, self._merge_of.get
+        # The piece is a row of symbols, each a span of its bytes. The symbol starting at byte `first` has
+        # token ids[first] and ends where the next one starts, end[first]: a linked list forward for free;
+        # prev[] links it backward. A symbol merged into its left neighbour is marked dead with end = 0.
+        end, prev = list(range(1, n + 1)), list(range(-1, n - 1))
+
+        # The queue holds the learned adjacent pairs as rank * n + position: smallest first is lowest rank first,
+        # leftmost among equal ranks (and one int compares faster than a (rank, position) tuple).
+        queue = []
+        for first in range(n - 1):
+            found = merge_of(ids[first] * stride + ids[first + 1])  # (rank, merged id) or None
+            if found:
+                queue.append(found[0] * n + first)
+        heapq.heapify(queue)
+        while queue:
+            # A round merges every occurrence of the lowest-ranked pair, left to right, as the textbook loop
+            # does ("a a a" -> "aa a"). The pairs it creates join the queue when it ends, so that none of them
+            # (even one that merges.txt ranks lower) cuts in before the round's remaining occurrences.
+            rank, merged = queue[0] // n, []
+            while queue and queue[0] // n == rank:
+                first = heapq.heappop(queue) % n
+                second = end[first]
+                # A merge leaves its neighbours' old entries in the queue (lazy deletion): skip an entry whose pair
+                # has changed since. Only one pair has a given rank, so the same rank means the same pair.
+                found = merge_of(ids[first] * stride + ids[second]) if first < second < n else None
+                if found is None or found[0] != rank:
+                    continue
+                ids[first] = found[1]
+                end[first], end[second] = end[second], 0
+                if end[first] < n:
+                    prev[end[first]] = first
+                merged.append(first)
+            for first in merged:  # the new pairs: (left neighbour, merged symbol) and (merged symbol, right neighbour)
+                for left in (prev[first], first):
+                    if left >= 0 and end[left] < n:
+                        found = merge_of(ids[left] * stride + ids[end[left]])
+                        if found:
+                            heapq.heappush(queue, found[0] * n + left)
+        return tuple(ids[first] for first in _symbol_starts(end))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text`, treating any special-token text as plain text."""
         ids: list[int] = []
         try:
             for piece in self.pattern.findall(text):
-                ids.extend(self._piece_ids(piece))
+                ids.extend(self._cached_bpe(piece) if len(piece) <= CACHED_PIECE_CHARS else self._bpe(piece))
         except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form: U+FFFD instead, as tiktoken
             return self.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
         return ids
@@ -212,3 +244,11 @@ def _read(path: Path) -> str:
         raise WeightsNotFoundError(f"tokenizer file {path} not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"cannot read tokenizer file {path}: {error}") from None
+
+
+def _symbol_starts(end: list[int]) -> Iterable[int]:
+    """Where each symbol of a merged piece starts, left to right, following the ends of the symbols."""
+    start = 0
+    while start < len(end):
+        yield start
+        start = end[start]
