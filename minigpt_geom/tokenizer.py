@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import heapq
 import json
+import math
 import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -37,6 +38,7 @@ ENDOFTEXT = "<|endoftext|>"
 # Pieces up to this many characters are cached: real text repeats short words, and the bound keeps the cache
 # small (at most cache_size pieces) whatever the text; a long piece is rarely seen twice.
 CACHED_PIECE_CHARS = 64
+LONE_SURROGATE = regex.compile("[\ud800-\udfff]")  # in a str, only an unpaired surrogate matches
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -68,6 +70,7 @@ class Tokenizer:
         # The pair is keyed by one int, left * n_vocab + right, which hashes faster than a tuple.
         self._merge_of = {vocab[a] * self._n_vocab + vocab[b]: (rank, vocab[a + b])
                           for rank, (a, b) in enumerate(merges)}
+        self._longest_token = max(map(len, vocab))
         self.pattern = regex.compile(GPT2_PATTERN)
         self._cached_bpe = functools.lru_cache(maxsize=cache_size)(self._bpe)  # for pieces <= CACHED_PIECE_CHARS
 
@@ -137,6 +140,12 @@ class Tokenizer:
         """Number of ids: one more than the largest id."""
         return self._n_vocab
 
+    def check_fits(self, vocab_size: int) -> None:
+        """Refuse a model whose vocabulary (embedding rows) has no room for some of this tokenizer's ids."""
+        if self.n_vocab > vocab_size:
+            raise InputError(f"the tokenizer has {self.n_vocab} ids but the model's vocabulary holds {vocab_size}: "
+                             f"use the tokenizer the model was trained with")
+
     # ---- encoding -----------------------------------------------------------------------------
 
     def _bpe(self, piece: str) -> tuple[int, ...]:
@@ -182,19 +191,37 @@ class Tokenizer:
                             heapq.heappush(queue, found[0] * n + left)
         return tuple(ids[first] for first in _symbol_starts(end))
 
-    def encode_ordinary(self, text: str) -> list[int]:
+    def encode_ordinary(self, text: str, *, max_tokens: int | None = None) -> list[int]:
         """Encode `text`, treating any special-token text as plain text."""
-        ids: list[int] = []
-        try:
-            for piece in self.pattern.findall(text):
-                ids.extend(self._cached_bpe(piece) if len(piece) <= CACHED_PIECE_CHARS else self._bpe(piece))
-        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form: U+FFFD instead, as tiktoken
-            return self.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
-        return ids
+        return self.encode(text, disallowed_special=(), max_tokens=max_tokens)
 
     def encode(self, text: str, *, allowed_special: Collection[str] | Literal["all"] = frozenset(),
-               disallowed_special: Collection[str] | Literal["all"] = "all") -> list[int]:
-        """Encode `text` to ids; special tokens follow tiktoken's rules (disallowed ones raise InputError)."""
+               disallowed_special: Collection[str] | Literal["all"] = "all",
+               max_tokens: int | None = None) -> list[int]:
+        """Encode `text` to ids; special tokens follow tiktoken's rules (disallowed ones raise InputError).
+
+        With `max_tokens`, raise InputError as soon as the ids outnumber it, without encoding the rest of the text."""
+        allowed = self._allowed_special(text, allowed_special, disallowed_special)
+        if LONE_SURROGATE.search(text):  # a lone surrogate ("\ud800") has no UTF-8 form: U+FFFD instead, as tiktoken
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        limit = math.inf if max_tokens is None else max_tokens
+        if not allowed:
+            return self._extend([], text, limit)
+        # Split on the allowed special tokens (kept by the capture group); text between is encoded normally.
+        names = sorted(allowed, key=len, reverse=True)
+        ids: list[int] = []
+        for k, chunk in enumerate(regex.splititer("(" + "|".join(map(regex.escape, names)) + ")", text)):
+            if k % 2 == 0:
+                self._extend(ids, chunk, limit)
+            elif len(ids) < limit:  # a special token is one id
+                ids.append(self.special_tokens[chunk])
+            else:
+                raise _too_many_tokens(limit)
+        return ids
+
+    def _allowed_special(self, text: str, allowed_special: Collection[str] | Literal["all"],
+                         disallowed_special: Collection[str] | Literal["all"]) -> set[str]:
+        """The special tokens to encode as their ids; InputError if `text` holds a disallowed one."""
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:
@@ -206,17 +233,24 @@ class Tokenizer:
                     f"the text contains the special token {name!r}. Pass allowed_special={{{name!r}}} (or 'all') "
                     f"to encode it as its id, or disallowed_special=() to encode it as plain text."
                 )
-        if not allowed:
-            return self.encode_ordinary(text)
-        # Split on the allowed special tokens (kept by the capture group); text between is encoded normally.
-        names = sorted(allowed, key=len, reverse=True)
-        chunks = regex.split("(" + "|".join(map(regex.escape, names)) + ")", text)
-        ids: list[int] = []
-        for k, chunk in enumerate(chunks):
-            if k % 2:
-                ids.append(self.special_tokens[chunk])
+        return allowed
+
+    def _extend(self, ids: list[int], text: str, limit: float) -> list[int]:
+        """Append the ids of `text`, taken as plain text, to `ids`; InputError once they outnumber `limit`."""
+        # findall is the faster split; finditer hands out one piece at a time, so a limited encode stops early.
+        pieces = self.pattern.findall(text) if limit == math.inf else (m[0] for m in self.pattern.finditer(text))
+        cached_bpe = self._cached_bpe
+        for piece in pieces:
+            if len(piece) <= CACHED_PIECE_CHARS:
+                ids.extend(cached_bpe(piece))
             else:
-                ids.extend(self.encode_ordinary(chunk))
+                # A token holds at most _longest_token bytes, and a piece has at least one byte per character:
+                # refuse a piece whose fewest possible ids cannot fit before spending O(n log n) on it.
+                if len(ids) + len(piece) / self._longest_token > limit:
+                    raise _too_many_tokens(limit)
+                ids.extend(self._bpe(piece))
+            if len(ids) > limit:
+                raise _too_many_tokens(limit)
         return ids
 
     # ---- decoding -----------------------------------------------------------------------------
@@ -252,3 +286,8 @@ def _symbol_starts(end: list[int]) -> Iterable[int]:
     while start < len(end):
         yield start
         start = end[start]
+
+
+def _too_many_tokens(limit: float) -> InputError:
+    """The error for a text that needs more than max_tokens ids."""
+    return InputError(f"the text is longer than max_tokens={limit} tokens: shorten it")

@@ -330,3 +330,47 @@ def test_cache_holds_only_short_pieces_and_at_most_cache_size(ours):
     tokenizer.encode("".join(words))
     assert tokenizer._cached_bpe.cache_info().currsize == 8
     assert ours._cached_bpe.cache_info().maxsize == 1 << 16
+
+
+# ---- limits ------------------------------------------------------------------------------------------
+
+def test_max_tokens_allows_exactly_the_limit(ours, tik):
+    text = " ".join(SAMPLES)
+    ids = tik.encode(text)
+    assert ours.encode(text, max_tokens=len(ids)) == ids == ours.encode_ordinary(text, max_tokens=len(ids))
+    with pytest.raises(InputError, match=f"max_tokens={len(ids) - 1}"):
+        ours.encode(text, max_tokens=len(ids) - 1)
+    with pytest.raises(InputError, match=f"max_tokens={len(ids) - 1}"):
+        ours.encode_ordinary(text, max_tokens=len(ids) - 1)
+    assert ours.encode("", max_tokens=0) == []
+
+
+def test_max_tokens_counts_special_tokens(ours):
+    ids = ours.encode(SPECIAL, allowed_special="all")
+    assert ours.encode(SPECIAL, allowed_special="all", max_tokens=len(ids)) == ids
+    with pytest.raises(InputError, match=f"max_tokens={len(ids) - 1}"):
+        ours.encode(SPECIAL, allowed_special="all", max_tokens=len(ids) - 1)
+    with pytest.raises(InputError, match="max_tokens=0"):
+        ours.encode(EOT, allowed_special="all", max_tokens=0)
+
+
+def test_max_tokens_stops_encoding_early(files):
+    """Pieces after the limit are never encoded: the cache saw only those before it."""
+    tokenizer = Tokenizer.from_files(files / "vocab.json", files / "merges.txt")
+    words = " ".join("".join(letters) for letters in itertools.product("xyz", repeat=5))  # 243 distinct pieces
+    with pytest.raises(InputError, match="max_tokens=10"):
+        tokenizer.encode(words, max_tokens=10)
+    assert tokenizer._cached_bpe.cache_info().misses <= 11
+
+
+def test_max_tokens_refuses_a_huge_piece_without_merging_it(ours, monkeypatch):
+    monkeypatch.setattr(ours, "_bpe", lambda piece: pytest.fail("a piece that cannot fit was merged"))
+    with pytest.raises(InputError, match="max_tokens=1000"):
+        ours.encode("x" * 1_000_000, max_tokens=1000)
+
+
+def test_check_fits(ours):
+    ours.check_fits(ours.n_vocab)
+    ours.check_fits(ours.n_vocab + 47)  # a model may pad its vocabulary
+    with pytest.raises(InputError, match=f"tokenizer has {ours.n_vocab} ids .* holds {ours.n_vocab - 1}"):
+        ours.check_fits(ours.n_vocab - 1)
