@@ -78,7 +78,8 @@ class Tokenizer:
 
     @classmethod
     def from_files(cls, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike) -> Tokenizer:
-        """Load Hugging Face's `vocab.json` (token -> id) and `merges.txt` (one pair a line)."""
+        """Load `vocab.json` (token -> id) and `merges.txt` (one pair a line), alias encoder.json and vocab.bpe."""
+        # OpenAI's original encoder.json and vocab.bpe are these two files under other names (HF copied them).
         char_to_byte = {c: b for b, c in bytes_to_unicode().items()}
 
         def to_bytes(token: str, where: Path) -> bytes:
@@ -115,11 +116,6 @@ class Tokenizer:
                     raise CheckpointError(f"{merges_path}, line {number}: {line!r} uses a token not in {vocab_path.name}")
             merges.append((first, second))
         return cls(vocab, merges, specials)
-
-    @classmethod
-    def from_openai_files(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike) -> Tokenizer:
-        """Load OpenAI's original `encoder.json` + `vocab.bpe` (the same formats as vocab.json + merges.txt)."""
-        return cls.from_files(encoder_json, vocab_bpe)
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike = "gpt2") -> Tokenizer:

@@ -179,7 +179,8 @@ def test_special_token_as_plain_text(ours, tik, hf):
 
 
 def test_openai_files_give_same_ids(files, tik):
-    openai = Tokenizer.from_openai_files(files / "encoder.json", files / "vocab.bpe")
+    """OpenAI's encoder.json + vocab.bpe are vocab.json + merges.txt under other names: from_files loads them."""
+    openai = Tokenizer.from_files(files / "encoder.json", files / "vocab.bpe")
     text = " ".join(SAMPLES)
     assert openai.encode(text) == tik.encode(text)
 
