@@ -4,10 +4,11 @@ Self-contained: it generates a few MB of mixed text, trains a byte-level BPE voc
 Hugging Face `tokenizers` (fast), writes it in GPT-2's layout (256 bytes, merges in order, <|endoftext|>
 last), loads it into each tokenizer, checks they all give identical ids, and times `encode`.
 
-    python bench/tokenizer.py [--mb 2] [--merges 20000] [--repeats 3]
+    python bench/tokenizer.py [--mb 2] [--merges 20000] [--repeats 3] [--letters 100000]
 
 Each timing is one `encode` of the whole text on a freshly loaded tokenizer (its cache starts empty);
-the best of --repeats is reported.
+the best of --repeats is reported. Then BPE's worst case: one piece of --letters random letters (no
+space or digit for the regex to cut at), whose merges a quadratic BPE takes minutes over.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=2.0, help="size of the generated text in MB (default 2)")
     parser.add_argument("--merges", type=int, default=20_000, help="BPE merges to train (default 20000)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per tokenizer, best kept (default 3)")
+    parser.add_argument("--letters", type=int, default=100_000,
+                        help="length of the one-piece text of random letters (default 100000)")
     args = parser.parse_args()
 
     import transformers
@@ -146,23 +149,39 @@ def main() -> None:
         num_merges = write_vocabulary(text, args.merges, folder)
         print(f"text: {megabytes:.2f} MB; vocabulary: 256 bytes + {num_merges} merges + {EOT} "
               f"(trained in {time.perf_counter() - start:.1f} s); transformers {transformers.__version__}")
-        results, reference = {}, None
-        for name, load in load_candidates(folder).items():
-            best, ids = float("inf"), None
-            for _ in range(args.repeats):
-                encode = load()  # fresh instance: empty cache
-                start = time.perf_counter()
-                ids = encode(text)
-                best = min(best, time.perf_counter() - start)
-            reference = ids if reference is None else reference
-            results[name] = (megabytes / best, best, ids == reference)
+        candidates = load_candidates(folder)
+        results = time_candidates(candidates, text, args.repeats)
+        # The Python GPT2Tokenizer's BPE is quadratic in the piece: minutes on the one-piece text.
+        letters = "".join(random.Random(1).choices("abcdefghijklmnopqrstuvwxyz", k=args.letters))
+        quick = {name: load for name, load in candidates.items() if "Python" not in name}
+        long_results = time_candidates(quick, letters, args.repeats)
 
     print(f"\n{'tokenizer':40} {'MB/s':>8} {'seconds':>8}  same ids as minigpt_geom")
-    for name, (speed, seconds, same) in results.items():
-        print(f"{name:40} {speed:8.2f} {seconds:8.2f}  {same}")
+    for name, (seconds, same) in results.items():
+        print(f"{name:40} {megabytes / seconds:8.2f} {seconds:8.2f}  {same}")
     python = next(v for k, v in results.items() if "Python" in k)
-    print(f"\nminigpt_geom / transformers Python GPT2Tokenizer: {results['minigpt_geom'][0] / python[0]:.2f}x")
-    print("all identical ids:", all(same for *_, same in results.values()))
+    print(f"\nminigpt_geom / transformers Python GPT2Tokenizer: {python[0] / results['minigpt_geom'][0]:.2f}x")
+
+    print(f"\none piece of {args.letters} random letters (the Python GPT2Tokenizer is left out: quadratic)")
+    print(f"{'tokenizer':40} {'seconds':>8}  same ids as minigpt_geom")
+    for name, (seconds, same) in long_results.items():
+        print(f"{name:40} {seconds:8.2f}  {same}")
+    print("\nall identical ids:", all(same for *_, same in [*results.values(), *long_results.values()]))
+
+
+def time_candidates(candidates: dict, text: str, repeats: int) -> dict[str, tuple[float, bool]]:
+    """name -> (best seconds of `repeats` encodes of `text`, whether its ids equal the first candidate's)."""
+    results, reference = {}, None
+    for name, load in candidates.items():
+        best, ids = float("inf"), None
+        for _ in range(repeats):
+            encode = load()  # fresh instance: empty cache
+            start = time.perf_counter()
+            ids = encode(text)
+            best = min(best, time.perf_counter() - start)
+        reference = ids if reference is None else reference
+        results[name] = (best, ids == reference)
+    return results
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ Text becomes token ids in three steps:
 3. Byte-pair merges: merges.txt lists pairs of adjacent tokens in the order they were learned.
    Repeatedly merge the pair that was learned earliest (its "rank") wherever it occurs,
    until no learned pair is left; each remaining chunk of bytes is one vocabulary entry.
+   A priority queue of the adjacent pairs finds that pair in O(log n), so a piece of n bytes
+   costs O(n log n) rather than a scan of the whole piece for every merge.
 
 Decoding is the inverse and needs no merges: concatenate each id's bytes, decode UTF-8.
 """
@@ -16,7 +18,9 @@ Decoding is the inverse and needs no merges: concatenate each id's bytes, decode
 from __future__ import annotations
 
 import functools
+import heapq
 import json
+import math
 import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -31,6 +35,10 @@ from .hub import resolve_file
 # optional space + other symbols, then whitespace (a run of spaces gives its last space to the next word).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
+# Pieces up to this many characters are cached: real text repeats short words, and the bound keeps the cache
+# small (at most cache_size pieces) whatever the text; a long piece is rarely seen twice.
+CACHED_PIECE_CHARS = 64
+LONE_SURROGATE = regex.compile("[\ud800-\udfff]")  # in a str, only an unpaired surrogate matches
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -57,16 +65,21 @@ class Tokenizer:
         self.decoder = {i: token for token, i in vocab.items()}
         self.decoder.update({i: name.encode("utf-8") for name, i in special_tokens.items()})
         self._n_vocab = max(self.decoder) + 1
-        self.ranks = {pair: rank for rank, pair in enumerate(merges)}  # earlier learned = lower rank = merged first
+        self._byte_ids = [vocab[bytes([b])] for b in range(256)]
+        # (left id, right id) -> (rank, id of the merged token); earlier learned = lower rank = merged first.
+        # The pair is keyed by one int, left * n_vocab + right, which hashes faster than a tuple.
+        self._merge_of = {vocab[a] * self._n_vocab + vocab[b]: (rank, vocab[a + b])
+                          for rank, (a, b) in enumerate(merges)}
+        self._longest_token = max(map(len, vocab))
         self.pattern = regex.compile(GPT2_PATTERN)
-        self._single_bytes = [bytes([b]) for b in range(256)]
-        self._piece_ids = functools.lru_cache(maxsize=cache_size)(self._bpe)  # pieces repeat a lot in real text
+        self._cached_bpe = functools.lru_cache(maxsize=cache_size)(self._bpe)  # for pieces <= CACHED_PIECE_CHARS
 
     # ---- constructors -------------------------------------------------------------------------
 
     @classmethod
     def from_files(cls, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike) -> Tokenizer:
-        """Load Hugging Face's `vocab.json` (token -> id) and `merges.txt` (one pair a line)."""
+        """Load `vocab.json` (token -> id) and `merges.txt` (one pair a line), alias encoder.json and vocab.bpe."""
+        # OpenAI's original encoder.json and vocab.bpe are these two files under other names (HF copied them).
         char_to_byte = {c: b for b, c in bytes_to_unicode().items()}
 
         def to_bytes(token: str, where: Path) -> bytes:
@@ -105,11 +118,6 @@ class Tokenizer:
         return cls(vocab, merges, specials)
 
     @classmethod
-    def from_openai_files(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike) -> Tokenizer:
-        """Load OpenAI's original `encoder.json` + `vocab.bpe` (the same formats as vocab.json + merges.txt)."""
-        return cls.from_files(encoder_json, vocab_bpe)
-
-    @classmethod
     def from_pretrained(cls, source: str | os.PathLike = "gpt2") -> Tokenizer:
         """Load from a preset ("gpt2", ...), the offline weights/ drop-in, a hub id or a local directory."""
         return cls.from_files(resolve_file(source, "vocab.json"), resolve_file(source, "merges.txt"))
@@ -128,41 +136,88 @@ class Tokenizer:
         """Number of ids: one more than the largest id."""
         return self._n_vocab
 
+    def check_fits(self, vocab_size: int) -> None:
+        """Refuse a model whose vocabulary (embedding rows) has no room for some of this tokenizer's ids."""
+        if self.n_vocab > vocab_size:
+            raise InputError(f"the tokenizer has {self.n_vocab} ids but the model's vocabulary holds {vocab_size}: "
+                             f"use the tokenizer the model was trained with")
+
     # ---- encoding -----------------------------------------------------------------------------
 
     def _bpe(self, piece: str) -> tuple[int, ...]:
-        """Ids of one pre-tokenised piece: merge its bytes pair by pair, lowest rank first."""
-        parts = [self._single_bytes[b] for b in piece.encode("utf-8")]
-        ranks, never = self.ranks, len(self.ranks)
-        while len(parts) > 1:
-            # The adjacent pair learned earliest; pairs never learned rank last.
-            first, second = min(zip(parts, parts[1:]), key=lambda pair: ranks.get(pair, never))
-            if (first, second) not in ranks:
-                break
-            merged, i = [], 0
-            while i < len(parts):  # merge every occurrence, left to right
-                if i + 1 < len(parts) and parts[i] == first and parts[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
-        return tuple(self.encoder[part] for part in parts)
+        """Ids of one pre-tokenised piece: merge its bytes pair by pair, lowest rank first, in O(n log n)."""
+        ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
+        n, stride, merge_of = len(ids), self._n_vocab, self._merge_of.get
+        # The piece is a row of symbols, each a span of its bytes. The symbol starting at byte `first` has
+        # token ids[first] and ends where the next one starts, end[first]: a linked list forward for free;
+        # prev[] links it backward. A symbol merged into its left neighbour is marked dead with end = 0.
+        end, prev = list(range(1, n + 1)), list(range(-1, n - 1))
 
-    def encode_ordinary(self, text: str) -> list[int]:
+        # The queue holds the learned adjacent pairs as rank * n + position: smallest first is lowest rank first,
+        # leftmost among equal ranks (and one int compares faster than a (rank, position) tuple).
+        queue = []
+        for first in range(n - 1):
+            found = merge_of(ids[first] * stride + ids[first + 1])  # (rank, merged id) or None
+            if found:
+                queue.append(found[0] * n + first)
+        heapq.heapify(queue)
+        while queue:
+            # A round merges every occurrence of the lowest-ranked pair, left to right, as the textbook loop
+            # does ("a a a" -> "aa a"). The pairs it creates join the queue when it ends, so that none of them
+            # (even one that merges.txt ranks lower) cuts in before the round's remaining occurrences.
+            rank, merged = queue[0] // n, []
+            while queue and queue[0] // n == rank:
+                first = heapq.heappop(queue) % n
+                second = end[first]
+                # A merge leaves its neighbours' old entries in the queue (lazy deletion): skip an entry whose pair
+                # has changed since. Only one pair has a given rank, so the same rank means the same pair.
+                found = merge_of(ids[first] * stride + ids[second]) if first < second < n else None
+                if found is None or found[0] != rank:
+                    continue
+                ids[first] = found[1]
+                end[first], end[second] = end[second], 0
+                if end[first] < n:
+                    prev[end[first]] = first
+                merged.append(first)
+            for first in merged:  # the new pairs: (left neighbour, merged symbol) and (merged symbol, right neighbour)
+                for left in (prev[first], first):
+                    if left >= 0 and end[left] < n:
+                        found = merge_of(ids[left] * stride + ids[end[left]])
+                        if found:
+                            heapq.heappush(queue, found[0] * n + left)
+        return tuple(ids[first] for first in _symbol_starts(end))
+
+    def encode_ordinary(self, text: str, *, max_tokens: int | None = None) -> list[int]:
         """Encode `text`, treating any special-token text as plain text."""
-        ids: list[int] = []
-        try:
-            for piece in self.pattern.findall(text):
-                ids.extend(self._piece_ids(piece))
-        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form: U+FFFD instead, as tiktoken
-            return self.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
-        return ids
+        return self.encode(text, disallowed_special=(), max_tokens=max_tokens)
 
     def encode(self, text: str, *, allowed_special: Collection[str] | Literal["all"] = frozenset(),
-               disallowed_special: Collection[str] | Literal["all"] = "all") -> list[int]:
-        """Encode `text` to ids; special tokens follow tiktoken's rules (disallowed ones raise InputError)."""
+               disallowed_special: Collection[str] | Literal["all"] = "all",
+               max_tokens: int | None = None) -> list[int]:
+        """Encode `text` to ids; special tokens follow tiktoken's rules (disallowed ones raise InputError).
+
+        With `max_tokens`, raise InputError as soon as the ids outnumber it, without encoding the rest of the text."""
+        allowed = self._allowed_special(text, allowed_special, disallowed_special)
+        if LONE_SURROGATE.search(text):  # a lone surrogate ("\ud800") has no UTF-8 form: U+FFFD instead, as tiktoken
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        limit = math.inf if max_tokens is None else max_tokens
+        if not allowed:
+            return self._extend([], text, limit)
+        # Split on the allowed special tokens (kept by the capture group); text between is encoded normally.
+        names = sorted(allowed, key=len, reverse=True)
+        ids: list[int] = []
+        for k, chunk in enumerate(regex.splititer("(" + "|".join(map(regex.escape, names)) + ")", text)):
+            if k % 2 == 0:
+                self._extend(ids, chunk, limit)
+            elif len(ids) < limit:  # a special token is one id
+                ids.append(self.special_tokens[chunk])
+            else:
+                raise _too_many_tokens(limit)
+        return ids
+
+    def _allowed_special(self, text: str, allowed_special: Collection[str] | Literal["all"],
+                         disallowed_special: Collection[str] | Literal["all"]) -> set[str]:
+        """The special tokens to encode as their ids; InputError if `text` holds a disallowed one."""
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:
@@ -174,17 +229,24 @@ class Tokenizer:
                     f"the text contains the special token {name!r}. Pass allowed_special={{{name!r}}} (or 'all') "
                     f"to encode it as its id, or disallowed_special=() to encode it as plain text."
                 )
-        if not allowed:
-            return self.encode_ordinary(text)
-        # Split on the allowed special tokens (kept by the capture group); text between is encoded normally.
-        names = sorted(allowed, key=len, reverse=True)
-        chunks = regex.split("(" + "|".join(map(regex.escape, names)) + ")", text)
-        ids: list[int] = []
-        for k, chunk in enumerate(chunks):
-            if k % 2:
-                ids.append(self.special_tokens[chunk])
+        return allowed
+
+    def _extend(self, ids: list[int], text: str, limit: float) -> list[int]:
+        """Append the ids of `text`, taken as plain text, to `ids`; InputError once they outnumber `limit`."""
+        # findall is the faster split; finditer hands out one piece at a time, so a limited encode stops early.
+        pieces = self.pattern.findall(text) if limit == math.inf else (m[0] for m in self.pattern.finditer(text))
+        cached_bpe = self._cached_bpe
+        for piece in pieces:
+            if len(piece) <= CACHED_PIECE_CHARS:
+                ids.extend(cached_bpe(piece))
             else:
-                ids.extend(self.encode_ordinary(chunk))
+                # A token holds at most _longest_token bytes, and a piece has at least one byte per character:
+                # refuse a piece whose fewest possible ids cannot fit before spending O(n log n) on it.
+                if len(ids) + len(piece) / self._longest_token > limit:
+                    raise _too_many_tokens(limit)
+                ids.extend(self._bpe(piece))
+            if len(ids) > limit:
+                raise _too_many_tokens(limit)
         return ids
 
     # ---- decoding -----------------------------------------------------------------------------
@@ -212,3 +274,16 @@ def _read(path: Path) -> str:
         raise WeightsNotFoundError(f"tokenizer file {path} not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"cannot read tokenizer file {path}: {error}") from None
+
+
+def _symbol_starts(end: list[int]) -> Iterable[int]:
+    """Where each symbol of a merged piece starts, left to right, following the ends of the symbols."""
+    start = 0
+    while start < len(end):
+        yield start
+        start = end[start]
+
+
+def _too_many_tokens(limit: float) -> InputError:
+    """The error for a text that needs more than max_tokens ids."""
+    return InputError(f"the text is longer than max_tokens={limit} tokens: shorten it")

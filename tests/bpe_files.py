@@ -39,6 +39,15 @@ def merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[byte
     return tuple(out)
 
 
+def textbook_bpe(word: bytes, merges: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Encode one piece the obvious quadratic way: merge the lowest-ranked pair everywhere until none is left."""
+    ranks = {pair: rank for rank, pair in enumerate(merges)}
+    parts = tuple(bytes([b]) for b in word)
+    while learned := [pair for pair in zip(parts, parts[1:]) if pair in ranks]:
+        parts = merge_pair(parts, min(learned, key=ranks.__getitem__))
+    return list(parts)
+
+
 def train_bpe(text: str, num_merges: int) -> list[tuple[bytes, bytes]]:
     """Textbook BPE training: repeatedly merge the most frequent adjacent pair inside each piece."""
     pieces = Counter(regex.findall(GPT2_PATTERN, text))

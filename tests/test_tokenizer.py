@@ -6,6 +6,7 @@ writes it in GPT-2's file formats, and loads it into all three tokenizers.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -15,14 +16,14 @@ from unittest import mock
 import pytest
 import tiktoken
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import r50k_pat_str
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
-from bpe_files import EOT, train_bpe, write_vocab
+from bpe_files import EOT, textbook_bpe, train_bpe, write_vocab
 from minigpt_geom.errors import CheckpointError, InputError, WeightsNotFoundError
 from minigpt_geom.tokenizer import Tokenizer
 
@@ -77,13 +78,17 @@ def ours(files) -> Tokenizer:
     return Tokenizer.from_files(files / "vocab.json", files / "merges.txt")
 
 
-@pytest.fixture(scope="session")
-def tik(files) -> tiktoken.Encoding:
+def tiktoken_from(encoder_json: Path, vocab_bpe: Path) -> tiktoken.Encoding:
     """tiktoken, with ranks read by tiktoken's own GPT-2 file loader (it also checks ids follow merge order)."""
     with mock.patch.dict(os.environ, {"TIKTOKEN_CACHE_DIR": ""}):  # no cache: tmp paths get reused
-        ranks = data_gym_to_mergeable_bpe_ranks(str(files / "vocab.bpe"), str(files / "encoder.json"))
-    eot = json.loads((files / "vocab.json").read_text(encoding="utf-8"))[EOT]
+        ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
+    eot = json.loads(encoder_json.read_text(encoding="utf-8"))[EOT]
     return tiktoken.Encoding("trained", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={EOT: eot})
+
+
+@pytest.fixture(scope="session")
+def tik(files) -> tiktoken.Encoding:
+    return tiktoken_from(files / "encoder.json", files / "vocab.bpe")
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +179,8 @@ def test_special_token_as_plain_text(ours, tik, hf):
 
 
 def test_openai_files_give_same_ids(files, tik):
-    openai = Tokenizer.from_openai_files(files / "encoder.json", files / "vocab.bpe")
+    """OpenAI's encoder.json + vocab.bpe are vocab.json + merges.txt under other names: from_files loads them."""
+    openai = Tokenizer.from_files(files / "encoder.json", files / "vocab.bpe")
     text = " ".join(SAMPLES)
     assert openai.encode(text) == tik.encode(text)
 
@@ -244,3 +250,128 @@ def test_merges_without_version_header(files, tik, tmp_path):
 def test_lone_surrogates_like_tiktoken(ours, tik, text):
     """Lone surrogates have no UTF-8 form; tiktoken replaces them with U+FFFD, and so do we."""
     assert ours.encode(text) == tik.encode(text)
+
+
+# ---- long pieces: BPE in O(n log n) ----------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> tuple[Tokenizer, tiktoken.Encoding]:
+    """Ours and tiktoken on a vocabulary trained on runs of one character, whose merges overlap ("aa", "aaaa")."""
+    folder = tmp_path_factory.mktemp("runs")
+    text = "\n".join(f"{'a' * k} {'7' * k}{' ' * k}x {'ab' * k}" for k in range(1, 40))
+    write_vocab(folder, 40, text)
+    return Tokenizer.from_files(folder / "vocab.json", folder / "merges.txt"), tiktoken_from(folder / "vocab.json",
+                                                                                              folder / "merges.txt")
+
+
+def random_text(alphabet: str, length: int, seed: int = 0) -> str:
+    """`length` characters drawn from `alphabet`."""
+    return "".join(random.Random(seed).choices(alphabet, k=length))
+
+
+LONG_PIECES = {
+    "letters 10k": random_text("abcdefghijklmnopqrstuvwxyz", 10_000),
+    "letters 100k": random_text("etaoinshrdlucmfwypvbgkjqxz", 100_000),
+    "syllables 30k": "".join(random.Random(1).choices(["th", "e", "an", "in", "er", "ing", "qu"], k=12_000)),
+    "digits 20k": random_text("0123456789", 20_000),
+    "mixed scripts 20k": random_text("aeinrsté中文ü日本語αβγдежщ한국ÅÉ", 20_000),
+    "whitespace 20k": random_text(" \t\n", 20_000) + "end",
+}
+
+
+def test_trained_vocabulary_merges_long_pieces(ours, runs):
+    """Guard against a vacuous comparison: every long piece goes through at least a hundred merges."""
+    for name, text in LONG_PIECES.items():
+        assert len(text.encode("utf-8")) - len(ours.encode(text)) >= 100, name
+    assert len(runs[0].encode("a" * 1000)) < 100
+
+
+@pytest.mark.parametrize("name", LONG_PIECES)
+def test_long_pieces_match_tiktoken(ours, tik, name):
+    text = LONG_PIECES[name]
+    ids = ours.encode(text)
+    assert ids == tik.encode(text)
+    assert ours.decode(ids) == text
+
+
+@pytest.mark.parametrize("text", ["a" * 50_000, "a" * 10_001, "7" * 10_001, " " * 10_000, "ab" * 5_000 + "a"])
+def test_long_runs_match_tiktoken(runs, text):
+    """Runs of one character overlap their own pairs: "aaa" must merge as "aa" "a", leftmost first."""
+    ours, tik = runs
+    assert ours.encode(text) == tik.encode(text)
+
+
+def in_memory(merges: list[tuple[bytes, bytes]], **options) -> Tokenizer:
+    """A Tokenizer whose vocabulary is the 256 bytes plus every token the merges use or make."""
+    tokens = dict.fromkeys([bytes([b]) for b in range(256)] + [t for a, b in merges for t in (a, b, a + b)])
+    return Tokenizer({token: i for i, token in enumerate(tokens)}, merges, {}, **options)
+
+
+_token = st.text("abc", min_size=1, max_size=3).map(str.encode)
+
+
+@_fast
+@given(st.lists(st.tuples(_token, _token), max_size=12), st.text("abc", max_size=80))
+@example([(b"a", b"a")], "aaaaa")
+@example([(b"a", b"a"), (b"aa", b"a"), (b"a", b"aa")], "aaaaaaa")
+@example([(b"a", b"b"), (b"abc", b"ab"), (b"ab", b"c")], "abcabc")  # a pair made in a round ranks below it
+def test_merges_like_the_textbook_algorithm(merges, word):
+    """Any merge list, even one that learns a pair before its tokens exist, gives the textbook loop's tokens."""
+    tokenizer = in_memory(merges)
+    assert tokenizer.encode(word) == [tokenizer.encoder[t] for t in textbook_bpe(word.encode(), merges)]
+
+
+def test_cache_holds_only_short_pieces_and_at_most_cache_size(ours):
+    """The cache cannot grow with the text: long pieces skip it, and it keeps cache_size pieces at most."""
+    tokenizer = in_memory([(b"a", b"b"), (b"ab", b"c")], cache_size=8)
+    long_pieces = [" " + random_text("abc", 100, seed) for seed in range(200)]  # each piece > 64 characters
+    tokenizer.encode("".join(long_pieces))
+    assert tokenizer._cached_bpe.cache_info().currsize == 0
+    words = [" " + "".join(letters) for letters in itertools.product("abc", repeat=4)]  # 81 distinct pieces
+    tokenizer.encode("".join(words))
+    assert tokenizer._cached_bpe.cache_info().currsize == 8
+    assert ours._cached_bpe.cache_info().maxsize == 1 << 16
+
+
+# ---- limits ------------------------------------------------------------------------------------------
+
+def test_max_tokens_allows_exactly_the_limit(ours, tik):
+    text = " ".join(SAMPLES)
+    ids = tik.encode(text)
+    assert ours.encode(text, max_tokens=len(ids)) == ids == ours.encode_ordinary(text, max_tokens=len(ids))
+    with pytest.raises(InputError, match=f"max_tokens={len(ids) - 1}"):
+        ours.encode(text, max_tokens=len(ids) - 1)
+    with pytest.raises(InputError, match=f"max_tokens={len(ids) - 1}"):
+        ours.encode_ordinary(text, max_tokens=len(ids) - 1)
+    assert ours.encode("", max_tokens=0) == []
+
+
+def test_max_tokens_counts_special_tokens(ours):
+    ids = ours.encode(SPECIAL, allowed_special="all")
+    assert ours.encode(SPECIAL, allowed_special="all", max_tokens=len(ids)) == ids
+    with pytest.raises(InputError, match=f"max_tokens={len(ids) - 1}"):
+        ours.encode(SPECIAL, allowed_special="all", max_tokens=len(ids) - 1)
+    with pytest.raises(InputError, match="max_tokens=0"):
+        ours.encode(EOT, allowed_special="all", max_tokens=0)
+
+
+def test_max_tokens_stops_encoding_early(files):
+    """Pieces after the limit are never encoded: the cache saw only those before it."""
+    tokenizer = Tokenizer.from_files(files / "vocab.json", files / "merges.txt")
+    words = " ".join("".join(letters) for letters in itertools.product("xyz", repeat=5))  # 243 distinct pieces
+    with pytest.raises(InputError, match="max_tokens=10"):
+        tokenizer.encode(words, max_tokens=10)
+    assert tokenizer._cached_bpe.cache_info().misses <= 11
+
+
+def test_max_tokens_refuses_a_huge_piece_without_merging_it(ours, monkeypatch):
+    monkeypatch.setattr(ours, "_bpe", lambda piece: pytest.fail("a piece that cannot fit was merged"))
+    with pytest.raises(InputError, match="max_tokens=1000"):
+        ours.encode("x" * 1_000_000, max_tokens=1000)
+
+
+def test_check_fits(ours):
+    ours.check_fits(ours.n_vocab)
+    ours.check_fits(ours.n_vocab + 47)  # a model may pad its vocabulary
+    with pytest.raises(InputError, match=f"tokenizer has {ours.n_vocab} ids .* holds {ours.n_vocab - 1}"):
+        ours.check_fits(ours.n_vocab - 1)
