@@ -138,14 +138,17 @@ def lm_head_entry(header: dict[str, TensorInfo]) -> TensorInfo | None:
 def read_config_json(path: Path) -> ConfigFile:
     """config.json as a dict: unreadable, oversized, non-UTF-8, non-JSON or non-object files are refused."""
     try:
-        if path.stat().st_size > CONFIG_JSON_BYTES:
-            raise CheckpointError(f"{path} is {path.stat().st_size} bytes, not a GPT-2 config.json")
-        values = json.loads(path.read_bytes().decode("utf-8"))
+        size = path.stat().st_size
+        raw = path.read_bytes() if size <= CONFIG_JSON_BYTES else None
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    if raw is None:
+        raise CheckpointError(f"{path} is {size} bytes, not a GPT-2 config.json")
+    try:
+        values = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise CheckpointError(f"{path} is not UTF-8 text") from None
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, or an integer of over 4300 digits
         raise CheckpointError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(values, dict):
         raise CheckpointError(f"{path} holds a JSON {type(values).__name__}, expected an object {{key: value}}")

@@ -192,8 +192,9 @@ CONFIGS = {  # name -> config.json bytes beside the valid small model.safetensor
     "eps_string": (b'{"n_head": 4, "layer_norm_epsilon": "1e-5"}', r"layer_norm_epsilon must be a number"),
     "n_layer_disagrees": (b'{"n_head": 4, "n_layer": 3}', r"gives n_layer = 3, but the tensors give 2"),
     "n_layer_string": (b'{"n_head": 4, "n_layer": "2"}', r"gives n_layer = '2', but the tensors give 2"),
+    "n_head_5000_digits": (b'{"n_head": ' + b"4" * 5000 + b"}", r"config\.json is not valid JSON: Exceeds the limit"),
     "config_nested": (b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", r"config\.json is not valid JSON"),
-    "config_too_large": (b'{"x": "' + b"a" * 2**21 + b'"}', r"config\.json is \d+ bytes, not a GPT-2 config\.json"),
+    "config_too_large": (b'{"x": "' + b"a" * 2**21 + b'"}', r"config_too_large/config\.json is \d+ bytes, not a GPT-2 config\.json$"),
     "config_is_a_directory": (None, r"cannot read .*config\.json: Is a directory"),
 }
 
@@ -247,6 +248,7 @@ def outcomes(small_checkpoints, tmp_path_factory) -> dict[str, dict]:
 def assert_refused(outcome: dict, pattern: str, error: str = "CheckpointError") -> None:
     assert outcome["error"] == error, outcome
     assert "\n" not in outcome["message"], outcome
+    assert outcome["message"].count(f"{os.sep}hostile") == 1, outcome  # names its file once: not an error wrapped twice
     assert re.search(pattern, outcome["message"]), outcome
 
 
