@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # safetensors' names of the dtypes a parameter may be stored in
 MASK_BUFFER = re.compile(r"h\.[0-9]+\.attn\.(bias|masked_bias)")  # causal masks, not parameters: never read
 LAYER_INDEX = re.compile(r"h\.(0|[1-9][0-9]*)\.")  # a block's tensor; `h.07.` is no index, just an unexpected name
+HEADER_BYTES = 4 * 2**20  # a 1000-layer GPT-2's header is under 2 MiB; the format allows 100 MiB (see open_safetensors)
 PIECE_BYTES = 16 * 2**20  # tensors are copied in row ranges of about this size (see TensorReader)
 CONFIG_JSON_BYTES = 2**20  # GPT-2's config.json is under 1 KB
 UNSUPPORTED_FLAGS = ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention")
@@ -99,6 +100,13 @@ def open_safetensors(path: Path) -> safe_open:
     if not path.is_file():  # a directory, a FIFO (would block), a broken link
         raise CheckpointError(f"{path} is not a regular file")
     with library_errors(path):
+        with path.open("rb") as f:
+            header_bytes = int.from_bytes(f.read(8), "little")  # the format's first 8 bytes: the header's length
+        # The library parses a header into some 12x its size in memory (a 75 MiB one took 950 MiB): refuse one
+        # far larger than any GPT-2's before it does. Everything else about the file is the library's to check.
+        if HEADER_BYTES < header_bytes < path.stat().st_size:  # one past the file's end is the library's to refuse
+            raise CheckpointError(f"{path} has a {header_bytes / 2**20:.0f} MiB header; a GPT-2's is under "
+                                  f"{HEADER_BYTES // 2**20} MiB")
         return safe_open(str(path), framework="pt")
 
 

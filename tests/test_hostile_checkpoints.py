@@ -167,6 +167,8 @@ SEMANTIC = {  # name -> (small checkpoint's tensors) -> tensors a valid safetens
     "layer_bomb_20000": (lambda t: tiny_bomb("20000"), r"'h\.20000\.ln_1\.weight' is in layer 20000, beyond the 1000"),
     "layer_bomb_1e9": (lambda t: tiny_bomb("1000000000"), r"'h\.1000000000\.ln_1\.weight' is in layer 1000000000"),
     "layer_bomb_5000_digits": (lambda t: tiny_bomb("9" * 5000), r"'h\.9{38}' is in layer 9{12}…, beyond the 1000"),
+    "header_of_100000_tensors": (lambda t: {f"t{i}": torch.zeros(1) for i in range(100_000)},
+                                 r"model\.safetensors has a \d+ MiB header; a GPT-2's is under 4 MiB$"),
     "wte_1d": (changed(lambda t: {"wte.weight": t["wte.weight"].flatten()}),
                r"'wte\.weight' has shape \[4848\], expected \[rows, n_embd\]"),
     "empty_lm_head": (changed(lambda t: {"lm_head.weight": torch.zeros(0)}),
