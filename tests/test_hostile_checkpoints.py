@@ -196,7 +196,8 @@ CONFIGS = {  # name -> config.json bytes beside the valid small model.safetensor
     "n_layer_string": (b'{"n_head": 4, "n_layer": "2"}', r"gives n_layer = '2', but the tensors give 2"),
     "n_head_5000_digits": (b'{"n_head": ' + b"4" * 5000 + b"}", r"config\.json is not valid JSON: Exceeds the limit"),
     "config_nested": (b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", r"config\.json is not valid JSON"),
-    "config_too_large": (b'{"x": "' + b"a" * 2**21 + b'"}', r"config_too_large/config\.json is \d+ bytes, not a GPT-2 config\.json$"),
+    "config_too_large": (b'{"x": "' + b"a" * 2**21 + b'"}',
+                         r"config_too_large/config\.json is \d+ bytes, not a GPT-2 config\.json$"),
     "config_is_a_directory": (None, r"cannot read .*config\.json: Is a directory"),
 }
 
