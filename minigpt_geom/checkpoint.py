@@ -208,6 +208,8 @@ def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[i
                 raise ValueError(f"config.json sets {flag}, which this GPT-2 does not implement")
         n_head, ln_eps = values.get("n_head", n_head), values.get("layer_norm_epsilon", ln_eps)
         check_count("n_head", n_head, LIMITS["n_head"])
+        if n_embd % n_head:  # heads split the width evenly: d_head = n_embd / n_head
+            raise ValueError(f"n_head ({n_head}) does not divide n_embd ({n_embd}, the width of wte.weight)")
         check_epsilon("layer_norm_epsilon", ln_eps)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{config_file.path}: {error}") from None

@@ -187,7 +187,7 @@ CONFIGS = {  # name -> config.json bytes beside the valid small model.safetensor
     "n_head_string": (b'{"n_head": "4"}', r"n_head must be an integer, got '4' \(str\)"),
     "n_head_float": (b'{"n_head": 4.0}', r"n_head must be an integer, got 4\.0 \(float\)"),
     "n_head_bool": (b'{"n_head": true}', r"n_head must be an integer, got True \(bool\)"),
-    "n_head_not_dividing": (b'{"n_head": 5}', r"n_embd \(48\) must be divisible by n_head \(5\)"),
+    "n_head_not_dividing": (b'{"n_head": 5}', r"config\.json: n_head \(5\) does not divide n_embd \(48, the width of wte\.weight\)$"),
     "eps_negative": (b'{"n_head": 4, "layer_norm_epsilon": -1e-5}', r"layer_norm_epsilon must be finite and between"),
     "eps_nan": (b'{"n_head": 4, "layer_norm_epsilon": NaN}', r"layer_norm_epsilon must be finite .* got nan"),
     "eps_infinite": (b'{"n_head": 4, "layer_norm_epsilon": Infinity}', r"layer_norm_epsilon must be finite"),
