@@ -1,9 +1,9 @@
 """Reading GPT-2 checkpoints: safetensors files in the official or the `transformers` layout.
 
-A safetensors file is an 8-byte little-endian header length n, n bytes of JSON
-({name: {dtype, shape, data_offsets: [begin, end]}}, offsets relative to the data section), then raw data.
-We parse the header ourselves so that each tensor is read straight into the model's own storage: no
-second copy of the weights and nothing unpickled. The two layouts differ only in names:
+The `safetensors` library reads the file and enforces its format (a JSON header of known dtypes and shapes
+whose byte ranges tile the data exactly); nothing is unpickled. Before any model is built, the tensor names
+and shapes are compared with those of a GPT-2 of the shape they imply (`expected_shapes`), so a small
+hostile file cannot ask for a huge model. The two layouts differ only in names:
   official      wte.weight, h.0.attn.c_attn.weight, h.0.attn.bias (a causal-mask buffer), ln_f.bias
   transformers  transformer.wte.weight, …, maybe lm_head.weight (the tied embedding again)
 Linear weights are [in, out] in both, which is the layout our `Affine` keeps: nothing is transposed.
@@ -12,17 +12,19 @@ Linear weights are [in, out] in both, which is the layout our `Affine` keeps: no
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from .config import GPT2Config
+from .config import LIMITS, GPT2Config, check_count, check_epsilon
 from .errors import CheckpointError, WeightsNotFoundError
 from .hub import resolve_file
 from .sphere import NormSpec
@@ -30,176 +32,329 @@ from .sphere import NormSpec
 if TYPE_CHECKING:
     from .model import GPT2
 
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")  # causal masks, not parameters
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # safetensors' names of the dtypes a parameter may be stored in
+MASK_BUFFER = re.compile(r"h\.[0-9]+\.attn\.(bias|masked_bias)")  # causal masks, not parameters: never read
+LAYER_INDEX = re.compile(r"h\.(0|[1-9][0-9]*)\.")  # a block's tensor; `h.07.` is no index, just an unexpected name
+HEADER_BYTES = 4 * 2**20  # a 1000-layer GPT-2's header is under 2 MiB; the format allows 100 MiB (see open_safetensors)
+PIECE_BYTES = 16 * 2**20  # tensors are copied in row ranges of about this size (see TensorReader)
+CONFIG_JSON_BYTES = 2**20  # GPT-2's config.json is under 1 KB
+UNSUPPORTED_FLAGS = ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention")
+SIZES_IN_CONFIG_JSON = {"n_layer": "n_layer", "n_embd": "n_embd", "n_positions": "n_ctx", "n_ctx": "n_ctx",
+                        "vocab_size": "vocab_size"}  # config.json key -> GPT2Config field, checked against shapes
 
 
 @dataclass(frozen=True)
-class TensorEntry:
-    """Where one tensor lies in a safetensors file."""
+class TensorInfo:
+    """One tensor of a safetensors file: its name there, its dtype (safetensors' spelling) and its shape."""
 
-    dtype: torch.dtype
+    key: str
+    dtype: str
     shape: tuple[int, ...]
-    begin: int  # absolute byte offset in the file
-    end: int
 
 
-def read_header(path: Path) -> dict[str, TensorEntry]:
-    """Parse and check a safetensors header: names, dtypes, shapes and byte ranges inside the file."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{path} is not a safetensors file: it is only {size} bytes long")
-        (n,) = struct.unpack("<Q", prefix)
-        if n > min(size - 8, 100_000_000):
-            raise CheckpointError(f"{path} is not a safetensors file (header length {n} exceeds the file)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{path} has an unreadable safetensors header: {error}") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} has an unreadable safetensors header")
-    header.pop("__metadata__", None)
-    entries = {}
-    for name, info in header.items():
-        try:
-            begin, end = info["data_offsets"]
-            entry = TensorEntry(DTYPES.get(info["dtype"]), tuple(info["shape"]), 8 + n + begin, 8 + n + end)
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}") from None
-        if entry.dtype is None and not MASK_BUFFER.match(strip_prefix(name)):
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {info['dtype']}, expected a float type")
-        if entry.end > size:
+@dataclass(frozen=True)
+class ConfigFile:
+    """A parsed config.json and where it was read."""
+
+    path: Path
+    values: dict[str, Any]
+
+
+def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
+    """Every parameter a GPT-2 of this shape holds, named as in the official checkpoint, with its shape."""
+    d = config.n_embd
+    block = {  # one block: γ, β of both norms; W [in, out] and b of the attention and MLP maps
+        "ln_1.weight": (d,), "ln_1.bias": (d,),
+        "attn.c_attn.weight": (d, 3 * d), "attn.c_attn.bias": (3 * d,),  # [W_Q | W_K | W_V]
+        "attn.c_proj.weight": (d, d), "attn.c_proj.bias": (d,),  # W_O
+        "ln_2.weight": (d,), "ln_2.bias": (d,),
+        "mlp.c_fc.weight": (d, 4 * d), "mlp.c_fc.bias": (4 * d,),
+        "mlp.c_proj.weight": (4 * d, d), "mlp.c_proj.bias": (d,),
+    }
+    shapes = {"wte.weight": (config.vocab_size, d), "wpe.weight": (config.n_ctx, d)}
+    for i in range(config.n_layer):
+        shapes.update({f"h.{i}.{name}": shape for name, shape in block.items()})
+    shapes.update({"ln_f.weight": (d,), "ln_f.bias": (d,)})
+    return shapes
+
+
+# ---- the file, through the safetensors library ------------------------------------------------------------
+
+@contextmanager
+def library_errors(path: Path) -> Iterator[None]:
+    """Turn the safetensors library's errors (format violations, I/O) into one-line CheckpointErrors."""
+    try:
+        yield
+    except SafetensorError as error:
+        detail = " ".join(str(error).split()).removeprefix("Error while deserializing header: ")
+        if "not fully covered" in detail:  # the library's words for data that the tensors do not tile exactly
             raise CheckpointError(
-                f"{path} is truncated: tensor {name!r} ends at byte {entry.end} but the file has {size} bytes "
-                f"(download it again)"
-            )
-        if entry.dtype is not None:
-            expected = torch.Size(entry.shape).numel() * torch.empty(0, dtype=entry.dtype).element_size()
-            if entry.end - entry.begin != expected:
-                raise CheckpointError(f"{path}: tensor {name!r} holds {entry.end - entry.begin} bytes, "
-                                      f"its shape {list(entry.shape)} needs {expected}")
-        entries[name] = entry
-    return entries
+                f"{path} is truncated or has bytes no tensor owns ({detail}): download it again") from None
+        raise CheckpointError(f"{path} is not a safetensors file ({detail})") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def open_safetensors(path: Path) -> safe_open:
+    """The file opened by the safetensors library, which refuses anything its format forbids."""
+    if not path.is_file():  # a directory, a FIFO (would block), a broken link
+        raise CheckpointError(f"{path} is not a regular file")
+    with library_errors(path):
+        with path.open("rb") as f:
+            header_bytes = int.from_bytes(f.read(8), "little")  # the format's first 8 bytes: the header's length
+        # The library parses a header into some 12x its size in memory (a 75 MiB one took 950 MiB): refuse one
+        # far larger than any GPT-2's before it does. Everything else about the file is the library's to check.
+        if HEADER_BYTES < header_bytes < path.stat().st_size:  # one past the file's end is the library's to refuse
+            raise CheckpointError(f"{path} has a {header_bytes / 2**20:.0f} MiB header; a GPT-2's is under "
+                                  f"{HEADER_BYTES // 2**20} MiB")
+        return safe_open(str(path), framework="pt")
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Name -> (dtype, shape) of every tensor in the file; nothing but the header is read."""
+    with library_errors(path):
+        file = open_safetensors(path)
+        return {key: TensorInfo(key, file.get_slice(key).get_dtype(), tuple(file.get_slice(key).get_shape()))
+                for key in file.keys()}
 
 
 def strip_prefix(name: str) -> str:
     """`transformer.h.0.ln_1.weight` -> `h.0.ln_1.weight` (transformers' save_pretrained layout)."""
-    return name[len("transformer."):] if name.startswith("transformer.") else name
+    return name.removeprefix("transformer.")
 
 
-def model_entries(path: Path, header: dict[str, TensorEntry]) -> dict[str, TensorEntry]:
-    """Map file names to our parameter names; drop mask buffers and a tied lm_head."""
-    entries = {}
-    for name, entry in header.items():
+def model_entries(path: Path, header: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+    """Our parameter name -> tensor, for every tensor but the mask buffers and a tied lm_head."""
+    entries, seen = {}, set()
+    for name, info in header.items():
         ours = strip_prefix(name)
-        if MASK_BUFFER.match(ours):
-            continue
-        if ours == "lm_head.weight":  # the unembedding, tied to wte in GPT-2: checked when read
-            continue
-        if ours in entries:
+        if ours in seen:
             raise CheckpointError(f"{path}: tensor {ours!r} appears twice (with and without 'transformer.')")
-        entries[ours] = entry
+        seen.add(ours)
+        if not MASK_BUFFER.fullmatch(ours) and ours != "lm_head.weight":
+            entries[ours] = info
     return entries
 
 
-def infer_config(path: Path, entries: dict[str, TensorEntry], config_json: dict | None) -> GPT2Config:
+def lm_head_entry(header: dict[str, TensorInfo]) -> TensorInfo | None:
+    """The unembedding transformers may store again as lm_head.weight (GPT-2 ties it to wte), if present."""
+    return next((info for name, info in header.items() if strip_prefix(name) == "lm_head.weight"), None)
+
+
+# ---- config.json and the model's shape --------------------------------------------------------------------
+
+def read_config_json(path: Path) -> ConfigFile:
+    """config.json as a dict: unreadable, oversized, non-UTF-8, non-JSON or non-object files are refused."""
+    try:
+        size = path.stat().st_size
+        raw = path.read_bytes() if size <= CONFIG_JSON_BYTES else None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    if raw is None:
+        raise CheckpointError(f"{path} is {size} bytes, not a GPT-2 config.json")
+    try:
+        values = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not UTF-8 text") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, or an integer of over 4300 digits
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(values).__name__}, expected an object {{key: value}}")
+    return ConfigFile(path, values)
+
+
+def checkpoint_files(source: str | os.PathLike) -> tuple[Path, ConfigFile | None]:
+    """Resolve `source` to (model.safetensors path, its config.json parsed, or None)."""
+    path = Path(source)
+    if path.is_file() or (path.suffix == ".safetensors" and not path.is_dir()):
+        if not os.path.lexists(path):
+            raise WeightsNotFoundError(f"no such file: {path}")
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path} is not a .safetensors file (pickled .bin checkpoints are never loaded)")
+        config_path = path.with_name("config.json")
+        config_path = config_path if os.path.lexists(config_path) else None
+    else:
+        path = resolve_file(source, "model.safetensors")
+        config_path = resolve_file(source, "config.json", required=False)
+    return path, read_config_json(config_path) if config_path else None
+
+
+def layer_count(path: Path, entries: dict[str, TensorInfo]) -> int:
+    """The blocks the names speak of, largest `h.<i>.` index plus one, refused above LIMITS before any is built."""
+    n_layer = 0
+    for name in entries:
+        if match := LAYER_INDEX.match(name):
+            digits = match[1]  # compared as text first: int() of a 5000-digit string raises
+            if len(digits) > 6 or int(digits) >= LIMITS["n_layer"]:
+                shown = digits if len(digits) <= 12 else digits[:12] + "…"
+                raise CheckpointError(f"{path}: tensor {name[:40]!r} is in layer {shown}, beyond the "
+                                      f"{LIMITS['n_layer']} layers a GPT2Config allows")
+            n_layer = max(n_layer, int(digits) + 1)
+    return n_layer
+
+
+def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[int, float]:
+    """(n_head, ε) from config.json, checked; without it GPT-2's own: 64-wide heads and ε = 1e-5."""
+    n_head, ln_eps = max(n_embd // 64, 1), 1e-5
+    if config_file is None:
+        return n_head, ln_eps
+    values = config_file.values
+    try:
+        activation = values.get("activation_function", "gelu_new")
+        if activation not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"activation {activation!r} is not GPT-2's tanh GELU (gelu_new)")
+        for flag in UNSUPPORTED_FLAGS:
+            if values.get(flag) not in (None, False):
+                raise ValueError(f"config.json sets {flag}, which this GPT-2 does not implement")
+        n_head, ln_eps = values.get("n_head", n_head), values.get("layer_norm_epsilon", ln_eps)
+        check_count("n_head", n_head, LIMITS["n_head"])
+        if n_embd % n_head:  # heads split the width evenly: d_head = n_embd / n_head
+            raise ValueError(f"n_head ({n_head}) does not divide n_embd ({n_embd}, the width of wte.weight)")
+        check_epsilon("layer_norm_epsilon", ln_eps)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_file.path}: {error}") from None
+    return n_head, ln_eps
+
+
+def check_json_sizes(config_file: ConfigFile, config: GPT2Config) -> None:
+    """Refuse a config.json whose sizes (n_layer, n_embd, …), where it gives them, differ from the tensors'."""
+    for key, field in SIZES_IN_CONFIG_JSON.items():
+        stated, actual = config_file.values.get(key, getattr(config, field)), getattr(config, field)
+        if type(stated) is not int or stated != actual:
+            raise CheckpointError(f"{config_file.path} gives {key} = {stated!r}, but the tensors give {actual}")
+
+
+def infer_config(path: Path, entries: dict[str, TensorInfo], config_file: ConfigFile | None) -> GPT2Config:
     """Sizes from the tensor shapes; head count and ε from config.json when given, else n_embd/64 and 1e-5."""
     for required in ("wte.weight", "wpe.weight"):
         if required not in entries:
             raise CheckpointError(f"{path} is not a GPT-2 checkpoint: it has no tensor {required!r}")
+        if len(entries[required].shape) != 2:
+            raise CheckpointError(f"{path}: tensor {required!r} has shape {list(entries[required].shape)}, "
+                                  f"expected [rows, n_embd]")
     vocab_size, n_embd = entries["wte.weight"].shape
-    n_ctx = entries["wpe.weight"].shape[0]
-    layers = {int(m.group(1)) for name in entries if (m := re.match(r"^h\.(\d+)\.", name))}
-    n_layer = max(layers) + 1 if layers else 0
-    config_json = config_json or {}
-    activation = config_json.get("activation_function", "gelu_new")
-    if activation not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"{path}: activation {activation!r} is not GPT-2's tanh GELU (gelu_new)")
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
-        if config_json.get(flag):
-            raise CheckpointError(f"{path}: config.json sets {flag}, which this GPT-2 does not implement")
-    n_head = config_json.get("n_head", max(n_embd // 64, 1))
-    ln_eps = config_json.get("layer_norm_epsilon", 1e-5)
+    n_layer = layer_count(path, entries)
+    n_head, ln_eps = json_hyperparameters(config_file, n_embd)
     try:
-        return GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_ctx=n_ctx, vocab_size=vocab_size,
-                          ln_eps=ln_eps)
-    except ValueError as error:
-        raise CheckpointError(f"{path}: cannot infer a GPT-2 shape ({error})") from None
+        config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_ctx=entries["wpe.weight"].shape[0],
+                            vocab_size=vocab_size, ln_eps=ln_eps)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its tensors give no valid GPT-2 shape ({error})") from None
+    if config_file is not None:
+        check_json_sizes(config_file, config)
+    return config
 
 
-def read_into(f: BinaryIO, entry: TensorEntry, target: Tensor) -> None:
-    """Read one tensor's bytes straight into `target`'s storage (converting dtype/device if they differ)."""
-    staging = target if target.dtype == entry.dtype and target.device.type == "cpu" else torch.empty(
-        entry.shape, dtype=entry.dtype)
-    f.seek(entry.begin)
-    view = memoryview(staging.view(torch.uint8).numpy()).cast("B") if staging.numel() else memoryview(b"")
-    if f.readinto(view) != entry.end - entry.begin:
-        raise CheckpointError(f"{f.name} ended early while reading a tensor (truncated download?)")
-    if staging is not target:
-        target.copy_(staging)
-
-
-def load_weights(model: torch.nn.Module, path: Path, entries: dict[str, TensorEntry],
-                 lm_head: TensorEntry | None = None) -> None:
-    """Fill every parameter of `model` from the file after checking names, shapes and finiteness."""
-    params = dict(model.named_parameters())
-    missing = sorted(set(params) - set(entries))
-    unexpected = sorted(set(entries) - set(params))
+def check_tensors(path: Path, entries: dict[str, TensorInfo], lm_head: TensorInfo | None,
+                  config: GPT2Config) -> None:
+    """Refuse the file unless its names, shapes and dtypes are those of a GPT-2 of `config` (nothing is built)."""
+    expected = expected_shapes(config)
+    missing = [name for name in expected if name not in entries]
+    unexpected = [name for name in entries if name not in expected]
     if missing or unexpected:
         parts = [f"missing {len(missing)} tensor(s): {', '.join(missing[:8])}" if missing else "",
                  f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:8])}" if unexpected else ""]
-        raise CheckpointError(f"{path} does not fit GPT-2 ({model.config}): " + "; ".join(p for p in parts if p))
-    for name, param in params.items():
-        if tuple(param.shape) != entries[name].shape:
+        raise CheckpointError(f"{path} does not fit GPT-2 ({config}): " + "; ".join(p for p in parts if p))
+    tensors = [(name, entries[name], shape) for name, shape in expected.items()]
+    if lm_head is not None:
+        tensors.append(("lm_head.weight", lm_head, expected["wte.weight"]))
+    for name, info, shape in tensors:
+        if info.shape != shape:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {list(info.shape)}, expected {list(shape)}")
+        if info.dtype not in FLOAT_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {info.dtype}, expected one of {FLOAT_DTYPES}")
+
+
+# ---- copying tensors into the model -----------------------------------------------------------------------
+
+class TensorReader:
+    """Rows of the file's tensors, through safe_open reopened after every PIECE_BYTES bytes read.
+
+    safe_open maps the whole file, and every page read stays resident while the mapping lives: one mapping
+    for the whole load would hold the file (1x its size) beside the model (1x). Reopening drops the pages
+    already copied, so the peak stays near the model's own size."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: safe_open | None = None
+        self.bytes_read = 0
+
+    def rows(self, key: str, rows: slice) -> Tensor:
+        """Rows `rows` of tensor `key`, in the file's dtype (a copy, not a view of the mapping)."""
+        if self.file is None or self.bytes_read >= PIECE_BYTES:
+            self.file = open_safetensors(self.path)  # the previous mapping is released with its handle
+            self.bytes_read = 0
+        with library_errors(self.path):
+            piece = self.file.get_slice(key)[rows]
+        self.bytes_read += piece.nbytes
+        return piece
+
+
+def row_ranges(target: Tensor) -> Iterator[slice]:
+    """Consecutive row ranges of `target` of about PIECE_BYTES each (one range for a small tensor)."""
+    row_bytes = math.prod(target.shape[1:]) * target.element_size()
+    step = max(1, PIECE_BYTES // max(row_bytes, 1))
+    return (slice(start, min(start + step, len(target))) for start in range(0, len(target), step))
+
+
+def all_finite(x: Tensor) -> bool:
+    """True when x holds no NaN or ±inf. Its sum is finite exactly then, unless it overflows (rare: the full
+    check settles it), and a sum is about 5x faster than isfinite, which writes a mask as large as x."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
+def copy_tensor(reader: TensorReader, info: TensorInfo, target: Tensor, name: str) -> None:
+    """Fill `target` with the file's tensor piece by piece; refuse NaN/inf in the file or made by the cast."""
+    for rows in row_ranges(target):
+        piece = reader.rows(info.key, rows)
+        if not all_finite(piece):
+            raise CheckpointError(f"{reader.path}: tensor {name!r} contains NaN or infinite values")
+        target[rows].copy_(piece)
+        if target.dtype != piece.dtype and not all_finite(target[rows]):
+            dtype = str(target.dtype).removeprefix("torch.")
             raise CheckpointError(
-                f"{path}: tensor {name!r} has shape {list(entries[name].shape)}, expected {list(param.shape)}"
+                f"{reader.path}: tensor {name!r} holds finite values up to {piece.abs().max().item():.4g}, "
+                f"beyond {dtype}'s largest ({torch.finfo(target.dtype).max:.6g}): the cast to {dtype} overflows "
+                f"(the file is fine); load it in float32 or bfloat16"
             )
-    with path.open("rb") as f:
-        for name, param in params.items():
-            read_into(f, entries[name], param.data)
-            # A NaN or ±inf anywhere makes the sum non-finite; the sum allocates nothing (isfinite confirms).
-            if not torch.isfinite(param.data.sum()) and not torch.isfinite(param.data).all():
-                raise CheckpointError(f"{path}: tensor {name!r} contains NaN or infinite values")
-        if lm_head is not None:  # transformers may store the tied unembedding again: it must equal wte
-            head = torch.empty(lm_head.shape, dtype=lm_head.dtype or torch.float32)
-            read_into(f, lm_head, head)
-            if head.shape != model.wte.weight.shape or not torch.equal(head.to(model.wte.weight), model.wte.weight):
-                raise CheckpointError(f"{path}: lm_head.weight differs from wte.weight; GPT-2 ties them")
 
 
-def checkpoint_files(source: str | os.PathLike) -> tuple[Path, dict | None]:
-    """Resolve `source` to (model.safetensors path, parsed config.json or None)."""
-    path = Path(source)
-    if path.is_file():
-        if path.suffix != ".safetensors":
-            raise CheckpointError(f"{path} is not a .safetensors file (pickled .bin checkpoints are never loaded)")
-        config_path = path.with_name("config.json")
-        config_path = config_path if config_path.is_file() else None
-    elif path.suffix == ".safetensors" and not path.exists():
-        raise WeightsNotFoundError(f"no such file: {path}")
-    else:
-        weights = resolve_file(source, "model.safetensors")
-        config_path = resolve_file(source, "config.json", required=False)
-        path = weights
-    config = None
-    if config_path is not None:
-        try:
-            config = json.loads(Path(config_path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
-    return path, config
+def check_tied(reader: TensorReader, lm_head: TensorInfo, wte: Tensor) -> None:
+    """transformers may store the tied unembedding again as lm_head.weight: it must equal wte."""
+    for rows in row_ranges(wte):
+        if not torch.equal(reader.rows(lm_head.key, rows).to(wte.dtype), wte[rows]):
+            raise CheckpointError(f"{reader.path}: lm_head.weight differs from wte.weight; GPT-2 ties them")
+
+
+def load_weights(model: torch.nn.Module, path: Path, entries: dict[str, TensorInfo],
+                 lm_head: TensorInfo | None = None) -> None:
+    """Copy each checked tensor into the parameter of the same name; parameters the file lacks are left as built."""
+    params = dict(model.named_parameters())
+    absent = [name for name in entries if name not in params or params[name].shape != entries[name].shape]
+    if absent:  # expected_shapes and the model disagree: a bug here, not a bad file
+        raise RuntimeError(f"{type(model).__name__} lacks parameters expected_shapes lists: {absent[:8]}")
+    reader = TensorReader(path)
+    for name, info in entries.items():
+        copy_tensor(reader, info, params[name].data, name)
+    if lm_head is not None:
+        check_tied(reader, lm_head, params["wte.weight"].data)
+
+
+def read_into(f: Any, entry: TensorInfo, target: Tensor) -> None:
+    """Copy one tensor of the open file `f` into `target` (the call commands/verify.py makes; f.name is read)."""
+    copy_tensor(TensorReader(Path(f.name)), entry, target, entry.key)
 
 
 def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str | torch.device, dtype: torch.dtype,
                     norm: NormSpec) -> GPT2:
     """Build a `cls` of the checkpoint's shape and fill it from the file (see GPT2.from_pretrained)."""
-    path, config_json = checkpoint_files(source)
+    path, config_file = checkpoint_files(source)
     header = read_header(path)
     entries = model_entries(path, header)
-    config = infer_config(path, entries, config_json)
-    with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then read into
+    config = infer_config(path, entries, config_file)
+    lm_head = lm_head_entry(header)
+    check_tensors(path, entries, lm_head, config)  # every name and shape, before memory is spent on a model
+    with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
         model = cls(config, norm=norm).to(dtype)
-    load_weights(model, path, entries, lm_head=header.get("lm_head.weight"))
+    load_weights(model, path, entries, lm_head)
     return model.to(device).eval()

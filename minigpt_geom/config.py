@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+# Plausible upper bounds: far beyond any published GPT-2 (xl: 48 layers, 1600 wide, 1024 positions, 50257 words),
+# small enough that a hostile file or config cannot ask for a model that fills memory.
+LIMITS = {"n_layer": 1000, "n_embd": 2**16, "n_head": 2**16, "n_ctx": 2**20, "vocab_size": 2**21}
+
+
+def check_count(name: str, value: object, limit: int) -> None:
+    """Raise TypeError unless value is an int (a bool is not), ValueError unless 1 <= value <= limit."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if not 1 <= value <= limit:
+        raise ValueError(f"{name} must be between 1 and {limit}, got {value}")
+
+
+def check_epsilon(name: str, value: object) -> None:
+    """Raise TypeError unless value is a real number, ValueError unless 0 < value < 1 (NaN and ±inf fail)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not 0 < value < 1:  # ε ≤ 0 or NaN makes σ² + ε zero or NaN for some x: every logit becomes NaN
+        raise ValueError(f"{name} must be finite and between 0 and 1 (exclusive), got {value}")
 
 
 @dataclass(frozen=True)
@@ -17,9 +37,9 @@ class GPT2Config:
     ln_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GPT2Config.{name} must be positive, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            check_count(f"GPT2Config.{name}", getattr(self, name), limit)
+        check_epsilon("GPT2Config.ln_eps", self.ln_eps)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
@@ -27,10 +47,6 @@ class GPT2Config:
     def head_dim(self) -> int:
         """d_head = n_embd / n_head (64 in every published GPT-2)."""
         return self.n_embd // self.n_head
-
-    def replace(self, **changes) -> "GPT2Config":
-        """A copy with some fields changed."""
-        return replace(self, **changes)
 
 
 PRESETS: dict[str, GPT2Config] = {

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 import torch
 
@@ -57,3 +60,99 @@ def test_preset_prefers_weights_drop_in(small_checkpoints, clean_env, tmp_path):
     assert resolved == str(drop_in / "model.safetensors")
     expected = GPT2.from_pretrained(small_checkpoints["transformers"])(torch.arange(20).view(2, 10))
     assert torch.equal(logits, expected)
+
+
+OFFLINE_CASES = """
+import json, sys, time
+from minigpt_geom import GPT2
+from minigpt_geom.tokenizer import Tokenizer
+outcomes = {}
+for name, load, source in [(c[0], {"model": GPT2, "tokenizer": Tokenizer}[c[1]], c[2]) for c in json.loads(sys.argv[1])]:
+    start = time.perf_counter()
+    try:
+        load.from_pretrained(source)
+        outcomes[name] = {"error": None, "message": ""}
+    except Exception as error:
+        outcomes[name] = {"error": type(error).__name__, "message": str(error)}
+    outcomes[name]["seconds"] = time.perf_counter() - start
+print(json.dumps(outcomes))
+"""
+
+
+class ConnectionCounter:
+    """A TCP listener standing in for the hub: it counts the connections made to it and answers none."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.count = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            self.count += 1
+            connection.close()
+
+
+def run_offline_cases(env, cases) -> dict:
+    result = subprocess.run([sys.executable, "-c", OFFLINE_CASES, json.dumps(cases)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_local_folders_and_paths_never_reach_the_hub(small_checkpoints, clean_env, tmp_path):
+    drop_in = tmp_path / "weights" / "gpt2"  # clean_env's working directory is tmp_path
+    drop_in.mkdir(parents=True)
+    shutil.copy(small_checkpoints["official"] / "model.safetensors", drop_in)  # no config.json, no tokenizer files
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    hub = ConnectionCounter()
+    env = {k: v for k, v in clean_env.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{hub.port}"
+    outcomes = run_offline_cases(env, [
+        ("drop-in model", "model", "gpt2"),
+        ("drop-in tokenizer", "tokenizer", "gpt2"),
+        ("symlink loop", "model", "loop"),
+        ("dot path", "model", "./org/name"),
+        ("home path", "tokenizer", "~someone/model"),
+        ("three parts", "model", "a/b/c"),
+    ])
+    hub.server.close()
+    assert hub.count == 0, outcomes
+    assert outcomes["drop-in model"]["error"] is None, outcomes  # n_head from the width, as for a bare file
+    tokenizer = outcomes["drop-in tokenizer"]
+    assert tokenizer["error"] == "WeightsNotFoundError"
+    assert f"vocab.json and merges.txt not found in directory {drop_in}" in tokenizer["message"]
+    assert "symlink loop" in outcomes["symlink loop"]["message"]
+    for name in ("dot path", "home path", "three parts"):
+        assert outcomes[name]["error"] == "WeightsNotFoundError", outcomes[name]
+        assert "no such file or directory" in outcomes[name]["message"], outcomes[name]
+
+
+def test_no_network_is_reported_in_seconds_with_every_missing_file(clean_env):
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: every connection is refused, as with no network
+    env = {k: v for k, v in clean_env.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    outcomes = run_offline_cases(env, [("model", "model", "gpt2"), ("tokenizer", "tokenizer", "gpt2")])
+    for name, files in (("model", "model.safetensors"), ("tokenizer", "vocab.json and merges.txt")):
+        outcome = outcomes[name]
+        assert outcome["error"] == "WeightsNotFoundError", outcome
+        assert outcome["message"].startswith(f"could not get {files} of openai-community/gpt2: the hub could not be "
+                                             f"reached"), outcome
+        assert "HF_HUB_OFFLINE=1" in outcome["message"] and "\n" not in outcome["message"]
+        assert outcome["seconds"] < 10, outcome  # hf_hub_download alone retries for ~25 s
+
+
+def test_hub_ids_and_paths(tmp_path):
+    from minigpt_geom.hub import is_hub_id
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert is_hub_id("openai-community/gpt2")
+    for path_like in ("./a/b", "~a/b", "/a/b", "a/b/c", "a\\b", "a--b/c", str(tmp_path / "loop"), str(tmp_path)):
+        assert not is_hub_id(path_like), path_like
