@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,10 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from .config import LIMITS, GPT2Config, check_count, check_epsilon
-from .errors import CheckpointError, WeightsNotFoundError
+from .errors import CheckpointError, InputError, WeightsNotFoundError
 from .hub import resolve_file
-from .sphere import NormSpec
+from .lnfree import from_ln_free_eps, is_ln_free_eps
+from .sphere import NormSpec, get_norm, norm_for_site
 
 if TYPE_CHECKING:
     from .model import GPT2
@@ -38,6 +40,7 @@ LAYER_INDEX = re.compile(r"h\.(0|[1-9][0-9]*)\.")  # a block's tensor; `h.07.` i
 HEADER_BYTES = 4 * 2**20  # a 1000-layer GPT-2's header is under 2 MiB; the format allows 100 MiB (see open_safetensors)
 PIECE_BYTES = 16 * 2**20  # tensors are copied in row ranges of about this size (see TensorReader)
 CONFIG_JSON_BYTES = 2**20  # GPT-2's config.json is under 1 KB
+NORM_KEY = "minigpt_geom_norm"  # config.json's record of a norm variant other than GPT-2's (train.py writes it)
 UNSUPPORTED_FLAGS = ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention")
 SIZES_IN_CONFIG_JSON = {"n_layer": "n_layer", "n_embd": "n_embd", "n_positions": "n_ctx", "n_ctx": "n_ctx",
                         "vocab_size": "vocab_size"}  # config.json key -> GPT2Config field, checked against shapes
@@ -245,10 +248,36 @@ def infer_config(path: Path, entries: dict[str, TensorInfo], config_file: Config
     return config
 
 
+def variant_shapes(config: GPT2Config, norm: NormSpec) -> dict[str, tuple[int, ...]]:
+    """The learned scalars of the norm variants, `h.0.ln_1.alpha`: [] each. A file may hold them or not
+    (a checkpoint trained with layer norm has none: they start at the variant's initial values)."""
+    sites = [f"h.{i}.{kind}" for i in range(config.n_layer) for kind in ("ln_1", "ln_2")] + ["ln_f"]
+    return {f"{site}.{name}": () for site in sites for name in norm_for_site(norm, site).parameters}
+
+
+def checkpoint_norm(config_file: ConfigFile | None) -> NormSpec | None:
+    """The norm variant(s) a checkpoint was trained with, from config.json's "minigpt_geom_norm" (None: GPT-2's)."""
+    stated = config_file.values.get(NORM_KEY) if config_file is not None else None
+    if stated is None:
+        return None
+    valid = isinstance(stated, str) or (isinstance(stated, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in stated.items()))
+    if not valid:
+        raise CheckpointError(f"{config_file.path}: {NORM_KEY} must be a variant name or {{site: name}}, got {stated!r}")
+    try:
+        norm_for_site(stated, "ln_f")
+        for value in ([stated] if isinstance(stated, str) else stated.values()):
+            get_norm(value)
+    except InputError as error:
+        raise CheckpointError(f"{config_file.path}: {error}") from None
+    return stated
+
+
 def check_tensors(path: Path, entries: dict[str, TensorInfo], lm_head: TensorInfo | None,
-                  config: GPT2Config) -> None:
+                  config: GPT2Config, norm: NormSpec = "layernorm") -> None:
     """Refuse the file unless its names, shapes and dtypes are those of a GPT-2 of `config` (nothing is built)."""
-    expected = expected_shapes(config)
+    optional = variant_shapes(config, norm)
+    expected = expected_shapes(config) | {name: shape for name, shape in optional.items() if name in entries}
     missing = [name for name in expected if name not in entries]
     unexpected = [name for name in entries if name not in expected]
     if missing or unexpected:
@@ -346,15 +375,25 @@ def read_into(f: Any, entry: TensorInfo, target: Tensor) -> None:
 
 
 def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str | torch.device, dtype: torch.dtype,
-                    norm: NormSpec) -> GPT2:
-    """Build a `cls` of the checkpoint's shape and fill it from the file (see GPT2.from_pretrained)."""
+                    norm: NormSpec | None) -> GPT2:
+    """Build a `cls` of the checkpoint's shape and fill it from the file (see GPT2.from_pretrained).
+
+    norm=None takes the checkpoint's own: config.json's "minigpt_geom_norm", else GPT-2's layer norm; a file
+    in the LN-free convention (ε ≥ 1e10) then loads as the exact norm="none" model it stands for."""
     path, config_file = checkpoint_files(source)
     header = read_header(path)
     entries = model_entries(path, header)
     config = infer_config(path, entries, config_file)
     lm_head = lm_head_entry(header)
-    check_tensors(path, entries, lm_head, config)  # every name and shape, before memory is spent on a model
+    stated = checkpoint_norm(config_file)
+    chosen = norm if norm is not None else stated or "layernorm"
+    check_tensors(path, entries, lm_head, config, chosen)  # every name and shape, before memory is spent on a model
+    ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps)
     with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
-        model = cls(config, norm=norm).to(dtype)
+        model = cls(config, norm=chosen).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
     load_weights(model, path, entries, lm_head)
-    return model.to(device).eval()
+    if ln_free:
+        warnings.warn(f"{path}: layer norm is switched off inside this file (ε = {config.ln_eps:g}); loaded as an "
+                      f"exact norm='none' model", stacklevel=3)
+        model = from_ln_free_eps(model)
+    return model.to(device=device, dtype=dtype).eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 # Plausible upper bounds: far beyond any published GPT-2 (xl: 48 layers, 1600 wide, 1024 positions, 50257 words),
@@ -18,11 +20,13 @@ def check_count(name: str, value: object, limit: int) -> None:
 
 
 def check_epsilon(name: str, value: object) -> None:
-    """Raise TypeError unless value is a real number, ValueError unless 0 < value < 1 (NaN and ±inf fail)."""
+    """Raise TypeError unless value is a real number, ValueError unless it is finite and > 0.
+
+    Large values are legitimate: LN-free checkpoints switch layer norm off with ε = 1e12 (see lnfree.py)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    if not 0 < value < 1:  # ε ≤ 0 or NaN makes σ² + ε zero or NaN for some x: every logit becomes NaN
-        raise ValueError(f"{name} must be finite and between 0 and 1 (exclusive), got {value}")
+    if not 0 < value < math.inf:  # ε ≤ 0, NaN or inf makes σ² + ε zero or NaN for some x: every logit NaN
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
 
 
 @dataclass(frozen=True)

@@ -116,10 +116,13 @@ class GPT2(nn.Module):
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        norm: NormSpec = "layernorm",
+        norm: NormSpec | None = None,
         fold_ln: bool = False,
     ) -> "GPT2":
-        """Load a preset (`gpt2` … `gpt2-xl`), a hub repo id, a local directory or a `.safetensors` file."""
+        """Load a preset (`gpt2` … `gpt2-xl`), a hub repo id, a local directory or a `.safetensors` file.
+
+        norm=None keeps the checkpoint's own variant (GPT-2's layer norm unless its config.json names another;
+        a file with layer norm switched off by ε = 1e12 becomes an exact norm="none" model)."""
         from .checkpoint import load_pretrained
 
         model = load_pretrained(cls, source, device=device, dtype=dtype, norm=norm)

@@ -1,6 +1,7 @@
 """Layer-norm removal: the fixed-σ variant is its formula, folding it away keeps the logits, and checkpoints
 in the ε = 1e12 / γ × 1e6 convention give transformers' own logits as norm="none" models."""
 
+import pytest
 import torch
 import transformers
 
@@ -66,9 +67,14 @@ def test_ln_free_eps_checkpoint_matches_transformers(tmp_path):
     save_transformers_layout(hf, tmp_path)
     reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     idx = windows(1, seed=2)[0]
-    model = from_ln_free_eps(GPT2.from_pretrained(tmp_path))
+    with pytest.warns(UserWarning, match="layer norm is switched off inside this file"):  # said once, at load
+        model = GPT2.from_pretrained(tmp_path)
     assert all(model.get_submodule(s).variant.name == "none" for s in sites(model))
     assert (model(idx) - reference(idx).logits).abs().max() <= TOLERANCE
+    # asked for explicitly, the same file runs its (switched-off) layer norms: the same logits again
+    as_stored = GPT2.from_pretrained(tmp_path, norm="layernorm")
+    assert (as_stored(idx) - reference(idx).logits).abs().max() <= TOLERANCE
+    assert (from_ln_free_eps(as_stored)(idx) - model(idx)).abs().max() <= TOLERANCE
 
 
 def test_removal_schedule_switches_every_site_once_in_order(small_checkpoints):
