@@ -1,4 +1,4 @@
-"""Shared bench helpers: a random 124M-shape checkpoint on disk and a timer."""
+"""Shared bench helpers: a random 124M-shape checkpoint on disk, timers, FLOP counts and the CPU's bfloat16 support."""
 
 from __future__ import annotations
 
@@ -62,3 +62,46 @@ def gpu_peak_flops(dtype: torch.dtype) -> float | None:
     if "A100" in name:
         return {torch.bfloat16: 312e12, torch.float16: 312e12, torch.float32: 19.5e12}.get(dtype)
     return None
+
+
+def matmul_parameters(config) -> int:
+    """N, the weights a token's forward pass multiplies by: q, k, v, o and the MLP's two (12·d² a layer) and
+    the unembedding (vocab·d). The position table is only looked up, and the token table counts once (tied)."""
+    return config.n_layer * 12 * config.n_embd**2 + config.vocab_size * config.n_embd
+
+
+def forward_flops_per_token(config) -> int:
+    """2·N FLOPs a token for a forward pass (one multiply and one add per weight; attention's T² terms left out,
+    as in the usual MFU convention)."""
+    return 2 * matmul_parameters(config)
+
+
+def cpu_description() -> str:
+    """The CPU's vector capability as torch sees it, and whether oneDNN has a native bfloat16 path."""
+    return (f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"oneDNN bfloat16 {'yes' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no'}, "
+            f"AMX {'yes' if torch.cpu._is_amx_tile_supported() else 'no'}")
+
+
+def bfloat16_matmul_slowdown(n: int = 256) -> float:
+    """How many times slower an n×n bfloat16 matrix product is than a float32 one on this CPU.
+
+    Below 1 on CPUs with AVX-512 BF16 or AMX; far above 1 (a scalar fallback) on CPUs without them."""
+    a = torch.randn(n, n)
+    seconds = interleaved_seconds({"f32": lambda: a @ a, "bf16": lambda b=a.bfloat16(): b @ b}, repeats=5)
+    return seconds["bf16"] / seconds["f32"]
+
+
+def logit_agreement(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
+    """(top-1 agreement, max |Δ log p|) of two logits tensors [..., vocab], log p computed in float32."""
+    log_p, log_q = torch.log_softmax(reference.float(), -1), torch.log_softmax(other.float(), -1)
+    top1 = (log_p.argmax(-1) == log_q.argmax(-1)).float().mean().item()
+    return top1, (log_p - log_q).abs().max().item()
+
+
+def gpu_or_not_measured(name: str) -> bool:
+    """True when CUDA is there; otherwise say that the GPU figures of `name` were not measured."""
+    if torch.cuda.is_available():
+        return True
+    print(f"{name} --gpu: not measured (no CUDA device)", flush=True)
+    return False

@@ -1,11 +1,11 @@
 """Greedy generation speed: ours with the KV cache, ours without it, and `transformers.generate`.
 
-    python bench/generate.py                      # random 124M-shape model, prompt 32, 64 new tokens, CPU
+    python bench/generate.py                      # random 124M-shape model, batch 1 and 8, prompt 32, 64 new tokens
     python bench/generate.py --weights gpt2       # a real checkpoint instead
 
 Every method continues the same prompt greedily on the same weights; the script checks that the tokens agree
-and prints tokens/s (new tokens, prefill included) from the fastest of --repeats runs after a warm-up, the
-methods interleaved so that load from other processes falls on all of them alike (no-cache: one run).
+and prints tokens/s (new tokens of the whole batch, prefill included) from the median of --repeats runs after a
+warm-up, the methods interleaved so that load from other processes falls on all of them alike (no-cache: one run).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from common import random_checkpoint  # noqa: E402
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--weights", default=None,
                         help="preset, hub id or directory (default: a random 124M-shape model)")
     parser.add_argument("--prompt-length", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes, one table each")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (no-cache: once)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
@@ -58,12 +58,11 @@ def ours_folder(source: str) -> str:
 
 
 def main() -> None:
-    """Time the three methods and print a table."""
+    """Load both models once, then one table per batch size."""
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
     from minigpt_geom import GPT2
-    from minigpt_geom.generate import Sampling, generate
 
     args = parse_args()
     hf_logging.disable_progress_bar()
@@ -74,12 +73,20 @@ def main() -> None:
         ours = GPT2.from_pretrained(source, device=args.device)
         theirs = GPT2LMHeadModel.from_pretrained(str(source) if args.weights is None else ours_folder(source))
     theirs = theirs.to(args.device).eval()
-    n_ctx, vocab = ours.config.n_ctx, ours.config.vocab_size
-    generator = torch.Generator().manual_seed(args.seed)
-    prompt = torch.randint(0, vocab, (args.batch, args.prompt_length), generator=generator).to(args.device)
-    n = args.new_tokens
-    assert args.prompt_length + n <= n_ctx, "prompt + new tokens must fit the context"
+    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"model {ours.config}, {ours.num_parameters() / 1e6:.1f}M parameters")
+    assert args.prompt_length + args.new_tokens <= ours.config.n_ctx, "prompt + new tokens must fit the context"
+    for batch in args.batch:
+        compare(ours, theirs, batch, args)
 
+
+def compare(ours, theirs, batch: int, args: argparse.Namespace) -> None:
+    """Time the three methods on one random prompt [batch, prompt_length] and print a table."""
+    from minigpt_geom.generate import Sampling, generate
+
+    generator = torch.Generator().manual_seed(args.seed)
+    prompt = torch.randint(0, ours.config.vocab_size, (batch, args.prompt_length), generator=generator).to(args.device)
+    n = args.new_tokens
     methods = {
         "ours, KV cache": (lambda: generate(ours, prompt, n, Sampling(temperature=0)), args.repeats),
         "ours, no cache": (lambda: generate(ours, prompt, n, Sampling(temperature=0), use_cache=False), 1),
@@ -89,10 +96,8 @@ def main() -> None:
             args.repeats,
         ),
     }
-    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"model {ours.config}, {ours.num_parameters() / 1e6:.1f}M parameters")
-    print(f"batch {args.batch}, prompt {args.prompt_length} tokens, {n} new tokens, greedy\n")
-    print(f"{'method':<36} {'best s':>9} {'median s':>9} {'tokens/s':>10}  (from the best of {args.repeats} runs)")
+    print(f"\nbatch {batch}, prompt {args.prompt_length} tokens, {n} new tokens, greedy")
+    print(f"{'method':<36} {'best s':>9} {'median s':>9} {'tokens/s':>10}  (median of {args.repeats} runs)")
     times: dict[str, list[float]] = {name: [] for name in methods}
     outputs = {}
     with torch.inference_mode():
@@ -107,15 +112,14 @@ def main() -> None:
     speeds = {}
     for name, seconds in times.items():
         best, median = min(seconds), statistics.median(seconds)
-        speeds[name] = args.batch * n / best
+        speeds[name] = batch * n / median
         print(f"{name:<36} {best:>9.3f} {median:>9.3f} {speeds[name]:>10.1f}")
     reference = outputs["ours, KV cache"]
     same = all(torch.equal(out.cpu(), reference.cpu()) for out in outputs.values())
     hf_name = next(name for name in methods if name.startswith("transformers"))
-    print(f"\nsame tokens from every method: {'yes' if same else 'NO'}")
+    print(f"same tokens from every method: {'yes' if same else 'NO'}")
     print(f"ours with cache / transformers: {speeds['ours, KV cache'] / speeds[hf_name]:.2f}x")
     print(f"ours with cache / ours without: {speeds['ours, KV cache'] / speeds['ours, no cache']:.2f}x")
-
 
 if __name__ == "__main__":
     main()
