@@ -56,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="torch device; under torchrun, cuda uses cuda:LOCAL_RANK (default: cpu)")
     run.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                      help="bfloat16 autocasts the forward pass; auto = bfloat16 on CUDA, else float32")
+    run.add_argument("--compile", action="store_true", help="torch.compile the training step (faster on GPUs)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     data = parser.add_argument_group("the corpus")
     add_corpus_arguments(data)
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.lr, min_learning_rate=args.min_lr, warmup_steps=args.warmup,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, eval_interval=args.eval_interval,
         eval_windows=args.eval_windows, sample_tokens=args.sample_tokens, dtype=args.dtype, stop_at=args.stop_at,
+        compile=args.compile,
     )
     processes = start_processes(args.device)
     try:
