@@ -10,7 +10,8 @@ import os
 import sys
 
 # Subcommand modules under minigpt_geom/commands/, in the order `--help` lists them.
-COMMANDS = ["verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report"]
+COMMANDS = ["verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report",
+            "prepare", "init", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,86 @@
+"""`minigpt-geom init -o DIR`: a freshly initialised GPT-2 checkpoint (with its tokenizer), to try every command on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import InputError
+from . import output_folder, positive_int
+
+
+def norm_argument(text: str) -> str | dict[str, str]:
+    """argparse type for --norm: a variant name, or a JSON mapping site -> name such as '{"ln_f": "none"}'."""
+    from ..sphere import get_norm
+
+    try:
+        spec = json.loads(text) if text.lstrip().startswith("{") else text
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not a JSON mapping: {error}") from None
+    names = spec.values() if isinstance(spec, dict) else [spec]
+    for name in names:
+        try:
+            get_norm(name)
+        except InputError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return spec
+
+
+def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
+    """--init PRESET, --n-layer/--n-head/--n-embd/--n-ctx (each overriding the preset), --norm, --seed."""
+    from ..config import PRESETS
+
+    group = parser.add_argument_group("a new model")
+    group.add_argument("--init", choices=sorted(PRESETS), metavar="PRESET",
+                       help=f"the shape of a published GPT-2: {', '.join(PRESETS)}")
+    for name, meaning in (("n-layer", "blocks"), ("n-head", "heads a block"), ("n-embd", "residual width d"),
+                          ("n-ctx", "context length in tokens")):
+        group.add_argument(f"--{name}", type=positive_int, metavar="N", help=f"number of {meaning}")
+    group.add_argument("--norm", type=norm_argument, default=None, metavar="VARIANT",
+                       help='norm variant of every site (layernorm, rmsnorm, sphere, dyt, none …) or a JSON '
+                            'mapping such as \'{"ln_f": "none"}\' (default: layernorm)')
+    group.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batches (default: 0)")
+
+
+def wants_new_model(args: argparse.Namespace) -> bool:
+    """True when --init or a size was given."""
+    return any(getattr(args, name) is not None for name in ("init", "n_layer", "n_head", "n_embd", "n_ctx"))
+
+
+def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
+    """A freshly initialised GPT2 of the requested shape, its vocabulary the tokenizer's."""
+    from ..config import PRESETS, GPT2Config
+    from ..train import new_model
+
+    base = PRESETS[args.init] if args.init else GPT2Config()
+    sizes = {name: getattr(args, name) for name in ("n_layer", "n_head", "n_embd", "n_ctx")
+             if getattr(args, name) is not None}
+    try:
+        config = base.replace(vocab_size=vocab_size, **sizes)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    return new_model(config, args.norm or "layernorm", args.seed)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `init` subcommand."""
+    parser = subparsers.add_parser("init", help="write a freshly initialised checkpoint", allow_abbrev=False,
+                                   description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("-o", "--out", required=True, metavar="DIR", help="folder to write the checkpoint into")
+    parser.add_argument("--tokenizer", default="gpt2", metavar="SOURCE",
+                        help="where vocab.json and merges.txt are; sets the vocabulary size (default: gpt2)")
+    add_architecture_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write model.safetensors, config.json, vocab.json and merges.txt (GPT-2 shape unless told otherwise)."""
+    from ..export import save_model
+    from ..tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer)
+    model = new_model_from_arguments(args, tokenizer.n_vocab)
+    folder = save_model(model, output_folder(args.out), args.tokenizer, tokenizer.special_tokens.get("<|endoftext|>"))
+    print(f"wrote a new GPT-2 ({model.config.n_layer} layers, d = {model.config.n_embd}, "
+          f"{model.num_parameters():,} parameters) to {folder}")
+    return 0

@@ -1,0 +1,241 @@
+"""Training: a tiny GPT-2 learns the standard library's source; checked with transformers, torch's own LR
+schedulers, torchrun, and an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from minigpt_geom import GPT2, GPT2Config
+from minigpt_geom.cli import main
+from minigpt_geom.data import load_tokens, prepare, windows
+from minigpt_geom.export import load_model, read_config
+from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.train import (TrainSettings, learning_rate, load_corpus, make_optimizer, new_model, read_log,
+                                train)
+
+ROOT = Path(__file__).resolve().parent.parent
+STDLIB_FILES = ["textwrap.py", "string.py", "shlex.py", "fnmatch.py", "bisect.py", "heapq.py"]
+SHAPE = dict(n_layer=2, n_head=2, n_embd=32, n_ctx=64)
+FAST = dict(batch_size=8, learning_rate=3e-3, warmup_steps=2, eval_windows=16, sample_tokens=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tensors this small gain nothing from a second thread, and lose much when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A folder with a few files of the Python standard library's source (every machine has them)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for name in STDLIB_FILES:
+        shutil.copy(stdlib / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokens(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
+    """The corpus tokenised with the tests' tiny trained vocabulary (300 ids)."""
+    folder = tmp_path_factory.mktemp("tokens")
+    prepare(corpus, tiny_checkpoint, folder, progress=False)
+    return folder
+
+
+def tiny_model(norm="layernorm", seed=0) -> GPT2:
+    return new_model(GPT2Config(vocab_size=300, **SHAPE), norm=norm, seed=seed)
+
+
+def run(model, tokens, tokenizer, out, **settings) -> list:
+    return train(model, load_tokens(tokens), tokenizer, out, TrainSettings(**{**FAST, **settings}), progress=False)
+
+
+# ---- data -----------------------------------------------------------------------------------------
+
+
+def test_prepare_concatenates_each_file_then_endoftext_and_holds_out_the_tail(corpus, tokens, tiny_checkpoint):
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    expected = np.concatenate([tokenizer.encode((corpus / name).read_text()) + [tokenizer.eot_token]
+                               for name in sorted(STDLIB_FILES)])
+    data = load_tokens(tokens)
+    assert data.train.dtype == np.uint16
+    np.testing.assert_array_equal(np.concatenate([data.train, data.val]), expected)
+    assert len(data.val) == round(0.1 * len(expected))
+    assert data.meta["vocab_size"] == expected.max() + 1
+
+
+def test_windows_are_inputs_and_the_next_ids():
+    ids = np.arange(100, dtype=np.uint16)
+    x, y = windows(ids, torch.tensor([3, 50]), 8)
+    assert x.dtype == torch.int64 and x.shape == (2, 8)
+    assert x[1].tolist() == list(range(50, 58)) and y[1].tolist() == list(range(51, 59))
+
+
+def test_corpus_cache_is_reused_until_a_file_changes(corpus, tiny_checkpoint, tmp_path):
+    first = load_corpus(corpus, tiny_checkpoint, cache_dir=tmp_path, progress=False)
+    folders = list(tmp_path.iterdir())
+    stamp = (folders[0] / "meta.json").stat().st_mtime_ns
+    load_corpus(corpus, tiny_checkpoint, cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == folders and (folders[0] / "meta.json").stat().st_mtime_ns == stamp
+    changed = tmp_path / "changed"
+    shutil.copytree(corpus, changed)
+    (changed / "extra.txt").write_text("one more file")
+    again = load_corpus(changed, tiny_checkpoint, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.iterdir())) == 3  # the copy's key differs from the original's
+    assert len(again.train) + len(again.val) > len(first.train) + len(first.val)
+
+
+# ---- initialisation and optimiser -------------------------------------------------------------------
+
+
+def test_initialisation_has_the_statistics_of_transformers_gpt2():
+    config = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_ctx=256, vocab_size=1000)
+    ours = dict(new_model(config, seed=1).named_parameters())
+    torch.manual_seed(1)
+    theirs = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=4, n_head=4, n_embd=128, n_positions=256, vocab_size=1000)).transformer
+    for name, p in theirs.named_parameters():
+        mine = ours[name].detach()
+        if p.dim() == 2:  # N(0, 0.02²), c_proj N(0, (0.02/√(2L))²)
+            assert math.isclose(mine.std().item(), p.std().item(), rel_tol=0.05), name
+            assert abs(mine.mean().item()) < 3 * p.std().item() / math.sqrt(p.numel())
+        else:
+            assert torch.equal(mine, p.detach()), name  # biases 0, γ 1, β 0
+    assert math.isclose(ours["h.0.attn.c_proj.weight"].std().item(), 0.02 / math.sqrt(8), rel_tol=0.05)
+
+
+def test_learning_rate_is_warmup_then_cosine_as_torch_schedulers():
+    settings = TrainSettings(steps=50, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=10)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, end_factor=1.0, total_iters=9),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=40, eta_min=1e-4),
+    ], milestones=[10])
+    for step in range(50):
+        assert math.isclose(learning_rate(step, settings), optimizer.param_groups[0]["lr"], rel_tol=1e-9), step
+        optimizer.step()
+        schedule.step()
+    assert math.isclose(learning_rate(50, settings), 1e-4)
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = tiny_model("dyt")
+    groups = make_optimizer(model, TrainSettings(weight_decay=0.1)).param_groups
+    names = {id(p): name for name, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in groups[0]["params"]}
+    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
+    assert decayed == {name for name, p in model.named_parameters() if p.dim() == 2}
+    assert "wte.weight" in decayed and "h.0.ln_1.alpha" in {names[id(p)] for p in groups[1]["params"]}
+
+
+# ---- training ------------------------------------------------------------------------------------------
+
+
+def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(tokens, tiny_checkpoint, tmp_path):
+    model = tiny_model()
+    log = run(model, tokens, tiny_checkpoint, tmp_path, steps=50, eval_interval=25)
+    val = [row.val_loss for row in log if row.val_loss is not None]
+    assert len(val) == 3 and val[-1] < val[0] - 1.0, val  # from ≈ ln 300 = 5.7 nats to below 4.7
+    assert read_log(tmp_path / "log.csv") == log
+
+    assert {"model.safetensors", "config.json", "vocab.json", "merges.txt"} <= {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "vocab.json").read_bytes() == (tiny_checkpoint / "vocab.json").read_bytes()
+    names = set(load_file(tmp_path / "model.safetensors"))
+    assert {"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.attn.c_attn.weight", "ln_f.bias"} <= names
+    assert not any(name.startswith("transformer.") for name in names)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "gpt2" and "minigpt_geom_norm" not in config
+
+    idx = torch.tensor([Tokenizer.from_pretrained(tiny_checkpoint).encode("def add(a, b):\n    return a + b\n")])
+    hf = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
+    with torch.no_grad():
+        expected = hf(idx).logits
+        torch.testing.assert_close(model(idx), expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(GPT2.from_pretrained(tmp_path)(idx), expected, atol=1e-4, rtol=0)
+
+
+def test_resuming_gives_the_uninterrupted_run_bit_for_bit(tokens, tiny_checkpoint, tmp_path):
+    settings = dict(steps=6, eval_interval=4, micro_batch=4)  # gradient accumulation over 2 micro-batches
+    whole = tiny_model()
+    run(whole, tokens, tiny_checkpoint, tmp_path / "whole", **settings)
+    run(tiny_model(), tokens, tiny_checkpoint, tmp_path / "parts", stop_at=3, **settings)
+    assert json.loads((tmp_path / "parts" / "trainer_state.json").read_text())["step"] == 3
+    resumed = load_model(tmp_path / "parts")
+    log = train(resumed, load_tokens(tokens), tiny_checkpoint, tmp_path / "parts",
+                TrainSettings(**{**FAST, **settings}), resume=True, progress=False)
+    for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+    assert [row.step for row in log] == list(range(7))
+
+
+def test_dyt_learns_alpha_and_saves_it_as_scalars(tokens, tiny_checkpoint, tmp_path):
+    model = tiny_model("dyt")
+    run(model, tokens, tiny_checkpoint, tmp_path, steps=10, eval_interval=10)
+    alphas = [model.h[0].ln_1.alpha, model.h[1].ln_2.alpha, model.ln_f.alpha]
+    assert all(abs(a.item() - 0.5) > 1e-3 for a in alphas)  # moved from the initial α = 0.5
+    saved = load_file(tmp_path / "model.safetensors")
+    assert saved["h.0.ln_1.alpha"].shape == () and saved["ln_f.alpha"].item() == model.ln_f.alpha.item()
+    assert read_config(tmp_path)[1] == "dyt"
+    idx = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path)(idx), model(idx))
+
+
+# ---- the command line, one process and two -----------------------------------------------------------------
+
+
+def test_init_command_writes_a_checkpoint_every_loader_reads(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "new"
+    assert main(["init", "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--n-layer", "2", "--n-head", "2",
+                 "--n-embd", "32", "--n-ctx", "64", "--norm", '{"ln_f": "sphere"}']) == 0
+    assert "37,120 parameters" in capsys.readouterr().out
+    config, norm = read_config(out)
+    assert config.vocab_size == 300 and norm["ln_f"] == "sphere" and norm["h.1.ln_2"] == "layernorm"
+    assert load_model(out).ln_f.variant.name == "sphere"
+    idx = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():  # γ = 1, β = 0 at initialisation: a sphere ln_f computes what layer norm does
+        expected = transformers.GPT2LMHeadModel.from_pretrained(str(out)).eval()(idx).logits
+        torch.testing.assert_close(load_model(out)(idx), expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(GPT2.from_pretrained(out)(idx), expected, atol=1e-4, rtol=0)
+
+
+def test_train_command_explains_a_missing_model(tokens, tmp_path, capsys):
+    assert main(["train", str(tokens), "-o", str(tmp_path)]) == 2
+    assert "--weights" in capsys.readouterr().err
+
+
+def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path):
+    norm = '{"ln_1": "dyt", "ln_f": "sphere"}'  # learned scalars, and γ, β that get no gradient
+    args = ["train", str(tokens), "--tokenizer", str(tiny_checkpoint), "--n-layer", "2", "--n-head", "2",
+            "--n-embd", "32", "--n-ctx", "64", "--norm", norm, "--steps", "4", "--batch-size", "8",
+            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--sample-tokens", "0", "--no-progress"]
+    assert main(args + ["-o", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         "-m", "minigpt_geom.cli", *args, "--micro-batch", "2", "-o", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)
+    assert not torch.equal(one["h.0.ln_1.alpha"], torch.tensor(0.5))
