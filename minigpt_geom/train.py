@@ -22,6 +22,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -326,8 +327,10 @@ def read_log(path: Path) -> list[LogRow]:
 
 def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out: str | os.PathLike,
           settings: TrainSettings = TrainSettings(), *, device: str | torch.device = "cpu", resume: bool = False,
-          progress: bool = True) -> list[LogRow]:
+          progress: bool = True, before_step: Callable[[int], None] | None = None) -> list[LogRow]:
     """Train `model` in place on `data`, writing checkpoints, log.csv and the tokenizer into `out`.
+
+    `before_step(step)`, if given, runs before each optimiser step (remove_ln switches layer norms there).
 
     With `resume`, the optimiser state, step and batch sampler saved in `out` are restored first (`model`
     must hold `out`'s weights: export.load_model). Returns the log. Under torchrun, every process calls it."""
@@ -379,6 +382,8 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
             write_log(out / "log.csv", log)  # rows of the steps before this one: a resumed run appends the rest
         if step == stop:
             break
+        if before_step is not None:
+            before_step(step)
         rate = learning_rate(step, settings)
         for group in optimizer.param_groups:
             group["lr"] = rate
