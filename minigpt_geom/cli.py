@@ -11,7 +11,7 @@ import sys
 
 # Subcommand modules under minigpt_geom/commands/, in the order `--help` lists them.
 COMMANDS = ["verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report",
-            "prepare", "init", "train"]
+            "prepare", "init", "train", "remove_ln"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,3 +62,16 @@ def test_progress_names_each_switched_site(tokens, tiny_checkpoint, tmp_path, ca
     for site in ("h.0.ln_2", "h.1.ln_2", "h.0.ln_1", "h.1.ln_1", "ln_f"):
         assert f"{site} -> fixed σ" in text
     assert "(5/5 sites)" in text
+
+
+def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm(corpus, tiny_checkpoint, tmp_path):  # noqa: F811
+    from minigpt_geom.cli import main
+
+    argv = ["remove-ln", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--steps", "6",
+            "--batch-size", "4", "--context", "32", "--eval-interval", "6", "--eval-windows", "4",
+            "--sample-tokens", "0", "--no-progress", "--glob", "*.py"]
+    assert main(argv) == 0
+    with pytest.warns(UserWarning, match="switched off"):
+        model = GPT2.from_pretrained(tmp_path)
+    assert all(model.get_submodule(site).variant.name == "none" for site in sites(model))
+    assert (tmp_path / "vocab.json").is_file() and (tmp_path / "run" / "log.csv").is_file()

@@ -5,18 +5,19 @@ On many processes: `torchrun --nproc_per_node N -m minigpt_geom.cli train …` (
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from . import positive_int
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments
 
+if TYPE_CHECKING:
+    from ..train import TrainSettings
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `train` subcommand."""
-    from ..train import TrainSettings
-
-    default = TrainSettings()
     parser = subparsers.add_parser("train", help="train or fine-tune a GPT-2 on a text corpus", allow_abbrev=False,
                                    description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
@@ -29,6 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        help="where vocab.json and merges.txt are (default: the weights source; required for a new model)")
     model.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     add_architecture_arguments(parser)
+    add_run_arguments(parser)
+    data = parser.add_argument_group("the corpus")
+    add_corpus_arguments(data)
+    data.add_argument("--data-cache", default=None, metavar="DIR",
+                      help="where token files of a corpus are cached (default: ~/.cache/minigpt_geom/tokens)")
+    return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a run (steps, batch, learning rate, evaluation, device), shared with `remove-ln`."""
+    from ..train import TrainSettings
+
+    default = TrainSettings()
     run = parser.add_argument_group("the run")
     run.add_argument("--steps", type=int, default=default.steps, help=f"optimiser steps (default: {default.steps})")
     run.add_argument("--batch-size", type=positive_int, default=default.batch_size, metavar="N",
@@ -58,11 +72,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="bfloat16 autocasts the forward pass; auto = bfloat16 on CUDA, else float32")
     run.add_argument("--compile", action="store_true", help="torch.compile the training step (faster on GPUs)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    data = parser.add_argument_group("the corpus")
-    add_corpus_arguments(data)
-    data.add_argument("--data-cache", default=None, metavar="DIR",
-                      help="where token files of a corpus are cached (default: ~/.cache/minigpt_geom/tokens)")
-    return parser
 
 
 def build_model(args: argparse.Namespace):
@@ -88,19 +97,26 @@ def build_model(args: argparse.Namespace):
     return new_model_from_arguments(args, Tokenizer.from_pretrained(args.tokenizer).n_vocab), args.tokenizer
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train; under torchrun every process runs this and rank 0 writes the files."""
-    import torch.distributed as dist
+def settings_from_arguments(args: argparse.Namespace) -> "TrainSettings":
+    """The TrainSettings the run options name."""
+    from ..train import TrainSettings
 
-    from ..train import TrainSettings, load_corpus, start_processes, train
-
-    settings = TrainSettings(
+    return TrainSettings(
         steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch, context=args.context,
         learning_rate=args.lr, min_learning_rate=args.min_lr, warmup_steps=args.warmup,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, eval_interval=args.eval_interval,
         eval_windows=args.eval_windows, sample_tokens=args.sample_tokens, dtype=args.dtype, stop_at=args.stop_at,
         compile=args.compile,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; under torchrun every process runs this and rank 0 writes the files."""
+    import torch.distributed as dist
+
+    from ..train import load_corpus, start_processes, train
+
+    settings = settings_from_arguments(args)
     processes = start_processes(args.device)
     try:
         model, tokenizer_source = build_model(args)
