@@ -81,6 +81,14 @@ def test_prepare_concatenates_each_file_then_endoftext_and_holds_out_the_tail(co
     assert data.meta["vocab_size"] == expected.max() + 1
 
 
+def test_prepare_command_writes_the_same_token_files(corpus, tokens, tiny_checkpoint, tmp_path, capsys):
+    assert main(["prepare", str(corpus), "-o", str(tmp_path), "--tokenizer", str(tiny_checkpoint),
+                 "--glob", "*.py"]) == 0
+    assert f"{len(STDLIB_FILES)} files" in capsys.readouterr().out
+    for name in ("train.bin", "val.bin"):
+        assert (tmp_path / name).read_bytes() == (tokens / name).read_bytes()
+
+
 def test_windows_are_inputs_and_the_next_ids():
     ids = np.arange(100, dtype=np.uint16)
     x, y = windows(ids, torch.tensor([3, 50]), 8)
@@ -221,12 +229,13 @@ def test_train_command_explains_a_missing_model(tokens, tmp_path, capsys):
     assert "--weights" in capsys.readouterr().err
 
 
-def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path):
+def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, capsys):
     norm = '{"ln_1": "dyt", "ln_f": "sphere"}'  # learned scalars, and γ, β that get no gradient
     args = ["train", str(tokens), "--tokenizer", str(tiny_checkpoint), "--n-layer", "2", "--n-head", "2",
             "--n-embd", "32", "--n-ctx", "64", "--norm", norm, "--steps", "4", "--batch-size", "8",
-            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--sample-tokens", "0", "--no-progress"]
+            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--no-progress"]
     assert main(args + ["-o", str(tmp_path / "one")]) == 0
+    assert capsys.readouterr().out.count("  sample: ") == 2  # at steps 0 and 4
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     result = subprocess.run(

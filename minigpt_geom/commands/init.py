@@ -30,15 +30,15 @@ def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
     """--init PRESET, --n-layer/--n-head/--n-embd/--n-ctx (each overriding the preset), --norm, --seed."""
     from ..config import PRESETS
 
-    group = parser.add_argument_group("a new model")
+    group = parser.add_argument_group("shape (of a new model) and norm")
     group.add_argument("--init", choices=sorted(PRESETS), metavar="PRESET",
                        help=f"the shape of a published GPT-2: {', '.join(PRESETS)}")
-    for name, meaning in (("n-layer", "blocks"), ("n-head", "heads a block"), ("n-embd", "residual width d"),
-                          ("n-ctx", "context length in tokens")):
-        group.add_argument(f"--{name}", type=positive_int, metavar="N", help=f"number of {meaning}")
+    for name, meaning in (("n-layer", "number of blocks"), ("n-head", "heads per block"),
+                          ("n-embd", "width d of the residual stream"), ("n-ctx", "context length in tokens")):
+        group.add_argument(f"--{name}", type=positive_int, metavar="N", help=meaning)
     group.add_argument("--norm", type=norm_argument, default=None, metavar="VARIANT",
                        help='norm variant of every site (layernorm, rmsnorm, sphere, dyt, none …) or a JSON '
-                            'mapping such as \'{"ln_f": "none"}\' (default: layernorm)')
+                            'mapping such as \'{"ln_f": "none"}\' (default: layernorm; fine-tuning: the weights\' own)')
     group.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batches (default: 0)")
 
 
