@@ -321,6 +321,8 @@ class TensorReader:
 
 def row_ranges(target: Tensor) -> Iterator[slice]:
     """Consecutive row ranges of `target` of about PIECE_BYTES each (one range for a small tensor)."""
+    if target.dim() == 0:  # a variant's learned scalar (h.0.ln_1.alpha): the whole of it, `[...]`
+        return iter([Ellipsis])
     row_bytes = math.prod(target.shape[1:]) * target.element_size()
     step = max(1, PIECE_BYTES // max(row_bytes, 1))
     return (slice(start, min(start + step, len(target))) for start in range(0, len(target), step))

@@ -248,3 +248,19 @@ def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, cap
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)
     assert not torch.equal(one["h.0.ln_1.alpha"], torch.tensor(0.5))
+
+
+def test_a_dyt_checkpoint_loads_with_its_variant_and_alpha(tiny_checkpoint, tmp_path):
+    from minigpt_geom.export import save_model
+
+    model = tiny_model(norm={"ln_1": "dyt", "ln_2": "dyt", "ln_f": "layernorm"})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".alpha"):
+                p.fill_(0.5 + 0.01 * int(name.split(".")[1]))  # a different α per layer
+    save_model(model, tmp_path, tiny_checkpoint)
+    loaded = GPT2.from_pretrained(tmp_path)  # the variant comes from config.json, α from the file
+    assert loaded.h[1].ln_2.variant.name == "dyt" and loaded.ln_f.variant.name == "layernorm"
+    assert loaded.h[1].ln_2.alpha.item() == pytest.approx(0.51)
+    idx = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded(idx), model(idx))
