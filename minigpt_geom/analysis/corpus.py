@@ -94,9 +94,11 @@ def token_windows(token_chunks: Iterable[Sequence[int]], size: int) -> Iterator[
     window: list[int] = []
     for chunk in token_chunks:
         window.extend(chunk)
-        while len(window) >= size:
-            yield window[:size]
-            window = window[size:]
+        start = 0
+        while len(window) - start >= size:
+            yield window[start:start + size]
+            start += size
+        del window[:start]  # once per chunk: dropping each window as it goes would copy the rest every time
     if len(window) >= 2:
         yield window
 
