@@ -3,7 +3,8 @@
 The lens, trajectory, norms and report analyses all start here. A text longer than the context is refused
 before it is encoded whole: a token covers at most `longest` bytes of text (the vocabulary's longest entry),
 so a text of more than n_ctx · longest bytes needs more than n_ctx tokens and is refused unread, and a
-shorter one costs at most that many bytes of encoding (131 kB for GPT-2) before its length is known.
+shorter one costs at most that many bytes of encoding before its length is known. (The tokenizer's own
+`max_tokens` limit, once it has one, makes the same promise; this function is the one place to switch.)
 """
 
 from __future__ import annotations
