@@ -39,12 +39,15 @@ class Row:
 
 def bench_qk(model: GPT2, args: argparse.Namespace) -> list[Row]:
     """`qk`: the top query-key pairs of one head over the vocabulary (V² scores in blocks of queries)."""
+    from tqdm import tqdm
+
     from minigpt_geom.analysis.qk import strongest_pairs
 
     V = min(args.vocab_limit or model.config.vocab_size, model.config.vocab_size)
     start = time.perf_counter()
-    strongest_pairs(model, args.block, args.head, args.k, block_size=args.block_size, vocab_limit=V,
-                    progress=not args.no_progress)
+    with tqdm(total=V, unit="word", disable=args.no_progress) as progress:
+        strongest_pairs(model, args.block, args.head, args.k, chunk_size=args.block_size, vocab_limit=V,
+                        progress=progress)
     seconds = time.perf_counter() - start
     workload = f"block {args.block} head {args.head}, {V} x {V} words, top {args.k}, block size {args.block_size}"
     return [Row("qk", workload, seconds, f"{V / seconds:,.0f} query words/s ({V * V / seconds / 1e6:,.0f} M scores/s)")]

@@ -12,11 +12,10 @@ import torch
 from minigpt_geom.trace import TraceRequest
 
 from minigpt_geom import GPT2
-from minigpt_geom.analysis.drift import (
-    corpus_drift, corpus_files, corpus_windows, drift_position_rows, encode_plain, text_chunks, text_drift,
-    text_windows,
-)
-from minigpt_geom.analysis.lens import encode_text, lens_logits, logit_lens, trace_text
+from minigpt_geom.analysis.corpus import corpus_files, corpus_windows, encode_plain, text_chunks, text_windows
+from minigpt_geom.analysis.drift import corpus_drift, drift_position_rows, text_drift
+from minigpt_geom.analysis.lens import lens_logits, logit_lens
+from minigpt_geom.analysis.text import encode_text, trace_text
 from minigpt_geom.analysis.report import build_report, script_json
 from minigpt_geom.analysis.trajectory import choose_highlight, ln_f_points, pca_basis, word_trajectory
 from minigpt_geom.cli import main

@@ -16,15 +16,15 @@ import torch
 from minigpt_geom.trace import TraceRequest
 
 from minigpt_geom import GPT2, InputError
-from minigpt_geom.analysis import format_csv, format_table, latex_escape
-from minigpt_geom.analysis.circuits import (attention_pattern, attention_update, block_heads, head_weights,
+from minigpt_geom.analysis.circuits import (attention_update, block_heads, head_pattern, head_weights,
                                             ln_1_embeddings, query_key_matrix, score_terms, value_output_matrix)
 from minigpt_geom.analysis.embeddings import embedding_variants, reachability, sphere_distances, top_and_bottom
-from minigpt_geom.analysis.probe import (default_blocks, key_value_probe, probe_blocks, query_key_probe,
+from minigpt_geom.analysis.probe import (default_layers, key_value_probe, probe_layers, query_key_probe,
                                          query_key_scores, single_token_words)
 from minigpt_geom.analysis.qk import strongest_pairs, top_pairs
 from minigpt_geom.analysis.svd import (cumulative_share, head_svd, key_bias_words, nearest_words,
                                        plot_singular_values, singular_pair_words)
+from minigpt_geom.analysis.tables import format_csv, format_table, latex_escape
 from minigpt_geom.attention import attention_scores, split_heads
 from minigpt_geom.cli import main
 from minigpt_geom.tokenizer import Tokenizer
@@ -96,7 +96,7 @@ def test_score_decomposition_reproduces_attention(model):
             expected = block.attn(x_hat)[0]
             assert (attention_update(model, layer, x_hat) - expected).abs().max() <= 1e-5
             for w in block_heads(model, layer):  # one head's pattern, as the report draws it
-                assert (attention_pattern(w, x_hat) - trace.attention.pattern[layer, :, w.head]).abs().max() <= 1e-6
+                assert (head_pattern(w, x_hat) - trace.attention.pattern[layer, :, w.head]).abs().max() <= 1e-6
             # and each head's four terms sum to the model's own scores (q·k/√d_h with biases)
             q, k, _ = (split_heads(part, model.config.n_head) for part in block.attn.c_attn(x_hat).chunk(3, dim=-1))
             scores = attention_scores(q, k)  # [B, H, T, T], −∞ above the diagonal
@@ -107,12 +107,12 @@ def test_score_decomposition_reproduces_attention(model):
 
 
 def test_bad_indices_are_input_errors(model):
-    with pytest.raises(InputError, match="block 2 does not exist"):
+    with pytest.raises(InputError, match="layer 2 does not exist"):
         head_weights(model, 2, 0)
     with pytest.raises(InputError, match="head 4 does not exist"):
         head_weights(model, 0, 4)
-    with pytest.raises(InputError, match="block 5"):
-        probe_blocks(model, [0, 5], [("one", 1)])
+    with pytest.raises(InputError, match="layer 5"):
+        probe_layers(model, [0, 5], [("one", 1)])
     with pytest.raises(InputError, match="position"):
         strongest_pairs(model, 0, 0, query_position=64)
     with pytest.raises(InputError, match="after query position"):
@@ -137,7 +137,7 @@ def test_weight_analyses_refuse_a_folded_model(tiny_checkpoint):
 def test_strongest_pairs_match_full_matrix(model, biases, query_position, key_position):
     layer, head, k = 1, 2, 25
     pairs = strongest_pairs(model, layer, head, k, biases=biases, query_position=query_position,
-                            key_position=key_position, block_size=37)  # 300 words: 9 blocks, the last short
+                            key_position=key_position, chunk_size=37)  # 300 words: 9 chunks, the last short
     p = np_head(model, layer, head)
     queries = np_sphere(model, layer, query_position) @ p["W_Q"] + (p["b_Q"] if biases else 0)
     keys = np_sphere(model, layer, key_position) @ p["W_K"] + (p["b_K"] if biases else 0)
@@ -148,12 +148,12 @@ def test_strongest_pairs_match_full_matrix(model, biases, query_position, key_po
     np.testing.assert_allclose([x.score for x in pairs], full.ravel()[best], rtol=1e-5, atol=1e-7)
 
 
-def test_top_pairs_block_sizes():
+def test_top_pairs_chunk_sizes():
     g = torch.Generator().manual_seed(3)
     queries, keys = torch.randn(53, 6, generator=g), torch.randn(41, 6, generator=g)
     full = (queries @ keys.T).flatten()
-    for block_size, k in [(1, 10), (7, 10), (53, 10), (1000, 10), (5, 2173)]:  # 2173 = every entry
-        pairs = top_pairs(queries, keys, k, block_size)
+    for chunk_size, k in [(1, 10), (7, 10), (53, 10), (1000, 10), (5, 2173)]:  # 2173 = every entry
+        pairs = top_pairs(queries, keys, k, chunk_size)
         expected = full.topk(k).values
         assert torch.allclose(torch.tensor([p.score for p in pairs]), expected)
         # each pair names its own score (a blocked product may round differently from the whole one: 1e-6)
@@ -209,7 +209,7 @@ def test_key_value_probe_against_numpy_and_model(model):
                 row = next(r for r in rows if r.head == head and r.token == token)
                 assert list(row.matches) == list(np_top(logits[i], 5))
                 np.testing.assert_allclose(row.scores, logits[i][list(row.matches)], rtol=1e-5, atol=1e-5)
-                assert row.update_norm == pytest.approx(np.linalg.norm(u[i]), rel=1e-5)
+                assert row.norm == pytest.approx(np.linalg.norm(u[i]), rel=1e-5)
         # the block's sum is exactly what its attention writes for a one-word input (softmax over one key = 1)
         with torch.inference_mode():
             x = model.wte.weight[[65, 200]].unsqueeze(1)  # [2, 1, d]: two sequences of one word, no position
@@ -218,7 +218,7 @@ def test_key_value_probe_against_numpy_and_model(model):
         for i, (word, token) in enumerate(words):
             row = next(r for r in rows if r.head is None and r.token == token)
             assert list(row.matches) == logits[i].topk(5).indices.tolist()
-            assert row.update_norm == pytest.approx(np.linalg.norm(total[i]), rel=1e-5)
+            assert row.norm == pytest.approx(np.linalg.norm(total[i]), rel=1e-5)
 
 
 def test_word_selection_and_default_blocks(tokenizer):
@@ -227,9 +227,9 @@ def test_word_selection_and_default_blocks(tokenizer):
     assert dropped == ["stone", "zebra"]
     kept, dropped = single_token_words(tokenizer, ["stone", "town", "one"], leading_space=True)
     assert [w for w, _ in kept] == ["stone", "town"] and dropped == ["one"]
-    assert default_blocks(12) == [0, 5, 11]
-    assert default_blocks(2) == [0, 1]
-    assert default_blocks(1) == [0]
+    assert default_layers(12) == [0, 5, 11]
+    assert default_layers(2) == [0, 1]
+    assert default_layers(1) == [0]
 
 
 # ---- svd: equal to NumPy's SVD with the sign rule -------------------------------------------------------------
@@ -345,7 +345,8 @@ def test_table_styles():
     assert "1.5000" in format_table(header, rows, "text")
     latex = format_table(header, rows, "latex", caption="W_QK")
     assert r"\_z" in latex and r"$\sigma$" in latex and r"W\_QK" in latex
-    assert latex_escape("é") == r"\textbackslash{}u00e9"
+    assert latex_escape("naïve café") == "naïve café"  # UTF-8, which LaTeX reads as is
+    assert latex_escape("a\nb") == r"a\textbackslash{}x0ab"  # control characters spelled as Python does
     assert list(csv.reader(io.StringIO(format_csv(header, rows)))) == [["a", "σ"], ["x|y", "1.5"], ["_z", ""]]
     with pytest.raises(ValueError):
         format_table(header, rows, "html")
@@ -376,17 +377,17 @@ def test_probe_command(tiny_checkpoint, tmp_path, capsys):
     assert main(["probe", "one", "he", "zebra", "--weights", str(tiny_checkpoint), "-k", "3", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "dropped 1 word(s)" in out and "zebra" in out
-    for layer in (0, 1):  # default blocks 0, 5, 11 clipped to the 2 that exist
+    for layer in (0, 1):  # default layers 0, 5, 11 clipped to the 2 that exist
         for probe in ("query_key", "key_value"):
-            assert (tmp_path / f"probe_block{layer}_{probe}.md").stat().st_size > 0
-    assert len(read_csv(tmp_path / "probe.csv")) == 1 + 2 * 2 * 2 * 5 * 3  # probes·blocks·words·rows·k
+            assert (tmp_path / f"probe_layer{layer}_{probe}.md").stat().st_size > 0
+    assert len(read_csv(tmp_path / "probe.csv")) == 1 + 2 * 2 * 2 * 5 * 3  # probes·layers·words·rows·k
     # the default noun list with leading spaces, printed; and errors without a traceback
-    argv = ["probe", "--weights", str(tiny_checkpoint), "--leading-space", "--blocks", "1", "--format", "markdown"]
+    argv = ["probe", "--weights", str(tiny_checkpoint), "--leading-space", "--layer", "1", "--style", "markdown"]
     assert main(argv) == 0
     assert "| stone | sum |" in capsys.readouterr().out
     assert main(["probe", "--weights", str(tiny_checkpoint)]) == 2  # no noun is one token without a space
-    assert main(["probe", "one", "--weights", str(tiny_checkpoint), "--blocks", "5"]) == 2
-    assert "block 5 does not exist" in capsys.readouterr().err
+    assert main(["probe", "one", "--weights", str(tiny_checkpoint), "--layer", "5"]) == 2
+    assert "layer 5 does not exist" in capsys.readouterr().err
 
 
 def test_svd_command(tiny_checkpoint, tmp_path, capsys):
@@ -394,33 +395,34 @@ def test_svd_command(tiny_checkpoint, tmp_path, capsys):
     for layer in (0, 1):
         for circuit in ("qk", "vo"):
             for suffix in ("md", "tex", "txt"):
-                assert (tmp_path / f"svd_block{layer}_{circuit}.{suffix}").stat().st_size > 0
-            assert (tmp_path / f"svd_block{layer}_{circuit}_cumulative.png").read_bytes()[:4] == b"\x89PNG"
-        assert (tmp_path / f"svd_block{layer}_key_bias.md").exists()
-    assert r"\begin{tabular}" in (tmp_path / "svd_block0_qk.tex").read_text()
-    assert len(read_csv(tmp_path / "svd.csv")) == 1 + 2 * 2 * 4 * 5 * 2 * 3  # circuits·blocks·heads·pairs·sides·k
+                assert (tmp_path / f"svd_layer{layer}_{circuit}.{suffix}").stat().st_size > 0
+            assert (tmp_path / f"svd_layer{layer}_{circuit}_cumulative.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / f"svd_layer{layer}_key_bias.md").exists()
+    assert r"\begin{tabular}" in (tmp_path / "svd_layer0_qk.tex").read_text()
+    assert len(read_csv(tmp_path / "svd.csv")) == 1 + 2 * 2 * 4 * 5 * 2 * 3  # circuits·layers·heads·pairs·sides·k
     capsys.readouterr()
-    assert main(["svd", "--weights", str(tiny_checkpoint), "--blocks", "1", "--heads", "2", "--format", "latex"]) == 0
-    assert "block 1, head 2" in capsys.readouterr().out
-    assert main(["svd", "--weights", str(tiny_checkpoint), "--heads", "9"]) == 2
-    argv = ["svd", "--weights", str(tiny_checkpoint), "--blocks", "0", "--heads", "1", "--pairs", "1",
+    assert main(["svd", "--weights", str(tiny_checkpoint), "--layer", "1", "--head", "2", "--style", "latex"]) == 0
+    assert "layer 1, head 2" in capsys.readouterr().out
+    assert main(["svd", "--weights", str(tiny_checkpoint), "--head", "9"]) == 2
+    argv = ["svd", "--weights", str(tiny_checkpoint), "--layer", "0", "--head", "1", "--pairs", "1",
             "-k", "100000", "--bias-words", "100000", "-o", str(tmp_path / "all_words")]
     assert main(argv) == 0  # both clipped to the 300 words
     assert len(read_csv(tmp_path / "all_words" / "svd.csv")) == 1 + 2 * 1 * 2 * 300  # circuits·pairs·sides·words
 
 
 def test_qk_command(tiny_checkpoint, tmp_path, capsys):
-    argv = ["qk", "1", "2", "--weights", str(tiny_checkpoint), "-k", "7", "--block-size", "64", "--no-progress"]
+    argv = ["qk", "--layer", "1", "--head", "2", "--weights", str(tiny_checkpoint), "-k", "7", "--chunk-size", "64",
+            "--quiet"]
     assert main(argv + ["-o", str(tmp_path)]) == 0
-    assert len(read_csv(tmp_path / "qk_block1_head2.csv")) == 1 + 7
-    assert (tmp_path / "qk_block1_head2.md").exists() and (tmp_path / "qk_block1_head2.txt").exists()
+    assert len(read_csv(tmp_path / "qk_layer1_head2.csv")) == 1 + 7
+    assert (tmp_path / "qk_layer1_head2.md").exists() and (tmp_path / "qk_layer1_head2.txt").exists()
     assert main(argv + ["--biases", "--query-position", "4", "--key-position", "4", "--vocab-limit", "100"]) == 0
     assert "with biases, query position 4, key position 4, first 100 words" in capsys.readouterr().out
-    assert main(["qk", "0", "4", "--weights", str(tiny_checkpoint)]) == 2
+    assert main(["qk", "--layer", "0", "--head", "4", "--weights", str(tiny_checkpoint)]) == 2
 
 
 @pytest.mark.parametrize("argv", [["embeddings", "-k", "0"], ["probe", "one", "-k", "-2"], ["svd", "--pairs", "0"],
-                                  ["qk", "0", "0", "--vocab-limit", "0"]])
+                                  ["qk", "--vocab-limit", "0"]])
 def test_counts_below_one_are_usage_errors(tiny_checkpoint, capsys, argv):
     assert main(argv + ["--weights", str(tiny_checkpoint)]) == 2
     assert "must be at least 1, got" in capsys.readouterr().err

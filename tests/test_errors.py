@@ -49,7 +49,7 @@ def test_pickled_checkpoint_is_refused(tmp_path):
 
 def test_offline_and_not_cached_says_what_to_do(clean_env):
     # A fresh process: huggingface_hub reads HF_HUB_OFFLINE when it is imported.
-    result = subprocess.run([sys.executable, "-m", "minigpt_geom.cli", "verify", "gpt2"], env=clean_env,
+    result = subprocess.run([sys.executable, "-m", "minigpt_geom", "verify", "--weights", "gpt2"], env=clean_env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -3,7 +3,7 @@
 For head h of block l, with x̂ = ln_1(x) a point of the block's ellipsoid (row vectors, d_h = d_head):
 
     s_ij = (x̂_i W_Q + b_Q)(x̂_j W_K + b_K)ᵀ / √d_h
-         =  x̂_i W_QK x̂_jᵀ                  bilinear: which regions of the sphere attend to which
+         =  x̂_i W_QK x̂_jᵀ                  bilinear: which regions of the ellipsoid attend to which
           + x̂_i · (W_Q b_Kᵀ / √d_h)          query-bias term: equal for every key, cancels in the softmax
           + (b_Q W_Kᵀ / √d_h) · x̂_j          key-bias term: some keys are preferred whatever the query
           + b_Q · b_K / √d_h                 constant: cancels in the softmax
@@ -50,18 +50,18 @@ class HeadWeights:
         return self.W_Q.shape[1]
 
 
-def check_block(model: GPT2, layer: int) -> None:
-    """Raise InputError unless block `layer` exists."""
+def check_layer(model: GPT2, layer: int) -> None:
+    """Raise InputError unless layer (block) `layer` exists: the one check of a layer index."""
     n = model.config.n_layer
     if not 0 <= layer < n:
-        raise InputError(f"block {layer} does not exist: this model has {n} blocks, 0..{n - 1}")
+        raise InputError(f"layer {layer} does not exist: this model has {n} layers, 0..{n - 1}")
 
 
 def check_head(model: GPT2, head: int) -> None:
-    """Raise InputError unless head `head` exists."""
+    """Raise InputError unless head `head` exists: the one check of a head index."""
     n = model.config.n_head
     if not 0 <= head < n:
-        raise InputError(f"head {head} does not exist: this model has {n} heads a block, 0..{n - 1}")
+        raise InputError(f"head {head} does not exist: this model has {n} heads a layer, 0..{n - 1}")
 
 
 def check_unfolded(model: GPT2) -> None:
@@ -72,7 +72,7 @@ def check_unfolded(model: GPT2) -> None:
 
 def head_weights(model: GPT2, layer: int, head: int) -> HeadWeights:
     """Slice head `head` of block `layer` out of c_attn and c_proj (views, no copies); γ, β must not be folded in."""
-    check_block(model, layer)
+    check_layer(model, layer)
     check_head(model, head)
     check_unfolded(model)
     d, d_h = model.config.n_embd, model.config.head_dim
@@ -131,8 +131,10 @@ def value_bias_output(w: HeadWeights) -> Tensor:
 def ln_1_embeddings(model: GPT2, layer: int, position: int | None = None, n_words: int | None = None) -> Tensor:
     """Ẽ = ln_1(E) of block `layer` (or ln_1(E + P[position])): the words on the block's ellipsoid, [V, d].
 
+    ln_1 = γ ⊙ sphere point + β, so Ẽ lies on an ellipsoid, not the sphere itself; the analyses call it E_tilde.
+
     n_words keeps only the first n words (all by default)."""
-    check_block(model, layer)
+    check_layer(model, layer)
     check_unfolded(model)
     with torch.inference_mode():
         E = model.wte.weight[:n_words]
@@ -164,7 +166,7 @@ def score_terms(w: HeadWeights, x_hat_query: Tensor, x_hat_key: Tensor) -> Score
     )
 
 
-def attention_pattern(w: HeadWeights, x_hat: Tensor) -> Tensor:
+def head_pattern(w: HeadWeights, x_hat: Tensor) -> Tensor:
     """The head's a_ij = softmax_j(s_ij), causally masked: x̂ = ln_1(x) [..., T, d] -> [..., T, T]."""
     T = x_hat.shape[-2]
     scores = score_terms(w, x_hat, x_hat).total.masked_fill(~causal_mask(T, T, x_hat.device), float("-inf"))
@@ -179,5 +181,5 @@ def attention_update(model: GPT2, layer: int, x_hat: Tensor) -> Tensor:
     update = torch.zeros_like(x_hat)
     heads = block_heads(model, layer)
     for w in heads:
-        update = update + attention_pattern(w, x_hat) @ (x_hat @ value_output_matrix(w) + value_bias_output(w))
+        update = update + head_pattern(w, x_hat) @ (x_hat @ value_output_matrix(w) + value_bias_output(w))
     return update + heads[0].b_O

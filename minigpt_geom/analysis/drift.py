@@ -11,22 +11,16 @@ reported per layer too; they need every layer's full-vocabulary softmax (about 3
 `logprobs=False` skips them), and their difference is the drift again, a check on the identity above.
 E is the raw embedding, as in the paper, so γ, β of ln_f must not be folded into the unembedding.
 
-A corpus is a text file or a folder of them, read as a stream: bytes in chunks, decoded incrementally,
-each chunk cut at its last whitespace character that precedes a non-space. GPT-2's pre-tokeniser always
-starts a piece there, so encoding chunk by chunk gives exactly the ids of encoding the whole file.
-Tokens are grouped into windows of n_ctx (the last, shorter one kept) that never cross a file, and
-windows are batched; memory stays O(chunk + batch) whatever the corpus size.
+The windows of token ids come from corpus.py (a corpus read as a stream); here they are batched by length,
+so memory stays O(chunk + batch) whatever the corpus size.
 """
 
 from __future__ import annotations
 
-import codecs
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
-import regex
 import torch
 from torch import Tensor
 
@@ -35,14 +29,7 @@ from ..model import GPT2
 from ..trace import TraceRequest
 from .circuits import check_unfolded
 
-if TYPE_CHECKING:
-    from tqdm import tqdm
-
-    from ..tokenizer import Tokenizer
-
-CHUNK_BYTES = 1 << 20  # read a file 1 MiB at a time
 LOGSUMEXP_ROWS = 512  # rows of [rows, vocab] logits held at once for the softmax normaliser
-SAFE_CUT = regex.compile(r"(?r)\s(?=\S)")  # searched from the end: the last place a new piece starts
 
 
 @dataclass(frozen=True)
@@ -82,75 +69,6 @@ def drift_terms(model: GPT2, idx: Tensor, states: Tensor | None = None, logprobs
         terms["logp_next"] = logit_next - log_normaliser
         terms["logp_current"] = logit_current - log_normaliser
     return terms
-
-
-# ---- reading: files -> token ids -> windows -----------------------------------------------------------
-
-def corpus_files(path: str | Path, pattern: str = "*.txt") -> list[Path]:
-    """The file itself, or every file under a folder matching `pattern` (recursive, sorted, no hidden)."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise InputError(f"corpus {path} does not exist: give a text file or a folder of text files")
-    files = sorted(
-        p for p in path.rglob(pattern)
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
-    if not files:
-        raise InputError(f"no files matching {pattern!r} under {path}")
-    return files
-
-
-def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress: tqdm | None = None) -> Iterator[str]:
-    """The text of a UTF-8 file (invalid bytes -> U+FFFD) in pieces that the pre-tokeniser cuts between too."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    carry = ""
-    with path.open("rb") as f:
-        while block := f.read(chunk_bytes):
-            if progress is not None:
-                progress.update(len(block))
-            text = carry + decoder.decode(block)
-            last = SAFE_CUT.search(text)  # the last "whitespace, then non-space"
-            cut = last.start() if last else 0
-            if cut > 0:
-                yield text[:cut]
-            carry = text[cut:]
-    carry += decoder.decode(b"", final=True)
-    if carry:
-        yield carry
-
-
-def encode_plain(tokenizer: Tokenizer, text: str) -> list[int]:
-    """Token ids of corpus text; special-token text such as <|endoftext|> is encoded as plain text."""
-    encode = getattr(tokenizer, "encode_ordinary", tokenizer.encode)
-    return encode(text)
-
-
-def token_windows(token_chunks: Iterable[Sequence[int]], size: int) -> Iterator[list[int]]:
-    """Group a stream of id chunks into consecutive windows of `size` ids; the last one is kept if ≥ 2 ids."""
-    window: list[int] = []
-    for chunk in token_chunks:
-        window.extend(chunk)
-        while len(window) >= size:
-            yield window[:size]
-            window = window[size:]
-    if len(window) >= 2:
-        yield window
-
-
-def corpus_windows(files: Sequence[Path], tokenizer: Tokenizer, size: int, chunk_bytes: int = CHUNK_BYTES,
-                   progress: tqdm | None = None) -> Iterator[list[int]]:
-    """Windows of every file in turn, read and tokenised incrementally (windows never cross files)."""
-    for path in files:
-        chunks = (encode_plain(tokenizer, text) for text in text_chunks(path, chunk_bytes, progress))
-        yield from token_windows(chunks, size)
-
-
-def text_windows(texts: Iterable[str], tokenizer: Tokenizer, size: int) -> Iterator[list[int]]:
-    """The same windows as corpus_windows, from texts held in memory (each encoded whole)."""
-    for text in texts:
-        yield from token_windows([encode_plain(tokenizer, text)], size)
 
 
 # ---- accumulating over a corpus ------------------------------------------------------------------------

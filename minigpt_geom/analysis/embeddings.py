@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,10 @@ from torch import Tensor
 from ..model import GPT2
 from ..sphere import centre, sphere_projection
 from .circuits import check_unfolded
+from .tables import Table, token_label
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 # Column name -> how it is computed, for tables (e = a row of E, γ and β of ln_f).
 MEASURES = {
@@ -107,3 +112,27 @@ def top_and_bottom(measures: dict[str, Tensor], k: int = 5) -> list[RankedWord]:
         rows += [RankedWord(name, f"top {i + 1}", t, values[t].item()) for i, t in enumerate(top)]
         rows += [RankedWord(name, f"bottom {i + 1}", t, values[t].item()) for i, t in reversed(list(enumerate(bottom)))]
     return rows
+
+
+# ---- tables ---------------------------------------------------------------------------------------------
+
+def distance_table(rows: Sequence[SphereDistance]) -> Table:
+    """Table (a): one row per version of E."""
+    return Table(["setting", "L2 mean", "L2 std", "cosine distance mean", "cosine distance std"],
+                 [[r.setting, r.l2_mean, r.l2_std, r.cosine_mean, r.cosine_std] for r in rows],
+                 "(a) distance to layer_norm(E), over the vocabulary")
+
+
+def reach_table(ranked: Sequence[RankedWord], tokenizer: Tokenizer) -> Table:
+    """Table (b), wide: one column per measure, one row per rank, cells "'word' value"."""
+    positions = list(dict.fromkeys(r.position for r in ranked))
+    cells = {(r.measure, r.position): f"{token_label(tokenizer, r.token)} {r.value:.3f}" for r in ranked}
+    return Table(["", *MEASURES.values()], [[p, *(cells[m, p] for m in MEASURES)] for p in positions],
+                 "(b) words ranked with ln_f's γ, β")
+
+
+def reach_csv_table(ranked: Sequence[RankedWord], tokenizer: Tokenizer) -> Table:
+    """Table (b), long: one line per (measure, rank), for embeddings_reach.csv."""
+    return Table(["measure", "formula", "position", "token", "text", "value"],
+                 [[r.measure, MEASURES[r.measure], r.position, r.token, tokenizer.decode([r.token]), r.value]
+                  for r in ranked])

@@ -11,10 +11,8 @@ angular path travelled so far. Refinement shows as rank → 1, KL → 0 layer by
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -22,7 +20,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model import GPT2
-from ..trace import Trace, TraceRequest
+from ..trace import Trace
+from .text import token_words, trace_text
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -43,9 +42,11 @@ class LensResult:
     angular_path: Tensor  # Σ of the steps up to layer l, radians
 
     @property
-    def n_layers(self) -> int:
-        """Number of decoded states, L + 1."""
+    def n_states(self) -> int:
+        """Number of decoded states x_0 … x_L: L + 1."""
         return self.prediction_prob.shape[0]
+
+    n_layers = n_states  # the name plots.py reads today; it counts states, L + 1, not layers
 
 
 @torch.inference_mode()
@@ -96,34 +97,10 @@ def logit_lens(model: GPT2, trace: Trace, k: int = 5) -> LensResult:
     )
 
 
-# ---- text in, words out ---------------------------------------------------------------------------
-
-def encode_text(tokenizer: Tokenizer, text: str, n_ctx: int) -> list[int]:
-    """Token ids of `text`; InputError if it is empty or longer than the model's context."""
-    if not text or not text.strip():
-        raise InputError("the text is empty: give at least one word")
-    ids = tokenizer.encode(text)
-    if len(ids) > n_ctx:
-        raise InputError(
-            f"the text is {len(ids)} tokens long, longer than the model's context of {n_ctx} tokens; shorten it"
-        )
-    return ids
-
-
-def token_words(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
-    """The text of each token id on its own (" one", "stone", ...)."""
-    return [tokenizer.decode([int(i)]) for i in ids]
-
-
-@torch.inference_mode()
-def trace_text(model: GPT2, tokenizer: Tokenizer, text: str, keep_attention: bool = False) -> tuple[list[int], Tensor, Trace]:
-    """Encode `text` and run one traced forward pass: (ids, logits [1, T, V], trace with states).
-
-    keep_attention also keeps every head's pattern [L, 1, H, T, T] (L·H·T² floats: 600 MB at T = 1024 on 124M)."""
-    ids = encode_text(tokenizer, text, model.config.n_ctx)
-    idx = torch.tensor([ids], dtype=torch.long, device=model.wte.weight.device)
-    logits, trace = model(idx, trace=TraceRequest(states=True, patterns=keep_attention))
-    return ids, logits, trace
+def text_lens(model: GPT2, tokenizer: Tokenizer, text: str, k: int = 5) -> tuple[list[str], Trace, LensResult]:
+    """Run a text (within the context) and decode every state: its tokens' words, the trace, the lens."""
+    ids, _, trace = trace_text(model, tokenizer, text)
+    return token_words(tokenizer, ids), trace, logit_lens(model, trace, k=k)
 
 
 # ---- formatting: tables of the lens, computed above -----------------------------------------------
@@ -131,10 +108,10 @@ def trace_text(model: GPT2, tokenizer: Tokenizer, text: str, keep_attention: boo
 def lens_rows(lens: LensResult, words: Sequence[str], decode: Callable[[int], str], batch: int = 0) -> list[dict]:
     """One flat record per (position, layer): the CSV form of the lens; `decode(id) -> str`."""
     rows = []
-    L1, k = lens.n_layers, lens.top_ids.shape[-1]
+    k = lens.top_ids.shape[-1]
     for t, word in enumerate(words):
         predicted = decode(int(lens.prediction[batch, t]))
-        for layer in range(L1):
+        for layer in range(lens.n_states):
             row = {"position": t, "token": word, "layer": layer, "prediction": predicted}
             for j in range(k):
                 row[f"top{j + 1}"] = decode(int(lens.top_ids[layer, batch, t, j]))
@@ -151,33 +128,25 @@ def lens_rows(lens: LensResult, words: Sequence[str], decode: Callable[[int], st
     return rows
 
 
-def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
-    """Write records with the same keys as a CSV file (UTF-8, header from the first record)."""
-    path = Path(path)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def format_lens(lens: LensResult, words: Sequence[str], decode: Callable[[int], str], positions: Sequence[int] | None = None,
                 batch: int = 0) -> str:
-    """A text table per position: the layers' top words, p and rank of the prediction, KL, angles."""
+    """A text table per position: the layers' top words, p and rank of the prediction, KL, angles.
+
+    The words column is as wide as its widest entry: a token is never cut."""
     lines = []
     k = lens.top_ids.shape[-1]
     for t in positions if positions is not None else range(len(words)):
         predicted = decode(int(lens.prediction[batch, t]))
+        tops = [" ".join(f"{decode(int(i))!r} {float(p):.2f}"
+                         for i, p in zip(lens.top_ids[layer, batch, t], lens.top_probs[layer, batch, t]))
+                for layer in range(lens.n_states)]
+        width = max(len(f"top-{k} words (probability)"), *map(len, tops))
         lines.append(f"position {t} {words[t]!r} -> predicts {predicted!r}")
-        lines.append(f"  {'layer':>5}  {'top-' + str(k) + ' words (probability)':<60} {'p(pred)':>8} "
+        lines.append(f"  {'layer':>5}  {'top-' + str(k) + ' words (probability)':<{width}} {'p(pred)':>8} "
                      f"{'rank':>6} {'KL':>7} {'step':>6} {'path':>6}")
-        for layer in range(lens.n_layers):
-            top = " ".join(
-                f"{decode(int(i))!r} {float(p):.2f}"
-                for i, p in zip(lens.top_ids[layer, batch, t], lens.top_probs[layer, batch, t])
-            )
+        for layer, top in enumerate(tops):
             lines.append(
-                f"  {layer:>5}  {top[:60]:<60} {float(lens.prediction_prob[layer, batch, t]):>8.4f} "
+                f"  {layer:>5}  {top:<{width}} {float(lens.prediction_prob[layer, batch, t]):>8.4f} "
                 f"{int(lens.prediction_rank[layer, batch, t]):>6} {float(lens.kl_to_final[layer, batch, t]):>7.3f} "
                 f"{float(lens.angular_step[layer, batch, t]):>6.3f} {float(lens.angular_path[layer, batch, t]):>6.3f}"
             )

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import InputError
 from ..model import GPT2
 from ..sphere import NORM_VARIANTS
+from .circuits import check_unfolded
+from .tables import Table
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -22,12 +28,14 @@ class NormComparison:
 
 
 @torch.inference_mode()
-def compare_norms(model: GPT2, idx: torch.Tensor, variants: list[str] | None = None) -> list[NormComparison]:
-    """Run idx [1, T] (T ≥ 2) under every variant, each on a copy that shares the weights: `model` is untouched."""
+def compare_norms(model: GPT2, idx: torch.Tensor, variants: list[str] | None = None, progress: tqdm | None = None
+                  ) -> list[NormComparison]:
+    """Run idx [1, T] (T ≥ 2) under every variant, each on a copy that shares the weights: `model` is untouched.
+
+    `progress` advances by one per variant."""
     if idx.shape[-1] < 2:
         raise InputError("comparing norms needs a text of at least two tokens (perplexity scores next tokens)")
-    if model.is_folded:
-        raise InputError("compare norms on an unfolded model: with fold_ln, γ and β no longer sit at the norm sites")
+    check_unfolded(model)  # with fold_ln, γ and β no longer sit at the norm sites
     idx = idx.to(model.wte.weight.device)
     reference = torch.log_softmax(model.with_norm("layernorm")(idx).double(), dim=-1)
     results = []
@@ -37,4 +45,13 @@ def compare_norms(model: GPT2, idx: torch.Tensor, variants: list[str] | None = N
         agreement = (log_p.argmax(-1) == reference.argmax(-1)).double().mean()
         nll = -log_p[:, :-1].gather(-1, idx[:, 1:, None]).mean()
         results.append(NormComparison(name, kl.item(), agreement.item(), nll.exp().item()))
+        if progress is not None:
+            progress.update()
     return results
+
+
+def norms_table(rows: list[NormComparison], n_tokens: int) -> Table:
+    """One row per variant."""
+    return Table(["variant", "KL(default ‖ variant) nats", "top-1 agreement", "perplexity"],
+                 [[r.variant, r.kl_from_default, r.top1_agreement, r.perplexity] for r in rows],
+                 f"{n_tokens} tokens; KL and agreement per position, averaged")

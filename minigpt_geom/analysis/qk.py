@@ -7,7 +7,7 @@ For head h of block l, every word as query against every word as key:
     x̂_w = ln_1(E_w), or ln_1(E_w + P_pos) at a chosen position
 
 For GPT-2 that is V² ≈ 2.5·10⁹ scores (10 GB in float32), so the V × V matrix is never formed: queries are
-taken in blocks of `block_size` rows ([block_size, V] scores, a product of two thin matrices), and only the
+taken in chunks of `chunk_size` rows ([chunk_size, V] scores, a product of two thin matrices), and only the
 rows that can still beat the running top k are searched and merged into it.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor
@@ -22,6 +23,12 @@ from torch import Tensor
 from ..errors import InputError
 from ..model import GPT2
 from .circuits import head_weights, ln_1_embeddings
+from .tables import Table, token_label
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from ..tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -57,36 +64,32 @@ def query_key_sides(model: GPT2, layer: int, head: int, *, biases: bool = False,
     return queries / math.sqrt(w.head_dim), keys
 
 
-def top_pairs(queries: Tensor, keys: Tensor, k: int = 20, block_size: int = 512, progress: bool = False
+def top_pairs(queries: Tensor, keys: Tensor, k: int = 20, chunk_size: int = 512, progress: tqdm | None = None
               ) -> list[WordPair]:
-    """The k largest entries of queries @ keys.T, computed block by block of queries (never the full matrix).
+    """The k largest entries of queries @ keys.T, computed chunk by chunk of queries (never the full matrix).
 
     An entry of the overall top k is in its row's top k, and a row whose best entry does not beat the k-th best
-    score found so far has nothing to add; so each block costs one product, one row maximum and a top k of
-    the few rows that can still contribute."""
+    score found so far has nothing to add; so each chunk costs one product, one row maximum and a top k of
+    the few rows that can still contribute. `progress` advances by the query words of each chunk."""
     n_queries, n_keys = queries.shape[0], keys.shape[0]
     k = min(k, n_queries * n_keys)
     best_scores = queries.new_empty(0)  # the running top k, any order
     best_index = torch.empty(0, dtype=torch.long, device=queries.device)  # their flat indices q·n_keys + key
-    starts = range(0, n_queries, block_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="query blocks", unit="block")
     keys_t = keys.T.contiguous()  # [d_h, V]
-    buffer = queries.new_empty(min(block_size, n_queries), n_keys)  # reused: a fresh 100 MB block each time is slower
-    for start in starts:
-        block = queries[start:start + block_size]
-        scores = torch.mm(block, keys_t, out=buffer[:block.shape[0]])  # [block, V]
+    buffer = queries.new_empty(min(chunk_size, n_queries), n_keys)  # reused: a fresh 100 MB chunk each time is slower
+    for start in range(0, n_queries, chunk_size):
+        chunk = queries[start:start + chunk_size]
+        scores = torch.mm(chunk, keys_t, out=buffer[:chunk.shape[0]])  # [chunk, V]
         threshold = best_scores.min() if best_scores.numel() == k else float("-inf")
         rows = (scores.amax(dim=1) > threshold).nonzero().squeeze(1)  # rows that can still enter the top k
-        if rows.numel() == 0:
-            continue
-        top = scores[rows].topk(min(k, n_keys), dim=1)  # [rows, k]: each row's own top k
-        candidates = torch.cat([best_scores, top.values.flatten()])
-        indices = torch.cat([best_index, ((start + rows)[:, None] * n_keys + top.indices).flatten()])
-        keep = candidates.topk(min(k, candidates.numel())).indices
-        best_scores, best_index = candidates[keep], indices[keep]
+        if rows.numel():
+            top = scores[rows].topk(min(k, n_keys), dim=1)  # [rows, k]: each row's own top k
+            candidates = torch.cat([best_scores, top.values.flatten()])
+            indices = torch.cat([best_index, ((start + rows)[:, None] * n_keys + top.indices).flatten()])
+            keep = candidates.topk(min(k, candidates.numel())).indices
+            best_scores, best_index = candidates[keep], indices[keep]
+        if progress is not None:
+            progress.update(chunk.shape[0])
     order = best_scores.argsort(descending=True)
     return [WordPair(int(i) // n_keys, int(i) % n_keys, float(s))
             for s, i in zip(best_scores[order], best_index[order])]
@@ -94,11 +97,37 @@ def top_pairs(queries: Tensor, keys: Tensor, k: int = 20, block_size: int = 512,
 
 @torch.inference_mode()
 def strongest_pairs(model: GPT2, layer: int, head: int, k: int = 20, *, biases: bool = False,
-                    query_position: int | None = None, key_position: int | None = None, block_size: int = 512,
-                    vocab_limit: int | None = None, progress: bool = False) -> list[WordPair]:
-    """The k (query word, key word) pairs head `head` of block `layer` scores highest, best first."""
-    if k < 1 or block_size < 1:
-        raise InputError(f"k and block size must be positive, got k={k}, block size={block_size}")
+                    query_position: int | None = None, key_position: int | None = None, chunk_size: int = 512,
+                    vocab_limit: int | None = None, progress: tqdm | None = None) -> list[WordPair]:
+    """The k (query word, key word) pairs head `head` of layer `layer` scores highest, best first."""
+    if k < 1 or chunk_size < 1:
+        raise InputError(f"k and chunk size must be positive, got k={k}, chunk size={chunk_size}")
     queries, keys = query_key_sides(model, layer, head, biases=biases, query_position=query_position,
                                     key_position=key_position, vocab_limit=vocab_limit)
-    return top_pairs(queries, keys, k, block_size, progress)
+    return top_pairs(queries, keys, k, chunk_size, progress)
+
+
+def pairs_caption(layer: int, head: int, n_pairs: int, *, biases: bool = False, query_position: int | None = None,
+                  key_position: int | None = None, vocab_limit: int | None = None) -> str:
+    """What a table of strongest_pairs shows, in words."""
+    setting = ", ".join(filter(None, [
+        "with biases" if biases else "no biases",
+        f"query position {query_position}" if query_position is not None else "",
+        f"key position {key_position}" if key_position is not None else "",
+        f"first {vocab_limit} words" if vocab_limit else "",
+    ]))
+    return f"layer {layer}, head {head}: top {n_pairs} query-key pairs ({setting})"
+
+
+def pairs_table(pairs: Sequence[WordPair], tokenizer: Tokenizer, caption: str = "") -> Table:
+    """Rank, query word, key word, score."""
+    return Table(["rank", "query", "key", "score"],
+                 [[i, token_label(tokenizer, p.query), token_label(tokenizer, p.key), p.score]
+                  for i, p in enumerate(pairs)], caption)
+
+
+def pairs_csv_table(pairs: Sequence[WordPair], tokenizer: Tokenizer) -> Table:
+    """The pairs with their token ids and texts, for the CSV file."""
+    return Table(["rank", "query", "query_text", "key", "key_text", "score"],
+                 [[i, p.query, tokenizer.decode([p.query]), p.key, tokenizer.decode([p.key]), p.score]
+                  for i, p in enumerate(pairs)])

@@ -19,20 +19,22 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..model import GPT2
 from . import plots
-from .circuits import attention_pattern, head_weights
+from .circuits import check_head, check_layer, head_pattern, head_weights
 from .drift import text_drift
-from .lens import LensResult, logit_lens, token_words, trace_text
+from .lens import LensResult, logit_lens
+from .text import token_words, trace_text
 from .trajectory import Trajectory, choose_highlight, word_trajectory
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from tqdm import tqdm
 
     from ..tokenizer import Tokenizer
 
 TEMPLATE = "report_template.html"
+REPORT_STEPS = 4  # forward pass; lens and trajectory; figures; drift
 
 
 def fill_template(template: str, **values: str) -> str:
@@ -45,9 +47,9 @@ def png_img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def figure_img(fig: Figure, alt: str) -> str:
+def figure_img(fig: Figure, alt: str, dpi: int = 100) -> str:
     """An inline <img> of a matplotlib figure."""
-    return png_img(plots.figure_png(fig), alt)
+    return png_img(plots.figure_png(fig, dpi=dpi), alt)
 
 
 # "</script>", "<!--" or "<script" inside a <script> element would change how the page parses; written as
@@ -78,7 +80,7 @@ def trajectory_data(trajectory: Trajectory, lens: LensResult, decode: Callable[[
 def lens_table_html(lens: LensResult, position: int, decode: Callable[[int], str]) -> str:
     """The highlighted word's logit lens, one row a layer, as an HTML table."""
     rows = []
-    for layer in range(lens.n_layers):
+    for layer in range(lens.n_states):
         words = "  ".join(
             f"{decode(int(i))!r} {float(p):.2f}" for i, p in zip(lens.top_ids[layer, 0, position], lens.top_probs[layer, 0, position])
         )
@@ -91,18 +93,17 @@ def lens_table_html(lens: LensResult, position: int, decode: Callable[[int], str
         rows.append("<tr>" + "".join(f'<td{" class=words" if j == 1 else ""}>{c}</td>' for j, c in enumerate(cells)) + "</tr>")
     head = ("<tr><th>layer</th><th>top words (probability)</th><th>p(prediction)</th><th>rank</th>"
             "<th>KL(final ‖ layer)</th><th>entropy</th><th>step (rad)</th><th>path (rad)</th></tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
 
 
 def lens_grid_html(lens: LensResult, words: Sequence[str], decode: Callable[[int], str]) -> str:
     """Positions × layers: each cell the lens's top word, shaded by its probability, top-k on hover."""
-    L1 = lens.n_layers
-    head = "<tr><th>position</th>" + "".join(f"<th>{layer}</th>" for layer in range(L1)) + "</tr>"
+    head = "<tr><th>position</th>" + "".join(f"<th>{layer}</th>" for layer in range(lens.n_states)) + "</tr>"
     rows = []
     for t, word in enumerate(words):
         final = int(lens.prediction[0, t])
         cells = []
-        for layer in range(L1):
+        for layer in range(lens.n_states):
             ids, probs = lens.top_ids[layer, 0, t].tolist(), lens.top_probs[layer, 0, t].tolist()
             hover = "\n".join(f"{decode(i)!r} {p:.3f}" for i, p in zip(ids, probs))
             hover += f"\nprediction {decode(final)!r}: p = {float(lens.prediction_prob[layer, 0, t]):.3f}, " \
@@ -111,7 +112,7 @@ def lens_grid_html(lens: LensResult, words: Sequence[str], decode: Callable[[int
             weight = " class=final" if ids[0] == final else ""
             cells.append(f'<td{weight} style="{style}" title="{html.escape(hover)}">{html.escape(repr(decode(ids[0]))[:14])}</td>')
         rows.append(f"<tr><th class=words>{t}: {html.escape(repr(word))}</th>{''.join(cells)}</tr>")
-    return f'<table class="lens-grid">{head}{"".join(rows)}</table>'
+    return f'<div class="scroll"><table class="lens-grid">{head}{"".join(rows)}</table></div>'
 
 
 def tokens_html(words: Sequence[str], highlight: int) -> str:
@@ -140,20 +141,26 @@ def build_report(
     head: int = 0,
     top_k: int = 5,
     title: str | None = None,
+    dpi: int = 100,
+    progress: tqdm | None = None,
 ) -> str:
-    """The HTML report of `text` (see the module doc); `word`/`position` choose the highlighted token."""
+    """The HTML report of `text` (see the module doc); `word`/`position` choose the highlighted token.
+
+    `progress` advances by one for each of REPORT_STEPS steps."""
     config = model.config
-    if not 0 <= layer < config.n_layer or not 0 <= head < config.n_head:
-        raise InputError(f"attention layer {layer}, head {head} does not exist: the model has "
-                         f"{config.n_layer} layers of {config.n_head} heads (both counted from 0)")
+    check_layer(model, layer)
+    check_head(model, head)
+    step = progress.update if progress is not None else lambda: None
     ids, _, trace = trace_text(model, tokenizer, text)
+    step()
     decode = lambda i: tokenizer.decode([int(i)])  # noqa: E731
     words = token_words(tokenizer, ids)
     highlight = choose_highlight(words, word, position)
     lens = logit_lens(model, trace, k=top_k)
     trajectory = word_trajectory(model, trace.states, words, lens.prediction[0].tolist(), decode, highlight=highlight)
     x_hat = model.h[layer].ln_1(trace.states[layer, 0])[0]  # [T, d]: what block `layer` reads
-    pattern = attention_pattern(head_weights(model, layer, head), x_hat)  # [T, T], this head only
+    pattern = head_pattern(head_weights(model, layer, head), x_hat)  # [T, T], this head only
+    step()
     title = title or f"Traveling words: {text[:60]}"
     shown = words[highlight]
 
@@ -166,28 +173,31 @@ def build_report(
         f"context {config.n_ctx}, vocabulary {config.vocab_size}. Layer l = 0 is the embedding x_0; "
         f"every state is decoded as LN_f(x_l) Eᵀ with its own layer-norm statistics (the logit lens).</p>"
     )
+    img = lambda fig, alt: figure_img(fig, alt, dpi)  # noqa: E731
     sections = [
-        section("Trajectories (static view)", figure_img(plots.trajectory_figure(trajectory), "3-D trajectories")),
+        section("Trajectories (static view)", img(plots.trajectory_figure(trajectory), "3-D trajectories")),
         section(f"Logit lens of {shown!r}", lens_table_html(lens, highlight, decode),
                 "rank 1 = the final prediction is the layer's top word; KL(final ‖ layer) = "
                 "Σ_v p_L(v) log(p_L(v)/p_l(v)) in nats; step and path: angle travelled along the sphere."),
         section("Logit lens of every position", lens_grid_html(lens, words, decode),
                 "Each cell: the top word of LN_f(x_l) Eᵀ at that position (row) and layer (column), shaded by its "
                 "probability, bold where it is the final prediction; hover for the top words."),
-        section("Norms and radii across layers", figure_img(plots.norm_profile_figure(trace), "norm profile"),
+        section("Norms and radii across layers", img(plots.norm_profile_figure(trace), "norm profile"),
                 f"Layer norm puts every block's input on the sphere of radius √d = {math.sqrt(config.n_embd):.2f} "
                 "in the hyperplane H ⟂ 1, whatever ‖x_l‖ grows to."),
         section(f"Attention pattern, layer {layer} head {head}",
-                figure_img(plots.attention_figure(pattern, words, layer, head), "attention")),
+                img(plots.attention_figure(pattern, words, layer, head), "attention")),
     ]
+    step()
     if len(ids) >= 2:
         drift = text_drift(model, ids, trace.states)
-        sections.append(section("Drift towards the next word along this text", figure_img(plots.drift_figure(drift), "drift"),
+        sections.append(section("Drift towards the next word along this text", img(plots.drift_figure(drift), "drift"),
                                 "Per layer, the mean over positions of LN_f(x_l[t]) · (e_{t+1} − e_t) "
                                 "= log p_l(next word) − log p_l(current word)."))
     caption = (f"LN_f(x_l) of every token at every layer, projected to 3-D by {trajectory.method.upper()}; "
                f"colour = layer; the red path is {html.escape(repr(shown))}, the star the embedding of its "
                f"predicted word {html.escape(repr(trajectory.prediction_word))}.")
+    step()
     template = resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
     return fill_template(
         template, title=html.escape(title), intro=intro, trajectory_caption=caption,

@@ -17,13 +17,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from ..files import atomic_write
 from ..model import GPT2
-from .circuits import HeadWeights, head_weights, key_bias_direction, ln_1_embeddings
+from . import plots
+from .circuits import HeadWeights, check_head, check_layer, head_weights, key_bias_direction, ln_1_embeddings
+from .tables import Table, token_label
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from tqdm import tqdm
+
+    from ..tokenizer import Tokenizer
 
 CIRCUITS = ("QK", "VO")
 
@@ -85,18 +94,18 @@ def sign_rule(U: Tensor, V: Tensor, right_embeddings: Tensor) -> tuple[Tensor, T
     return U * sign, V * sign
 
 
-def side_embeddings(model: GPT2, layer: int, circuit: str, sphere: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def side_embeddings(model: GPT2, layer: int, circuit: str, E_tilde: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """What the left and right vectors are matched against: (Ẽ, Ẽ) for QK, (Ẽ, E) for VO."""
-    sphere = ln_1_embeddings(model, layer) if sphere is None else sphere
-    return sphere, (sphere if circuit == "QK" else model.wte.weight.detach())
+    E_tilde = ln_1_embeddings(model, layer) if E_tilde is None else E_tilde
+    return E_tilde, (E_tilde if circuit == "QK" else model.wte.weight.detach())
 
 
 @torch.inference_mode()
-def head_svd(model: GPT2, layer: int, head: int, circuit: str, sphere: Tensor | None = None) -> HeadSVD:
+def head_svd(model: GPT2, layer: int, head: int, circuit: str, E_tilde: Tensor | None = None) -> HeadSVD:
     """The signed SVD of head `head`'s W_QK or W_VO in block `layer` (pass Ẽ to reuse it across heads)."""
     w = head_weights(model, layer, head)
     U, S, V = factored_svd(*circuit_factors(w, circuit))
-    _, right_embeddings = side_embeddings(model, layer, circuit, sphere)
+    _, right_embeddings = side_embeddings(model, layer, circuit, E_tilde)
     U, V = sign_rule(U, V, right_embeddings)
     return HeadSVD(layer, head, circuit, S, U * S, V)
 
@@ -110,10 +119,10 @@ def nearest_words(vectors: Tensor, embeddings: Tensor, k: int) -> Tensor:
 
 @torch.inference_mode()
 def singular_pair_words(model: GPT2, svd: HeadSVD, n_pairs: int = 20, k: int = 3,
-                        sphere: Tensor | None = None) -> list[SingularPairWords]:
+                        E_tilde: Tensor | None = None) -> list[SingularPairWords]:
     """The paper's table for one head: the top n_pairs singular pairs (≤ d_h) and the k nearest words of each side."""
     n = min(n_pairs, svd.singular_values.numel())
-    left_embeddings, right_embeddings = side_embeddings(model, svd.layer, svd.circuit, sphere)
+    left_embeddings, right_embeddings = side_embeddings(model, svd.layer, svd.circuit, E_tilde)
     left = nearest_words(svd.left[:, :n], left_embeddings, k).tolist()
     right = nearest_words(svd.right[:, :n], right_embeddings, k).tolist()
     return [SingularPairWords(r, svd.singular_values[r].item(), tuple(left[r]), tuple(right[r])) for r in range(n)]
@@ -125,20 +134,18 @@ def cumulative_share(singular_values: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def key_bias_words(model: GPT2, layer: int, head: int, k: int = 5, sphere: Tensor | None = None) -> BiasWords:
+def key_bias_words(model: GPT2, layer: int, head: int, k: int = 5, E_tilde: Tensor | None = None) -> BiasWords:
     """The k words of Ẽ most aligned with the key-bias direction b_Q W_Kᵀ/√d_h, and the k most opposed (k ≤ V)."""
-    sphere = ln_1_embeddings(model, layer) if sphere is None else sphere
-    preference = sphere @ key_bias_direction(head_weights(model, layer, head))  # [V]
+    E_tilde = ln_1_embeddings(model, layer) if E_tilde is None else E_tilde
+    preference = E_tilde @ key_bias_direction(head_weights(model, layer, head))  # [V]
     k = min(k, preference.numel())
     return BiasWords(layer, head, tuple(preference.topk(k).indices.tolist()),
                      tuple(preference.topk(k, largest=False).indices.tolist()))
 
 
-def plot_singular_values(shares: Mapping[int, Tensor], path: str | Path, title: str = "") -> Path:
-    """Cumulative share of singular values (head -> share [r]), one line per head, saved as a PNG."""
-    from matplotlib.figure import Figure  # no pyplot: renders with Agg, leaves the user's backend alone
-
-    fig = Figure(figsize=(6, 4.5))
+def singular_values_figure(shares: Mapping[int, Tensor], title: str = "") -> Figure:
+    """Cumulative share of singular values (head -> share [r]), one line per head."""
+    fig = plots.new_figure(6, 4.5)
     ax = fig.subplots()
     for head, share in shares.items():
         share = share.detach().float().cpu().numpy()
@@ -149,8 +156,59 @@ def plot_singular_values(shares: Mapping[int, Tensor], path: str | Path, title: 
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return fig
+
+
+def plot_singular_values(shares: Mapping[int, Tensor], path: str | Path, title: str = "", dpi: int = 120) -> Path:
+    """Write singular_values_figure to `path` (atomically; the format is the suffix's)."""
+    fig = singular_values_figure(shares, title)
+    return atomic_write(path, lambda temporary: plots.save_figure(fig, temporary, dpi=dpi))
+
+
+# ---- the tables of a whole analysis, as the command line writes them ---------------------------------------
+
+@dataclass(frozen=True)
+class SVDTables:
+    """Everything `minigpt-geom svd` shows for some layers and heads."""
+
+    singular: dict[tuple[int, str], list[Table]]  # (layer, circuit) -> one table per head
+    shares: dict[tuple[int, str], dict[int, Tensor]]  # (layer, circuit) -> head -> cumulative share [r]
+    key_bias: dict[int, Table]  # layer -> the key-bias words of every head
+    long: Table  # every word of every table, one line each (svd.csv)
+
+
+def svd_tables(model: GPT2, tokenizer: Tokenizer, layers: Sequence[int], heads: Sequence[int],
+               circuits: Sequence[str] = CIRCUITS, n_pairs: int = 20, k: int = 3, bias_words: int = 5,
+               progress: tqdm | None = None) -> SVDTables:
+    """The paper's tables for every (layer, circuit, head), the key-bias tables and the long CSV table.
+
+    `progress` advances by one per head and layer (each head's circuits and key-bias words)."""
+    for layer in layers:
+        check_layer(model, layer)
+    for head in heads:
+        check_head(model, head)
+    words = lambda tokens: ", ".join(token_label(tokenizer, t) for t in tokens)  # noqa: E731
+    singular, shares, key_bias, long = {}, {}, {}, []
+    for layer in layers:
+        E_tilde = ln_1_embeddings(model, layer)  # shared by every head of the layer
+        bias_rows = []
+        for head in heads:
+            for circuit in circuits:
+                svd = head_svd(model, layer, head, circuit, E_tilde)
+                shares.setdefault((layer, circuit), {})[head] = cumulative_share(svd.singular_values)
+                pairs = singular_pair_words(model, svd, n_pairs, k, E_tilde)
+                singular.setdefault((layer, circuit), []).append(Table(
+                    ["Rank", "σ", "left words", "right words"],
+                    [[p.rank, p.singular_value, words(p.left), words(p.right)] for p in pairs],
+                    f"W_{circuit} singular vectors, layer {layer}, head {head}"))
+                long += [[circuit, layer, head, p.rank, p.singular_value, side, i, t, tokenizer.decode([t])]
+                         for p in pairs for side, tokens in (("left", p.left), ("right", p.right))
+                         for i, t in enumerate(tokens)]
+            bias = key_bias_words(model, layer, head, bias_words, E_tilde)
+            bias_rows.append([head, words(bias.positive), words(bias.negative)])
+            if progress is not None:
+                progress.update()
+        key_bias[layer] = Table(["head", "+ keys", "− keys"], bias_rows,
+                                f"key-bias direction b_Q W_Kᵀ/√d_head against ln_1(E), layer {layer}")
+    header = ["circuit", "layer", "head", "rank", "singular_value", "side", "word_rank", "token", "text"]
+    return SVDTables(singular, shares, key_bias, Table(header, long))

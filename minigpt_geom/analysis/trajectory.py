@@ -127,10 +127,10 @@ def word_trajectory(
     """Project LN_f(x_l) of one sequence (states [L+1, T, d] or [L+1, 1, T, d]) to 3-D, see the module doc."""
     if states.dim() == 4:
         states = states[:, 0]
-    L1, T, d = states.shape
+    n_states, T, d = states.shape
     highlight = len(words) - 1 if highlight is None else highlight
     prediction_id = int(prediction_ids[highlight])
-    points = ln_f_points(model, states).reshape(L1 * T, d)  # [(L+1)·T, d], layer-major
+    points = ln_f_points(model, states).reshape(n_states * T, d)  # [(L+1)·T, d], layer-major
     target = ln_f_points(model, model.wte.weight[prediction_id])  # [d], LN_f(e_pred)
     if method == "pca":
         mean, components = pca_basis(points)
@@ -148,7 +148,7 @@ def word_trajectory(
     else:
         raise ValueError(f"method is 'pca' or 'umap', got {method!r}")
     return Trajectory(
-        words=list(words), coords=np.asarray(coords, dtype=np.float64).reshape(L1, T, 3), highlight=highlight,
+        words=list(words), coords=np.asarray(coords, dtype=np.float64).reshape(n_states, T, 3), highlight=highlight,
         prediction_id=prediction_id, prediction_word=decode(prediction_id),
         prediction_coord=np.asarray(target_coord, dtype=np.float64), method=label,
     )

@@ -3,77 +3,72 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
-from . import add_model_arguments, load_model_and_tokenizer, output_folder, positive_int
+from ..analysis.corpus import DEFAULT_PATTERN
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
+               make_output_folder, output_file, output_folder, positive_int, progress_bar, report_written,
+               require_matplotlib, whole_number, write_figure)
 
-if TYPE_CHECKING:
-    import torch
+
+def context_length(text: str) -> int:
+    """argparse type for --context: a window of at least 2 tokens (one pair); the model caps it."""
+    value = whole_number(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (a window needs a next word), got {value}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `drift` subcommand."""
-    parser = subparsers.add_parser("drift", help="experiment 5: drift from the current word to the next, "
-                                   "per layer and position")
-    parser.add_argument("corpus", help="a text file or a folder of text files (read as a stream)")
+    parser = add_command(subparsers, "drift", "experiment 5: drift from the current word to the next, per layer "
+                         "and position, over a corpus read as a stream")
+    parser.add_argument("corpus", help=f"a text file, or a folder whose files matching --pattern are read "
+                                       f"(default pattern {DEFAULT_PATTERN!r})")
     add_model_arguments(parser)
-    parser.add_argument("-o", "--out", default="drift",
-                        help="output folder for drift.csv, drift_by_position.csv and their plots (default: drift)")
-    parser.add_argument("--pattern", default="*.txt", help="files to read under a folder (default: *.txt)")
-    parser.add_argument("--context", type=int, default=None, help="window length in tokens (default: the model's context)")
+    add_output_argument(parser, "drift.csv, drift_by_position.csv and their figures", default="drift")
+    parser.add_argument("--pattern", default=DEFAULT_PATTERN,
+                        help=f"files to read under a folder, searched recursively (default: {DEFAULT_PATTERN})")
+    parser.add_argument("--context", type=context_length, default=None,
+                        help="window length in tokens (default: the model's context)")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass (default: 4)")
     parser.add_argument("--max-windows", type=positive_int, default=None, help="stop after this many windows")
     parser.add_argument("--no-logprobs", action="store_true",
                         help="skip log p(next), log p(current): they need every layer's full softmax (~3x the time)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_figure_arguments(parser)
     return parser
-
-
-def usable_device(name: str) -> torch.device:
-    """torch.device(name) if this machine can allocate on it, else InputError."""
-    import torch
-
-    from ..errors import InputError
-
-    try:
-        device = torch.device(name)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:  # a bad name; CUDA not compiled in, no driver, no such GPU
-        reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0]  # its first sentence
-        raise InputError(f"--device {name!r} cannot be used here ({reason}); try --device cpu") from None
-    return device
 
 
 def run(args: argparse.Namespace) -> int:
     """Stream the corpus through the model; print the per-layer table, write the CSVs and figures."""
-    from tqdm import tqdm
-
-    from ..analysis import plots
-    from ..analysis.drift import (corpus_drift, corpus_files, corpus_windows, drift_position_rows, drift_rows,
-                                  format_drift)
-    from ..analysis.lens import write_csv
+    from ..analysis.corpus import corpus_bytes, corpus_files, corpus_windows
+    from ..analysis.drift import corpus_drift, drift_position_rows, drift_rows, format_drift
+    from ..analysis.tables import Table, write_csv
     from ..errors import InputError
 
-    device = usable_device(args.device)
+    require_matplotlib(args)
     files = corpus_files(args.corpus, args.pattern)
     out = output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)
-    model = model.to(device)
     context = args.context or model.config.n_ctx
-    if not 2 <= context <= model.config.n_ctx:
-        raise InputError(f"--context must be between 2 and the model's context {model.config.n_ctx}, got {context}")
-    total = sum(path.stat().st_size for path in files)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"drift over {len(files)} file(s)") as progress:
-        windows = corpus_windows(files, tokenizer, context, progress=progress)
+    if context > model.config.n_ctx:
+        raise InputError(f"--context must be at most the model's context {model.config.n_ctx}, got {context}")
+    with progress_bar(args, corpus_bytes(files), f"drift over {len(files)} file(s)", unit="B") as bar:
+        windows = corpus_windows(files, tokenizer, context, progress=bar)
         result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
                               max_windows=args.max_windows)
     print(format_drift(result))
+    make_output_folder(out)
     written = [
-        write_csv(drift_rows(result), out / "drift.csv"),
-        write_csv(drift_position_rows(result), out / "drift_by_position.csv"),
-        plots.save_figure(plots.drift_figure(result), out / "drift.png"),
-        plots.save_figure(plots.drift_position_figure(result), out / "drift_by_position.png"),
+        write_csv(output_file(out, "drift.csv"), Table.from_records(drift_rows(result))),
+        write_csv(output_file(out, "drift_by_position.csv"), Table.from_records(drift_position_rows(result))),
     ]
-    for path in written:
-        print(f"wrote {path}")
+    if not args.no_plot:
+        from ..analysis import plots
+
+        written += [
+            write_figure(plots.drift_figure(result), output_file(out, f"drift.{args.format}"), args.dpi),
+            write_figure(plots.drift_position_figure(result), output_file(out, f"drift_by_position.{args.format}"),
+                         args.dpi),
+        ]
+    report_written(written)
     return 0

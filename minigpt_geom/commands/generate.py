@@ -5,22 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import CheckpointError, InputError
-from . import add_model_arguments, load_model_and_tokenizer
+from . import add_command, add_model_arguments, load_model_and_tokenizer, seed, whole_number
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `generate` subcommand."""
-    parser = subparsers.add_parser("generate", help="continue a prompt, streaming the text")
+    parser = add_command(subparsers, "generate", "continue a prompt, streaming the text",
+                         "Continue a prompt with a KV cache, printing each piece of text as soon as it is complete; "
+                         "stop at <|endoftext|> or after --max-new-tokens. The text streams, so there is no "
+                         "progress bar.")
     parser.add_argument("prompt", nargs="?", default="", help="text to continue (empty: start after <|endoftext|>)")
     add_model_arguments(parser)
-    parser.add_argument("--max-new-tokens", type=int, default=50, help="at most this many tokens (default: 50)")
+    parser.add_argument("--max-new-tokens", type=whole_number, default=50,
+                        help="at most this many tokens; prompt + new tokens must fit the context (default: 50)")
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-k", type=whole_number, default=None, help="sample among the k most likely tokens")
     parser.add_argument("--top-p", type=float, default=None, help="sample among the smallest set with mass ≥ p")
-    parser.add_argument("--seed", type=int, default=None, help="for reproducible samples (default: random)")
+    parser.add_argument("--seed", type=seed, default=None, help="for reproducible samples (default: random)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every position at every step (slow)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return parser
 
 
@@ -28,22 +30,23 @@ def run(args: argparse.Namespace) -> int:
     """Print the prompt, then each new piece of text as soon as it is complete; stop at <|endoftext|>."""
     import torch
 
+    from ..analysis.text import encode_text
+    from ..errors import CheckpointError, InputError
     from ..generate import Sampling, generate_stream, stream_text
 
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)  # checked before the model loads
     model, tokenizer = load_model_and_tokenizer(args)
-    model = model.to(args.device)
     try:
         eos_id = tokenizer.eot_token
     except CheckpointError:  # a vocabulary without <|endoftext|>: run to max_new_tokens
         eos_id = None
     if args.prompt:
-        prompt_ids = tokenizer.encode(args.prompt, allowed_special="all")
+        prompt_ids = encode_text(tokenizer, args.prompt, model.config.n_ctx, allowed_special="all")
     elif eos_id is not None:
         prompt_ids = [eos_id]  # GPT-2's unconditional samples start after a document boundary
     else:
         raise InputError("an empty prompt starts after <|endoftext|>, which this vocabulary lacks: give a prompt")
-    idx = torch.tensor([prompt_ids], device=args.device)  # [1, T]
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    idx = torch.tensor([prompt_ids], device=model.wte.weight.device)  # [1, T]
     tokens = generate_stream(model, idx, args.max_new_tokens, sampling, eos_id=eos_id, use_cache=not args.no_cache)
     new_ids = (i for i in (int(token[0]) for token in tokens) if i != eos_id)  # the stream ends after eos
     print(args.prompt, end="", flush=True)

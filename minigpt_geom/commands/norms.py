@@ -1,39 +1,38 @@
-"""`minigpt-geom norms [SOURCE] --text "..."`: every layer-norm variant against GPT-2's own, on one text."""
+"""`minigpt-geom norms --text "..."`: every layer-norm variant against GPT-2's own, on one text."""
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-
-from ..analysis import format_table
-from . import load_model_and_tokenizer
+from . import add_command, add_model_arguments, add_style_argument, load_model_and_tokenizer, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `norms` subcommand."""
-    parser = subparsers.add_parser(
-        "norms", help="KL, top-1 agreement and perplexity of each layer-norm variant against the default",
-        description="Swap the layer norm of every site for each registered variant (layernorm, rmsnorm, sphere, "
-                    "none, ...) and compare its next-token predictions on the text with GPT-2's own.")
-    parser.add_argument("weights", nargs="?", default="gpt2", metavar="SOURCE",
-                        help="preset, hub id, directory or .safetensors file (default: gpt2)")
-    parser.add_argument("--text", required=True, help="the text to score (at least two tokens)")
-    parser.add_argument("--tokenizer", metavar="SOURCE", help="where vocab.json and merges.txt are (default: SOURCE)")
-    parser.add_argument("--variants", nargs="+", help="variants to compare (default: all registered)")
-    parser.add_argument("--format", choices=["text", "markdown", "latex"], default="text")
+    parser = add_command(
+        subparsers, "norms", "KL, top-1 agreement and perplexity of each layer-norm variant against the default",
+        "Swap the layer norm of every site for each registered variant (layernorm, rmsnorm, sphere, none, "
+        "dyt, ...) and compare its next-token predictions on the text with GPT-2's own. Prints a table.")
+    parser.add_argument("--text", required=True, help="the text to score (at least two tokens, at most the context)")
+    add_model_arguments(parser)
+    parser.add_argument("--variants", nargs="+", metavar="NAME", help="variants to compare (default: all registered)")
+    add_style_argument(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Print one row per variant."""
-    from ..analysis.norms import compare_norms
+    import torch
 
-    model, tokenizer = load_model_and_tokenizer(args)
-    idx = torch.tensor([tokenizer.encode(args.text)])
-    rows = compare_norms(model, idx, args.variants)
-    header = ["variant", "KL(default ‖ variant) nats", "top-1 agreement", "perplexity"]
-    caption = f"{idx.shape[1]} tokens; KL and agreement per position, averaged"
-    print(format_table(header, [[r.variant, r.kl_from_default, r.top1_agreement, r.perplexity] for r in rows],
-                       args.format, caption), end="")
+    from ..analysis.norms import compare_norms, norms_table
+    from ..analysis.text import encode_text
+    from ..sphere import NORM_VARIANTS
+
+    variants = args.variants or list(NORM_VARIANTS)
+    with progress_bar(args, 1 + len(variants), "norms") as bar:
+        model, tokenizer = load_model_and_tokenizer(args)
+        bar.update()
+        idx = torch.tensor([encode_text(tokenizer, args.text, model.config.n_ctx)])
+        rows = compare_norms(model, idx, variants, progress=bar)
+    print(norms_table(rows, idx.shape[1]).format(args.style), end="")
     return 0

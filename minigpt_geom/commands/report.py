@@ -6,22 +6,25 @@ import argparse
 import os
 from pathlib import Path
 
-from . import add_model_arguments, load_model_and_tokenizer, output_folder, positive_int
-from .lens import add_highlight_arguments
+from . import (add_command, add_highlight_arguments, add_model_arguments, index, load_model_and_tokenizer,
+               make_output_folder, output_file, output_folder, positive_int, progress_bar, require_matplotlib)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `report` subcommand."""
-    parser = subparsers.add_parser("report", help="an HTML page: trajectories (rotatable 3-D), logit lens, norms, attention")
-    parser.add_argument("text", help="the text to run through the model")
+    parser = add_command(subparsers, "report",
+                         "an HTML page: trajectories (rotatable 3-D), logit lens, norms, attention, drift")
+    parser.add_argument("text", help="the text to run through the model (at most the model's context)")
     add_model_arguments(parser)
     add_highlight_arguments(parser)
-    parser.add_argument("-o", "--out", default="report.html",
+    parser.add_argument("-o", "--out", default="report.html", metavar="FILE",
                         help="the HTML file to write, or a folder (existing, or ending in /) for report.html "
                              "(default: report.html)")
-    parser.add_argument("--layer", type=int, default=0, help="layer of the attention pattern shown (default: 0)")
-    parser.add_argument("--head", type=int, default=0, help="head of the attention pattern shown (default: 0)")
+    parser.add_argument("--layer", type=index, default=0, metavar="L", help="layer of the attention pattern shown (default: 0)")
+    parser.add_argument("--head", type=index, default=0, metavar="H", help="head of the attention pattern shown (default: 0)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="words shown per layer (default: 5)")
+    parser.add_argument("--dpi", type=positive_int, default=100,
+                        help="resolution of the page's figures, dots per inch (default: 100)")
     return parser
 
 
@@ -29,19 +32,24 @@ def report_path(out: str) -> Path:
     """The file to write: -o itself, or report.html inside it when it is a folder or ends in a separator."""
     path = Path(out)
     if out.endswith(("/", os.sep)) or path.is_dir():
-        path = path / "report.html"
-    output_folder(path.parent)
+        return path / "report.html"
     return path
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the page and write it."""
-    from ..analysis.report import build_report
+    from ..analysis.report import REPORT_STEPS, build_report
+    from ..files import write_text
 
-    out = report_path(args.out)
-    model, tokenizer = load_model_and_tokenizer(args)
-    page = build_report(model, tokenizer, args.text, word=args.word, position=args.position,
-                        layer=args.layer, head=args.head, top_k=args.top_k)
-    out.write_text(page, encoding="utf-8")
-    print(f"wrote {out} ({len(page) / 1e6:.1f} MB)")
+    require_matplotlib(args)
+    path = report_path(args.out)
+    folder = output_folder(path.parent)
+    with progress_bar(args, 1 + REPORT_STEPS, "report") as bar:
+        model, tokenizer = load_model_and_tokenizer(args)
+        bar.update()
+        page = build_report(model, tokenizer, args.text, word=args.word, position=args.position, layer=args.layer,
+                            head=args.head, top_k=args.top_k, dpi=args.dpi, progress=bar)
+    make_output_folder(folder)
+    written = write_text(output_file(folder, path.name), page)
+    print(f"wrote {written} ({len(page) / 1e6:.1f} MB)")
     return 0

@@ -1,65 +1,84 @@
-"""`minigpt-geom verify [SOURCE]`: this model's logits against Hugging Face `transformers` on the same weights."""
+"""`minigpt-geom verify`: this model's logits against Hugging Face `transformers` on the same weights."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import torch
+from . import add_command, add_model_arguments, load_model, positive_int, progress_bar, seed
 
-from ..errors import MiniGPTGeomError
+if TYPE_CHECKING:
+    import torch
+
+    from ..model import GPT2
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `verify` subcommand."""
-    parser = subparsers.add_parser("verify", help="compare logits with transformers.GPT2LMHeadModel")
-    parser.add_argument("source", nargs="?", default="gpt2", help="preset, hub id, directory or .safetensors file")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=128, help="tokens per sequence (capped at the context)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest |Δlogit| accepted")
+    parser = add_command(subparsers, "verify", "compare logits with transformers.GPT2LMHeadModel",
+                         "Run random token sequences through this model and through transformers' GPT-2 (float32, "
+                         "eager attention) loaded from the same file; print max and mean |Δlogits| and top-1 "
+                         "agreement. Exit code 1 when the largest difference exceeds --tolerance.")
+    add_model_arguments(parser, tokenizer=False)
+    parser.add_argument("--batch", type=positive_int, default=4, help="random sequences (default: 4)")
+    parser.add_argument("--length", type=positive_int, default=128,
+                        help="tokens per sequence, capped at the context (default: 128)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random tokens (default: 0)")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest |Δlogit| accepted (default: 1e-4, for float32; raise it for float16/bfloat16)")
     return parser
 
 
-def reference_model(source: str) -> "torch.nn.Module":
-    """The same checkpoint loaded by transformers (eager attention), from the folder our loader resolved."""
+def reference_model(source: str, model: GPT2, device: torch.device) -> torch.nn.Module:
+    """The same file read by the safetensors library into transformers' GPT-2 (eager attention, float32)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ..checkpoint import checkpoint_files
+    from ..errors import MiniGPTGeomError
+
     try:
         from transformers import GPT2Config as HFConfig, GPT2LMHeadModel
     except ImportError:
         raise MiniGPTGeomError("verify needs transformers: pip install 'minigpt-geom[hf]'") from None
-    from ..checkpoint import checkpoint_files, infer_config, model_entries, read_header, read_into
-
-    path, config_json = checkpoint_files(source)
-    entries = model_entries(path, read_header(path))
-    config = infer_config(path, entries, config_json)
-    state = {}
-    with path.open("rb") as f:  # the same bytes, read independently of our model
-        for name, entry in entries.items():
-            state[f"transformer.{name}"] = torch.empty(entry.shape, dtype=torch.float32)
-            read_into(f, entry, state[f"transformer.{name}"])
+    path = checkpoint_files(source)[0]
+    state = {name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}": tensor.float()
+             for name, tensor in load_file(str(path)).items() if not name.endswith((".attn.bias", ".attn.masked_bias"))}
+    config = model.config
     hf_config = HFConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
-                         n_positions=config.n_ctx, vocab_size=config.vocab_size, layer_norm_epsilon=config.ln_eps)
+                         n_positions=config.n_ctx, vocab_size=config.vocab_size, layer_norm_epsilon=config.ln_eps,
+                         bos_token_id=None, eos_token_id=None)
     hf_config._attn_implementation = "eager"
-    model = GPT2LMHeadModel(hf_config).eval()
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    with torch.device("meta"):  # no random initialisation: every weight comes from the file
+        reference = GPT2LMHeadModel(hf_config)
+    missing, unexpected = reference.load_state_dict(state, strict=False, assign=True)
     if unexpected or set(missing) - {"lm_head.weight"}:  # lm_head is tied to wte, so it may be absent
         raise MiniGPTGeomError(f"transformers could not take these weights: missing {missing}, unexpected {unexpected}")
-    return model
+    reference.tie_weights()
+    return reference.to(device).eval()
 
 
-@torch.inference_mode()
 def run(args: argparse.Namespace) -> int:
     """Print max and mean |Δlogits| and top-1 agreement; non-zero exit above tolerance."""
-    from ..model import GPT2
+    import torch
 
-    model = GPT2.from_pretrained(args.source)
-    reference = reference_model(args.source)
-    length = min(args.length, model.config.n_ctx)
-    idx = torch.randint(0, model.config.vocab_size, (args.batch, length), generator=torch.Generator().manual_seed(args.seed))
-    ours, theirs = model(idx), reference(idx).logits
+    with progress_bar(args, 4, "verify") as bar, torch.inference_mode():
+        model = load_model(args)
+        device = model.wte.weight.device
+        bar.update()
+        reference = reference_model(args.weights, model, device)
+        bar.update()
+        length = min(args.length, model.config.n_ctx)
+        idx = torch.randint(0, model.config.vocab_size, (args.batch, length),
+                            generator=torch.Generator().manual_seed(args.seed)).to(device)
+        ours = model(idx).float()
+        bar.update()
+        theirs = reference(idx).logits
+        bar.update()
     delta = (ours - theirs).abs()
     agreement = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
-    print(f"source: {args.source}  shape: {model.config}")
-    print(f"batch {args.batch} x {length} random tokens (seed {args.seed})")
+    print(f"weights: {args.weights} ({args.dtype} on {device})  shape: {model.config}")
+    print(f"batch {args.batch} x {length} random tokens (seed {args.seed}), against transformers in float32")
     print(f"max |Δlogits|  = {delta.max().item():.3e}")
     print(f"mean |Δlogits| = {delta.mean().item():.3e}")
     print(f"top-1 agreement = {agreement:.4%}")

@@ -1,0 +1,122 @@
+"""Reading a corpus as a stream: files -> text chunks -> token ids -> windows of the model's context.
+
+A corpus is a text file or a folder of them (files matching a pattern, `*.txt` by default). Each file is read
+CHUNK_BYTES at a time, decoded incrementally (invalid UTF-8 -> U+FFFD), and each chunk is cut at its last
+whitespace character that precedes a non-space: GPT-2's pre-tokeniser always starts a piece there, so
+encoding chunk by chunk gives exactly the ids of encoding the whole file. Memory stays bounded whatever
+the file holds, at the price of two cuts that can change the tokens right where they fall:
+  - a stretch of more than MAX_CARRY_CHARS characters with no such place (no whitespace before a word) is
+    cut where it reaches that length;
+  - a pre-tokeniser piece (a word, a number, a run of symbols or of spaces) longer than MAX_PIECE_CHARS
+    characters is cut every MAX_PIECE_CHARS characters, each part encoded on its own.
+Tokens are grouped into windows of `size` (the last, shorter one kept) that never cross a file.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+import regex
+
+from ..errors import InputError
+from ..tokenizer import GPT2_PATTERN
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from ..tokenizer import Tokenizer
+
+DEFAULT_PATTERN = "*.txt"
+CHUNK_BYTES = 1 << 16  # read 64 KiB at a time: a few batches of windows, so progress moves in small steps
+MAX_CARRY_CHARS = 1 << 20  # longest stretch kept waiting for a safe cut
+MAX_PIECE_CHARS = 256  # longest piece encoded whole (GPT-2's longest token is far shorter)
+SAFE_CUT = regex.compile(r"(?r)\s(?=\S)")  # searched from the end: the last place a new piece starts
+PIECE = regex.compile(GPT2_PATTERN)
+LONG_RUN = regex.compile(rf"\S{{{MAX_PIECE_CHARS}}}|\s{{{MAX_PIECE_CHARS}}}")  # every longer piece holds one
+
+
+def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path]:
+    """The file itself, or every file under a folder matching `pattern` (recursive, sorted, no hidden)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"corpus {path} does not exist: give a text file or a folder of text files")
+    files = sorted(
+        p for p in path.rglob(pattern)
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise InputError(f"no files matching {pattern!r} under {path}: choose other files with --pattern "
+                         f"(default {DEFAULT_PATTERN!r}), e.g. --pattern '*.py'")
+    return files
+
+
+def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress: tqdm | None = None) -> Iterator[str]:
+    """The text of a UTF-8 file in pieces that the pre-tokeniser cuts between too (see the module doc).
+
+    `progress` advances by a block's bytes once the reader asks for the text after it, so it counts text
+    that has been used, not merely read."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    carry = ""
+    with path.open("rb") as f:
+        while block := f.read(chunk_bytes):
+            text = carry + decoder.decode(block)
+            last = SAFE_CUT.search(text)  # the last "whitespace, then non-space"
+            cut = last.start() if last else 0
+            if len(text) - cut > MAX_CARRY_CHARS:
+                cut = len(text)  # no safe place in a long stretch: cut it anyway
+            carry = text[cut:]
+            if cut > 0:
+                yield text[:cut]
+            if progress is not None:
+                progress.update(len(block))
+    carry += decoder.decode(b"", final=True)
+    if carry:
+        yield carry
+
+
+def encode_plain(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of corpus text, special-token text such as <|endoftext|> as plain text; long pieces cut."""
+    if not LONG_RUN.search(text):  # the usual case: no piece can be longer than MAX_PIECE_CHARS
+        return tokenizer.encode_ordinary(text)
+    ids: list[int] = []
+    for piece in PIECE.findall(text):  # a piece encodes to the same ids alone as within its text
+        for start in range(0, len(piece), MAX_PIECE_CHARS):
+            ids.extend(tokenizer.encode_ordinary(piece[start:start + MAX_PIECE_CHARS]))
+    return ids
+
+
+def token_windows(token_chunks: Iterable[Sequence[int]], size: int) -> Iterator[list[int]]:
+    """Group a stream of id chunks into consecutive windows of `size` ids; the last one is kept if ≥ 2 ids."""
+    window: list[int] = []
+    for chunk in token_chunks:
+        window.extend(chunk)
+        start = 0
+        while len(window) - start >= size:
+            yield window[start:start + size]
+            start += size
+        del window[:start]  # once per chunk: dropping each window as it goes would copy the rest every time
+    if len(window) >= 2:
+        yield window
+
+
+def corpus_windows(files: Sequence[Path], tokenizer: Tokenizer, size: int, chunk_bytes: int = CHUNK_BYTES,
+                   progress: tqdm | None = None) -> Iterator[list[int]]:
+    """Windows of every file in turn, read and tokenised incrementally (windows never cross files)."""
+    for path in files:
+        chunks = (encode_plain(tokenizer, text) for text in text_chunks(path, chunk_bytes, progress))
+        yield from token_windows(chunks, size)
+
+
+def text_windows(texts: Iterable[str], tokenizer: Tokenizer, size: int) -> Iterator[list[int]]:
+    """The same windows as corpus_windows, from texts held in memory (each encoded whole)."""
+    for text in texts:
+        yield from token_windows([encode_plain(tokenizer, text)], size)
+
+
+def corpus_bytes(files: Sequence[Path]) -> int:
+    """The corpus's size in bytes: the total of the drift command's progress bar."""
+    return sum(path.stat().st_size for path in files)
