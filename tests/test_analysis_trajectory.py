@@ -172,13 +172,16 @@ def test_pca_projection_is_deterministic(model, tokenizer, traced):
     assert runs[0].coords.shape == (model.config.n_layer + 1, len(words), 3)
     # The sign convention fixes each axis whatever the order of the points.
     points = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
-    mean, components = pca_basis(points)
-    _, shuffled = pca_basis(points[torch.randperm(50, generator=torch.Generator().manual_seed(1))])
+    mean, components, explained = pca_basis(points)
+    _, shuffled, _ = pca_basis(points[torch.randperm(50, generator=torch.Generator().manual_seed(1))])
     torch.testing.assert_close(components, shuffled)
     torch.testing.assert_close(components @ components.T, torch.eye(3, dtype=torch.float64))
     coords = (points.double() - mean) @ components.T
     assert (coords[coords.abs().argmax(0), torch.arange(3)] > 0).all()
     assert pca_basis(points[:2])[1].shape == (3, 8)  # fewer points than axes: padded
+    # explained variance against NumPy: the variance of each projected coordinate over the total variance
+    centred = points.double().numpy() - points.double().numpy().mean(0)
+    np.testing.assert_allclose(explained.numpy(), (centred @ components.numpy().T).var(0) / centred.var(0).sum())
 
 
 def test_choose_highlight():

@@ -23,8 +23,9 @@ from minigpt_geom import GPT2
 from minigpt_geom.analysis import plots
 from minigpt_geom.analysis.drift import text_drift
 from minigpt_geom.analysis.embeddings import reachability, top_and_bottom
-from minigpt_geom.analysis.lens import logit_lens, token_words
-from minigpt_geom.analysis.probe import probe_blocks
+from minigpt_geom.analysis.lens import logit_lens
+from minigpt_geom.analysis.text import token_words
+from minigpt_geom.analysis.probe import probe_layers
 from minigpt_geom.analysis.qk import strongest_pairs
 from minigpt_geom.analysis.svd import cumulative_share, head_svd
 from minigpt_geom.analysis.trajectory import ln_f_points, word_trajectory
@@ -59,7 +60,7 @@ def data(tmp_path_factory) -> dict:
         drift = text_drift(model, ids, trace.states)
         shares = {h: cumulative_share(head_svd(model, 1, h, "QK").singular_values) for h in range(SHAPE["n_head"])}
         probed = [(decode(t), t) for t in (7, 14, 40, 41, 100)]
-        probes = probe_blocks(model, [1], probed, k=3)
+        probes = probe_layers(model, [1], probed, k=3)
         pairs = strongest_pairs(model, 1, 2, k=30)
         ranked = top_and_bottom(reachability(model), k=4)
     return dict(model=model, ids=ids, words=words, decode=decode, trace=trace, lens=lens, trajectory=trajectory,

@@ -44,6 +44,7 @@ class Trajectory:
     prediction_word: str
     prediction_coord: np.ndarray  # [3] projected LN_f(e_pred)
     method: str  # "pca" or "umap (fit on ...)"
+    explained_variance: np.ndarray | None = None  # [3] s_i²/Σ s² of the centred points (PCA); None for UMAP
 
 
 @torch.inference_mode()
@@ -55,8 +56,8 @@ def ln_f_points(model: GPT2, states: Tensor) -> Tensor:
     return model.ln_f(states)[0]
 
 
-def pca_basis(points: Tensor, n_components: int = 3) -> tuple[Tensor, Tensor]:
-    """(mean [d], components [n, d]) of points [N, d], float64, with a fixed sign per component.
+def pca_basis(points: Tensor, n_components: int = 3) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean [d], components [n, d], explained variance share [n]) of points [N, d], float64, signs fixed.
 
     components are the top right singular vectors of (points − mean); each is flipped so that the
     coordinate of largest magnitude among the projected points is positive (sklearn's svd_flip rule).
@@ -64,8 +65,10 @@ def pca_basis(points: Tensor, n_components: int = 3) -> tuple[Tensor, Tensor]:
     data = points.detach().to(torch.float64).cpu()
     mean = data.mean(dim=0)
     centred = data - mean  # [N, d]
-    _, _, vh = torch.linalg.svd(centred, full_matrices=False)  # vh [min(N, d), d]
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)  # vh [min(N, d), d]
     components = vh[:n_components]
+    share = singular.square() / singular.square().sum().clamp_min(torch.finfo(torch.float64).tiny)  # s_i²/Σ s²
+    explained = torch.cat([share[:n_components], share.new_zeros(max(n_components - len(share), 0))])
     coords = centred @ components.T  # [N, n]
     if coords.numel():
         largest = coords.abs().argmax(dim=0)  # [n]
@@ -74,7 +77,7 @@ def pca_basis(points: Tensor, n_components: int = 3) -> tuple[Tensor, Tensor]:
     if components.shape[0] < n_components:
         pad = torch.zeros(n_components - components.shape[0], data.shape[1], dtype=torch.float64)
         components = torch.cat([components, pad])
-    return mean, components
+    return mean, components, explained
 
 
 def pca_project(points: Tensor, mean: Tensor, components: Tensor) -> np.ndarray:
@@ -133,9 +136,10 @@ def word_trajectory(
     points = ln_f_points(model, states).reshape(n_states * T, d)  # [(L+1)·T, d], layer-major
     target = ln_f_points(model, model.wte.weight[prediction_id])  # [d], LN_f(e_pred)
     if method == "pca":
-        mean, components = pca_basis(points)
+        mean, components, explained = pca_basis(points)
         coords, target_coord, label = pca_project(points, mean, components), pca_project(target, mean, components), "pca"
     elif method == "umap":
+        explained = None
         both = torch.cat([points, target[None]]).double().cpu().numpy()
         if umap_fit == "vocab":
             vocab = ln_f_points(model, model.wte.weight[:UMAP_VOCAB_FIT]).double().cpu().numpy()
@@ -151,6 +155,7 @@ def word_trajectory(
         words=list(words), coords=np.asarray(coords, dtype=np.float64).reshape(n_states, T, 3), highlight=highlight,
         prediction_id=prediction_id, prediction_word=decode(prediction_id),
         prediction_coord=np.asarray(target_coord, dtype=np.float64), method=label,
+        explained_variance=None if explained is None else explained.numpy(),
     )
 
 
