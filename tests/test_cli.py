@@ -50,10 +50,18 @@ def corpus(tmp_path) -> Path:
 
 # ---- the parsers ---------------------------------------------------------------------------------------------
 
+TRAINING = {"prepare", "init", "train", "remove-ln"}  # --dtype of a run is its precision: float32 or bf16 autocast
+
+
 def test_every_command_loads_a_model_with_the_same_options():
-    assert set(subcommands()) == set(WRITERS) | set(OTHERS)
+    assert set(subcommands()) == set(WRITERS) | set(OTHERS) | TRAINING
     for name, parser in subcommands().items():
         options = parser._option_string_actions
+        assert not parser.allow_abbrev, name
+        assert all(action.help for action in parser._actions), name
+        if name in TRAINING:  # prepare and init load no model; train and remove-ln do
+            assert name in ("prepare", "init") or {"--weights", "--device", "--dtype"} <= set(options), name
+            continue
         assert {"--weights", "--device", "--dtype", "--quiet"} <= set(options), name
         assert options["--dtype"].choices == ("float32", "bfloat16", "float16")
         assert not parser.allow_abbrev, name

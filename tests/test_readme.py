@@ -87,7 +87,7 @@ def test_readme_command_table_matches_the_parsers():
     """Each row of README's command table names a real command and only options that command has."""
     commands = README[README.index("## Commands"):]
     commands = commands[:commands.index("\n## ")]
-    rows = re.findall(r"^\| `(\w+)([^`]*)` \|", commands, re.M)
+    rows = re.findall(r"^\| `([\w-]+)([^`]*)` \|", commands, re.M)
     subcommands = build_parser()._subparsers._group_actions[0].choices
     assert {name for name, _ in rows} == set(subcommands)
     for name, synopsis in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 from ..errors import InputError
 from . import output_folder, positive_int
@@ -56,7 +57,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     sizes = {name: getattr(args, name) for name in ("n_layer", "n_head", "n_embd", "n_ctx")
              if getattr(args, name) is not None}
     try:
-        config = base.replace(vocab_size=vocab_size, **sizes)
+        config = replace(base, vocab_size=vocab_size, **sizes)
     except ValueError as error:
         raise InputError(str(error)) from None
     return new_model(config, args.norm or "layernorm", args.seed)
@@ -81,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)
     model = new_model_from_arguments(args, tokenizer.n_vocab)
     folder = save_model(model, output_folder(args.out), args.tokenizer, tokenizer.special_tokens.get("<|endoftext|>"))
-    print(f"wrote a new GPT-2 ({model.config.n_layer} layers, d = {model.config.n_embd}, "
-          f"{model.num_parameters():,} parameters) to {folder}")
+    print(f"wrote {folder / 'model.safetensors'} (a new GPT-2 of {model.config.n_layer} layers, "
+          f"d = {model.config.n_embd}, {model.num_parameters():,} parameters; config.json and the tokenizer beside it)")
     return 0
