@@ -110,7 +110,7 @@ def full_capture(folder: Path, model: GPT2, device: torch.device, shapes, repeat
                 lens_logits, cache = lens.run_with_cache(idx)
             cached = sum(t.numel() * t.element_size() for t in cache.values())
             line += (f"   TransformerLens run_with_cache {seconds['lens'] * 1e3:8.1f} ms ({len(cache)} activations, "
-                     f"{cached / 2**30:5.2f} GiB)   ours {seconds['lens'] / seconds['ours']:4.2f}x faster   "
+                     f"{cached / 2**30:5.2f} GiB)   speed ours/TL {seconds['lens'] / seconds['ours']:4.2f}   "
                      f"max |Δ logits| {(lens_logits.float() - logits.float()).abs().max().item():.1e}")
             del cache
         print(line, flush=True)

