@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..errors import InputError
@@ -134,7 +135,26 @@ def corpus_drift(model: GPT2, windows: Iterable[Sequence[int]], *, batch_size: i
             add(pending.pop(len(window)))
     for batch in pending.values():
         add(batch)
+    if dist.is_available() and dist.is_initialized():  # under torchrun each process streamed its own files
+        n_windows = add_across_processes(sums, counts, n_windows)
     return summarise(sums, counts, n_windows)
+
+
+def add_across_processes(sums: dict[str, np.ndarray], counts: np.ndarray, n_windows: int) -> int:
+    """Replace each process's sums and counts (in place) by those of all processes; return the total windows.
+
+    Every statistic is a sum over windows, so adding the processes' sums is exactly the sum over the whole
+    corpus (to float64 rounding): the means are computed only afterwards, by `summarise`."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    names = sorted(sums)
+    totals = torch.from_numpy(np.stack([sums[name] for name in names])).to(device)  # float64 [k, L+1, P]
+    tallies = torch.from_numpy(np.append(counts, n_windows)).to(device)  # int64 [P + 1]
+    dist.all_reduce(totals)
+    dist.all_reduce(tallies)
+    for name, total in zip(names, totals.cpu().numpy()):
+        sums[name][...] = total
+    counts[...] = tallies[:-1].cpu().numpy()
+    return int(tallies[-1])
 
 
 def text_drift(model: GPT2, ids: Sequence[int], states: Tensor | None = None, logprobs: bool = True) -> DriftResult:

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--context", type=context_length, default=None,
                         help="window length in tokens (default: the model's context)")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass (default: 4)")
-    parser.add_argument("--max-windows", type=positive_int, default=None, help="stop after this many windows")
+    parser.add_argument("--max-windows", type=positive_int, default=None, help="stop after this many windows (of each process, under torchrun)")
     parser.add_argument("--no-logprobs", action="store_true",
                         help="skip log p(next), log p(current): they need every layer's full softmax (~3x the time)")
     add_figure_arguments(parser)
@@ -45,8 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.tables import Table, write_csv
     from ..errors import InputError
 
+    from ..train import start_processes
+
     require_matplotlib(args)
-    files = corpus_files(args.corpus, args.pattern)
+    processes = start_processes(args.device)  # under torchrun: this process's rank, device and share of the files
+    args.device, args.quiet = str(processes.device), args.quiet or not processes.main
+    files = corpus_files(args.corpus, args.pattern)[processes.rank::processes.world]  # windows never cross files
     out = output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)
     context = args.context or model.config.n_ctx
@@ -56,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
         windows = corpus_windows(files, tokenizer, context, progress=bar)
         result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
                               max_windows=args.max_windows)
+    if processes.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if not processes.main:  # rank 0 prints and writes the merged statistics
+        return 0
     print(format_drift(result))
     make_output_folder(out)
     written = [
