@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .model import GPT2
 from .sphere import SphereDiagnostics, SphereNorm, get_norm
+
+if TYPE_CHECKING:
+    from .model import GPT2
 
 LN_FREE_EPS = 1e10  # an ε this large means "layer norm switched off": no real σ² comes near it
 
@@ -83,7 +86,7 @@ def fold_fixed_sigma(model: GPT2) -> GPT2:
     names = sites(model)
     if any(model.get_submodule(name).variant.name != "fixed_sigma" for name in names):
         raise ValueError("fold_fixed_sigma needs every site on the fixed_sigma variant (see fix_sigma)")
-    folded = GPT2(model.config, norm="none").to(model.wte.weight)
+    folded = type(model)(model.config, norm="none").to(model.wte.weight)
     folded.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(".sigma")})
     for block, source in zip(folded.h, model.h):
         fold_site(source.ln_1, block.attn.c_attn.weight, block.attn.c_attn.bias)
