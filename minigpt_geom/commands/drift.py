@@ -7,7 +7,7 @@ import argparse
 from ..analysis.corpus import DEFAULT_PATTERN
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
                make_output_folder, output_file, output_folder, positive_int, progress_bar, report_written,
-               require_matplotlib, whole_number, write_figure)
+               require_matplotlib, usable_device, whole_number, write_figure)
 
 
 def context_length(text: str) -> int:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import start_processes
 
     require_matplotlib(args)
-    processes = start_processes(args.device)  # under torchrun: this process's rank, device and share of the files
+    processes = start_processes(usable_device(args.device))  # under torchrun: rank, device and share of the files
     args.device, args.quiet = str(processes.device), args.quiet or not processes.main
     files = corpus_files(args.corpus, args.pattern)[processes.rank::processes.world]  # windows never cross files
     out = output_folder(args.out)
