@@ -22,14 +22,12 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..files import atomic_write
 from ..model import GPT2
 from . import plots
 from .circuits import HeadWeights, check_head, check_layer, head_weights, key_bias_direction, ln_1_embeddings
 from .tables import Table, token_label
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from tqdm import tqdm
 
     from ..tokenizer import Tokenizer
@@ -143,26 +141,9 @@ def key_bias_words(model: GPT2, layer: int, head: int, k: int = 5, E_tilde: Tens
                      tuple(preference.topk(k, largest=False).indices.tolist()))
 
 
-def singular_values_figure(shares: Mapping[int, Tensor], title: str = "") -> Figure:
-    """Cumulative share of singular values (head -> share [r]), one line per head."""
-    fig = plots.new_figure(6, 4.5)
-    ax = fig.subplots()
-    for head, share in shares.items():
-        share = share.detach().float().cpu().numpy()
-        ax.plot(range(1, len(share) + 1), 100 * share, label=f"head {head}", linewidth=1.2)
-    ax.set_xlabel("number of singular values r")
-    ax.set_ylabel("cumulative share of Σ S (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    ax.legend(fontsize="small", ncol=2)
-    return fig
-
-
 def plot_singular_values(shares: Mapping[int, Tensor], path: str | Path, title: str = "", dpi: int = 120) -> Path:
-    """Write singular_values_figure to `path` (atomically; the format is the suffix's)."""
-    fig = singular_values_figure(shares, title)
-    return atomic_write(path, lambda temporary: plots.save_figure(fig, temporary, dpi=dpi))
+    """Write plots.singular_values_figure to `path` (atomically; the format is the suffix's)."""
+    return plots.save_figure(plots.singular_values_figure(shares, title), path, dpi=dpi)
 
 
 # ---- the tables of a whole analysis, as the command line writes them ---------------------------------------
