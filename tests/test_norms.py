@@ -48,3 +48,31 @@ def test_norms_command(tiny_checkpoint, capsys):
     assert main(["norms", "--weights", str(tiny_checkpoint), "--text", TEXT, "--variants", "layernorm", "none"]) == 0
     out = capsys.readouterr().out
     assert "perplexity" in out and "none" in out and "rmsnorm" not in out
+
+
+def test_comparison_never_touches_the_model_forwards_running_beside_it(small_checkpoints):
+    """The norms comparison on one thread, plain forwards of the same model on another: every forward is exact."""
+    import threading
+
+    model = GPT2.from_pretrained(small_checkpoints["official"])
+    idx = torch.randint(0, 101, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(idx)
+    mismatches, stop = [], threading.Event()
+
+    def compare_repeatedly() -> None:
+        while not stop.is_set():
+            compare_norms(model, idx[:1])
+
+    comparer = threading.Thread(target=compare_repeatedly)
+    comparer.start()
+    try:
+        with torch.no_grad():
+            for _ in range(60):
+                if not torch.equal(model(idx), expected):
+                    mismatches.append(1)
+    finally:
+        stop.set()
+        comparer.join()
+    assert not mismatches
+    assert all(m.variant.name == "layernorm" for m in model.modules() if hasattr(m, "variant"))
