@@ -106,9 +106,30 @@ def bench_report(model: GPT2, args: argparse.Namespace) -> list[Row]:
     return [Row("report", f"{n}-token text, {len(page) / 1e6:.1f} MB of HTML", seconds, f"{n / seconds:,.1f} tokens/s")]
 
 
+def bench_drift(model: GPT2, args: argparse.Namespace) -> list[Row]:
+    """`drift` against a plain forward pass on the same windows: with log-probabilities, and without."""
+    from minigpt_geom.analysis.drift import corpus_drift
+
+    g = torch.Generator().manual_seed(args.seed)
+    windows = torch.randint(model.config.vocab_size, (args.drift_windows, args.drift_context), generator=g).tolist()
+    tokens = args.drift_windows * args.drift_context
+    timings = {}
+    for name, run in [("plain forward", lambda: [model(torch.tensor(windows[i:i + 4])) for i in range(0, len(windows), 4)]),
+                      ("drift, no log-probabilities", lambda: corpus_drift(model, windows, logprobs=False)),
+                      ("drift, log-probabilities", lambda: corpus_drift(model, windows, logprobs=True))]:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            run()
+            timings[name] = time.perf_counter() - start
+    base = timings["plain forward"]
+    workload = f"{args.drift_windows} windows of {args.drift_context} tokens, batches of 4"
+    return [Row(name, workload, seconds, f"{tokens / seconds:,.0f} tokens/s = {seconds / base:.2f}x the plain forward")
+            for name, seconds in timings.items()]
+
+
 # name -> benchmark; run in this order.
 BENCHES: dict[str, Callable[[GPT2, argparse.Namespace], list[Row]]] = {
-    "qk": bench_qk, "svd": bench_svd, "report": bench_report,
+    "qk": bench_qk, "svd": bench_svd, "report": bench_report, "drift": bench_drift,
 }
 
 
@@ -124,6 +145,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-limit", type=int, help="qk on the first N words only (default: all 50257)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--report-tokens", type=int, default=64, help="tokens in the report's text (default: 64)")
+    parser.add_argument("--drift-windows", type=int, default=8, help="windows for drift (default: 8)")
+    parser.add_argument("--drift-context", type=int, default=256, help="tokens a drift window (default: 256)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import sys
 
-from .commands import (Parser, UsageError, drift, embeddings, generate, init, lens, norms, prepare, probe, qk,
-                       remove_ln, report, svd, train, trajectory, verify)
+from .commands import (Parser, UsageError, compare, drift, embeddings, generate, init, lens, norms, prepare, probe,
+                       qk, remove_ln, report, svd, train, trajectory, verify)
 
-COMMANDS = (verify, norms, generate, embeddings, probe, svd, qk, lens, trajectory, drift, report,
+COMMANDS = (verify, norms, generate, embeddings, probe, svd, qk, lens, trajectory, drift, report, compare,
             prepare, init, train, remove_ln)
 DESCRIPTION = ("GPT-2 whose forward pass reports its own geometry: layer norm puts every word on a sphere and "
                "the layers move it along (Traveling Words, arXiv 2309.07315). Each command runs one analysis, "

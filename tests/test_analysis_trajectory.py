@@ -417,3 +417,28 @@ def test_drift_bad_device_and_window_count(tiny_checkpoint, tmp_path, capsys):
         assert "--device 'cuda' cannot be used here" in capsys.readouterr().err
     assert main(argv + ["--max-windows", "0"]) == 2
     assert "argument --max-windows: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_compare_rows_are_each_models_own_trace_and_lens(tiny_checkpoint, tmp_path):
+    from minigpt_geom.analysis.compare import compare_rows
+    from minigpt_geom.analysis.lens import logit_lens
+    from minigpt_geom.lnfree import calibrate_sigma, fix_sigma, fold_fixed_sigma
+    from minigpt_geom.tokenizer import Tokenizer
+
+    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+    ids = torch.tensor([tokenizer.encode(TEXT)])
+    fixed = model.with_norm("layernorm")
+    for site, (sigma, _) in calibrate_sigma(fixed, [ids]).items():
+        fix_sigma(fixed, site, sigma)
+    ln_free = fold_fixed_sigma(fixed)
+    rows = compare_rows({"a": model, "b": ln_free}, tokenizer, TEXT)
+    assert [row["model"] for row in rows] == ["a"] * (model.config.n_layer + 1) + ["b"] * (model.config.n_layer + 1)
+    for name, m in (("a", model), ("b", ln_free)):
+        with torch.no_grad():
+            _, trace = m(ids, trace=TraceRequest(states=True))
+            lens = logit_lens(m, trace)
+        mine = [row for row in rows if row["model"] == name]
+        np.testing.assert_allclose([r["residual_norm"] for r in mine],
+                                   np.linalg.norm(trace.states.double().numpy(), axis=-1).mean(axis=(1, 2)), rtol=1e-5)
+        np.testing.assert_allclose([r["kl_to_final"] for r in mine], lens.kl_to_final.mean(dim=(1, 2)).numpy(),
+                                   rtol=1e-5, atol=1e-7)

@@ -19,7 +19,7 @@ from minigpt_geom.commands import OutputError, output_file
 TEXT = "To kill two birds with one stone. The cat sat on the mat."
 WRITERS = {  # command -> arguments that make it write files, given the checkpoint and -o
     "lens": [TEXT], "trajectory": [TEXT], "embeddings": [], "probe": ["one", "he"], "svd": ["--pairs", "2"],
-    "qk": ["--vocab-limit", "50"], "drift": ["CORPUS"], "report": [TEXT],
+    "qk": ["--vocab-limit", "50"], "drift": ["CORPUS"], "report": [TEXT], "compare": [TEXT, "--against", "WEIGHTS"],
 }
 OTHERS = {"verify": [], "norms": ["--text", TEXT], "generate": [TEXT, "--max-new-tokens", "2"]}
 
@@ -35,7 +35,8 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def argv_for(command: str, weights: Path, corpus: Path, *extra: str) -> list[str]:
-    arguments = [str(corpus) if a == "CORPUS" else a for a in {**WRITERS, **OTHERS}[command]]
+    named = {"CORPUS": str(corpus), "WEIGHTS": str(weights)}
+    arguments = [named.get(a, a) for a in {**WRITERS, **OTHERS}[command]]
     return [command, *arguments, "--weights", str(weights), *extra]
 
 

@@ -568,3 +568,30 @@ def qk_pairs_figure(pairs: Sequence["WordPair"], decode: Callable[[int], str], *
     head_name = f"block {layer}, head {head}: " if layer is not None and head is not None else ""
     fig.suptitle(f"{head_name}strongest query-key word pairs, s(q, k) = x̂_q W_QK x̂_kᵀ")
     return fig
+
+
+def compare_figure(rows: Sequence[dict]) -> "Figure":
+    """Models side by side (analysis.compare.compare_rows): per layer, ‖x_l‖, the angular path and KL(p_L ‖ p_l),
+    each a mean over the text's positions; one line per model, named in the legend."""
+    panels = (("residual_norm", "‖x_l‖, mean over tokens (log scale)", "log"),
+              ("angular_path", "angular path up to layer l, radians", "linear"),
+              ("kl_to_final", "KL(p_L ‖ p_l), nats (log scale)", "log"))
+    fig = new_figure(14, 4.5)
+    axes = fig.subplots(1, 3)
+    names = list(dict.fromkeys(row["model"] for row in rows))
+    for ax, (field, label, scale) in zip(axes, panels):
+        for name, marker in zip(names, "osd^v<>"):
+            mine = [row for row in rows if row["model"] == name]
+            values = [row[field] for row in mine]
+            if scale == "log":  # KL is exactly 0 at the last layer: drawn at the axis floor, not dropped
+                values = [max(v, 1e-6) for v in values]
+            ax.plot([row["layer"] for row in mine], values, marker + "-", label=name)
+        ax.set_yscale(scale)
+        ax.set_xlabel("layer l (0 = embedding)")
+        ax.set_ylabel(label)
+        integer_x(ax)
+    axes[0].set_title("length of the residual vector")
+    axes[1].set_title("distance travelled on the sphere")
+    axes[2].set_title("logit lens: distance to the final prediction")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(names))
+    return fig
