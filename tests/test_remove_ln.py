@@ -75,3 +75,14 @@ def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm(corpus, tiny
         model = GPT2.from_pretrained(tmp_path)
     assert all(model.get_submodule(site).variant.name == "none" for site in sites(model))
     assert (tmp_path / "vocab.json").is_file() and (tmp_path / "run" / "log.csv").is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "remove-ln"])
+def test_cli_bad_device_is_one_line(command, corpus, tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+    from minigpt_geom.cli import main
+
+    argv = [command, str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "out"), "--device", "bogus"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"minigpt-geom {command}: error: --device 'bogus' cannot be used here")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError, MiniGPTGeomError, OutputError
 from ..files import atomic_write
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from ..model import GPT2
     from ..tokenizer import Tokenizer
+    from ..train import Processes
 
 DTYPES = ("float32", "bfloat16", "float16")
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -145,6 +147,22 @@ def usable_device(name: str) -> torch.device:
     if device.type == "meta":
         raise InputError("--device 'meta' holds no numbers; try --device cpu")
     return device
+
+
+@contextmanager
+def processes_for(args: argparse.Namespace) -> Iterator[Processes]:
+    """This process's place among torchrun's (alone without torchrun) on the checked --device; at the end it
+    leaves the process group, whatever happened."""
+    import torch.distributed as dist
+
+    from ..train import start_processes
+
+    processes = start_processes(usable_device(args.device))
+    try:
+        yield processes
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def load_model(args: argparse.Namespace) -> GPT2:

@@ -7,7 +7,7 @@ import argparse
 from ..analysis.corpus import DEFAULT_PATTERN
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
                make_output_folder, output_file, output_folder, positive_int, progress_bar, report_written,
-               require_matplotlib, usable_device, whole_number, write_figure)
+               processes_for, require_matplotlib, whole_number, write_figure)
 
 
 def context_length(text: str) -> int:
@@ -45,25 +45,19 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.tables import Table, write_csv
     from ..errors import InputError
 
-    from ..train import start_processes
-
     require_matplotlib(args)
-    processes = start_processes(usable_device(args.device))  # under torchrun: rank, device and share of the files
-    args.device, args.quiet = str(processes.device), args.quiet or not processes.main
-    files = corpus_files(args.corpus, args.pattern)[processes.rank::processes.world]  # windows never cross files
-    out = output_folder(args.out)
-    model, tokenizer = load_model_and_tokenizer(args)
-    context = args.context or model.config.n_ctx
-    if context > model.config.n_ctx:
-        raise InputError(f"--context must be at most the model's context {model.config.n_ctx}, got {context}")
-    with progress_bar(args, corpus_bytes(files), f"drift over {len(files)} file(s)", unit="B") as bar:
-        windows = corpus_windows(files, tokenizer, context, progress=bar)
-        result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
-                              max_windows=args.max_windows)
-    if processes.world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    with processes_for(args) as processes:  # under torchrun: this process's rank, device and share of the files
+        args.device, args.quiet = str(processes.device), args.quiet or not processes.main
+        files = corpus_files(args.corpus, args.pattern)[processes.rank::processes.world]  # windows never cross files
+        out = output_folder(args.out)
+        model, tokenizer = load_model_and_tokenizer(args)
+        context = args.context or model.config.n_ctx
+        if context > model.config.n_ctx:
+            raise InputError(f"--context must be at most the model's context {model.config.n_ctx}, got {context}")
+        with progress_bar(args, corpus_bytes(files), f"drift over {len(files)} file(s)", unit="B") as bar:
+            windows = corpus_windows(files, tokenizer, context, progress=bar)
+            result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
+                                  max_windows=args.max_windows)
     if not processes.main:  # rank 0 prints and writes the merged statistics
         return 0
     print(format_drift(result))

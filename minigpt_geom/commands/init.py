@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 
 from ..errors import InputError
-from . import output_folder, positive_int
+from . import add_command, output_folder, positive_int
 
 
 def norm_argument(text: str) -> str | dict[str, str]:
@@ -65,8 +65,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `init` subcommand."""
-    parser = subparsers.add_parser("init", help="write a freshly initialised checkpoint", allow_abbrev=False,
-                                   description=__doc__.split(":", 1)[1].strip())
+    parser = add_command(subparsers, "init", "write a freshly initialised checkpoint", __doc__.split(":", 1)[1].strip())
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="folder to write the checkpoint into")
     parser.add_argument("--tokenizer", default="gpt2", metavar="SOURCE",
                         help="where vocab.json and merges.txt are; sets the vocabulary size (default: gpt2)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_command
+
 
 def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     """--val-fraction and --glob: how a corpus is split and which files of a folder are read."""
@@ -15,8 +17,7 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `prepare` subcommand."""
-    parser = subparsers.add_parser("prepare", help="tokenise a corpus for training", allow_abbrev=False,
-                                   description=__doc__.split(":", 1)[1].strip())
+    parser = add_command(subparsers, "prepare", "tokenise a corpus for training", __doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, or a folder of them")
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for train.bin, val.bin, meta.json")
     parser.add_argument("--tokenizer", default="gpt2", metavar="SOURCE",

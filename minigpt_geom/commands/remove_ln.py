@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_command, processes_for
 from .prepare import add_corpus_arguments
 from .train import add_run_arguments, settings_from_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `remove-ln` subcommand."""
-    parser = subparsers.add_parser("remove-ln", help="fine-tune a GPT-2 until it needs no layer norm",
-                                   allow_abbrev=False, description=__doc__.split(":", 1)[1].strip())
+    parser = add_command(subparsers, "remove-ln", "fine-tune a GPT-2 until it needs no layer norm",
+                         __doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
     parser.add_argument("--weights", required=True, metavar="SOURCE",
                         help="the model to take layer norm out of (preset, hub id, directory or .safetensors file)")
@@ -34,25 +35,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Remove layer norm; under torchrun every process runs this and rank 0 writes the files."""
-    import torch.distributed as dist
-
     from ..export import load_model
     from ..model import GPT2
     from ..remove_ln import remove_layer_norm
-    from ..train import load_corpus, start_processes
+    from ..train import load_corpus
 
     settings = settings_from_arguments(args)
-    processes = start_processes(args.device)
     tokenizer = args.tokenizer or args.weights
-    try:
+    with processes_for(args) as processes:
         model = load_model(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)
         data = load_corpus(args.corpus, tokenizer, processes, val_fraction=args.val_fraction, pattern=args.glob,
                            progress=not args.no_progress)
         log = remove_layer_norm(model, data, tokenizer, args.out, settings, device=processes.device,
                                 resume=args.resume, progress=not args.no_progress)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
     if processes.main:
         print(f"step {log[-1].step}: validation loss {log[-1].val_loss:.4f} without layer norm; saved in {args.out}")
     return 0

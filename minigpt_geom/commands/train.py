@@ -8,7 +8,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from . import positive_int
+from . import add_command, positive_int, processes_for
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments
 
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `train` subcommand."""
-    parser = subparsers.add_parser("train", help="train or fine-tune a GPT-2 on a text corpus", allow_abbrev=False,
-                                   description=__doc__.split(":", 1)[1].strip())
+    parser = add_command(subparsers, "train", "train or fine-tune a GPT-2 on a text corpus",
+                         __doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
     parser.add_argument("-o", "--out", required=True, metavar="DIR",
                         help="folder for the checkpoint, log.csv and the optimiser state")
@@ -112,21 +112,15 @@ def settings_from_arguments(args: argparse.Namespace) -> "TrainSettings":
 
 def run(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files."""
-    import torch.distributed as dist
-
-    from ..train import load_corpus, start_processes, train
+    from ..train import load_corpus, train
 
     settings = settings_from_arguments(args)
-    processes = start_processes(args.device)
-    try:
+    with processes_for(args) as processes:
         model, tokenizer_source = build_model(args)
         data = load_corpus(args.corpus, tokenizer_source, processes, val_fraction=args.val_fraction,
                            pattern=args.glob, cache_dir=args.data_cache, progress=not args.no_progress)
         log = train(model, data, tokenizer_source, args.out, settings, device=processes.device, resume=args.resume,
                     progress=not args.no_progress)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
     if processes.main:
         print(f"step {log[-1].step}: validation loss {log[-1].val_loss:.4f}; saved in {args.out}")
     return 0
