@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,7 +27,8 @@ from .sphere import SphereDiagnostics, SphereNorm, get_norm
 if TYPE_CHECKING:
     from .model import GPT2
 
-LN_FREE_EPS = 1e10  # an ε this large means "layer norm switched off": no real σ² comes near it
+LN_FREE_EPS = 1e12  # the published convention: layer norm switched off, √ε = 1e6 multiplies γ
+LN_FREE_THRESHOLD = 1e10  # an ε from here up means "layer norm switched off": no real σ² comes near it
 
 
 def sites(model: GPT2) -> list[str]:
@@ -77,15 +79,19 @@ def fix_sigma(model: GPT2, site: str, sigma: float) -> None:
     module.sigma.requires_grad_(False)  # calibrated, not learned
 
 
+def check_all_fixed(model: GPT2) -> None:
+    """ValueError unless every site is on the fixed-σ variant: only then is the model linear between blocks."""
+    if any(model.get_submodule(site).variant.name != "fixed_sigma" for site in sites(model)):
+        raise ValueError("every site must be fixed-σ first (see lnfree.fix_sigma)")
+
+
 @torch.no_grad()
 def fold_fixed_sigma(model: GPT2) -> GPT2:
     """A norm="none" model with the same logits as `model`, whose every site must be fixed-σ.
 
     Each site's P diag(γ)/σ_s and β go into the linear map that reads it (see the module docstring); ln_f's
     go into an untied unembedding with a bias, as fold_ln does."""
-    names = sites(model)
-    if any(model.get_submodule(name).variant.name != "fixed_sigma" for name in names):
-        raise ValueError("fold_fixed_sigma needs every site on the fixed_sigma variant (see fix_sigma)")
+    check_all_fixed(model)
     folded = type(model)(model.config, norm="none").to(model.wte.weight)
     folded.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(".sigma")})
     for block, source in zip(folded.h, model.h):
@@ -134,7 +140,7 @@ def removal_schedule(order: list[str], steps: int, start: float = 0.1, stop: flo
 
 def is_ln_free_eps(eps: float) -> bool:
     """True for the ε = 1e12 convention of published LN-free GPT-2s (schaeff/…, apollo-research/gpt2_noLN)."""
-    return eps >= LN_FREE_EPS
+    return eps >= LN_FREE_THRESHOLD
 
 
 @torch.no_grad()
@@ -143,9 +149,20 @@ def from_ln_free_eps(model: GPT2) -> GPT2:
 
     With such an ε, LN(x) = γ ⊙ (x − μ)/√(σ² + ε) + β = (γ/√ε) ⊙ (x − μ) + β up to σ²/2ε (≤ 1e-8 for
     σ < 100): the fixed-σ map with σ_s = √ε."""
-    sigma = math.sqrt(model.config.ln_eps)
-    for name in sites(model):
-        module = model.get_submodule(name)
-        module.set_variant(get_norm("fixed_sigma"))
-        module.sigma.fill_(sigma)
+    for site in sites(model):
+        fix_sigma(model, site, math.sqrt(model.config.ln_eps))
     return fold_fixed_sigma(model)
+
+
+@torch.no_grad()
+def ln_free_checkpoint(model: GPT2) -> GPT2:
+    """The fixed-σ model as GPT-2 with layer norm switched off inside: ε = 1e12 and γ' = γ·√ε/σ at every site.
+
+    LN(x) = γ' ⊙ (x − μ)/√(σ(x)² + ε) + β = γ ⊙ (x − μ)/σ + β to within σ(x)²/2ε: the same map."""
+    check_all_fixed(model)
+    stored = type(model)(replace(model.config, ln_eps=LN_FREE_EPS), norm="layernorm").to(model.wte.weight)
+    stored.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(".sigma")})
+    for site in sites(model):
+        source, target = model.get_submodule(site), stored.get_submodule(site)
+        target.weight.copy_(source.weight * (LN_FREE_EPS ** 0.5 / source.sigma))
+    return stored

@@ -11,7 +11,6 @@ training goes on, then write the result as a model that needs no layer norm.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,11 +19,10 @@ from tqdm import tqdm
 
 from .data import TokenData, windows
 from .export import save_model
-from .lnfree import calibrate_sigma, fix_sigma, removal_order, removal_schedule, sites
+from .lnfree import calibrate_sigma, fix_sigma, ln_free_checkpoint, removal_order, removal_schedule
 from .model import GPT2
 from .train import LogRow, TrainSettings, train
 
-LN_FREE_EPS = 1e12  # the published convention; √ε = 1e6 multiplies γ
 CALIBRATION_WINDOWS = 8  # training windows whose σ is averaged when a site is switched
 
 
@@ -55,21 +53,6 @@ def switcher(model: GPT2, data: TokenData, settings: TrainSettings, progress: bo
                 tqdm.write(f"step {step}: {site} -> fixed σ = {scales[site][0]:.4g}  ({done}/{len(order)} sites)")
 
     return before_step
-
-
-@torch.no_grad()
-def ln_free_checkpoint(model: GPT2) -> GPT2:
-    """The fixed-σ model as GPT-2 with layer norm switched off inside: ε = 1e12 and γ' = γ·√ε/σ at every site.
-
-    LN(x) = γ' ⊙ (x − μ)/√(σ(x)² + ε) + β = γ ⊙ (x − μ)/σ + β to within σ(x)²/2ε: the same map."""
-    if any(model.get_submodule(site).variant.name != "fixed_sigma" for site in sites(model)):
-        raise ValueError("every site must be fixed-σ before the export (see lnfree.fix_sigma)")
-    stored = GPT2(replace(model.config, ln_eps=LN_FREE_EPS), norm="layernorm").to(model.wte.weight)
-    stored.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(".sigma")})
-    for site in sites(model):
-        source, target = model.get_submodule(site), stored.get_submodule(site)
-        target.weight.copy_(source.weight * (LN_FREE_EPS ** 0.5 / source.sigma))
-    return stored
 
 
 def remove_layer_norm(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out: str | os.PathLike,

@@ -11,7 +11,8 @@ from minigpt_geom import GPT2
 from minigpt_geom.data import load_tokens
 from minigpt_geom.export import load_model
 from minigpt_geom.lnfree import sites
-from minigpt_geom.remove_ln import ln_free_checkpoint, remove_layer_norm
+from minigpt_geom.lnfree import ln_free_checkpoint
+from minigpt_geom.remove_ln import remove_layer_norm
 from minigpt_geom.train import TrainSettings
 from test_train import FAST, corpus, one_thread, tiny_model, tokens  # noqa: F401  (shared fixtures)
 
@@ -50,7 +51,7 @@ def test_export_gives_the_fixed_sigma_logits_here_and_in_transformers(removed):
 
 
 def test_export_refuses_a_model_with_layer_norm_left(tiny_checkpoint, tmp_path):
-    with pytest.raises(ValueError, match="every site must be fixed-σ"):
+    with pytest.raises(ValueError, match="every site must be fixed-σ first"):
         ln_free_checkpoint(tiny_model())
 
 
