@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from .analysis.corpus import corpus_files
 from .errors import InputError
 from .files import atomic_write, write_text
 from .hub import resolve_file
@@ -41,25 +42,6 @@ class TokenData:
 
 
 # ---- what is tokenised, and with what ----------------------------------------------------------
-
-
-def corpus_files(corpus: str | os.PathLike, pattern: str = "*") -> list[Path]:
-    """The files of a corpus: the file itself, or a folder's files matching `pattern` at any depth, sorted.
-
-    Hidden files and folders (`.git`) and `__pycache__` are skipped; so are files that are not UTF-8 text,
-    when they are read (see tokenize_files)."""
-    path = Path(corpus)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise InputError(f"corpus {path} is neither a text file nor a folder")
-    files = sorted(
-        f for f in path.rglob(pattern)
-        if f.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in f.relative_to(path).parts)
-    )
-    if not files:
-        raise InputError(f"no files matching {pattern!r} under {path}")
-    return files
 
 
 def tokenizer_fingerprint(source: str | os.PathLike) -> str:
@@ -111,7 +93,7 @@ def prepare(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, out:
     """Tokenise `corpus` into `out`/train.bin, val.bin and meta.json; the last `val_fraction` of ids is held out."""
     if not 0 < val_fraction < 1:
         raise InputError(f"the held-out fraction must be between 0 and 1, got {val_fraction}")
-    files = corpus_files(corpus, pattern)
+    files = corpus_files(corpus, pattern, option="--glob")
     ids, used = tokenize_files(files, Tokenizer.from_pretrained(tokenizer_source), progress)
     split = len(ids) - max(1, round(len(ids) * val_fraction))
     if split < 1:
@@ -155,7 +137,7 @@ def cache_folder(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike,
     """The folder holding the token files of `corpus`: the corpus itself if `prepare` made it, else the cache's."""
     if (Path(corpus) / "meta.json").is_file():
         return Path(corpus)
-    key = corpus_key(corpus_files(corpus, pattern), tokenizer_fingerprint(tokenizer_source), val_fraction)
+    key = corpus_key(corpus_files(corpus, pattern, option="--glob"), tokenizer_fingerprint(tokenizer_source), val_fraction)
     return Path(cache_dir or default_cache_dir()) / key
 
 

@@ -37,8 +37,9 @@ PIECE = regex.compile(GPT2_PATTERN)
 LONG_RUN = regex.compile(rf"\S{{{MAX_PIECE_CHARS}}}|\s{{{MAX_PIECE_CHARS}}}")  # every longer piece holds one
 
 
-def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path]:
-    """The file itself, or every file under a folder matching `pattern` (recursive, sorted, no hidden)."""
+def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN, option: str = "--pattern") -> list[Path]:
+    """The file itself, or every file under a folder matching `pattern` (recursive, sorted), hidden files and
+    folders (`.git`) and `__pycache__` left out. `option` is the command's name for the pattern, for the error."""
     path = Path(path)
     if path.is_file():
         return [path]
@@ -46,11 +47,11 @@ def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path]
         raise InputError(f"corpus {path} does not exist: give a text file or a folder of text files")
     files = sorted(
         p for p in path.rglob(pattern)
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        if p.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(path).parts)
     )
     if not files:
-        raise InputError(f"no files matching {pattern!r} under {path}: choose other files with --pattern "
-                         f"(default {DEFAULT_PATTERN!r}), e.g. --pattern '*.py'")
+        raise InputError(f"no files matching {pattern!r} under {path}: choose other files with {option}, "
+                         f"e.g. {option} '*.py'")
     return files
 
 
