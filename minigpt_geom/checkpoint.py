@@ -371,11 +371,6 @@ def load_weights(model: torch.nn.Module, path: Path, entries: dict[str, TensorIn
         check_tied(reader, lm_head, params["wte.weight"].data)
 
 
-def read_into(f: Any, entry: TensorInfo, target: Tensor) -> None:
-    """Copy one tensor of the open file `f` into `target` (the call commands/verify.py makes; f.name is read)."""
-    copy_tensor(TensorReader(Path(f.name)), entry, target, entry.key)
-
-
 def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str | torch.device, dtype: torch.dtype,
                     norm: NormSpec | None) -> GPT2:
     """Build a `cls` of the checkpoint's shape and fill it from the file (see GPT2.from_pretrained).

@@ -198,7 +198,7 @@ def test_lens_grid_shows_whole_words_of_every_kth_position_or_a_page(data):
     assert [label.get_text() for label in ax.get_yticklabels()] == [
         f"{t}: {plots.word_label(words[t])}" for t in rows]
     top = lens.top_ids[:, 0, :, 0].numpy()  # [L+1, T]
-    expected = [plots.word_label(decode(int(top[layer, t]))) for t in rows for layer in range(lens.n_layers)]
+    expected = [plots.word_label(decode(int(top[layer, t]))) for t in rows for layer in range(lens.n_states)]
     assert [text.get_text() for text in ax.texts] == expected  # whole: not cut at any length
     page = plots.lens_grid_figure(lens, words, decode, positions=range(64, 128))
     assert page.axes[0].get_yticklabels()[0].get_text().startswith("64: ") and len(page.axes[0].texts) == 64 * 3

@@ -46,7 +46,6 @@ class LensResult:
         """Number of decoded states x_0 … x_L: L + 1."""
         return self.prediction_prob.shape[0]
 
-    n_layers = n_states  # the name plots.py reads today; it counts states, L + 1, not layers
 
 
 @torch.inference_mode()

@@ -227,21 +227,21 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
     from mpl_toolkits.mplot3d.art3d import Line3DCollection
 
     coords = trajectory.coords  # [L+1, T, 3]
-    L1, T, _ = coords.shape
+    n_states, T, _ = coords.shape
     h = trajectory.highlight
     fig = new_figure(9.5, 8)
     ax = fig.add_subplot(projection="3d", computed_zorder=False)  # drawn in call order: the red path on top
     others = np.delete(coords, h, axis=1).transpose(1, 0, 2)  # [T−1, L+1, 3]: one polyline per other word
     ax.add_collection3d(Line3DCollection(list(others), colors="0.55", linewidths=0.6, alpha=fade(T)))
-    points = ax.scatter(*coords.reshape(-1, 3).T, c=np.repeat(np.arange(L1), T), cmap="viridis",
+    points = ax.scatter(*coords.reshape(-1, 3).T, c=np.repeat(np.arange(n_states), T), cmap="viridis",
                         s=min(12.0, max(2.0, 1200 / T)), depthshade=False)
     path = coords[:, h]  # [L+1, 3]
     word = word_label(trajectory.words[h])
-    ax.plot(*path.T, color="crimson", linewidth=2.5, label=f"{word} (position {h}), layers 0–{L1 - 1}")
+    ax.plot(*path.T, color="crimson", linewidth=2.5, label=f"{word} (position {h}), layers 0–{n_states - 1}")
     ax.scatter(*path[0], marker="s", s=70, color="crimson", edgecolor="black", depthshade=False,
                label=f"{word} at layer 0 (the embedding)")
     ax.scatter(*path[-1], marker="^", s=90, color="crimson", edgecolor="black", depthshade=False,
-               label=f"{word} at layer {L1 - 1}")
+               label=f"{word} at layer {n_states - 1}")
     ax.scatter(*trajectory.prediction_coord, marker="*", s=300, color="orange", edgecolor="black", depthshade=False,
                label=f"LN_f(e) of its predicted next word {word_label(trajectory.prediction_word)}")
     if explained_variance is None:  # the field trajectory.py computes for PCA; absent from older Trajectory objects
@@ -255,7 +255,7 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
         else:
             set_label(f"PC{i + 1} ({100 * float(explained_variance[i]):.1f} % var.)")
     ax.set_box_aspect(None, zoom=0.85)  # room for the axis labels inside the figure
-    ax.set_title(f"LN_f(x_l) of all {T} tokens at layers 0–{L1 - 1}, projected by {trajectory.method.upper()}")
+    ax.set_title(f"LN_f(x_l) of all {T} tokens at layers 0–{n_states - 1}, projected by {trajectory.method.upper()}")
     fig.colorbar(points, ax=ax, shrink=0.6, label="layer l (0 = embedding)")
     fig.legend(loc="outside lower center", ncols=2, fontsize=9)
     return fig
@@ -276,17 +276,17 @@ def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[
     token is written whole in a smaller font."""
     T = len(words)
     rows = list(lens_positions(T, max_rows) if positions is None else positions)
-    L1 = lens.n_layers
+    n_states = lens.n_states
     probs = lens.top_probs[:, batch, rows, 0].T.float().cpu().numpy()  # [R, L+1]
     top = lens.top_ids[:, batch, rows, 0].T.cpu().numpy()  # [R, L+1]
     final = lens.prediction[batch, rows].cpu().numpy()  # [R]
     labels = [[word_label(decode(int(i))) for i in row] for row in top]
     width = cell_width(label for row in labels for label in row)
-    fig = new_figure(2.6 + width * L1 + 1.2, 1.5 + 0.2 * len(rows))
+    fig = new_figure(2.6 + width * n_states + 1.2, 1.5 + 0.2 * len(rows))
     ax = fig.add_subplot()
     image = ax.imshow(probs, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     write_cells(ax, labels, width, white=probs > 0.6, bold=top == final[:, None])
-    ax.set_xticks(range(L1))
+    ax.set_xticks(range(n_states))
     ax.set_xlabel("layer l (0 = embedding)")
     ax.set_yticks(range(len(rows)), [f"{t}: {word_label(words[t])}" for t in rows], fontsize=CELL_FONT)
     ax.set_ylabel("position t: token")
@@ -411,16 +411,16 @@ def drift_position_figure(result: "DriftResult") -> "Figure":
     Each layer has its own scale: its row is divided by its largest |drift|, written beside the layer, so
     that a layer of small drift (all but the embedding, in GPT-2) is not washed out by a large one."""
     by_position = result.drift_by_position  # [L+1, P]
-    L1, P = by_position.shape
+    n_states, P = by_position.shape
     scale = np.abs(by_position).max(axis=1)  # [L+1]
     scale = np.where(scale > 0, scale, 1.0)
-    fig = new_figure(min(max(5.0 + 0.015 * P, 7.0), 14.0), 1.8 + 0.32 * L1)
+    fig = new_figure(min(max(5.0 + 0.015 * P, 7.0), 14.0), 1.8 + 0.32 * n_states)
     ax = fig.add_subplot()
     image = ax.imshow(by_position / scale[:, None], cmap="RdBu_r", vmin=-1.0, vmax=1.0, aspect="auto",
                       interpolation="nearest")
     ax.set_xlabel("position t in the window")
     ax.set_ylabel("layer l (± its largest |drift|)")
-    ax.set_yticks(range(L1), [f"{layer} (±{s:.3g})" for layer, s in enumerate(scale)], fontsize=8)
+    ax.set_yticks(range(n_states), [f"{layer} (±{s:.3g})" for layer, s in enumerate(scale)], fontsize=8)
     windows = f"{result.windows} window" + ("s" if result.windows != 1 else "")
     ax.set_title(f"mean LN_f(x_l[t]) · (e_{{t+1}} − e_t) by position ({windows})", fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.9, label="drift ÷ the layer's largest |drift|\n(red: towards the next word)")
