@@ -76,7 +76,6 @@ def fix_sigma(model: GPT2, site: str, sigma: float) -> None:
     module = model.get_submodule(site)
     module.set_variant(get_norm("fixed_sigma"))
     module.sigma.fill_(sigma)
-    module.sigma.requires_grad_(False)  # calibrated, not learned
 
 
 def check_all_fixed(model: GPT2) -> None:

@@ -72,8 +72,8 @@ def dyt_projection(x: Tensor, eps: float, alpha: Tensor) -> Tensor:
 def fixed_sigma_projection(x: Tensor, eps: float, sigma: Tensor) -> Tensor:
     """Centre, then divide by the site's calibrated σ instead of each token's own: a linear map (lnfree.py).
 
-    σ is a constant measured over a corpus, not learned: no gradient reaches it."""
-    return centre(x) / sigma.detach()
+    σ is a constant measured over a corpus, not learned (the variant registers it with learned=False)."""
+    return centre(x) / sigma
 
 
 # ---- variants: a projection, the affine map or not, learned scalars ------------------------------
@@ -83,26 +83,28 @@ def fixed_sigma_projection(x: Tensor, eps: float, sigma: Tensor) -> Tensor:
 class NormVariant:
     """A projection, whether the learned affine map γ ⊙ · + β follows it, and the scalars it learns.
 
-    `parameters` maps a name to its initial value: each site gets its own learned scalar, passed to
-    `project` as a keyword argument and saved in checkpoints as `<site>.<name>` (e.g. `h.0.ln_1.alpha`)."""
+    `parameters` maps a name to its initial value: each site gets its own scalar, passed to `project` as a
+    keyword argument and saved in checkpoints as `<site>.<name>` (e.g. `h.0.ln_1.alpha`); training learns
+    them unless `learned` is False (a calibrated constant, such as fixed σ)."""
 
     name: str
     project: Projection
     affine: bool = True
     parameters: Mapping[str, float] = field(default_factory=dict)
+    learned: bool = True
 
 
 NORM_VARIANTS: dict[str, NormVariant] = {}
 
 
 def register_norm(name: str, project: Projection, *, affine: bool = True,
-                  parameters: Mapping[str, float] | None = None) -> NormVariant:
+                  parameters: Mapping[str, float] | None = None, learned: bool = True) -> NormVariant:
     """Make `project` available as norm variant `name` (the only step needed to add one)."""
     if not callable(project):
         raise TypeError(f"norm variant {name!r}: project must be callable (x, eps, **parameters) -> Tensor")
     if name in BUILT_IN:
         raise InputError(f"norm variant {name!r} is built in and cannot be replaced; register it under another name")
-    NORM_VARIANTS[name] = NormVariant(name, project, affine, dict(parameters or {}))
+    NORM_VARIANTS[name] = NormVariant(name, project, affine, dict(parameters or {}), learned)
     return NORM_VARIANTS[name]
 
 
@@ -112,7 +114,7 @@ register_norm("rmsnorm", rms_projection)
 register_norm("sphere", sphere_projection, affine=False)
 register_norm("none", identity_projection, affine=False)
 register_norm("dyt", dyt_projection, parameters={"alpha": 0.5})  # α₀ = 0.5, the DyT paper's default
-register_norm("fixed_sigma", fixed_sigma_projection, parameters={"sigma": 1.0})  # σ set by lnfree.calibrate_sigma
+register_norm("fixed_sigma", fixed_sigma_projection, parameters={"sigma": 1.0}, learned=False)  # lnfree calibrates σ
 BUILT_IN = frozenset(NORM_VARIANTS)
 
 
@@ -194,8 +196,8 @@ class SphereNorm(nn.Module):
                 delattr(self, name)
         for name, initial in variant.parameters.items():
             if not hasattr(self, name):
-                self.register_parameter(name, nn.Parameter(torch.tensor(float(initial), dtype=self.weight.dtype,
-                                                                         device=self.weight.device)))
+                value = torch.tensor(float(initial), dtype=self.weight.dtype, device=self.weight.device)
+                self.register_parameter(name, nn.Parameter(value, requires_grad=variant.learned))
         self.variant = variant
 
     def extra_repr(self) -> str:

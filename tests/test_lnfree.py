@@ -87,3 +87,13 @@ def test_removal_schedule_switches_every_site_once_in_order(small_checkpoints):
         assert switched == order and all(0 <= step < steps for step in schedule)
     schedule = removal_schedule(order, 1000)
     assert sorted(schedule) == [100, 225, 350, 475, 600]  # 10 % … 60 % of the run, evenly spaced
+
+
+def test_fixed_sigma_is_a_constant_and_dyt_alpha_is_learned(small_checkpoints):
+    # the variant mechanism, not the projection, says which scalars training may change
+    model = GPT2.from_pretrained(small_checkpoints["official"], norm={"ln_1": "dyt"})
+    fix_sigma(model, "h.0.ln_2", 0.5)
+    idx = windows(1)[0]
+    torch.nn.functional.cross_entropy(model(idx)[:, :-1].flatten(0, 1), idx[:, 1:].flatten()).backward()
+    assert model.h[0].ln_2.sigma.grad is None and not model.h[0].ln_2.sigma.requires_grad
+    assert model.h[0].ln_1.alpha.grad is not None and model.h[0].ln_1.alpha.grad.abs() > 0
