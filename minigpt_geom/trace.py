@@ -167,12 +167,12 @@ class Trace:
         path = Path(path)
         if path.suffix not in (".safetensors", ".npz"):
             raise InputError(f"trace files end in .safetensors or .npz, got {path.name}")
+        from safetensors import SafetensorError
+
         try:
             read = read_safetensors if path.suffix == ".safetensors" else read_npz
             return cls.from_flat(read(path, max_bytes))
-        except InputError:
-            raise
-        except Exception as error:  # the libraries' own errors for a damaged file: name the file
+        except (OSError, ValueError, zipfile.BadZipFile, SafetensorError) as error:  # a damaged or missing file
             raise InputError(f"{path} is not a readable trace file: {error}") from None
 
     def to_table(self) -> dict[str, np.ndarray]:

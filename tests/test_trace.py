@@ -225,3 +225,40 @@ def test_fused_attention_is_the_explicit_pattern_times_values():
         weights /= weights.sum(-1, keepdims=True)
         np.testing.assert_allclose(attention_pattern(q, k).numpy(), weights, atol=1e-6)
         np.testing.assert_allclose(attend(q, k, v).numpy(), weights @ v.double().numpy(), atol=1e-5)
+
+
+def test_trace_load_checks_the_file_before_reading_it(traced, tmp_path):
+    """Crafted trace files: each refused with an InputError naming the problem, before its data is read."""
+    import zipfile
+
+    from minigpt_geom import InputError
+
+    _, trace = traced
+    tensors = {k: v.numpy() for k, v in trace.flat().items()}
+    cases = {
+        "missing": ({k: v for k, v in tensors.items() if k != "ln_2.radius"}, "missing \\['ln_2.radius'\\]"),
+        "unknown": ({**tensors, "extra": np.zeros(3, np.float32)}, "unknown \\['extra'\\]"),
+        "shape": ({**tensors, "ln_1.radius": tensors["ln_1.radius"][:, :, :-1]}, "ln_1.radius has shape"),
+        "dtype": ({**tensors, "ln_1.radius": tensors["ln_1.radius"].astype(np.int64)}, "dtype int64"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(InputError, match=message):
+            Trace.load(tmp_path / f"{name}.npz")
+    # a few KB of zeros that would expand to 2 GiB: refused from the headers, under the default 1 GiB limit
+    L, B, H, T = trace.attention.entropy.shape
+    big = {**tensors, "states": np.zeros((L + 1, B, T, 2**30 // (4 * (L + 1) * B * T) * 2), np.float32)}
+    np.savez_compressed(tmp_path / "bomb.npz", **big)
+    assert (tmp_path / "bomb.npz").stat().st_size < 10 * 2**20
+    with pytest.raises(InputError, match="more than max_bytes"):
+        Trace.load(tmp_path / "bomb.npz")
+    # a member whose bytes disagree with its own .npy header: the data cut short
+    import io
+
+    np.savez(tmp_path / "lying.npz", **{k: v for k, v in tensors.items() if k != "ln_1.radius"})
+    member = io.BytesIO()
+    np.lib.format.write_array(member, tensors["ln_1.radius"])
+    with zipfile.ZipFile(tmp_path / "lying.npz", "a") as archive:
+        archive.writestr("ln_1.radius.npy", member.getvalue()[:-8])
+    with pytest.raises(InputError, match="ln_1.radius holds .* bytes, not what its header declares"):
+        Trace.load(tmp_path / "lying.npz")
