@@ -459,7 +459,7 @@ def test_compare_is_each_models_own_trace_and_lens_in_one_frame(tiny_checkpoint,
     np.testing.assert_allclose(comparison.explained_variance, singular[:3] ** 2 / (singular ** 2).sum(), rtol=1e-6)
 
 
-def test_compare_of_models_of_other_shapes_and_one_with_itself(tiny_checkpoint, small_checkpoints, capsys):
+def test_compare_of_models_of_other_shapes_and_one_with_itself(tiny_checkpoint, small_checkpoints, capsys, tmp_path):
     from minigpt_geom.analysis.compare import compare_models, unique_labels
     from minigpt_geom.tokenizer import Tokenizer
 
@@ -469,7 +469,7 @@ def test_compare_of_models_of_other_shapes_and_one_with_itself(tiny_checkpoint, 
         compare_models({"a": model, "b": GPT2.from_pretrained(small_checkpoints["official"])}, tokenizer, TEXT)
     assert unique_labels(["x/tiny", "y/tiny/", "z"]) == ["tiny #1", "tiny #2", "z"]
     argv = ["compare", TEXT, "--weights", str(tiny_checkpoint), "--against", str(tiny_checkpoint),
-            str(tiny_checkpoint), "--no-plot", "-o", "unused"]
+            str(tiny_checkpoint), "--no-plot", "-o", str(tmp_path / "compare")]
     assert main(argv) == 0  # the same model three times: three labels, three equal blocks of rows
     out = capsys.readouterr().out
     assert f"{tiny_checkpoint.name} #3" in out

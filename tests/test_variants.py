@@ -267,8 +267,8 @@ def test_reach_uses_the_variants_own_bound_or_says_it_does_not_apply(variant):
     assert float(closest) >= -1e-4
 
 
-def test_embeddings_command_says_in_one_line_why_it_does_not_apply(ln_free_folder, capsys):
-    assert main(["embeddings", "--weights", str(ln_free_folder), "-o", "unused"]) == 2
+def test_embeddings_command_says_in_one_line_why_it_does_not_apply(ln_free_folder, capsys, tmp_path):
+    assert main(["embeddings", "--weights", str(ln_free_folder), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len([line for line in err if "does not apply" in line]) == 1
 
