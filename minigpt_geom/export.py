@@ -77,7 +77,8 @@ def save_model(model: GPT2, folder: str | os.PathLike, tokenizer_source: str | o
     tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters()}
     atomic_write(folder / "model.safetensors",
                  lambda temporary: save_file(tensors, str(temporary), metadata={"format": "pt"}))
-    write_text(folder / "config.json", json.dumps(config_json(model.config, norm_spec(model), eot_id, model.lm_head.tied), indent=2) + "\n")
+    fields = config_json(model.config, norm_spec(model), eot_id, model.lm_head.tied)
+    write_text(folder / "config.json", json.dumps(fields, indent=2) + "\n")
     for name in ("vocab.json", "merges.txt"):
         source = resolve_file(tokenizer_source, name)
         if source.resolve() != (folder / name).resolve():

@@ -118,6 +118,10 @@ class GPT2(nn.Module):
         """x̂ = ln_f(x) [..., d] -> logits [..., vocab] through the one unembedding (tied E, or folded)."""
         return self.lm_head(x_hat, self.wte.weight)
 
+    def unembedding_rows(self) -> Tensor:
+        """The rows e_v [vocab, d] the unembedding matches x̂ against: E when tied, the folded W otherwise."""
+        return self.wte.weight if self.lm_head.tied else self.lm_head.weight
+
     def word_logits(self, x_hat: Tensor, ids: Tensor) -> Tensor:
         """x̂ [..., d], ids [...] -> the logit of word ids[...] alone [...]: unembed(x̂)[..., ids], cheaply."""
         return self.lm_head.word_logits(x_hat, ids, self.wte.weight)

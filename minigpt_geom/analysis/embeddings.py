@@ -106,7 +106,7 @@ def reachability(model: GPT2) -> dict[str, Tensor]:
     """Every measure of MEASURES for every word, with ln_f's γ and β and the model's unembedding: name -> [V]."""
     site = bounded_site(model.ln_f, "ln_f", "the reach of ln_f")
     gamma, beta = site.affine_map()
-    E = model.wte.weight if model.lm_head.tied else model.lm_head.weight  # the unembedding's rows e
+    E = model.unembedding_rows()  # the rows e the output head matches against
     norm = E.norm(dim=1)  # ‖e‖
     scaled_norm = (E * gamma).norm(dim=1)  # ‖γ⊙e‖
     bias = E @ beta + (0 if model.lm_head.tied else model.lm_head.bias)  # β·e (+ b_e, folded)

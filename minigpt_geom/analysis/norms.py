@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..model import GPT2
-from ..sphere import NORM_VARIANTS, SphereNorm
+from ..sphere import NORM_VARIANTS, SphereNorm, get_norm
 from .tables import Table
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def own_variants(model: GPT2) -> str:
 
 def uncalibrated(model: GPT2, name: str) -> bool:
     """True when `name` learns nothing and the model has no calibrated value for it (fixed σ never measured)."""
-    variant = NORM_VARIANTS[name]
+    variant = get_norm(name)
     return bool(variant.parameters) and not variant.learned and not any(
         isinstance(m, SphereNorm) and m.variant.name == name for m in model.modules())
 
@@ -58,12 +58,13 @@ def compare_norms(model: GPT2, idx: torch.Tensor, variants: list[str] | None = N
     `progress` advances by one per row."""
     if idx.shape[-1] < 2:
         raise InputError("comparing norms needs a text of at least two tokens (perplexity scores next tokens)")
+    names = [get_norm(name).name for name in variants or list(NORM_VARIANTS)]  # unknown names refused first
     idx = idx.to(model.wte.weight.device)
     reference = torch.log_softmax(model(idx).double(), dim=-1)
     results = [score(f"{OWN} ({own_variants(model)})", reference, reference, idx)]
     if progress is not None:
         progress.update()
-    for name in variants or list(NORM_VARIANTS):
+    for name in names:
         if uncalibrated(model, name):
             results.append(NormComparison(name, None, None, None, "needs a calibrated constant "
                                           "(lnfree.calibrate_sigma), which these weights do not hold"))

@@ -181,7 +181,8 @@ def build_report(
         section("Trajectories (static view)", img(plots.trajectory_figure(trajectory), "3-D trajectories")),
         section(f"Logit lens of {shown!r}", lens_table_html(lens, highlight, decode),
                 "rank 1 = the final prediction is the layer's top word; KL(final ‖ layer) = "
-                "Σ_v p_L(v) log(p_L(v)/p_l(v)) in nats; step and path: angle travelled along the sphere."),
+                "Σ_v p_L(v) log(p_L(v)/p_l(v)) in nats; step and path: angle travelled, in radians, in the "
+                "model's own geometry."),
         section("Logit lens of every position", lens_grid_html(lens, words, decode),
                 "Each cell: the top word of LN_f(x_l) Eᵀ at that position (row) and layer (column), shaded by its "
                 "probability, bold where it is the final prediction; hover for the top words."),
