@@ -7,7 +7,8 @@ from .fused import reference_math
 from .generate import Sampling, generate
 from .model import GPT2
 from .sphere import NORM_VARIANTS, NormVariant, register_norm
-from .trace import Trace, TraceRequest
+from .trace import Trace
+from .trace_request import TraceRequest
 
 __all__ = [
     "GPT2", "GPT2Config", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",

@@ -20,7 +20,7 @@ from .linear import Affine
 
 if TYPE_CHECKING:
     from .cache import LayerCache
-    from .trace import TraceRequest
+    from .trace_request import TraceRequest
 
 # ---- the math -----------------------------------------------------------------------------------
 

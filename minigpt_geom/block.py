@@ -21,7 +21,7 @@ from .sphere import NormVariant, SphereDiagnostics, SphereNorm, vector_norm
 
 if TYPE_CHECKING:
     from .cache import LayerCache
-    from .trace import TraceRequest
+    from .trace_request import TraceRequest
 
 # ---- the math -----------------------------------------------------------------------------------
 

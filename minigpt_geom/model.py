@@ -21,7 +21,8 @@ from .cache import KVCache
 from .config import GPT2Config
 from .errors import InputError
 from .sphere import NormSpec, SphereNorm, norm_for_site
-from .trace import Trace, TraceRequest, as_request
+from .trace import Trace
+from .trace_request import TraceRequest, as_request
 
 
 class Embedding(nn.Module):

@@ -27,23 +27,7 @@ from .block import BlockDiagnostics
 from .errors import InputError
 from .files import atomic_write
 from .sphere import SphereDiagnostics
-
-
-@dataclass(frozen=True)
-class TraceRequest:
-    """What a traced forward pass keeps besides the per-position summaries, which it always computes."""
-
-    states: bool = False  # the residual states x_0 … x_L, [L+1, B, T, d]
-    patterns: bool = False  # every head's attention pattern a_ij, [L, B, H, T, T]
-
-
-def as_request(trace: bool | TraceRequest | None) -> TraceRequest | None:
-    """The one switch: None/False = no tracing, True = summaries only, or a TraceRequest."""
-    if isinstance(trace, TraceRequest) or trace is None:
-        return trace
-    if isinstance(trace, bool):
-        return TraceRequest() if trace else None
-    raise InputError(f"trace must be a bool or a TraceRequest, got {type(trace).__name__}")
+from .trace_request import TraceRequest, as_request  # noqa: F401  (re-exported: minigpt_geom.trace.TraceRequest)
 
 
 # ---- generic helpers over the (nested) diagnostics dataclasses ------------------------------------

@@ -20,11 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 README_SHAPE = dict(n_layer=12, n_head=12, n_embd=96, n_positions=128)
 CORPUS = "texts"  # the folder README's drift example reads
+TOUR = ROOT / "docs" / "tour.md"
+TOUR_STEPS = 2  # the tour's training budget here: every step runs, the model learns nothing worth looking at
+TOUR_FIGURES = ["1_reach.png", "2_sphere.png", "3_attention.png", "4_residual.png", "5_trajectory.png", "6_lens.png",
+                "7_drift.png"]
 
 
-def blocks(language: str) -> list[str]:
-    """The bodies of README's fenced code blocks in `language`."""
-    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+def blocks(language: str, text: str = README) -> list[str]:
+    """The bodies of the fenced code blocks in `language` of README (or of `text`)."""
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
 
 
 def command_lines() -> list[str]:
@@ -94,3 +98,19 @@ def test_readme_command_table_matches_the_parsers():
         options = set(subcommands[name]._option_string_actions)
         for option in re.findall(r"(?<!\w)-{1,2}[a-z][\w-]*", synopsis):
             assert option in options, f"README shows `{name} {option}`, which {name} --help does not list"
+
+
+@pytest.mark.subprocess
+def test_the_tour_runs_and_draws_every_figure(tmp_path):
+    """docs/tour.md, linked from README: its Python blocks in order in a fresh interpreter, on the small model it
+    trains itself (TOUR_STEPS steps); each step's figure is written to the folder the tour names."""
+    assert "docs/tour.md" in README
+    env = {**os.environ, "TOUR_STEPS": str(TOUR_STEPS), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("TOUR_CHECKPOINT", None)
+    result = subprocess.run([sys.executable, "-c", "\n".join(blocks("python", TOUR.read_text(encoding="utf-8")))],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "reference = fused to" in result.stdout and f"trained {TOUR_STEPS} steps" in result.stdout
+    for name in TOUR_FIGURES:
+        assert (tmp_path / "tour" / name).stat().st_size > 0, name
