@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from .config import LIMITS, GPT2Config, check_count, check_epsilon
+from .config import LIMITS, GPT2Config, check_count, check_epsilon, norm_site_names
 from .errors import CheckpointError, InputError, WeightsNotFoundError
 from .hub import resolve_file
 from .lnfree import from_ln_free_eps, is_ln_free_eps
@@ -258,8 +258,7 @@ def optional_shapes(config: GPT2Config, norm: NormSpec, untied: bool) -> dict[st
     """Tensors a file may hold or not: the norm variants' learned scalars, `h.0.ln_1.alpha`, [] each (a
     checkpoint trained with layer norm has none: they start at the variant's initial values), and an untied
     unembedding's bias (transformers writes none: it starts at 0)."""
-    sites = [f"h.{i}.{kind}" for i in range(config.n_layer) for kind in ("ln_1", "ln_2")] + ["ln_f"]
-    shapes = {f"{site}.{name}": () for site in sites for name in norm_for_site(norm, site).parameters}
+    shapes = {f"{site}.{name}": () for site in norm_site_names(config.n_layer) for name in norm_for_site(norm, site).parameters}
     return shapes | ({"lm_head.bias": (config.vocab_size,)} if untied else {})
 
 

@@ -53,6 +53,16 @@ class GPT2Config:
         return self.n_embd // self.n_head
 
 
+def site_name(layer: int, kind: str) -> str:
+    """The name of a block's norm site, as checkpoints and traces write it: site_name(3, "ln_1") = "h.3.ln_1"."""
+    return f"h.{layer}.{kind}"
+
+
+def norm_site_names(n_layer: int) -> list[str]:
+    """Every norm site of an n_layer model in forward order: h.0.ln_1, h.0.ln_2, …, ln_f."""
+    return [site_name(layer, kind) for layer in range(n_layer) for kind in ("ln_1", "ln_2")] + ["ln_f"]
+
+
 PRESETS: dict[str, GPT2Config] = {
     "gpt2": GPT2Config(n_layer=12, n_head=12, n_embd=768),  # 124M
     "gpt2-medium": GPT2Config(n_layer=24, n_head=16, n_embd=1024),  # 350M

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .config import site_name
 from .fold import fold_model
 from .sphere import SphereDiagnostics, SphereNorm, get_norm
 
@@ -58,7 +59,7 @@ def calibrate_sigma(model: GPT2, windows: Iterable[Tensor]) -> dict[str, tuple[f
         sigmas = {"ln_f": site_sigma(trace.ln_f, model.config.n_embd)}  # [B, T]
         for kind in ("ln_1", "ln_2"):
             stacked = site_sigma(getattr(trace, kind), model.config.n_embd)  # [L, B, T]
-            sigmas.update({f"h.{layer}.{kind}": stacked[layer] for layer in range(trace.n_layer)})
+            sigmas.update({site_name(layer, kind): stacked[layer] for layer in range(trace.n_layer)})
         for name, sigma in sigmas.items():
             totals[name][0] += sigma[:, 1:].sum().item()
             totals[name][1] += sigma[:, 0].sum().item()
@@ -101,7 +102,7 @@ def removal_order(model: GPT2) -> list[str]:
     """Sites in the order they are switched to fixed σ: every MLP site (ln_2), then every attention site
     (ln_1), then ln_f, each from the first layer to the last (modelled on Heimersheim's schedule)."""
     n = model.config.n_layer
-    return [f"h.{i}.ln_2" for i in range(n)] + [f"h.{i}.ln_1" for i in range(n)] + ["ln_f"]
+    return [site_name(i, "ln_2") for i in range(n)] + [site_name(i, "ln_1") for i in range(n)] + ["ln_f"]
 
 
 def removal_schedule(order: list[str], steps: int, start: float = 0.1, stop: float = 0.6) -> dict[int, list[str]]:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .block import Block
 from .cache import KVCache
-from .config import GPT2Config
+from .config import GPT2Config, site_name
 from .errors import InputError
 from .sphere import NormSpec, SphereNorm, norm_for_site
 from .trace import Trace
@@ -81,7 +81,8 @@ class GPT2(nn.Module):
         self.wte = Embedding(config.vocab_size, d)  # E, also the unembedding (tied)
         self.wpe = Embedding(config.n_ctx, d)
         self.h = nn.ModuleList(
-            Block(d, config.n_head, config.ln_eps, (norm_for_site(norm, f"h.{i}.ln_1"), norm_for_site(norm, f"h.{i}.ln_2")))
+            Block(d, config.n_head, config.ln_eps, (norm_for_site(norm, site_name(i, "ln_1")),
+                                                  norm_for_site(norm, site_name(i, "ln_2"))))
             for i in range(config.n_layer)
         )
         self.ln_f = SphereNorm(d, config.ln_eps, norm_for_site(norm, "ln_f"))

@@ -39,7 +39,7 @@ from .files import write_text
 from .generate import Sampling, generate
 from .model import GPT2
 from .sphere import NormSpec, SphereNorm
-from .tokenizer import Tokenizer
+from .tokenizer import ENDOFTEXT, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,7 @@ def evaluate(model: GPT2, ids: np.ndarray, context: int, n_windows: int, micro_b
 
 def sample_text(model: GPT2, tokenizer: Tokenizer, n_tokens: int, seed: int) -> str:
     """A sample of n_tokens after <|endoftext|> (after id 0 without it), the same seed at every evaluation."""
-    eot = tokenizer.special_tokens.get("<|endoftext|>")
+    eot = tokenizer.special_tokens.get(ENDOFTEXT)
     prompt = torch.tensor([[0 if eot is None else eot]], device=model.wte.weight.device)
     n_tokens = min(n_tokens, model.config.n_ctx - 1)
     ids = generate(model, prompt, n_tokens, Sampling(temperature=1.0, seed=seed), eos_id=eot)
@@ -360,7 +360,7 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
         ids = [processes.device.index] if processes.device.type == "cuda" else None
         trained = torch.nn.parallel.DistributedDataParallel(trained, device_ids=ids)
     tokenizer = Tokenizer.from_pretrained(tokenizer_source)
-    eot = tokenizer.special_tokens.get("<|endoftext|>")
+    eot = tokenizer.special_tokens.get(ENDOFTEXT)
     if processes.main:
         out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=stop, initial=start, unit="step", disable=not (progress and processes.main))

@@ -237,7 +237,9 @@ def test_drift_equals_its_definition(model, tokenizer):
     np.testing.assert_allclose(result.drift_std, direct["drift"].std(1), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(result.logp_next, direct["logp_next"].mean(1), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(result.logp_current, direct["logp_current"].mean(1), atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(result.logp_next - result.logp_current, result.drift, atol=1e-4)  # normaliser cancels
+    # The paper's reading of drift as a difference of log-probabilities, against NumPy's log-softmax of the logits
+    # (computed apart from the dot products that define drift): log p(w_t+1) − log p(w_t) = LN_f(x)·(e_t+1 − e_t)
+    np.testing.assert_allclose((direct["logp_next"] - direct["logp_current"]).mean(1), result.drift, atol=1e-4)
     by_position, counts = numpy_drift_by_position(direct)
     assert by_position.shape == (model.config.n_layer + 1, 23)  # windows of 24 tokens: pairs at t = 0..22
     np.testing.assert_array_equal(result.position_counts, counts)

@@ -84,6 +84,7 @@ def test_traced_bfloat16_diagnostics_are_float32_finite_and_close(models, idx):
     assert torch.allclose(trace.attention.pattern.sum(-1), torch.ones(()), atol=1e-5)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("script", ["forward.py", "trace.py"])
 def test_gpu_benches_say_not_measured_without_cuda(script):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))

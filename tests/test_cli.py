@@ -85,6 +85,7 @@ def test_abbreviated_options_are_refused(tiny_checkpoint, capsys):
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.subprocess
 def test_help_version_and_python_dash_m(capsys):
     assert main(["--help"]) == 0
     help_text = capsys.readouterr().out

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bpe_files import SAMPLE
 
 from minigpt_geom.cli import main
@@ -20,6 +22,7 @@ def read_numbers(path: Path) -> list[list[float]]:
         return [[float(value) for value in row.values()] for row in csv.DictReader(f)]
 
 
+@pytest.mark.subprocess
 def test_two_processes_give_the_single_process_drift(tiny_checkpoint, tmp_path):
     corpus = tmp_path / "corpus"
     (corpus / "more").mkdir(parents=True)

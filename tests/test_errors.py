@@ -47,6 +47,7 @@ def test_pickled_checkpoint_is_refused(tmp_path):
         GPT2.from_pretrained(path)
 
 
+@pytest.mark.subprocess
 def test_offline_and_not_cached_says_what_to_do(clean_env):
     # A fresh process: huggingface_hub reads HF_HUB_OFFLINE when it is imported.
     result = subprocess.run([sys.executable, "-m", "minigpt_geom", "verify", "--weights", "gpt2"], env=clean_env,

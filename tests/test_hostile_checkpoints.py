@@ -257,6 +257,7 @@ def assert_refused(outcome: dict, pattern: str, error: str = "CheckpointError") 
 
 # ---- the tests --------------------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", FORMAT_VIOLATIONS)
 def test_format_violation_is_refused_by_the_library_and_by_us(name, outcomes, tmp_path_factory, small_checkpoints):
     header, data = split_file(small_checkpoints["official"] / "model.safetensors")
@@ -269,31 +270,37 @@ def test_format_violation_is_refused_by_the_library_and_by_us(name, outcomes, tm
     assert_refused(outcomes[name], pattern)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", SEMANTIC)
 def test_valid_file_of_the_wrong_shape_is_refused_before_building(name, outcomes):
     assert_refused(outcomes[name], SEMANTIC[name][1])
 
 
+@pytest.mark.subprocess
 def test_layer_index_bombs_fail_in_under_a_second(outcomes):
     for name in ("layer_bomb_20000", "layer_bomb_1e9", "layer_bomb_5000_digits"):
         assert outcomes[name]["seconds"] < BOMB_SECONDS, outcomes[name]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", CONFIGS)
 def test_bad_config_json_is_refused(name, outcomes):
     assert_refused(outcomes[name], CONFIGS[name][1])
 
 
+@pytest.mark.subprocess
 def test_float16_overflow_is_blamed_on_the_cast_not_the_file(outcomes):
     assert_refused(outcomes["overflows_float16"], r"'h\.1\.mlp\.c_fc\.weight' holds finite values up to 1e\+05, "
                                                   r"beyond float16's largest \(65504\): the cast to float16 overflows")
     assert outcomes["fits_float32"]["error"] is None, outcomes["fits_float32"]
 
 
+@pytest.mark.subprocess
 def test_symlink_loop_is_refused(outcomes):
     assert_refused(outcomes["symlink_loop_file"], r"loop\.safetensors is not a regular file")
 
 
+@pytest.mark.subprocess
 def test_every_case_stays_small(outcomes):
     assert outcomes["valid"]["error"] is None, outcomes["valid"]
     heavy = {name: r["peak_mb"] for name, r in outcomes.items() if r["peak_mb"] >= PEAK_RSS_LIMIT_MB}

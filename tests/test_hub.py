@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 import torch
 
 from minigpt_geom import GPT2
@@ -44,6 +45,7 @@ def run_in_fresh_process(env, tmp_path):
     return result.stdout.strip(), torch.load(out, weights_only=True)
 
 
+@pytest.mark.subprocess
 def test_preset_loads_from_hub_cache_offline(small_checkpoints, clean_env, tmp_path):
     folder = small_checkpoints["official"]
     fake_hub_cache(tmp_path / "hf_home", [folder / "model.safetensors", folder / "config.json"])
@@ -53,6 +55,7 @@ def test_preset_loads_from_hub_cache_offline(small_checkpoints, clean_env, tmp_p
     assert torch.equal(logits, expected)
 
 
+@pytest.mark.subprocess
 def test_preset_prefers_weights_drop_in(small_checkpoints, clean_env, tmp_path):
     drop_in = tmp_path / "weights" / "gpt2"  # clean_env's working directory is tmp_path
     shutil.copytree(small_checkpoints["transformers"], drop_in)
@@ -105,6 +108,7 @@ def run_offline_cases(env, cases) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.subprocess
 def test_local_folders_and_paths_never_reach_the_hub(small_checkpoints, clean_env, tmp_path):
     drop_in = tmp_path / "weights" / "gpt2"  # clean_env's working directory is tmp_path
     drop_in.mkdir(parents=True)
@@ -133,6 +137,7 @@ def test_local_folders_and_paths_never_reach_the_hub(small_checkpoints, clean_en
         assert "no such file or directory" in outcomes[name]["message"], outcomes[name]
 
 
+@pytest.mark.subprocess
 def test_no_network_is_reported_in_seconds_with_every_missing_file(clean_env):
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]

@@ -75,6 +75,7 @@ def test_readme_command_runs(readme_world, monkeypatch, capsys, line):
         assert Path(written).stat().st_size > 0
 
 
+@pytest.mark.subprocess
 def test_readme_python_blocks_run(readme_world):
     """All Python blocks, in order, in one fresh interpreter (they build on each other, as in a session)."""
     env = {**os.environ, "MINIGPT_GEOM_WEIGHTS": str(readme_world / "drop_in"), "HF_HUB_OFFLINE": "1",

@@ -16,7 +16,7 @@ from minigpt_geom.remove_ln import remove_layer_norm
 from minigpt_geom.train import TrainSettings
 from tiny_training import FAST, tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # every test here trains a model
 
 TOLERANCE = 1e-4
 

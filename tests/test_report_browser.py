@@ -70,6 +70,7 @@ def find_browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
+@pytest.mark.subprocess
 def test_report_renders_in_headless_chromium(tiny_checkpoint, tmp_path):
     browser = find_browser()
     if browser is None:

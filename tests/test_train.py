@@ -27,7 +27,7 @@ from minigpt_geom.train import (TrainSettings, learning_rate, load_corpus, make_
 from tiny_training import FAST, STDLIB_FILES, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # every test here trains a model
 def run(model, tokens, tokenizer, out, **settings) -> list:
     return train(model, load_tokens(tokens), tokenizer, out, TrainSettings(**{**FAST, **settings}), progress=False)
 
@@ -194,6 +194,7 @@ def test_train_command_explains_a_missing_model(tokens, tmp_path, capsys):
     assert "--weights" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, capsys):
     norm = '{"ln_1": "dyt", "ln_f": "sphere"}'  # learned scalars, and γ, β that get no gradient
     args = ["train", str(tokens), "--tokenizer", str(tiny_checkpoint), "--n-layer", "2", "--n-head", "2",

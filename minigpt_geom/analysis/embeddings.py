@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model import GPT2
+from ..config import site_name
 from ..errors import InputError
 from ..sphere import SphereNorm
 from .tables import Table, token_label
@@ -90,7 +91,7 @@ def bounded_site(site: SphereNorm, name: str, what: str) -> SphereNorm:
 def sphere_distances(model: GPT2) -> list[SphereDistance]:
     """Table (a): distances of E and its centred/scaled versions to their projection by h.0.ln_1 (no γ, β)."""
     E = model.wte.weight
-    site = bounded_site(model.h[0].ln_1, "h.0.ln_1", "the distance of E to its projection")
+    site = bounded_site(model.h[0].ln_1, site_name(0, "ln_1"), "the distance of E to its projection")
     target = site.project(E)  # [V, d], rows on the variant's set (the √d-sphere in H for layer norm)
     rows = []
     for setting, version in embedding_variants(E).items():

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from ..analysis.plots import FORMATS as FIGURE_FORMATS
+from ..analysis.tables import TABLE_STYLES
 from ..errors import InputError, MiniGPTGeomError, OutputError
 from ..files import atomic_write
 
@@ -28,8 +30,6 @@ if TYPE_CHECKING:
     from ..train import Processes
 
 DTYPES = ("float32", "bfloat16", "float16")
-FIGURE_FORMATS = ("png", "svg", "pdf")
-TABLE_STYLES = ("text", "markdown", "latex")
 
 
 class UsageError(MiniGPTGeomError):

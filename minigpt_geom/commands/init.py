@@ -76,11 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Write model.safetensors, config.json, vocab.json and merges.txt (GPT-2 shape unless told otherwise)."""
     from ..export import save_model
-    from ..tokenizer import Tokenizer
+    from ..tokenizer import ENDOFTEXT, Tokenizer
 
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)
     model = new_model_from_arguments(args, tokenizer.n_vocab)
-    folder = save_model(model, output_folder(args.out), args.tokenizer, tokenizer.special_tokens.get("<|endoftext|>"))
+    folder = save_model(model, output_folder(args.out), args.tokenizer, tokenizer.special_tokens.get(ENDOFTEXT))
     print(f"wrote {folder / 'model.safetensors'} (a new GPT-2 of {model.config.n_layer} layers, "
           f"d = {model.config.n_embd}, {model.num_parameters():,} parameters; config.json and the tokenizer beside it)")
     return 0
