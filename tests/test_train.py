@@ -27,7 +27,7 @@ from minigpt_geom.train import (TrainSettings, learning_rate, load_corpus, make_
 from tiny_training import FAST, STDLIB_FILES, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # every test here trains a model
+pytestmark = pytest.mark.usefixtures("one_thread")
 def run(model, tokens, tokenizer, out, **settings) -> list:
     return train(model, load_tokens(tokens), tokenizer, out, TrainSettings(**{**FAST, **settings}), progress=False)
 
@@ -121,6 +121,7 @@ def test_weight_decay_applies_to_matrices_only():
 # ---- training ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a training run
 def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(tokens, tiny_checkpoint, tmp_path):
     model = tiny_model()
     log = run(model, tokens, tiny_checkpoint, tmp_path, steps=50, eval_interval=25)
@@ -144,6 +145,7 @@ def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(t
         torch.testing.assert_close(GPT2.from_pretrained(tmp_path)(idx), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # a training run
 def test_resuming_gives_the_uninterrupted_run_bit_for_bit(tokens, tiny_checkpoint, tmp_path):
     settings = dict(steps=6, eval_interval=4, micro_batch=4)  # gradient accumulation over 2 micro-batches
     whole = tiny_model()
@@ -158,6 +160,7 @@ def test_resuming_gives_the_uninterrupted_run_bit_for_bit(tokens, tiny_checkpoin
     assert [row.step for row in log] == list(range(7))
 
 
+@pytest.mark.slow  # a training run
 def test_dyt_learns_alpha_and_saves_it_as_scalars(tokens, tiny_checkpoint, tmp_path):
     model = tiny_model("dyt")
     run(model, tokens, tiny_checkpoint, tmp_path, steps=10, eval_interval=10)
