@@ -310,6 +310,7 @@ def is_png(path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_lens_and_trajectory_commands(tiny_checkpoint, tokenizer, tmp_path, capsys):
     n_tokens, n_layers = len(tokenizer.encode(TEXT)), 3
     assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "lens"), "--top-k", "3"]) == 0
@@ -342,6 +343,7 @@ def test_drift_command(tiny_checkpoint, tmp_path, capsys):
     assert "positions" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_report_command(tiny_checkpoint, tmp_path):
     out = tmp_path / "report.html"
     assert main(["report", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--layer", "1", "--head", "2"]) == 0
@@ -350,6 +352,7 @@ def test_report_command(tiny_checkpoint, tmp_path):
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
 
 
+@pytest.mark.slow
 def test_report_output_folder(tiny_checkpoint, tmp_path):
     """-o naming a folder (existing, or new with a trailing /) writes report.html inside it."""
     weights = ["--weights", str(tiny_checkpoint)]
@@ -360,6 +363,7 @@ def test_report_output_folder(tiny_checkpoint, tmp_path):
     assert (tmp_path / "existing" / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_report_of_a_bfloat16_model(tiny_checkpoint, tokenizer, model):
     bf16 = GPT2.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16).eval()
     page = build_report(bf16, tokenizer, TEXT, layer=1, head=2)
@@ -368,6 +372,7 @@ def test_report_of_a_bfloat16_model(tiny_checkpoint, tokenizer, model):
     assert (top[0] == top[1]).float().mean() >= 0.8  # bfloat16 rounding may flip a near tie, not most words
 
 
+@pytest.mark.slow
 def test_report_of_a_folded_model_names_its_geometry(tiny_checkpoint, tokenizer):
     page = build_report(GPT2.from_pretrained(tiny_checkpoint, fold_ln=True), tokenizer, TEXT)
     assert "every site is layernorm: the sphere of radius √d in the hyperplane Σx = 0" in page

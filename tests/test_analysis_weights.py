@@ -380,6 +380,7 @@ def test_probe_command(tiny_checkpoint, tmp_path, capsys):
     assert "layer 5 does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_svd_command(tiny_checkpoint, tmp_path, capsys):
     assert main(["svd", "--weights", str(tiny_checkpoint), "--pairs", "5", "-o", str(tmp_path)]) == 0
     for layer in (0, 1):

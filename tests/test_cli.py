@@ -214,6 +214,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+@pytest.mark.slow
 def test_dpi_sets_the_figure_resolution(tiny_checkpoint, tmp_path):
     for dpi in (50, 100):
         assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path / str(dpi)),
@@ -258,6 +259,7 @@ def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):
         assert all(repr(decode(int(i))) in row for i in lens.top_ids[layer, 0, 3])
 
 
+@pytest.mark.slow
 def test_the_html_lens_tables_scroll_in_their_own_box(tiny_checkpoint, tmp_path):
     assert main(["report", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text(encoding="utf-8")

@@ -64,6 +64,7 @@ def readme_world(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", command_lines())
 def test_readme_command_runs(readme_world, monkeypatch, capsys, line):
     monkeypatch.setenv("MINIGPT_GEOM_WEIGHTS", str(readme_world / "drop_in"))

@@ -210,6 +210,7 @@ def test_builtin_variants_against_torch(small_checkpoints):
         model.set_norm("batchnorm")
 
 
+@pytest.mark.slow
 def test_trace_load_checks_the_file_before_reading_it(traced, tmp_path):
     """Crafted trace files: each refused with an InputError naming the problem, before its data is read."""
     import zipfile
