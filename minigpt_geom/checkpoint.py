@@ -26,7 +26,8 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from .config import LIMITS, GPT2Config, check_count, check_epsilon
-from .errors import CheckpointError, InputError, WeightsNotFoundError
+from .errors import CheckpointError, InputError, LNFreeWarning, WeightsNotFoundError
+from .files import read_bytes
 from .hub import resolve_file
 from .lnfree import from_ln_free_eps, is_ln_free_eps
 from .sphere import NormSpec, get_norm, norm_for_site
@@ -149,12 +150,9 @@ def lm_head_entry(header: dict[str, TensorInfo]) -> TensorInfo | None:
 def read_config_json(path: Path) -> ConfigFile:
     """config.json as a dict: unreadable, oversized, non-UTF-8, non-JSON or non-object files are refused."""
     try:
-        size = path.stat().st_size
-        raw = path.read_bytes() if size <= CONFIG_JSON_BYTES else None
+        raw = read_bytes(path, CONFIG_JSON_BYTES, error=CheckpointError)
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
-    if raw is None:
-        raise CheckpointError(f"{path} is {size} bytes, not a GPT-2 config.json")
     try:
         values = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -391,6 +389,6 @@ def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str |
     load_weights(model, path, entries, lm_head)
     if ln_free:
         warnings.warn(f"{path}: layer norm is switched off inside this file (ε = {config.ln_eps:g}); loaded as an "
-                      f"exact norm='none' model", stacklevel=3)
+                      f"exact norm='none' model", LNFreeWarning, stacklevel=3)
         model = from_ln_free_eps(model)
     return model.to(device=device, dtype=dtype).eval()
