@@ -21,7 +21,7 @@ WRITERS = {  # command -> arguments that make it write files, given the checkpoi
     "lens": [TEXT], "trajectory": [TEXT], "embeddings": [], "probe": ["one", "he"], "svd": ["--pairs", "2"],
     "qk": ["--vocab-limit", "50"], "drift": ["CORPUS"], "report": [TEXT], "compare": [TEXT, "--against", "WEIGHTS"],
 }
-OTHERS = {"verify": [], "norms": ["--text", TEXT], "generate": [TEXT, "--max-new-tokens", "2"]}
+OTHERS = {"verify": [], "norms": [TEXT], "generate": [TEXT, "--max-new-tokens", "2"]}
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
-               make_output_folder, output_file, output_folder, progress_bar, report_written, require_matplotlib,
-               write_figure)
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
+               load_model_and_tokenizer, output_file, output_folder, progress_bar, report_written, require_matplotlib,
+               staged_outputs, write_figure)
+
+SUMMARY = ("two models side by side on one text: norms, angular path, logit lens (e.g. a model and its LN-free "
+           "fine-tune)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `compare` subcommand."""
-    parser = add_command(subparsers, "compare", "two models side by side on one text: norms, angular path, "
-                                                "logit lens (e.g. a model and its LN-free fine-tune)")
-    parser.add_argument("text", help="the text to run through both models (at most the smaller context)")
+    parser = add_command(subparsers, "compare", SUMMARY)
+    add_text_argument(parser, "the text to run through both models")
     add_model_arguments(parser)
     parser.add_argument("--against", required=True, metavar="SOURCE",
                         help="the second model (preset, hub id, directory or .safetensors file); same tokenizer")
@@ -37,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
         bar.update()
         table = Table.from_records(rows, f"{args.weights} against {args.against}, means over the text's tokens")
         print(table.format("text"))
-        make_output_folder(out)
-        written = [write_csv(output_file(out, "compare.csv"), table)]
-        if not args.no_plot:
-            from ..analysis import plots
+        with staged_outputs(out) as stage:
+            written = [write_csv(output_file(stage, "compare.csv"), table)]
+            if not args.no_plot:
+                from ..analysis import plots
 
-            written.append(write_figure(plots.compare_figure(rows), output_file(out, f"compare.{args.format}"),
-                                        args.dpi))
+                written.append(write_figure(plots.compare_figure(rows), output_file(stage, f"compare.{args.format}"),
+                                            args.dpi))
         bar.update()
-    report_written(written)
+    report_written(out, written)
     return 0
