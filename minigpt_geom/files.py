@@ -45,9 +45,10 @@ def read_bytes(path: str | os.PathLike, max_bytes: int, *, error: type[Exception
     whatever st_size says (a device reports 0)."""
     path = Path(path)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    if kind := not_regular(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{path} is {kind}, not a regular file")
     with os.fdopen(fd, "rb") as f:
-        if kind := not_regular(os.fstat(fd).st_mode):
-            raise error(f"{path} is {kind}, not a regular file")
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise error(f"{path} is more than {max_bytes:,} bytes, the most this reader accepts")
