@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("always", LNFreeWarning)  # one note for each file loaded, never hidden
             warnings.showwarning = one_line_notes(args.command)
             return args.run(args) or 0
     except BrokenPipeError:  # output piped into a reader that stopped early (`| head`): end quietly
