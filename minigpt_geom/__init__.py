@@ -6,6 +6,8 @@ The names below are imported on first use (PEP 562), so that `import minigpt_geo
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 from .errors import CheckpointError, InputError, LNFreeWarning, MiniGPTGeomError, OutputError, WeightsNotFoundError
@@ -36,6 +38,19 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module(f".{LAZY[name]}", __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
+
+
+class Package(types.ModuleType):
+    """This package's module type: importing the submodule `generate` binds it on the package (the import system
+    does so), which would hide the function `generate` the package exports; the function is kept instead."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and LAZY.get(name) == name:
+            value = getattr(value, name)  # minigpt_geom.generate stays the function
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = Package
 
 
 def __dir__() -> list[str]:
