@@ -100,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as stop:  # --help or --version, printed: their exit code
         return stop.code
+    from safetensors import SafetensorError  # the Rust binding alone, no torch
+
     try:
+        if getattr(args, "quiet", False) or not sys.stderr.isatty():
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()  # a download's bars too: on a terminal only
         with warnings.catch_warnings():
             warnings.simplefilter("always", LNFreeWarning)  # one note for each file loaded, never hidden
             warnings.showwarning = one_line_notes(args.command)
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped early (`| head`): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (MiniGPTGeomError, OSError) as error:  # OSError: a file that cannot be read or written
+    except (MiniGPTGeomError, OSError, SafetensorError) as error:  # a file that cannot be read or written
         print(f"minigpt-geom {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

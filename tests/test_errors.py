@@ -150,7 +150,8 @@ def test_a_fifo_or_dev_zero_among_the_files_is_refused_at_once(checkpoint_copy, 
     """No input can hang a load (a FIFO with no writer) or fill memory (/dev/zero reports 0 bytes)."""
     from minigpt_geom.tokenizer import Tokenizer
 
-    folder = checkpoint_copy if name == "config.json" else shutil.copytree(tiny_checkpoint, checkpoint_copy.parent / "t")
+    folder = checkpoint_copy if name == "config.json" else \
+        shutil.copytree(tiny_checkpoint, checkpoint_copy.parent / "tokenizer")
     (folder / name).unlink()
     fifo(folder / name) if kind == "fifo" else (folder / name).symlink_to("/dev/zero")
     load = GPT2.from_pretrained if name == "config.json" else Tokenizer.from_pretrained

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_pattern_argument,
-               load_model_and_tokenizer, output_file, output_folder, positive_int, processes_for, progress_bar,
-               report_written, require_matplotlib, staged_outputs, whole_number, write_figure)
+               check_fits, load_model_and_tokenizer, output_file, output_folder, positive_int, processes_for,
+               progress_bar, report_written, require_matplotlib, staged_outputs, whole_number, write_figure)
 
 SUMMARY = ("experiment 5: drift from the current word to the next, per layer and position, over a corpus read as "
            "a stream")
@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         context = args.context or model.config.n_ctx
         if context > model.config.n_ctx:
             raise InputError(f"--context must be at most the model's context {model.config.n_ctx}, got {context}")
+        # a batch's logits, their softmax and its logarithm, [B, T, V] each, beside the traced states
+        per_token = 3 * model.config.vocab_size + 2 * (model.config.n_layer + 1) * model.config.n_embd
+        check_fits(f"--batch-size {args.batch_size}", args.batch_size * context * per_token * 4,
+                   model.wte.weight.device)
         with progress_bar(args, corpus_bytes(files), f"drift over {len(files)} file(s)", unit="B") as bar:
             windows = corpus_windows(files, tokenizer, context, progress=bar)
             result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
