@@ -3,6 +3,7 @@
 from .cache import KVCache
 from .config import PRESETS, GPT2Config
 from .errors import CheckpointError, InputError, MiniGPTGeomError, OutputError, WeightsNotFoundError
+from .fused import reference_math
 from .generate import Sampling, generate
 from .model import GPT2
 from .sphere import NORM_VARIANTS, NormVariant, register_norm
@@ -10,6 +11,6 @@ from .trace import Trace, TraceRequest
 
 __all__ = [
     "GPT2", "GPT2Config", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",
-    "NORM_VARIANTS", "NormVariant", "register_norm",
+    "NORM_VARIANTS", "NormVariant", "register_norm", "reference_math",
     "MiniGPTGeomError", "WeightsNotFoundError", "CheckpointError", "InputError", "OutputError",
 ]
