@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 LAZY = {"KVCache": "cache", "PRESETS": "config", "GPT2Config": "config", "Sampling": "generate",
         "generate": "generate", "GPT2": "model", "NORM_VARIANTS": "sphere", "NormVariant": "sphere",
-        "register_norm": "sphere", "Trace": "trace", "TraceRequest": "trace", "reference_math": "fused"}  # name -> module that defines it
+        "register_norm": "sphere", "Trace": "trace", "TraceRequest": "trace",
+        "reference_math": "fused"}  # name -> the module that defines it
 
 __all__ = [
     "GPT2", "GPT2Config", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",
