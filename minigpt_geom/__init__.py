@@ -15,6 +15,7 @@ from .errors import CheckpointError, InputError, LNFreeWarning, MiniGPTGeomError
 if TYPE_CHECKING:
     from .cache import KVCache
     from .config import PRESETS, GPT2Config
+    from .fused import reference_math
     from .generate import Sampling, generate
     from .model import GPT2
     from .sphere import NORM_VARIANTS, NormVariant, register_norm
@@ -22,11 +23,12 @@ if TYPE_CHECKING:
 
 LAZY = {"KVCache": "cache", "PRESETS": "config", "GPT2Config": "config", "Sampling": "generate",
         "generate": "generate", "GPT2": "model", "NORM_VARIANTS": "sphere", "NormVariant": "sphere",
-        "register_norm": "sphere", "Trace": "trace", "TraceRequest": "trace"}  # name -> module that defines it
+        "register_norm": "sphere", "Trace": "trace", "TraceRequest": "trace",
+        "reference_math": "fused"}  # name -> the module that defines it
 
 __all__ = [
     "GPT2", "GPT2Config", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",
-    "NORM_VARIANTS", "NormVariant", "register_norm",
+    "NORM_VARIANTS", "NormVariant", "register_norm", "reference_math",
     "MiniGPTGeomError", "WeightsNotFoundError", "CheckpointError", "InputError", "OutputError", "LNFreeWarning",
 ]
 
