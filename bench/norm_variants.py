@@ -151,7 +151,7 @@ def compare_trained(trained: dict, vocab: Path, data: TokenData, out: Path) -> N
         layers = sorted({row["layer"] for row in comparison.rows})
         for layer in layers:
             values = [next(r[field] for r in comparison.rows if r["model"] == n and r["layer"] == layer) for n in names]
-            print(f"| {layer} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+            print(f"| {layer} | " + " | ".join(f"{abs(v) if abs(v) < 5e-4 else v:.3f}" for v in values) + " |")
     path = plots.save_figure(plots.compare_figure(comparison), out / "compare.png")
     print(f"\nwrote {path}")
 

@@ -141,8 +141,12 @@ def from_ln_free_eps(model: GPT2) -> GPT2:
 def ln_free_checkpoint(model: GPT2) -> GPT2:
     """The fixed-σ model as GPT-2 with layer norm switched off inside: ε = 1e12 and γ' = γ·√ε/σ at every site.
 
-    LN(x) = γ' ⊙ (x − μ)/√(σ(x)² + ε) + β = γ ⊙ (x − μ)/σ + β to within σ(x)²/2ε: the same map."""
+    LN(x) = γ' ⊙ (x − μ)/√(σ(x)² + ε) + β = γ ⊙ (x − μ)/σ + β to within σ(x)²/2ε: the same map.
+    GPT-2's format ties the unembedding to E: a model whose unembedding is untied (it was folded) is folded
+    to norm="none" instead, which saves as an untied checkpoint with the same logits."""
     check_all_fixed(model)
+    if not model.lm_head.tied:
+        return fold_fixed_sigma(model)
     stored = type(model)(replace(model.config, ln_eps=LN_FREE_EPS), norm="layernorm").to(model.wte.weight)
     stored.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(".sigma")})
     for site in sites(model):

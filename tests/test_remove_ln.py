@@ -72,7 +72,7 @@ def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm(corpus, tiny
 
     argv = ["remove-ln", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--steps", "6",
             "--batch-size", "4", "--context", "32", "--eval-interval", "6", "--eval-windows", "4",
-            "--sample-tokens", "0", "--no-progress", "--glob", "*.py"]
+            "--sample-tokens", "0", "--quiet", "--pattern", "*.py"]
     assert main(argv) == 0
     with pytest.warns(UserWarning, match="switched off"):
         model = GPT2.from_pretrained(tmp_path)

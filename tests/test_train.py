@@ -48,7 +48,7 @@ def test_prepare_concatenates_each_file_then_endoftext_and_holds_out_the_tail(co
 
 def test_prepare_command_writes_the_same_token_files(corpus, tokens, tiny_checkpoint, tmp_path, capsys):
     assert main(["prepare", str(corpus), "-o", str(tmp_path), "--tokenizer", str(tiny_checkpoint),
-                 "--glob", "*.py"]) == 0
+                 "--pattern", "*.py"]) == 0
     assert f"{len(STDLIB_FILES)} files" in capsys.readouterr().out
     for name in ("train.bin", "val.bin"):
         assert (tmp_path / name).read_bytes() == (tokens / name).read_bytes()
@@ -202,7 +202,7 @@ def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, cap
     norm = '{"ln_1": "dyt", "ln_f": "sphere"}'  # learned scalars, and γ, β that get no gradient
     args = ["train", str(tokens), "--tokenizer", str(tiny_checkpoint), "--n-layer", "2", "--n-head", "2",
             "--n-embd", "32", "--n-ctx", "64", "--norm", norm, "--steps", "4", "--batch-size", "8",
-            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--no-progress"]
+            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--quiet"]
     assert main(args + ["-o", str(tmp_path / "one")]) == 0
     assert capsys.readouterr().out.count("  sample: ") == 2  # at steps 0 and 4
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

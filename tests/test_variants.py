@@ -352,3 +352,18 @@ def test_a_norm_swap_is_never_seen_half_done(tiny_checkpoint):
         stop.set()
         swapper.join()
     assert not errors, errors[:3]
+
+
+def test_a_folded_model_made_ln_free_keeps_its_logits(tiny_checkpoint, tmp_path):
+    """fixed σ on a folded (untied) model: the ε = 1e12 format cannot hold its unembedding, so the export is
+    the folded norm="none" model, which saves and loads back with the same logits."""
+    from minigpt_geom.lnfree import ln_free_checkpoint
+
+    model = GPT2.from_pretrained(tiny_checkpoint, fold_ln=True)
+    for site, (sigma, _) in calibrate_sigma(model, [ids(seed=9)]).items():
+        fix_sigma(model, site, sigma)
+    idx = ids()
+    with torch.no_grad():
+        expected = model(idx)
+        save_model(ln_free_checkpoint(model), tmp_path, tiny_checkpoint)
+        assert (GPT2.from_pretrained(tmp_path)(idx) - expected).abs().max() <= TOLERANCE

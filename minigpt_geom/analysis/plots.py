@@ -576,15 +576,16 @@ def compare_figure(comparison: "Comparison") -> "Figure":
     """Models side by side (analysis.compare): per layer, ‖x_l‖, the radius of the site that reads x_l, the
     angular path and KL(p_L ‖ p_l), each a mean over the text's positions, one line per model; and every
     model's paths in one 3-D PCA frame, the highlighted word bold. KL is 0 at the last layer by definition:
-    that point is not drawn on the log axis (nothing is drawn that was not measured as a positive value)."""
+    that point is not drawn on the log axis (nothing is drawn that was not measured as a positive value).
+    The 3-D view draws the highlighted word's path alone: every token of every model would hide it."""
     rows = comparison.rows
     names = list(dict.fromkeys(row["model"] for row in rows))
     panels = (("residual_norm", r"$\|x_l\|$, mean over tokens", "log"),
               ("radius", r"$\|\hat{x}_l\|$ at the site reading $x_l$", "log"),
               ("angular_path", r"angular path $\sum_{k \leq l} \theta_k$ (rad)", "linear"),
               ("kl_to_final", r"$\mathrm{KL}(p_L \,\|\, p_l)$ (nats)", "log"))
-    fig = new_figure(15, 9 if comparison.paths else 4.8)
-    grid = fig.add_gridspec(2 if comparison.paths else 1, 4)
+    fig = new_figure(15, 12 if comparison.paths else 4.8)
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.7]) if comparison.paths else fig.add_gridspec(1, 4)
     from matplotlib import colormaps
 
     colours = [colormaps["tab10"](i % 10) for i in range(len(names))]
@@ -606,19 +607,17 @@ def compare_figure(comparison: "Comparison") -> "Figure":
         ax = fig.add_subplot(grid[1, :], projection="3d", computed_zorder=False)
         h = comparison.highlight
         for i, paths in enumerate(comparison.paths):
-            coords = paths.coords  # [L+1, T, 3]
-            for t in range(coords.shape[1]):
-                if t != h:
-                    ax.plot(*coords[:, t].T, color=colours[i], linewidth=0.5, alpha=fade(coords.shape[1]))
-            ax.plot(*coords[:, h].T, "o-", color=colours[i], linewidth=2.2, markersize=3,
-                    label=f"{paths.label}: {word_label(comparison.words[h])}")
-            ax.scatter(*coords[0, h], marker="s", s=50, color=colours[i], edgecolor="black", depthshade=False)
-            ax.scatter(*coords[-1, h], marker="^", s=70, color=colours[i], edgecolor="black", depthshade=False)
+            path = paths.coords[:, h]  # [L+1, 3]: the highlighted word, layer by layer
+            ax.plot(*path.T, "o" + styles[i % 4], color=colours[i], linewidth=2.2, markersize=4, label=paths.label)
+            ax.scatter(*path[0], marker="s", s=60, color=colours[i], edgecolor="black", depthshade=False)
+            ax.scatter(*path[-1], marker="^", s=80, color=colours[i], edgecolor="black", depthshade=False)
         explained = comparison.explained_variance
         for i, set_label in enumerate((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
             set_label(f"PC{i + 1} ({100 * float(explained[i]):.1f} % var.)")
-        ax.set_title(r"$\mathrm{ln}_f(x_l)$ of every token, one PCA fitted on all models; "
-                     r"■ layer 0, ▲ last layer", fontsize=10)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.set_box_aspect(None, zoom=0.9)
+        ax.set_title(rf"$\mathrm{{ln}}_f(x_l)$ of {word_label(comparison.words[h])} in every model, one PCA "
+                     r"fitted on all their tokens; ■ layer 0, ▲ last layer", fontsize=10)
+        fig.legend(*ax.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(0.0, 0.42), fontsize=8,
+                   title="model (its geometry)", alignment="left")  # beside the 3-D box, in figure coordinates
     fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(names), 4))
     return fig
