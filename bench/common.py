@@ -52,6 +52,16 @@ def interleaved_seconds(calls: dict[str, Callable[[], object]], repeats: int) ->
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def timed(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """fn under inference mode, waiting for the GPU to finish."""
+    def call():
+        with torch.inference_mode():
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return call
+
+
 def gpu_peak_flops(dtype: torch.dtype) -> float | None:
     """Dense peak FLOP/s of the current CUDA device for dtype, when known (H100/H200 SXM figures)."""
     if not torch.cuda.is_available():

@@ -20,22 +20,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_seconds, random_checkpoint  # noqa: E402
+from common import interleaved_seconds, random_checkpoint, timed  # noqa: E402
 
 from minigpt_geom import GPT2, fused, reference_math  # noqa: E402
 from minigpt_geom.attention import attend, attend_traced  # noqa: E402
 from minigpt_geom.block import gelu  # noqa: E402
 from minigpt_geom.sphere import sphere_projection  # noqa: E402
-
-
-def on_device(fn, device: torch.device):
-    """fn under inference mode, waiting for the GPU to finish."""
-    def call():
-        with torch.inference_mode():
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return call
 
 
 def reference(fn):
@@ -59,23 +49,23 @@ def kernels(device: torch.device, repeats: int) -> None:
     for rows in (1, 1024):
         x = torch.randn(rows, 768, device=device, generator=g)
         row(f"layer norm steps 1-2, {rows}x768", interleaved_seconds({
-            "fused": on_device(lambda: sphere_projection(x, 1e-5), device),
-            "reference": on_device(reference(lambda: sphere_projection(x, 1e-5)), device)}, repeats))
+            "fused": timed(lambda: sphere_projection(x, 1e-5), device),
+            "reference": timed(reference(lambda: sphere_projection(x, 1e-5)), device)}, repeats))
     u = torch.randn(1024, 3072, device=device, generator=g)
     row("GELU, 1024x3072", interleaved_seconds({
-        "fused": on_device(lambda: gelu(u), device),
-        "reference": on_device(reference(lambda: gelu(u)), device),
-        "F.gelu(tanh)": on_device(lambda: F.gelu(u, approximate="tanh"), device)}, repeats))
+        "fused": timed(lambda: gelu(u), device),
+        "reference": timed(reference(lambda: gelu(u)), device),
+        "F.gelu(tanh)": timed(lambda: F.gelu(u, approximate="tanh"), device)}, repeats))
     for T, S in ((1024, 1024), (1, 1024)):
         q = torch.randn(1, 12, T, 64, device=device, generator=g)
         k, v = (torch.randn(1, 12, S, 64, device=device, generator=g) for _ in range(2))
         row(f"attention, T={T} S={S}", interleaved_seconds({
-            "fused": on_device(lambda: attend(q, k, v), device),
-            "reference": on_device(reference(lambda: attend(q, k, v)), device)}, repeats))
+            "fused": timed(lambda: attend(q, k, v), device),
+            "reference": timed(reference(lambda: attend(q, k, v)), device)}, repeats))
     q = torch.randn(1, 12, 1024, 64, device=device, generator=g)
     row("attention traced, T=S=1024", interleaved_seconds({
-        "fused": on_device(lambda: attend_traced(q, k, v, False), device),
-        "reference": on_device(reference(lambda: attend_traced(q, k, v, False)), device)}, repeats))
+        "fused": timed(lambda: attend_traced(q, k, v, False), device),
+        "reference": timed(reference(lambda: attend_traced(q, k, v, False)), device)}, repeats))
     assert math.isfinite(float(attend(q, k, v).sum()))
 
 
@@ -84,8 +74,8 @@ def forward(model: GPT2, device: torch.device, repeats: int) -> None:
     idx = torch.randint(0, model.config.vocab_size, (1, 1024), device=device)
     for trace in (None, True):
         row(f"forward 1x1024, {'traced' if trace else 'untraced'}", interleaved_seconds({
-            "fused": on_device(lambda: model(idx, trace=trace), device),
-            "reference": on_device(reference(lambda: model(idx, trace=trace)), device)}, repeats))
+            "fused": timed(lambda: model(idx, trace=trace), device),
+            "reference": timed(reference(lambda: model(idx, trace=trace)), device)}, repeats))
 
 
 def query_blocks(model: GPT2, device: torch.device, repeats: int) -> None:
@@ -98,7 +88,7 @@ def query_blocks(model: GPT2, device: torch.device, repeats: int) -> None:
             def call(block=block):
                 fused.QUERY_BLOCK = block
                 model(idx, trace=True)
-            calls[f"block {block}"] = on_device(call, device)
+            calls[f"block {block}"] = timed(call, device)
         seconds = interleaved_seconds(calls, repeats)
         fused.QUERY_BLOCK = default
         print(f"traced forward {B}x{T} by query block: " + "  ".join(f"{k} {v * 1e3:8.1f} ms" for k, v in seconds.items()),

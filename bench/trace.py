@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (forward_flops_per_token, gpu_or_not_measured, gpu_peak_flops, interleaved_seconds,  # noqa: E402
-                    random_checkpoint)
+                    random_checkpoint, timed)
 
 from minigpt_geom import GPT2  # noqa: E402
 from minigpt_geom.attention import attend, merge_heads, split_heads  # noqa: E402
@@ -40,16 +40,6 @@ def plain_forward(model: GPT2, idx: torch.Tensor) -> torch.Tensor:
         x = x + block.attn.c_proj(merge_heads(attend(q, k, v)))
         x = x + block.mlp(block.ln_2(x)[0])
     return model.unembed(model.ln_f(x)[0])
-
-
-def timed(fn, device: torch.device):
-    """fn under inference mode, waiting for the GPU to finish."""
-    def call():
-        with torch.inference_mode():
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return call
 
 
 def load_transformer_lens(folder: Path, device: torch.device, dtype: torch.dtype):
