@@ -29,7 +29,7 @@ from bpe_files import write_vocab  # noqa: E402
 
 from minigpt_geom import GPT2Config, TraceRequest  # noqa: E402
 from minigpt_geom.analysis.lens import logit_lens  # noqa: E402
-from minigpt_geom.data import TokenData, tokenize_files, windows  # noqa: E402
+from minigpt_geom.data import TokenData, windows  # noqa: E402
 from minigpt_geom.tokenizer import Tokenizer  # noqa: E402
 from minigpt_geom.train import TrainSettings, new_model, train  # noqa: E402
 
@@ -55,7 +55,10 @@ def token_data(cache: Path, vocab: Path, max_files: int | None) -> TokenData:
     """The source tokenised (cached as .npy), the last 10% of ids held out."""
     path = cache / f"{vocab.name}-{max_files}.npy"
     if not path.is_file():
-        ids, _ = tokenize_files(stdlib_files()[:max_files], Tokenizer.from_pretrained(vocab))
+        tokenizer = Tokenizer.from_pretrained(vocab)
+        ids = np.array([i for path in stdlib_files()[:max_files]
+                        for i in tokenizer.encode_ordinary(path.read_text(encoding="utf-8")) + [tokenizer.eot_token]],
+                       dtype=np.uint16)
         np.save(path, ids)
     ids = np.load(path, mmap_mode="r")
     split = len(ids) - len(ids) // 10

@@ -22,7 +22,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -234,13 +234,16 @@ def process_windows(generator: torch.Generator, n_ids: int, settings: TrainSetti
 
 
 def load_corpus(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, processes: Processes | None = None,
-                *, val_fraction: float = 0.1, pattern: str = "*", cache_dir: str | os.PathLike | None = None,
-                progress: bool = True) -> TokenData:
-    """The token files of `corpus` (a prepared folder, or tokenised once into the cache by rank 0 alone)."""
+                *, cache_dir: str | os.PathLike | None = None, exclude: Iterable[str | os.PathLike] = (),
+                progress: bool = True, **tokenising) -> TokenData:
+    """The token files of `corpus` (a prepared folder, or tokenised once into the cache by rank 0 alone);
+    `exclude`: folders not read (the run's own); `tokenising`: data.prepare's val_fraction, pattern, split,
+    split_seed and backend."""
     processes = processes or Processes(0, 1, torch.device("cpu"))
-    folder = cache_folder(corpus, tokenizer_source, val_fraction=val_fraction, pattern=pattern, cache_dir=cache_dir)
+    backend = tokenising.pop("backend", "auto")  # the ids do not depend on it: not part of the cache's key
+    folder = cache_folder(corpus, tokenizer_source, cache_dir=cache_dir, exclude=exclude, **tokenising)
     if processes.main and not (folder / "meta.json").is_file():
-        prepare(corpus, tokenizer_source, folder, val_fraction=val_fraction, pattern=pattern, progress=progress)
+        prepare(corpus, tokenizer_source, folder, backend=backend, exclude=exclude, progress=progress, **tokenising)
     barrier(processes)
     return load_tokens(folder)
 

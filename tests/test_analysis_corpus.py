@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from minigpt_geom.analysis import corpus
-from minigpt_geom.analysis.corpus import MAX_PIECE_CHARS, corpus_windows, encode_plain, text_chunks
+from minigpt_geom import corpus
+from minigpt_geom.corpus import MAX_PIECE_CHARS, corpus_windows, encode_plain, text_chunks
 from minigpt_geom.analysis.text import encode_text
 from minigpt_geom.errors import InputError
 from minigpt_geom.tokenizer import Tokenizer

@@ -12,7 +12,7 @@ import torch
 from minigpt_geom.trace import TraceRequest
 
 from minigpt_geom import GPT2
-from minigpt_geom.analysis.corpus import corpus_files, corpus_windows, encode_plain, text_chunks, text_windows
+from minigpt_geom.corpus import corpus_files, corpus_windows, encode_plain, text_chunks, text_windows
 from minigpt_geom.analysis.drift import corpus_drift, drift_position_rows, text_drift
 from minigpt_geom.analysis.lens import lens_logits, logit_lens
 from minigpt_geom.analysis.text import encode_text, trace_text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..analysis.corpus import DEFAULT_PATTERN
+from ..corpus import DEFAULT_PATTERN
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
                make_output_folder, output_file, output_folder, positive_int, progress_bar, report_written,
                processes_for, require_matplotlib, whole_number, write_figure)
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Stream the corpus through the model; print the per-layer table, write the CSVs and figures."""
-    from ..analysis.corpus import corpus_bytes, corpus_files, corpus_windows
+    from ..corpus import corpus_bytes, corpus_files, corpus_windows
     from ..analysis.drift import corpus_drift, drift_position_rows, drift_rows, format_drift
     from ..analysis.tables import Table, write_csv
     from ..errors import InputError

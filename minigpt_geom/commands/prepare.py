@@ -3,16 +3,56 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
+from typing import Iterator
 
-from . import add_command
+from . import add_command, whole_number
+
+BACKENDS = ("auto", "reference", "fast")  # fast_tokenizer.BACKENDS, written here so that --help imports nothing
+SPLITS = ("documents", "last")  # data.SPLITS
 
 
 def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
-    """--val-fraction and --glob: how a corpus is split and which files of a folder are read."""
+    """--val-fraction, --val-split, --split-seed, --glob and --tokenizer-backend: how a corpus is read and split."""
     parser.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
-                        help="the last F of the tokens is held out for validation (default: 0.1)")
+                        help="about F of the tokens is held out for validation (default: 0.1)")
+    parser.add_argument("--val-split", choices=SPLITS, default="documents",
+                        help="documents: whole documents (files, or 1 MiB parts of longer ones) drawn at random with "
+                             "--split-seed; last: the last F of the tokens, i.e. the alphabetically last files "
+                             "(default: documents)")
+    parser.add_argument("--split-seed", type=whole_number, default=0, metavar="N",
+                        help="seed of the held-out documents' draw, apart from training's --seed (default: 0)")
     parser.add_argument("--glob", default="*", metavar="PATTERN",
                         help="files of a folder to read, at any depth, e.g. '*.py' (default: every UTF-8 file)")
+    parser.add_argument("--tokenizer-backend", choices=BACKENDS, default="auto",
+                        help="reference: the first-principles BPE; fast: Hugging Face `tokenizers` (pip install "
+                             "'minigpt-geom[fast]'), checked against the reference on a sample first; auto: fast if "
+                             "installed and it agrees (default: auto). Every core tokenises, either way.")
+
+
+def corpus_settings(args: argparse.Namespace) -> dict:
+    """The keyword arguments of data.prepare / data.cache_folder that the corpus options give."""
+    return dict(val_fraction=args.val_fraction, pattern=args.glob, split=args.val_split, split_seed=args.split_seed,
+                backend=args.tokenizer_backend)
+
+
+CORPUS_OPTIONS = {"pattern": "--glob", "val_fraction": "--val-fraction", "split": "--val-split",
+                  "tokenizer_backend": "--tokenizer-backend"}
+
+
+@contextmanager
+def corpus_options() -> Iterator[None]:
+    """Library errors about a corpus setting, with the option that sets it named."""
+    from ..errors import InputError
+
+    try:
+        yield
+    except InputError as error:
+        option = CORPUS_OPTIONS.get(error.field)
+        if option is None:
+            raise
+        hint = f": choose other files with {option}, e.g. {option} '*.py'" if error.field == "pattern" else f" ({option})"
+        raise InputError(f"{error}{hint}", field=error.field) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data import prepare
     from . import output_folder
 
-    data = prepare(args.corpus, args.tokenizer, output_folder(args.out), val_fraction=args.val_fraction,
-                   pattern=args.glob)
-    print(f"{len(data.meta['files'])} files: {len(data.train):,} training and {len(data.val):,} held-out tokens "
-          f"in {args.out}")
+    with corpus_options():
+        data = prepare(args.corpus, args.tokenizer, output_folder(args.out), **corpus_settings(args))
+    meta = data.meta
+    print(f"{len(meta['files'])} files ({meta['tokenizer_backend']} tokenizer): {len(data.train):,} training and "
+          f"{len(data.val):,} held-out tokens ({meta['val_documents']} of {meta['documents']} documents held out, "
+          f"split {meta['split']}) in {args.out}")
     return 0

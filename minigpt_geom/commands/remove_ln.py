@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from . import add_command, processes_for
-from .prepare import add_corpus_arguments
+from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 from .train import add_run_arguments, settings_from_arguments
 
 
@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = args.tokenizer or args.weights
     with processes_for(args) as processes:
         model = load_model(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)
-        data = load_corpus(args.corpus, tokenizer, processes, val_fraction=args.val_fraction, pattern=args.glob,
-                           progress=not args.no_progress)
+        with corpus_options():
+            data = load_corpus(args.corpus, tokenizer, processes, exclude=[args.out], progress=not args.no_progress,
+                               **corpus_settings(args))
         log = remove_layer_norm(model, data, tokenizer, args.out, settings, device=processes.device,
                                 resume=args.resume, progress=not args.no_progress)
     if processes.main:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 from . import add_command, positive_int, processes_for
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
-from .prepare import add_corpus_arguments
+from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 
 if TYPE_CHECKING:
     from ..train import TrainSettings
@@ -117,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_arguments(args)
     with processes_for(args) as processes:
         model, tokenizer_source = build_model(args)
-        data = load_corpus(args.corpus, tokenizer_source, processes, val_fraction=args.val_fraction,
-                           pattern=args.glob, cache_dir=args.data_cache, progress=not args.no_progress)
+        with corpus_options():
+            data = load_corpus(args.corpus, tokenizer_source, processes, cache_dir=args.data_cache, exclude=[args.out],
+                               progress=not args.no_progress, **corpus_settings(args))
         log = train(model, data, tokenizer_source, args.out, settings, device=processes.device, resume=args.resume,
                     progress=not args.no_progress)
     if processes.main:
