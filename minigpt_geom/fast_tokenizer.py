@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 from .corpus import PlainEncoder, encode_plain
 from .errors import InputError
 from .hub import resolve_file
-from .tokenizer import ENDOFTEXT, LONE_SURROGATE, Tokenizer
+from .tokenizer import ENDOFTEXT, Tokenizer, replace_lone_surrogates
 
 BACKENDS = ("auto", "reference", "fast")
 SAMPLE_DOCUMENTS = 4  # documents drawn for the check at start
@@ -62,9 +62,10 @@ class FastTokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text`, special-token text as plain text: the ids of Tokenizer.encode_ordinary."""
-        if LONE_SURROGATE.search(text):  # no UTF-8 form: U+FFFD instead, as the reference does
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        try:
+            return self._tokenizer.encode(text, add_special_tokens=False).ids
+        except TypeError:  # "must be str": a lone surrogate has no UTF-8 form; U+FFFD instead, as the reference does
+            return self._tokenizer.encode(replace_lone_surrogates(text), add_special_tokens=False).ids
 
 
 def fast_available() -> bool:
