@@ -39,6 +39,7 @@ DEFAULT_PATTERN = "*.txt"
 CHUNK_BYTES = 1 << 16  # read 64 KiB at a time: a few batches of windows, so progress moves in small steps
 MAX_CARRY_CHARS = 1 << 20  # longest stretch kept waiting for a safe cut
 MAX_PIECE_CHARS = 256  # longest piece encoded whole (GPT-2's longest token is far shorter)
+MAX_RUN_CHARS = 1 << 16  # longest run of pieces given to the tokenizer at once (its memory grows with the text)
 SAFE_CUT = regex.compile(r"(?r)\s(?=\S)")  # searched from the end: the last place a new piece starts
 PIECE = regex.compile(GPT2_PATTERN)
 LONG_RUN = regex.compile(rf"\S{{{MAX_PIECE_CHARS}}}|\s{{{MAX_PIECE_CHARS}}}")  # every longer piece holds one
@@ -97,6 +98,9 @@ def encode_plain(tokenizer: PlainEncoder, text: str) -> list[int]:
     ids: list[int] = []
     start = 0  # where the current run of short pieces begins
     for piece in PIECE.finditer(text):
+        if piece.start() - start >= MAX_RUN_CHARS:  # a text without whitespace: encode it in runs of bounded length
+            ids.extend(tokenizer.encode_ordinary(text[start:piece.start()]))
+            start = piece.start()
         if piece.end() - piece.start() > MAX_PIECE_CHARS:
             if start < piece.start():
                 ids.extend(tokenizer.encode_ordinary(text[start:piece.start()]))

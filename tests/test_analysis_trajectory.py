@@ -330,7 +330,7 @@ def test_drift_command(tiny_checkpoint, tmp_path, capsys):
         (corpus / f"{i}.txt").write_text(text, encoding="utf-8")
     out = tmp_path / "drift"
     assert main(["drift", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(out), "--context", "16",
-                 "--batch-size", "3"]) == 0
+                 "--batch-size", "3", "--logprobs"]) == 0
     rows = csv_rows(out / "drift.csv")
     assert [int(r["layer"]) for r in rows] == [0, 1, 2]
     assert {"drift", "logp_next", "logp_current"} <= set(rows[0])

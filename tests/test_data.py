@@ -112,8 +112,9 @@ def test_the_backend_is_checked_on_a_sample_of_the_corpus(corpus, tiny_checkpoin
     texts = [path.read_bytes().decode("utf-8") for path in files]
     assert len(sample) == 5  # the probe, then stretches of 4 random files (a cut character becomes U+FFFD)
     assert all(any(text.strip("\ufffd") in whole for whole in texts) for text in sample[1:])
-    assert choose_backend(tiny_checkpoint, "auto", files) == "fast"
+    assert choose_backend(tiny_checkpoint, "fast", files) == "fast"  # it agrees on the sample
     assert choose_backend(tiny_checkpoint, "reference", files) == "reference"
+    assert choose_backend(tiny_checkpoint, "auto", files) in ("fast", "reference")  # the faster on the sample
     encode = FastTokenizer.encode_ordinary
     monkeypatch.setattr(FastTokenizer, "encode_ordinary", lambda self, text: [*encode(self, text)[:-1], 0])
     with pytest.raises(InputError, match="disagrees with the reference"):

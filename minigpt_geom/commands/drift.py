@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..corpus import DEFAULT_PATTERN
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
                make_output_folder, output_file, output_folder, positive_int, progress_bar, report_written,
                processes_for, require_matplotlib, whole_number, write_figure)
+from .prepare import add_backend_argument, corpus_options
 
 
 def context_length(text: str) -> int:
@@ -32,8 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="window length in tokens (default: the model's context)")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass (default: 4)")
     parser.add_argument("--max-windows", type=positive_int, default=None, help="stop after this many windows (of each process, under torchrun)")
-    parser.add_argument("--no-logprobs", action="store_true",
-                        help="skip log p(next), log p(current): they need every layer's full softmax (~3x the time)")
+    parser.add_argument("--logprobs", action="store_true",
+                        help="also log p(next), log p(current) per layer: every layer's full-vocabulary softmax, "
+                             "LOGPROB_COST (bench/analyses.py --only drift)")
+    add_backend_argument(parser)
     add_figure_arguments(parser)
     return parser
 
@@ -41,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Stream the corpus through the model; print the per-layer table, write the CSVs and figures."""
     from ..corpus import corpus_bytes, corpus_files, corpus_windows
+    from ..fast_tokenizer import corpus_tokenizer
     from ..analysis.drift import corpus_drift, drift_position_rows, drift_rows, format_drift
     from ..analysis.tables import Table, write_csv
     from ..errors import InputError
@@ -48,15 +53,19 @@ def run(args: argparse.Namespace) -> int:
     require_matplotlib(args)
     with processes_for(args) as processes:  # under torchrun: this process's rank, device and share of the files
         args.device, args.quiet = str(processes.device), args.quiet or not processes.main
-        files = corpus_files(args.corpus, args.pattern)[processes.rank::processes.world]  # windows never cross files
+        with corpus_options({"pattern": "--pattern"}):
+            files = corpus_files(args.corpus, args.pattern)[processes.rank::processes.world]  # windows never cross files
         out = output_folder(args.out)
         model, tokenizer = load_model_and_tokenizer(args)
+        with corpus_options():  # the fast tokenizer where it gives the reference's ids on a sample of the corpus
+            source = args.tokenizer or (Path(args.weights).parent if Path(args.weights).is_file() else args.weights)
+            tokenizer = corpus_tokenizer(source, args.tokenizer_backend, files, tokenizer)
         context = args.context or model.config.n_ctx
         if context > model.config.n_ctx:
             raise InputError(f"--context must be at most the model's context {model.config.n_ctx}, got {context}")
         with progress_bar(args, corpus_bytes(files), f"drift over {len(files)} file(s)", unit="B") as bar:
             windows = corpus_windows(files, tokenizer, context, progress=bar)
-            result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
+            result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=args.logprobs,
                                   max_windows=args.max_windows)
     if not processes.main:  # rank 0 prints and writes the merged statistics
         return 0

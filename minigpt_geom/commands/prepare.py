@@ -24,10 +24,15 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the held-out documents' draw, apart from training's --seed (default: 0)")
     parser.add_argument("--glob", default="*", metavar="PATTERN",
                         help="files of a folder to read, at any depth, e.g. '*.py' (default: every UTF-8 file)")
+    add_backend_argument(parser)
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """--tokenizer-backend: which tokenizer reads a corpus (the ids are the same)."""
     parser.add_argument("--tokenizer-backend", choices=BACKENDS, default="auto",
                         help="reference: the first-principles BPE; fast: Hugging Face `tokenizers` (pip install "
                              "'minigpt-geom[fast]'), checked against the reference on a sample first; auto: fast if "
-                             "installed and it agrees (default: auto). Every core tokenises, either way.")
+                             "installed and it agrees (default: auto)")
 
 
 def corpus_settings(args: argparse.Namespace) -> dict:
@@ -41,14 +46,14 @@ CORPUS_OPTIONS = {"pattern": "--glob", "val_fraction": "--val-fraction", "split"
 
 
 @contextmanager
-def corpus_options() -> Iterator[None]:
-    """Library errors about a corpus setting, with the option that sets it named."""
+def corpus_options(names: dict[str, str] | None = None) -> Iterator[None]:
+    """Library errors about a corpus setting, with the option that sets it named (`names`: this command's own)."""
     from ..errors import InputError
 
     try:
         yield
     except InputError as error:
-        option = CORPUS_OPTIONS.get(error.field)
+        option = {**CORPUS_OPTIONS, **(names or {})}.get(error.field)
         if option is None:
             raise
         hint = f": choose other files with {option}, e.g. {option} '*.py'" if error.field == "pattern" else f" ({option})"
