@@ -215,6 +215,7 @@ def write_split(ids_file: Path, out: Path, counts: np.ndarray, val_fraction: flo
             raise InputError(f"the corpus {corpus} is only {total} tokens long: too short to split")
         train, val = [(0, cut)], [(cut, total)]
         meta = {"split": "last", "documents": len(counts), "val_documents": 0}
+    (out / "meta.json").unlink(missing_ok=True)  # earlier token files here: incomplete until the new meta.json
     write_ranges(out / "train.bin", ids, train)
     write_ranges(out / "val.bin", ids, val)
     del ids  # unmap before the temporary is removed
