@@ -172,8 +172,8 @@ def test_a_damaged_token_cache_is_refused_in_one_line(damaged, damage, problem, 
 
 def test_prepare_names_its_options_in_errors(corpus, tiny_checkpoint, tmp_path, capsys):
     assert main(["prepare", str(corpus), "-o", str(tmp_path / "out"), "--tokenizer", str(tiny_checkpoint),
-                 "--glob", "*.none"]) == 2
-    assert "--glob" in capsys.readouterr().err
+                 "--pattern", "*.none"]) == 2
+    assert "--pattern" in capsys.readouterr().err
     assert main(["prepare", str(corpus), "-o", str(tmp_path / "out"), "--tokenizer", str(tiny_checkpoint),
                  "--tokenizer-backend", "reference", "--val-split", "last"]) == 0
     assert "reference tokenizer" in capsys.readouterr().out

@@ -6,14 +6,16 @@ import argparse
 from contextlib import contextmanager
 from typing import Iterator
 
-from . import add_command, whole_number
+from . import add_command, add_pattern_argument, add_quiet_argument, show_progress, whole_number
+
+SUMMARY = "tokenise a corpus for training"
 
 BACKENDS = ("auto", "reference", "fast")  # fast_tokenizer.BACKENDS, written here so that --help imports nothing
 SPLITS = ("documents", "last")  # data.SPLITS
 
 
 def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
-    """--val-fraction, --val-split, --split-seed, --glob and --tokenizer-backend: how a corpus is read and split."""
+    """--val-fraction, --val-split, --split-seed, --pattern and --tokenizer-backend: how a corpus is read and split."""
     parser.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                         help="about F of the tokens is held out for validation (default: 0.1)")
     parser.add_argument("--val-split", choices=SPLITS, default="documents",
@@ -22,8 +24,7 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: documents)")
     parser.add_argument("--split-seed", type=whole_number, default=0, metavar="N",
                         help="seed of the held-out documents' draw, apart from training's --seed (default: 0)")
-    parser.add_argument("--glob", default="*", metavar="PATTERN",
-                        help="files of a folder to read, at any depth, e.g. '*.py' (default: every UTF-8 file)")
+    add_pattern_argument(parser)
     add_backend_argument(parser)
 
 
@@ -37,23 +38,23 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
 
 def corpus_settings(args: argparse.Namespace) -> dict:
     """The keyword arguments of data.prepare / data.cache_folder that the corpus options give."""
-    return dict(val_fraction=args.val_fraction, pattern=args.glob, split=args.val_split, split_seed=args.split_seed,
+    return dict(val_fraction=args.val_fraction, pattern=args.pattern, split=args.val_split, split_seed=args.split_seed,
                 backend=args.tokenizer_backend)
 
 
-CORPUS_OPTIONS = {"pattern": "--glob", "val_fraction": "--val-fraction", "split": "--val-split",
+CORPUS_OPTIONS = {"pattern": "--pattern", "val_fraction": "--val-fraction", "split": "--val-split",
                   "tokenizer_backend": "--tokenizer-backend"}
 
 
 @contextmanager
-def corpus_options(names: dict[str, str] | None = None) -> Iterator[None]:
-    """Library errors about a corpus setting, with the option that sets it named (`names`: this command's own)."""
+def corpus_options() -> Iterator[None]:
+    """Library errors about a corpus setting, with the option that sets it named."""
     from ..errors import InputError
 
     try:
         yield
     except InputError as error:
-        option = {**CORPUS_OPTIONS, **(names or {})}.get(error.field)
+        option = CORPUS_OPTIONS.get(error.field)
         if option is None:
             raise
         hint = f": choose other files with {option}, e.g. {option} '*.py'" if error.field == "pattern" else f" ({option})"
@@ -62,12 +63,13 @@ def corpus_options(names: dict[str, str] | None = None) -> Iterator[None]:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `prepare` subcommand."""
-    parser = add_command(subparsers, "prepare", "tokenise a corpus for training", __doc__.split(":", 1)[1].strip())
+    parser = add_command(subparsers, "prepare", SUMMARY, __doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, or a folder of them")
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for train.bin, val.bin, meta.json")
     parser.add_argument("--tokenizer", default="gpt2", metavar="SOURCE",
                         help="where vocab.json and merges.txt are (default: gpt2)")
     add_corpus_arguments(parser)
+    add_quiet_argument(parser)
     return parser
 
 
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from . import output_folder
 
     with corpus_options():
-        data = prepare(args.corpus, args.tokenizer, output_folder(args.out), **corpus_settings(args))
+        data = prepare(args.corpus, args.tokenizer, output_folder(args.out), progress=show_progress(args),
+                       **corpus_settings(args))
     meta = data.meta
     print(f"{len(meta['files'])} files ({meta['tokenizer_backend']} tokenizer): {len(data.train):,} training and "
           f"{len(data.val):,} held-out tokens ({meta['val_documents']} of {meta['documents']} documents held out, "
