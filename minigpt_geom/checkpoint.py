@@ -387,7 +387,7 @@ def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str |
     check_tensors(path, entries, lm_head, config, chosen)  # every name and shape, before memory is spent on a model
     ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps)
     with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
-        model = cls(config, norm=chosen).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
+        model = cls(config, norm=chosen, seed=None).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
     load_weights(model, path, entries, lm_head)
     if ln_free:
         warnings.warn(f"{path}: layer norm is switched off inside this file (ε = {config.ln_eps:g}); loaded as an "
