@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,17 +126,23 @@ def umask() -> int:
 
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends (a checkpoint is finished, then the signal acts)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError):  # no pthread_sigmask on this platform: nothing to hold
+    """SIGINT and SIGTERM wait until the block ends (a checkpoint is finished), then act as they would have.
+
+    Python runs signal handlers in the main thread only, so a handler that notes the signal holds it whatever
+    thread the kernel delivered it to (a signal mask would hold it for one thread alone)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def replace_link(link: Path, target: str) -> None:

@@ -114,7 +114,8 @@ def settings_from_saved(saved: dict, changes: dict) -> TrainSettings:
     for name, value in changes.items():
         if value != values.get(name, known[name].default) and name not in RESUMABLE_CHANGES:
             raise SettingError(name, f"was {values.get(name, known[name].default)!r} in the saved run, so it "
-                               f"cannot be {value!r} on resume (only {', '.join(RESUMABLE_CHANGES)} can change)")
+                               f"cannot be {value!r} on resume (a resumed run may change only its length, evaluations, "
+                               f"samples, log interval, micro-batch and compilation)")
         values[name] = value
     return TrainSettings(**values)
 

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -24,46 +23,10 @@ from minigpt_geom.data import load_tokens, prepare, windows
 from minigpt_geom.export import norm_spec
 from minigpt_geom.tokenizer import Tokenizer
 from minigpt_geom.train import TrainSettings, learning_rate, load_corpus, make_optimizer, read_log, train
+from tiny_training import FAST, STDLIB_FILES, run, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
-STDLIB_FILES = ["textwrap.py", "string.py", "shlex.py", "fnmatch.py", "bisect.py", "heapq.py"]
-SHAPE = dict(n_layer=2, n_head=2, n_embd=32, n_ctx=64)
-FAST = dict(batch_size=8, learning_rate=3e-3, warmup_steps=2, eval_windows=16, sample_tokens=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from a second thread, and lose much when other work shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """A folder with a few files of the Python standard library's source (every machine has them)."""
-    folder = tmp_path_factory.mktemp("corpus")
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for name in STDLIB_FILES:
-        shutil.copy(stdlib / name, folder / name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tokens(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
-    """The corpus tokenised with the tests' tiny trained vocabulary (300 ids)."""
-    folder = tmp_path_factory.mktemp("tokens")
-    prepare(corpus, tiny_checkpoint, folder, progress=False)
-    return folder
-
-
-def tiny_model(norm="layernorm", seed=0) -> GPT2:
-    return GPT2(GPT2Config(vocab_size=300, **SHAPE), norm=norm, seed=seed)
-
-
-def run(model, tokens, tokenizer, out, **settings) -> list:
-    return train(model, load_tokens(tokens), tokenizer, out, TrainSettings(**{**FAST, **settings}), progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- data -----------------------------------------------------------------------------------------
