@@ -20,6 +20,7 @@ import csv
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
@@ -41,7 +42,11 @@ from .memory import check_fits, training_bytes
 from .model import GPT2
 from .sphere import SphereNorm
 from .tokenizer import Tokenizer
-from .train_settings import SettingError, TrainSettings, learning_rate
+from .train_settings import SettingError, TrainSettings, learning_rate, schedule_warning
+
+
+class ScheduleWarning(UserWarning):
+    """The run is too short for its schedule: the learning rate never reaches its peak."""
 
 
 class TrainingStopped(MiniGPTGeomError):
@@ -260,6 +265,8 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     agree({**asdict(settings), "model": asdict(model.config), "norm": norm_spec(model), "resume": resume,
            "data": [len(data.train), len(data.val)]}, processes)
     check_run(model, data, settings, context, micro_batch, processes)
+    if processes.main and (warning := schedule_warning(settings)):
+        warnings.warn(warning, ScheduleWarning, stacklevel=2)
     lock = folder_lock(out) if processes.main else nullcontext()
     with lock:
         return run_steps(model, data, tokenizer_source, out, settings, processes, context, micro_batch,

@@ -75,7 +75,7 @@ def test_corpus_cache_is_reused_until_a_file_changes(corpus, tiny_checkpoint, tm
 # ---- initialisation and optimiser -------------------------------------------------------------------
 
 
-def test_initialisation_has_the_statistics_of_transformers_gpt2():
+def test_a_new_gpt2_is_initialised_as_transformers_gpt2_and_works():
     config = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_ctx=256, vocab_size=1000)
     ours = dict(GPT2(config, seed=1).named_parameters())
     torch.manual_seed(1)
@@ -89,6 +89,11 @@ def test_initialisation_has_the_statistics_of_transformers_gpt2():
         else:
             assert torch.equal(mine, p.detach()), name  # biases 0, γ 1, β 0
     assert math.isclose(ours["h.0.attn.c_proj.weight"].std().item(), 0.02 / math.sqrt(8), rel_tol=0.05)
+    with torch.no_grad():  # a working model as built: finite logits near the uniform distribution's
+        logits = GPT2(config, norm="dyt")(torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0)))
+    assert torch.isfinite(logits).all()
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.zeros(32, dtype=torch.long))
+    assert abs(loss.item() - math.log(1000)) < 0.1
 
 
 def test_learning_rate_is_warmup_then_cosine_as_torch_schedulers():

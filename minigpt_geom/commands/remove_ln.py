@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import InputError
 from . import add_command, processes_for
 from .prepare import add_corpus_arguments
-from .train import add_run_arguments, options_named, settings_from_arguments
+from .train import add_run_arguments, one_line_warnings, options_named, settings_from_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_arguments(run_args)
     check_new_output(args.out, resume=args.resume, overwrite=args.overwrite)  # before any work
     tokenizer = args.tokenizer or args.weights
-    with processes_for(args) as processes, options_named():
+    with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
         model = GPT2.from_pretrained(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)
         check_removable(model)
         data = load_corpus(args.corpus, tokenizer, processes, val_fraction=args.val_fraction, pattern=args.glob,
