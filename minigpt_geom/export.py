@@ -53,7 +53,6 @@ CHECKPOINT_LINK = "checkpoint"  # DIR/checkpoint -> the current checkpoint folde
 MODEL_FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # linked from DIR, in writing order
 CHECKPOINT_FOLDER = re.compile(r"\.?(step-[0-9]+|model)(\.[0-9]+)?(\.tmp)?")  # our folders, current or abandoned
 LOCK_FILE = "run.lock"
-STATE_JSON_BYTES = 2**20  # trainer_state.json is about 1 KB
 
 
 # ---- the model files -------------------------------------------------------------------------------
