@@ -126,7 +126,7 @@ def strip_prefix(name: str) -> str:
     return name.removeprefix("transformer.")
 
 
-def model_entries(path: Path, header: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+def model_entries(path: Path, header: dict[str, TensorInfo], untied: bool = False) -> dict[str, TensorInfo]:
     """Our parameter name -> tensor, for every tensor but the mask buffers and a tied lm_head."""
     entries, seen = {}, set()
     for name, info in header.items():
@@ -134,9 +134,15 @@ def model_entries(path: Path, header: dict[str, TensorInfo]) -> dict[str, Tensor
         if ours in seen:
             raise CheckpointError(f"{path}: tensor {ours!r} appears twice (with and without 'transformer.')")
         seen.add(ours)
-        if not MASK_BUFFER.fullmatch(ours) and ours != "lm_head.weight":
+        if not MASK_BUFFER.fullmatch(ours) and (untied or ours != "lm_head.weight"):
             entries[ours] = info
     return entries
+
+
+def is_untied(config_file: ConfigFile | None) -> bool:
+    """True when config.json says the unembedding is not the token embedding (a folded or LN-free model saved):
+    the file then holds lm_head.weight [vocab, d] and lm_head.bias [vocab] of its own."""
+    return config_file is not None and config_file.values.get("tie_word_embeddings", True) is False
 
 
 def lm_head_entry(header: dict[str, TensorInfo]) -> TensorInfo | None:
@@ -248,11 +254,13 @@ def infer_config(path: Path, entries: dict[str, TensorInfo], config_file: Config
     return config
 
 
-def variant_shapes(config: GPT2Config, norm: NormSpec) -> dict[str, tuple[int, ...]]:
-    """The learned scalars of the norm variants, `h.0.ln_1.alpha`: [] each. A file may hold them or not
-    (a checkpoint trained with layer norm has none: they start at the variant's initial values)."""
+def optional_shapes(config: GPT2Config, norm: NormSpec, untied: bool) -> dict[str, tuple[int, ...]]:
+    """Tensors a file may hold or not: the norm variants' learned scalars, `h.0.ln_1.alpha`, [] each (a
+    checkpoint trained with layer norm has none: they start at the variant's initial values), and an untied
+    unembedding's bias (transformers writes none: it starts at 0)."""
     sites = [f"h.{i}.{kind}" for i in range(config.n_layer) for kind in ("ln_1", "ln_2")] + ["ln_f"]
-    return {f"{site}.{name}": () for site in sites for name in norm_for_site(norm, site).parameters}
+    shapes = {f"{site}.{name}": () for site in sites for name in norm_for_site(norm, site).parameters}
+    return shapes | ({"lm_head.bias": (config.vocab_size,)} if untied else {})
 
 
 def checkpoint_norm(config_file: ConfigFile | None) -> NormSpec | None:
@@ -274,10 +282,11 @@ def checkpoint_norm(config_file: ConfigFile | None) -> NormSpec | None:
 
 
 def check_tensors(path: Path, entries: dict[str, TensorInfo], lm_head: TensorInfo | None,
-                  config: GPT2Config, norm: NormSpec = "layernorm") -> None:
+                  config: GPT2Config, norm: NormSpec = "layernorm", untied: bool = False) -> None:
     """Refuse the file unless its names, shapes and dtypes are those of a GPT-2 of `config` (nothing is built)."""
-    optional = variant_shapes(config, norm)
-    expected = expected_shapes(config) | {name: shape for name, shape in optional.items() if name in entries}
+    optional = optional_shapes(config, norm, untied)
+    expected = expected_shapes(config) | ({"lm_head.weight": (config.vocab_size, config.n_embd)} if untied else {})
+    expected |= {name: shape for name, shape in optional.items() if name in entries}
     missing = [name for name in expected if name not in entries]
     unexpected = [name for name in entries if name not in expected]
     if missing or unexpected:
@@ -379,15 +388,18 @@ def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str |
     in the LN-free convention (ε ≥ 1e10) then loads as the exact norm="none" model it stands for."""
     path, config_file = checkpoint_files(source)
     header = read_header(path)
-    entries = model_entries(path, header)
+    untied = is_untied(config_file)
+    entries = model_entries(path, header, untied)
     config = infer_config(path, entries, config_file)
-    lm_head = lm_head_entry(header)
+    lm_head = None if untied else lm_head_entry(header)
     stated = checkpoint_norm(config_file)
     chosen = norm if norm is not None else stated or "layernorm"
-    check_tensors(path, entries, lm_head, config, chosen)  # every name and shape, before memory is spent on a model
-    ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps)
+    check_tensors(path, entries, lm_head, config, chosen, untied)  # every name and shape, before any memory is spent
+    ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps) and not untied
     with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
         model = cls(config, norm=chosen, seed=None).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
+        if untied:
+            model.lm_head.untie(model.wte.weight)  # W and b are then filled from lm_head.weight, lm_head.bias
     load_weights(model, path, entries, lm_head)
     if ln_free:
         warnings.warn(f"{path}: layer norm is switched off inside this file (ε = {config.ln_eps:g}); loaded as an "

@@ -65,7 +65,7 @@ def norm_spec(model: GPT2) -> NormSpec:
     return names.pop() if len(names) == 1 else sites
 
 
-def config_json(config: GPT2Config, norm: NormSpec, eot_id: int | None) -> dict:
+def config_json(config: GPT2Config, norm: NormSpec, eot_id: int | None, tied: bool = True) -> dict:
     """transformers' GPT2Config as JSON for our shape (no dropout: we train without it)."""
     fields = {
         "model_type": "gpt2",
@@ -81,7 +81,7 @@ def config_json(config: GPT2Config, norm: NormSpec, eot_id: int | None) -> dict:
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": tied,  # False after a fold: lm_head.weight and lm_head.bias are in the file
     }
     if eot_id is not None:
         fields.update(bos_token_id=eot_id, eos_token_id=eot_id)
@@ -97,9 +97,7 @@ def write_json(path: Path, value: dict) -> None:
 
 def write_model_files(model: GPT2, folder: Path, tokenizer_source: str | os.PathLike, eot_id: int | None) -> None:
     """config.json, the tokenizer's vocab.json + merges.txt, then model.safetensors, into `folder`."""
-    if model.is_folded:
-        raise CheckpointError("a model with folded layer norms has no GPT-2 layout; save it before fold_ln")
-    write_json(folder / "config.json", config_json(model.config, norm_spec(model), eot_id))
+    write_json(folder / "config.json", config_json(model.config, norm_spec(model), eot_id, model.lm_head.tied))
     for name in ("vocab.json", "merges.txt"):
         shutil.copyfile(resolve_file(tokenizer_source, name), folder / name)
     tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters()}

@@ -120,7 +120,7 @@ class Trace:
 
     @property
     def angular_path(self) -> Tensor:
-        """[L, B, T] cumulative angle travelled along the sphere after each block (radians)."""
+        """[L, B, T] cumulative angle travelled after each block (radians), in the geometry of each block's ln_1."""
         return self.residual.angle.cumsum(dim=0)
 
     def layer(self, index: int) -> BlockDiagnostics:

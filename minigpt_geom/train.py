@@ -356,16 +356,13 @@ def logged(row: LogRow, settings: TrainSettings) -> bool:
 def check_run(model: GPT2, data: TokenData, settings: TrainSettings, context: int, micro_batch: int,
               processes: Processes) -> None:
     """InputError for a run that cannot start: shapes that do not divide, windows longer than the data, a step
-    that cannot fit in memory, a model saved without its layer norms' layout."""
+    that cannot fit in memory."""
     if context > model.config.n_ctx:
         raise SettingError("context", f"({context} tokens) is longer than the model's context of "
                            f"{model.config.n_ctx}")
     if settings.batch_size % (micro_batch * processes.world):
         raise SettingError("batch_size", f"({settings.batch_size} windows) does not split into micro-batches of "
                            f"{micro_batch} on {processes.world} process(es)")
-    if model.is_folded or model.unembed_weight is not None:
-        raise InputError("this model's layer norms are folded into its weights (an LN-free checkpoint loads so): "
-                         "it has no GPT-2 layout to train and save; train the model it came from")
     check_fits(training_bytes(model.config, micro_batch, context), processes.device,
                f"a training step of micro-batch {micro_batch} × {context} tokens")
     if data.meta["vocab_size"] > model.config.vocab_size:  # every id < vocab_size: no check at each step

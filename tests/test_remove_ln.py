@@ -108,16 +108,26 @@ def test_remove_ln_says_an_ln_free_model_has_no_layer_norm_to_remove(removed, co
     assert "has no layer norm to remove (its sites are none)" in err and len(err.splitlines()) == 1
 
 
-def test_train_says_why_it_cannot_train_an_ln_free_checkpoint(removed, corpus, tmp_path, capsys):
+def test_train_fine_tunes_an_ln_free_checkpoint_and_saves_what_loads_back(removed, corpus, tmp_path, capsys):
     from minigpt_geom.cli import main
 
     _, ln_free, _ = removed
-    argv = ["train", str(corpus), "--weights", str(ln_free), "-o", str(tmp_path / "again"), "--steps", "2",
-            "--glob", "*.py", "--no-progress"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "layer norms are folded into its weights" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "again").exists()
+    out = tmp_path / "again"
+    argv = ["train", str(corpus), "--weights", str(ln_free), "-o", str(out), "--steps", "4", "--warmup", "1",
+            "--batch-size", "4", "--context", "32", "--eval-interval", "2", "--eval-windows", "4",
+            "--sample-tokens", "0", "--glob", "*.py", "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    with pytest.warns(UserWarning, match="switched off"):
+        before = GPT2.from_pretrained(ln_free)
+    after = GPT2.from_pretrained(out)  # the norm="none" model with its own unembedding, as trained
+    assert all(after.get_submodule(site).variant.name == "none" for site in sites(after))
+    assert not after.lm_head.tied and not torch.equal(after.lm_head.weight, before.lm_head.weight)
+    idx = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.isfinite(after(idx)).all()
+    assert main(argv[:-1] + ["--resume", "--steps", "6", "--no-progress"]) == 2  # --weights with --resume
+    assert main(["train", str(corpus), "-o", str(out), "--resume", "--steps", "6", "--glob", "*.py",
+                 "--no-progress"]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train", "remove-ln"])

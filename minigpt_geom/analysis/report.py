@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..model import GPT2
+from ..sphere import geometry_summary
 from . import plots
 from .circuits import check_head, check_layer, head_pattern, head_weights
 from .drift import text_drift
@@ -162,6 +163,7 @@ def build_report(
     pattern = head_pattern(head_weights(model, layer, head), x_hat)  # [T, T], this head only
     step()
     title = title or f"Traveling words: {text[:60]}"
+    geometry = geometry_summary({name: site.variant for name, site in model.norm_sites().items()})
     shown = words[highlight]
 
     intro = (
@@ -170,21 +172,23 @@ def build_report(
         f"expects to be followed by {html.escape(repr(trajectory.prediction_word))}):</p>\n"
         f"<p>{tokens_html(words, highlight)}</p>\n"
         f"<p class=caption>Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, "
-        f"context {config.n_ctx}, vocabulary {config.vocab_size}. Layer l = 0 is the embedding x_0; "
-        f"every state is decoded as LN_f(x_l) Eᵀ with its own layer-norm statistics (the logit lens).</p>"
+        f"context {config.n_ctx}, vocabulary {config.vocab_size}; norms: {html.escape(geometry)}. "
+        f"Layer l = 0 is the embedding x_0; every state is decoded as the output head decodes x_L, through ln_f "
+        f"and the unembedding (the logit lens).</p>"
     )
     img = lambda fig, alt: figure_img(fig, alt, dpi)  # noqa: E731
     sections = [
         section("Trajectories (static view)", img(plots.trajectory_figure(trajectory), "3-D trajectories")),
         section(f"Logit lens of {shown!r}", lens_table_html(lens, highlight, decode),
                 "rank 1 = the final prediction is the layer's top word; KL(final ‖ layer) = "
-                "Σ_v p_L(v) log(p_L(v)/p_l(v)) in nats; step and path: angle travelled along the sphere."),
+                "Σ_v p_L(v) log(p_L(v)/p_l(v)) in nats; step and path: angle travelled, in radians, in the "
+                "model's own geometry."),
         section("Logit lens of every position", lens_grid_html(lens, words, decode),
                 "Each cell: the top word of LN_f(x_l) Eᵀ at that position (row) and layer (column), shaded by its "
                 "probability, bold where it is the final prediction; hover for the top words."),
         section("Norms and radii across layers", img(plots.norm_profile_figure(trace), "norm profile"),
-                f"Layer norm puts every block's input on the sphere of radius √d = {math.sqrt(config.n_embd):.2f} "
-                "in the hyperplane H ⟂ 1, whatever ‖x_l‖ grows to."),
+                f"Where the sites put each block's input: {html.escape(geometry)} (√d = "
+                f"{math.sqrt(config.n_embd):.2f}); the radius is ‖x̂‖, the point before γ and β."),
         section(f"Attention pattern, layer {layer} head {head}",
                 img(plots.attention_figure(pattern, words, layer, head), "attention")),
     ]
@@ -194,7 +198,8 @@ def build_report(
         sections.append(section("Drift towards the next word along this text", img(plots.drift_figure(drift), "drift"),
                                 "Per layer, the mean over positions of LN_f(x_l[t]) · (e_{t+1} − e_t) "
                                 "= log p_l(next word) − log p_l(current word)."))
-    caption = (f"LN_f(x_l) of every token at every layer, projected to 3-D by {trajectory.method.upper()}; "
+    caption = (f"ln_f(x_l) of every token at every layer (ln_f is {model.ln_f.variant.name}: "
+               f"{html.escape(model.ln_f.variant.geometry.output_set)}), projected to 3-D by {trajectory.method.upper()}; "
                f"colour = layer; the red path is {html.escape(repr(shown))}, the star the embedding of its "
                f"predicted word {html.escape(repr(trajectory.prediction_word))}.")
     step()

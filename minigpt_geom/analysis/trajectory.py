@@ -1,7 +1,8 @@
 """Experiment 4: the trajectory of each word on the sphere, LN_f(x_0), …, LN_f(x_L), seen in 3-D.
 
-Every token's residual state at every layer is read the way the output head reads it, LN_f(x_l) (with
-ln_f's γ and β, so the points live where the unembedding looks for nearest words), and all the
+Every token's residual state at every layer is read the way the output head reads it, LN_f(x_l) (ln_f's own
+module with its γ and β, so the points live where the unembedding looks for nearest words; for a model
+without normalisation that is x_l itself, and `Trajectory.points` names what the points are), and all the
 (L+1)·T points are projected to 3-D:
 
   - PCA (default, deterministic): centre the points, take the top 3 right singular vectors of the
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from ..errors import InputError, MiniGPTGeomError
 from ..model import GPT2
-from .circuits import check_unfolded
+from ..sphere import map_label
 
 PAPER_WORD = " one"  # the word whose path the paper draws
 UMAP_VOCAB_FIT = 10_000  # the paper fits UMAP on the first 10,000 normalised embeddings
@@ -45,14 +46,13 @@ class Trajectory:
     prediction_coord: np.ndarray  # [3] projected LN_f(e_pred)
     method: str  # "pca" or "umap (fit on ...)"
     explained_variance: np.ndarray | None = None  # [3] s_i²/Σ s² of the centred points (PCA); None for UMAP
+    points: str = r"$\mathrm{LN}_{f}(x_l)$"  # mathtext for what was projected: ln_f's map of x_l in its variant
 
 
 @torch.inference_mode()
 def ln_f_points(model: GPT2, states: Tensor) -> Tensor:
-    """x_l [..., d] -> LN_f(x_l) = γ ⊙ sphere point + β [..., d], each state with its own statistics.
-
-    These are points of ln_f's ellipsoid, not the bare sphere points of sphere.py, so γ and β must not be folded."""
-    check_unfolded(model)
+    """x_l [..., d] -> ln_f(x_l) [..., d] by ln_f's own module: γ ⊙ sphere point + β for layer norm, each state
+    with its own statistics; x_l itself without normalisation."""
     return model.ln_f(states)[0]
 
 
@@ -156,6 +156,7 @@ def word_trajectory(
         prediction_id=prediction_id, prediction_word=decode(prediction_id),
         prediction_coord=np.asarray(target_coord, dtype=np.float64), method=label,
         explained_variance=None if explained is None else explained.numpy(),
+        points=map_label(model.ln_f.variant, "f", "x_l"),
     )
 
 

@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print both tables; with --out also write them."""
-    from ..analysis.embeddings import (distance_table, reach_csv_table, reach_table, reachability, sphere_distances,
-                                       top_and_bottom)
+    from ..analysis.embeddings import (distance_table, reach_caption, reach_csv_table, reach_table, reachability,
+                                       sphere_distances, top_and_bottom)
     from ..analysis.tables import write_csv, write_table
 
     out = output_folder(args.out) if args.out else None
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         distances, ranked = sphere_distances(model), top_and_bottom(reachability(model), args.k)
         bar.update()
     tables = {"embeddings_sphere_distance": distance_table(distances),
-              "embeddings_reach": reach_table(ranked, tokenizer)}
+              "embeddings_reach": reach_table(ranked, tokenizer, reach_caption(model))}
     for table in tables.values():
         print(table.format(args.style))
     if out is not None:
