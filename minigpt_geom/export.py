@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import NORM_KEY, all_finite, read_config_json, read_header
@@ -178,9 +179,10 @@ def write_checkpoint(folder: Path, name: str, write: Callable[[Path], None]) -> 
                 if not (link.is_symlink() and os.readlink(link) == f"{CHECKPOINT_LINK}/{file}"):
                     replace_link(link, f"{CHECKPOINT_LINK}/{file}")
             remove_stale_checkpoints(folder)
-    except OSError as error:  # a full disk, a read-only folder: one line, the previous checkpoint untouched
+    except (OSError, SafetensorError) as error:  # a full disk, a read-only folder: the previous one untouched
         shutil.rmtree(unit, ignore_errors=True)
-        raise OutputError(f"cannot write a checkpoint into {folder}: {error.strerror or error}") from None
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise OutputError(f"cannot write a checkpoint into {folder}: {reason}") from None
     except BaseException:
         shutil.rmtree(unit, ignore_errors=True)
         raise

@@ -63,12 +63,13 @@ def switcher(model: GPT2, data: TokenData, settings: TrainSettings, progress: bo
     order = removal_order(model)
     schedule = removal_schedule(order, settings.steps)
     context = settings.context or model.config.n_ctx
-    first_step = []
+    started = False
 
     def before_step(step: int) -> None:
-        if not first_step and is_main():  # the run's first step (inside its folder's lock): rows after it go
+        nonlocal started
+        if not started and is_main():  # the run's first step (inside its folder's lock): rows from it on go
             start_sigma_log(sigma_log, step)
-        first_step.append(step)
+        started = True
         due = schedule.get(step, [])
         if not due:
             return

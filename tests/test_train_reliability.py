@@ -20,7 +20,6 @@ from safetensors.torch import load_file, save_file
 from minigpt_geom import GPT2
 from minigpt_geom.cli import main
 from minigpt_geom.data import load_tokens
-from minigpt_geom.errors import CheckpointError
 from minigpt_geom.export import write_checkpoint
 from minigpt_geom.train import TrainingStopped, TrainSettings, read_log, train
 from tiny_training import FAST, run, tiny_model
@@ -143,6 +142,12 @@ def test_train_and_init_refuse_a_folder_that_holds_a_run_unless_told(finished_ru
     assert os.readlink(finished_run / "checkpoint") == before
 
 
+def test_a_run_folder_inside_the_corpus_is_refused(corpus, tiny_checkpoint, capsys):
+    out = corpus / "run"
+    assert main(train_argv(corpus, tiny_checkpoint, out)) == 2
+    assert "is inside the corpus" in one_line_error(capsys) and not out.exists()
+
+
 def test_init_overwrite_replaces_the_checkpoint(tiny_checkpoint, tmp_path, capsys):
     argv = ["init", "-o", str(tmp_path / "m"), "--tokenizer", str(tiny_checkpoint), "--n-head", "2", "--n-embd", "32"]
     assert main(argv + ["--n-layer", "1"]) == 0
@@ -248,6 +253,18 @@ def test_ranks_started_with_different_steps_refuse_naming_the_rank_and_setting(t
         assert len(err.strip().splitlines()) == 1, err
         assert "rank 1 was started with another steps than rank 0" in err
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_a_collective_that_times_out_is_one_line_naming_the_rank():
+    from minigpt_geom.distributed import COLLECTIVE_TIMEOUT, Processes, ProcessGroupError, collective
+
+    def timed_out():  # what gloo raises when a peer never arrives
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:534] Timed out waiting 300000ms for recv operation\nmore")
+
+    assert COLLECTIVE_TIMEOUT.total_seconds() == 300  # minutes, not gloo's default half hour
+    with pytest.raises(ProcessGroupError, match=r"^rank 1: the other processes did not join a sum within 5 minutes"
+                                                r", or one of them stopped \(\[gloo.*recv operation\)$"):
+        collective(Processes(1, 2, torch.device("cpu")), "a sum", timed_out)
 
 
 # ---- the model and its norm -------------------------------------------------------------------------------

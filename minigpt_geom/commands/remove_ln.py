@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import InputError
 from . import add_command, processes_for
 from .prepare import add_corpus_arguments
-from .train import add_run_arguments, one_line_warnings, options_named, settings_from_arguments
+from .train import add_run_arguments, check_outside, one_line_warnings, options_named, settings_from_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--resume continues the run in DIR/run, --overwrite starts it again: give one")
     run_args = argparse.Namespace(**{**vars(args), "out": args.out / "run"})  # the saved settings are the run's
     settings = settings_from_arguments(run_args)
+    check_outside(args.corpus, args.out)
     check_new_output(args.out, resume=args.resume, overwrite=args.overwrite)  # before any work
     tokenizer = args.tokenizer or args.weights
     with processes_for(args) as processes, options_named(), one_line_warnings(args.command):

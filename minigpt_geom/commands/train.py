@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError
 from ..train_settings import SettingError, TrainSettings, settings_from_saved
-from . import add_command, positive_int, processes_for, whole_number
+from . import add_command, processes_for, whole_number
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments
 
@@ -95,6 +95,13 @@ def settings_from_arguments(args: argparse.Namespace) -> TrainSettings:
         return TrainSettings(**given)
 
 
+def check_outside(corpus: str, out: Path) -> None:
+    """InputError when -o DIR lies inside the corpus folder: the run's own files would become training text."""
+    if Path(corpus).is_dir() and Path(corpus).resolve() in (out.resolve(), *out.resolve().parents):
+        raise InputError(f"-o {out} is inside the corpus {corpus}: the run's files would be read as text; "
+                         f"choose a folder outside it")
+
+
 @contextmanager
 def one_line_warnings(command: str) -> Iterator[None]:
     """The run's warnings (ScheduleWarning) as one line on stderr each, `minigpt-geom train: warning: …`."""
@@ -155,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise InputError("--resume continues the run in -o DIR, --overwrite starts it again: give one")
     settings = settings_from_arguments(args)
+    check_outside(args.corpus, args.out)
     check_new_output(args.out, resume=args.resume, overwrite=args.overwrite)  # before any work
     with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
         model, tokenizer_source = build_model(args)
