@@ -42,7 +42,7 @@ from .memory import check_fits, training_bytes
 from .model import GPT2
 from .sphere import SphereNorm
 from .tokenizer import Tokenizer
-from .train_settings import SettingError, TrainSettings, learning_rate, schedule_warning
+from .train_settings import SettingError, TrainSettings, learning_rate, schedule_warning, settings_from_saved
 
 
 class ScheduleWarning(UserWarning):
@@ -286,6 +286,7 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
     start, log = 0, []
     if resume:
         state = load_training_state(out, model, optimizer)
+        settings_from_saved(state.settings, asdict(settings))  # the saved run's path, or a SettingError naming why not
         start, log = state.step, [row for row in read_log(out / "log.csv") if row.step < state.step]
         batches.set_state(state.batch_rng)
     if stop < start:

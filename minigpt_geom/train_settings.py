@@ -55,8 +55,7 @@ class TrainSettings:
                         "else float32", choices=("auto", "float32", "bfloat16"))
     stop_at: int | None = option(None, "--stop-at", "end after this step, saving a checkpoint to --resume from "
                                  "(the schedule still spans --steps)", metavar="STEP")
-    compile: bool = option(False, "--compile", "torch.compile the forward pass (an H200 trained 1.8-2.8x more "
-                           "tokens/s with it)")
+    compile: bool = option(False, "--compile", "torch.compile the forward pass (faster on GPUs: see bench/train.py)")
 
     def __post_init__(self) -> None:
         for name in ("steps", "warmup_steps", "seed", "sample_tokens"):
@@ -77,8 +76,11 @@ class TrainSettings:
         if self.min_learning_rate is not None and self.min_learning_rate > self.learning_rate:
             raise SettingError("min_learning_rate", f"({self.min_learning_rate:g}) must not exceed the peak "
                                f"learning_rate ({self.learning_rate:g})")
-        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+        if not (isinstance(self.betas, tuple) and len(self.betas) == 2
+                and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas)):
             raise SettingError("betas", f"must be two numbers in [0, 1), got {self.betas!r}")
+        if not isinstance(self.compile, bool):
+            raise SettingError("compile", f"must be true or false, got {self.compile!r}")
         if self.dtype not in fields_by_name()["dtype"].metadata["choices"]:
             raise SettingError("dtype", f"must be auto, float32 or bfloat16, got {self.dtype!r}")
 
@@ -110,7 +112,8 @@ def settings_from_saved(saved: dict, changes: dict) -> TrainSettings:
     unknown = sorted(set(saved) - set(known))
     if unknown:
         raise SettingError(unknown[0], "is no training setting (the saved run's trainer_state.json is damaged)")
-    values = {**saved, "betas": tuple(saved.get("betas", TrainSettings.betas))}
+    betas = saved.get("betas", TrainSettings.betas)
+    values = {**saved, "betas": tuple(betas) if isinstance(betas, list) else betas}  # JSON keeps a tuple as a list
     for name, value in changes.items():
         if value != values.get(name, known[name].default) and name not in RESUMABLE_CHANGES:
             raise SettingError(name, f"was {values.get(name, known[name].default)!r} in the saved run, so it "

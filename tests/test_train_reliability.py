@@ -169,6 +169,17 @@ def test_resume_keeps_the_saved_settings_and_refuses_to_change_one(finished_run,
     assert saved["step"] == 6 and saved["settings"]["batch_size"] == 4 and saved["settings"]["learning_rate"] == 2e-3
 
 
+def test_the_library_resumes_only_with_the_saved_settings(finished_run, tokens, tmp_path):
+    from minigpt_geom.train_settings import SettingError
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished_run, out, symlinks=True)
+    saved = json.loads((out / "checkpoint" / "trainer_state.json").read_text())["settings"]
+    changed = TrainSettings(**{**saved, "betas": tuple(saved["betas"]), "weight_decay": 0.5, "steps": 6})
+    with pytest.raises(SettingError, match="weight_decay was 0.1 in the saved run, so it cannot be 0.5"):
+        train(GPT2.from_pretrained(out), load_tokens(tokens), out, out, changed, resume=True, progress=False)
+
+
 @pytest.mark.parametrize("damage, message", [
     ("n_layer", "n_layer = 1000"),
     ("missing moment", "does not fit the model"),
