@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fused
 from .attention import AttentionDiagnostics, SelfAttention
 from .linear import Affine
 from .sphere import NormVariant, SphereDiagnostics, SphereNorm, vector_norm
@@ -24,16 +25,12 @@ if TYPE_CHECKING:
 
 # ---- the math -----------------------------------------------------------------------------------
 
-GELU_SCALE = 2 * math.sqrt(2 / math.pi)
-
 
 def gelu(u: Tensor) -> Tensor:
-    """GPT-2's tanh GELU: ½u(1 + tanh(√(2/π)(u + 0.044715u³))) = u · σ(2√(2/π)(u + 0.044715u³)).
-
-    The sigmoid form (½(1 + tanh z) = σ(2z)) with in-place steps is 1.7x faster on CPU than
-    F.gelu(approximate="tanh"); it is the largest elementwise cost of the forward pass."""
-    z = u.square().mul_(0.044715 * GELU_SCALE).add_(GELU_SCALE).mul_(u)  # 2√(2/π)(u + 0.044715u³)
-    return u * torch.sigmoid(z)  # not in place: autograd keeps σ(z) for the backward pass
+    """GPT-2's tanh GELU: ½u(1 + tanh(√(2/π)(u + 0.044715u³)))."""
+    if fused.enabled:  # the same function as u·σ(2z) in place (½(1 + tanh z) = σ(2z))
+        return fused.gelu(u)
+    return 0.5 * u * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u**3)))
 
 
 class MLP(nn.Module):

@@ -26,7 +26,8 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from .config import LIMITS, GPT2Config, check_count, check_epsilon
-from .errors import CheckpointError, InputError, WeightsNotFoundError
+from .errors import CheckpointError, InputError, LNFreeWarning, WeightsNotFoundError
+from .files import read_bytes
 from .hub import resolve_file
 from .lnfree import from_ln_free_eps, is_ln_free_eps
 from .sphere import NormSpec, get_norm, norm_for_site
@@ -41,7 +42,15 @@ HEADER_BYTES = 4 * 2**20  # a 1000-layer GPT-2's header is under 2 MiB; the form
 PIECE_BYTES = 16 * 2**20  # tensors are copied in row ranges of about this size (see TensorReader)
 CONFIG_JSON_BYTES = 2**20  # GPT-2's config.json is under 1 KB
 NORM_KEY = "minigpt_geom_norm"  # config.json's record of a norm variant other than GPT-2's (train.py writes it)
-UNSUPPORTED_FLAGS = ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention")
+# Every field of transformers' GPT2Config is read here, or refused unless it has a value this GPT-2 computes the
+# same way, or changes nothing a forward pass computes (dropout, initializer_range, use_cache, the token ids,
+# the summary_* head of GPT2DoubleHeadsModel). IMPLEMENTED: field -> the values this GPT-2 implements.
+IMPLEMENTED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),  # GPT-2's tanh GELU, both spellings
+               "scale_attn_weights": (True,),  # scores q·k/√d_head
+               "scale_attn_by_inverse_layer_idx": (False,), "reorder_and_upcast_attn": (False,),
+               "add_cross_attention": (False,),
+               "tie_word_embeddings": (True, False),  # logits = x Eᵀ (E = wte), or an untied lm_head (is_untied)
+               "model_type": ("gpt2",)}
 SIZES_IN_CONFIG_JSON = {"n_layer": "n_layer", "n_embd": "n_embd", "n_positions": "n_ctx", "n_ctx": "n_ctx",
                         "vocab_size": "vocab_size"}  # config.json key -> GPT2Config field, checked against shapes
 
@@ -155,12 +164,9 @@ def lm_head_entry(header: dict[str, TensorInfo]) -> TensorInfo | None:
 def read_config_json(path: Path) -> ConfigFile:
     """config.json as a dict: unreadable, oversized, non-UTF-8, non-JSON or non-object files are refused."""
     try:
-        size = path.stat().st_size
-        raw = path.read_bytes() if size <= CONFIG_JSON_BYTES else None
+        raw = read_bytes(path, CONFIG_JSON_BYTES, error=CheckpointError)
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
-    if raw is None:
-        raise CheckpointError(f"{path} is {size} bytes, not a GPT-2 config.json")
     try:
         values = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -202,6 +208,17 @@ def layer_count(path: Path, entries: dict[str, TensorInfo]) -> int:
     return n_layer
 
 
+def check_implemented(values: dict[str, Any], n_embd: int) -> None:
+    """ValueError naming the first config.json field whose value this GPT-2 does not compute (see IMPLEMENTED)."""
+    implemented = {**IMPLEMENTED, "n_inner": (None, 4 * n_embd)}  # the MLP's width: 4d unless stated
+    for field, allowed in implemented.items():
+        if field in values and not any(type(values[field]) is type(a) and values[field] == a for a in allowed):
+            spelled = " or ".join(json.dumps(a) for a in allowed)
+            shown = json.dumps(values[field])
+            shown = shown if len(shown) <= 40 else shown[:40] + "…"
+            raise ValueError(f"{field} = {shown} is not implemented here (only {spelled})")
+
+
 def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[int, float]:
     """(n_head, ε) from config.json, checked; without it GPT-2's own: 64-wide heads and ε = 1e-5."""
     n_head, ln_eps = max(n_embd // 64, 1), 1e-5
@@ -209,12 +226,7 @@ def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[i
         return n_head, ln_eps
     values = config_file.values
     try:
-        activation = values.get("activation_function", "gelu_new")
-        if activation not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError(f"activation {activation!r} is not GPT-2's tanh GELU (gelu_new)")
-        for flag in UNSUPPORTED_FLAGS:
-            if values.get(flag) not in (None, False):
-                raise ValueError(f"config.json sets {flag}, which this GPT-2 does not implement")
+        check_implemented(values, n_embd)
         n_head, ln_eps = values.get("n_head", n_head), values.get("layer_norm_epsilon", ln_eps)
         check_count("n_head", n_head, LIMITS["n_head"])
         if n_embd % n_head:  # heads split the width evenly: d_head = n_embd / n_head
@@ -403,6 +415,6 @@ def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str |
     load_weights(model, path, entries, lm_head)
     if ln_free:
         warnings.warn(f"{path}: layer norm is switched off inside this file (ε = {config.ln_eps:g}); loaded as an "
-                      f"exact norm='none' model", stacklevel=3)
+                      f"exact norm='none' model", LNFreeWarning, stacklevel=3)
         model = from_ln_free_eps(model)
     return model.to(device=device, dtype=dtype).eval()

@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_file
 from .checkpoint import NORM_KEY, all_finite, read_config_json, read_header
 from .config import GPT2Config
 from .errors import CheckpointError, InputError, OutputError
+from .files import umask
 from .hub import resolve_file
 from .model import GPT2
 from .sphere import NormSpec, SphereNorm
@@ -113,13 +114,6 @@ def save_model(model: GPT2, folder: str | os.PathLike, tokenizer_source: str | o
 
 
 # ---- one checkpoint, one unit -------------------------------------------------------------------------
-
-
-def umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from torch import Tensor
 from .attention import AttentionDiagnostics
 from .block import BlockDiagnostics
 from .errors import InputError
-from .files import atomic_write
+from .files import atomic_write, regular_file
 from .sphere import SphereDiagnostics
 
 
@@ -171,6 +171,7 @@ class Trace:
 
         try:
             read = read_safetensors if path.suffix == ".safetensors" else read_npz
+            regular_file(path, max_bytes + 2**24)  # no FIFO or device; headers and zip records on top of the data
             return cls.from_flat(read(path, max_bytes))
         except (OSError, ValueError, zipfile.BadZipFile, SafetensorError) as error:  # a damaged or missing file
             raise InputError(f"{path} is not a readable trace file: {error}") from None

@@ -51,8 +51,8 @@ class TrainSettings:
     sample_tokens: int = option(32, "--sample-tokens", "length of the sample at each evaluation, 0 for none",
                                 metavar="N")
     log_interval: int = option(1, "--log-interval", "a row of log.csv every this many steps", metavar="STEPS")
-    dtype: str = option("auto", "--dtype", "bfloat16 autocasts the forward pass; auto = bfloat16 on CUDA, "
-                        "else float32", choices=("auto", "float32", "bfloat16"))
+    dtype: str = option("auto", "--dtype", "bfloat16 autocasts the forward pass; float16 is refused (it needs loss "
+                        "scaling) (default: bfloat16 on CUDA, else float32)", choices=("float32", "bfloat16", "float16"))
     stop_at: int | None = option(None, "--stop-at", "end after this step, saving a checkpoint to --resume from "
                                  "(the schedule still spans --steps)", metavar="STEP")
     compile: bool = option(False, "--compile", "torch.compile the forward pass (faster on GPUs: see bench/train.py)")
@@ -81,7 +81,9 @@ class TrainSettings:
             raise SettingError("betas", f"must be two numbers in [0, 1), got {self.betas!r}")
         if not isinstance(self.compile, bool):
             raise SettingError("compile", f"must be true or false, got {self.compile!r}")
-        if self.dtype not in fields_by_name()["dtype"].metadata["choices"]:
+        if self.dtype == "float16":
+            raise SettingError("dtype", "float16 cannot train without loss scaling: use bfloat16 (or float32)")
+        if self.dtype not in ("auto", "float32", "bfloat16"):  # auto: bfloat16 on CUDA, float32 elsewhere
             raise SettingError("dtype", f"must be auto, float32 or bfloat16, got {self.dtype!r}")
 
     @property

@@ -48,7 +48,7 @@ def test_compare_norms_against_independent_computation(tiny_checkpoint):
 
 
 def test_norms_command(tiny_checkpoint, capsys):
-    assert main(["norms", "--weights", str(tiny_checkpoint), "--text", TEXT, "--variants", "layernorm", "none"]) == 0
+    assert main(["norms", TEXT, "--weights", str(tiny_checkpoint), "--variants", "layernorm", "none"]) == 0
     out = capsys.readouterr().out
     assert "perplexity" in out and "own (layernorm)" in out and "none" in out and "rmsnorm" not in out
     assert "nan" not in out and "inf" not in out

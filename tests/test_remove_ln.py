@@ -75,7 +75,7 @@ def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm_its_schedule
 
     argv = ["remove-ln", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--steps", "6",
             "--batch-size", "4", "--context", "32", "--eval-interval", "6", "--eval-windows", "4",
-            "--sample-tokens", "0", "--no-progress", "--glob", "*.py", "--control"]
+            "--sample-tokens", "0", "--quiet", "--pattern", "*.py", "--control"]
     assert main(argv) == 0
     with pytest.warns(UserWarning, match="switched off"):
         model = GPT2.from_pretrained(tmp_path)
@@ -102,10 +102,12 @@ def test_remove_ln_says_an_ln_free_model_has_no_layer_norm_to_remove(removed, co
     from minigpt_geom.cli import main
 
     _, ln_free, _ = removed
-    argv = ["remove-ln", str(corpus), "--weights", str(ln_free), "-o", str(tmp_path / "again"), "--steps", "2"]
+    argv = ["remove-ln", str(corpus), "--weights", str(ln_free), "-o", str(tmp_path / "again"), "--steps", "2",
+            "--quiet"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "has no layer norm to remove (its sites are none)" in err and len(err.splitlines()) == 1
+    *notes, error = err.splitlines()  # the loader's one-line LN-free note, then the error
+    assert "has no layer norm to remove (its sites are none)" in error and all(": note: " in n for n in notes)
 
 
 def test_train_fine_tunes_an_ln_free_checkpoint_and_saves_what_loads_back(removed, corpus, tmp_path, capsys):
@@ -115,7 +117,7 @@ def test_train_fine_tunes_an_ln_free_checkpoint_and_saves_what_loads_back(remove
     out = tmp_path / "again"
     argv = ["train", str(corpus), "--weights", str(ln_free), "-o", str(out), "--steps", "4", "--warmup", "1",
             "--batch-size", "4", "--context", "32", "--eval-interval", "2", "--eval-windows", "4",
-            "--sample-tokens", "0", "--glob", "*.py", "--no-progress"]
+            "--sample-tokens", "0", "--pattern", "*.py", "--quiet"]
     assert main(argv) == 0, capsys.readouterr().err
     with pytest.warns(UserWarning, match="switched off"):
         before = GPT2.from_pretrained(ln_free)
@@ -125,9 +127,9 @@ def test_train_fine_tunes_an_ln_free_checkpoint_and_saves_what_loads_back(remove
     idx = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.isfinite(after(idx)).all()
-    assert main(argv[:-1] + ["--resume", "--steps", "6", "--no-progress"]) == 2  # --weights with --resume
-    assert main(["train", str(corpus), "-o", str(out), "--resume", "--steps", "6", "--glob", "*.py",
-                 "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(argv[:-1] + ["--resume", "--steps", "6", "--quiet"]) == 2  # --weights with --resume
+    assert main(["train", str(corpus), "-o", str(out), "--resume", "--steps", "6", "--pattern", "*.py",
+                 "--quiet"]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train", "remove-ln"])

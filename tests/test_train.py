@@ -45,7 +45,7 @@ def test_prepare_concatenates_each_file_then_endoftext_and_holds_out_the_tail(co
 
 def test_prepare_command_writes_the_same_token_files(corpus, tokens, tiny_checkpoint, tmp_path, capsys):
     assert main(["prepare", str(corpus), "-o", str(tmp_path), "--tokenizer", str(tiny_checkpoint),
-                 "--glob", "*.py"]) == 0
+                 "--pattern", "*.py"]) == 0
     assert f"{len(STDLIB_FILES)} files" in capsys.readouterr().out
     for name in ("train.bin", "val.bin"):
         assert (tmp_path / name).read_bytes() == (tokens / name).read_bytes()
@@ -203,7 +203,7 @@ def test_train_corpus_out_trains_the_documented_default_model(tokens, tiny_check
     out = tmp_path / "run"
     assert main(["train", str(tokens), "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--steps", "2",
                  "--warmup", "1", "--batch-size", "2", "--context", "16", "--eval-windows", "2",
-                 "--sample-tokens", "0", "--no-progress"]) == 0
+                 "--sample-tokens", "0", "--quiet"]) == 0
     config = GPT2.from_pretrained(out).config
     assert {name: getattr(config, name) for name in DEFAULT_SHAPE} == DEFAULT_SHAPE
     from minigpt_geom.cli import build_parser
@@ -216,7 +216,7 @@ def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, cap
     norm = '{"ln_1": "dyt", "ln_f": "sphere"}'  # learned scalars, and γ, β that get no gradient
     args = ["train", str(tokens), "--tokenizer", str(tiny_checkpoint), "--n-layer", "2", "--n-head", "2",
             "--n-embd", "32", "--n-ctx", "64", "--norm", norm, "--steps", "4", "--batch-size", "8",
-            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--no-progress"]
+            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--quiet"]
     assert main(args + ["-o", str(tmp_path / "one")]) == 0
     assert capsys.readouterr().out.count("  sample: ") == 2  # at steps 0 and 4
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

@@ -33,7 +33,7 @@ def train_argv(tokens, tokenizer, out, *extra) -> list[str]:
     """A CLI run of the tiny default-free model: 4 steps, a checkpoint every 2."""
     return ["train", str(tokens), "-o", str(out), "--tokenizer", str(tokenizer), "--n-layer", "2", "--n-head", "2",
             "--n-embd", "32", "--n-ctx", "64", "--steps", "4", "--eval-interval", "2", "--batch-size", "4",
-            "--context", "16", "--warmup", "1", "--eval-windows", "2", "--sample-tokens", "0", "--no-progress",
+            "--context", "16", "--warmup", "1", "--eval-windows", "2", "--sample-tokens", "0", "--quiet",
             *extra]
 
 
@@ -164,7 +164,7 @@ def test_resume_keeps_the_saved_settings_and_refuses_to_change_one(finished_run,
 
     out = tmp_path / "copy"  # the module's run stays as it was for the other tests
     shutil.copytree(finished_run, out, symlinks=True)
-    assert main(["train", str(tokens), "-o", str(out), "--resume", "--steps", "6", "--no-progress"]) == 0
+    assert main(["train", str(tokens), "-o", str(out), "--resume", "--steps", "6", "--quiet"]) == 0
     saved = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
     assert saved["step"] == 6 and saved["settings"]["batch_size"] == 4 and saved["settings"]["learning_rate"] == 2e-3
 
@@ -206,7 +206,7 @@ def test_a_damaged_run_is_refused_before_anything_is_built(finished_run, tokens,
         else:
             tensors["rng.batches"] = tensors["rng.batches"][:7].clone()
         save_file(tensors, unit / "optimizer.safetensors")
-    assert main(["train", str(tokens), "-o", str(out), "--resume", "--steps", "6", "--no-progress"]) == 2
+    assert main(["train", str(tokens), "-o", str(out), "--resume", "--steps", "6", "--quiet"]) == 2
     assert message in one_line_error(capsys)
     assert json.loads((unit / "trainer_state.json").read_text()).get("step") in (4, "4")
 

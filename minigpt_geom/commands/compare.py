@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
-               make_output_folder, output_file, output_folder, progress_bar, report_written, require_matplotlib,
-               write_figure)
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
+               load_model_and_tokenizer, output_file, output_folder, progress_bar, report_written, require_matplotlib,
+               staged_outputs, write_figure)
+
+SUMMARY = "models side by side on one text: norms, radii, angular path, logit lens, trajectories in one 3-D frame"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `compare` subcommand."""
-    parser = add_command(subparsers, "compare", "models side by side on one text: norms, radii, angular path, "
-                                                "logit lens, trajectories in one 3-D frame",
+    parser = add_command(subparsers, "compare", SUMMARY,
                          "Run the text through --weights and every --against model (e.g. one small model trained "
                          "with each norm variant, or a model and its LN-free fine-tune). Each number is each "
                          "model's own, in its own variant's geometry; the 3-D view fits one PCA on all of them.")
-    parser.add_argument("text", help="the text to run through every model (at most the smallest context)")
+    add_text_argument(parser, "the text to run through every model")
     add_model_arguments(parser)
     parser.add_argument("--against", required=True, nargs="+", metavar="SOURCE",
                         help="the other models (presets, hub ids, directories or .safetensors files); same tokenizer")
@@ -49,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
         print(table.format("text"))
         if comparison.paths is None:
             print("the models differ in width d: no shared 3-D frame is drawn, only the per-layer panels")
-        make_output_folder(out)
-        written = [write_csv(output_file(out, "compare.csv"), table)]
-        if not args.no_plot:
-            from ..analysis import plots
+        with staged_outputs(out) as stage:
+            written = [write_csv(output_file(stage, "compare.csv"), table)]
+            if not args.no_plot:
+                from ..analysis import plots
 
-            written.append(write_figure(plots.compare_figure(comparison), output_file(out, f"compare.{args.format}"),
-                                        args.dpi))
+                written.append(write_figure(plots.compare_figure(comparison),
+                                            output_file(stage, f"compare.{args.format}"), args.dpi))
         bar.update()
-    report_written(written)
+    report_written(out, written)
     return 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_model_arguments, add_output_argument, add_style_argument, load_model_and_tokenizer,
-               make_output_folder, output_file, output_folder, positive_int, progress_bar, report_written)
+               output_file, output_folder, positive_int, progress_bar, report_written, staged_outputs)
+
+SUMMARY = "experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `embeddings` subcommand."""
-    parser = add_command(
-        subparsers, "embeddings", "experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them",
+    parser = add_command(subparsers, "embeddings", SUMMARY,
         "(a) L2 and cosine distance of E (as is, centred, scaled, both) to layer_norm(E); (b) top and bottom "
         "words by ‖e‖, ‖γ⊙e‖, ‖e‖+β·e, ‖γ⊙e‖+β·e, the bound √d‖γ⊙e‖+β·e and the tight bound "
         "√d‖centre(γ⊙e)‖+β·e (ln_f's γ, β). Tables only: this command draws no figure.")
@@ -39,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     for table in tables.values():
         print(table.format(args.style))
     if out is not None:
-        make_output_folder(out)
-        written = [path for name, table in tables.items() for path in write_table(output_file(out, name), [table])]
-        written.append(write_csv(output_file(out, "embeddings_sphere_distance.csv"), distance_table(distances)))
-        written.append(write_csv(output_file(out, "embeddings_reach.csv"), reach_csv_table(ranked, tokenizer)))
-        report_written(written)
+        with staged_outputs(out) as stage:
+            written = [path for name, table in tables.items()
+                       for path in write_table(output_file(stage, name), [table])]
+            written.append(write_csv(output_file(stage, "embeddings_sphere_distance.csv"), distance_table(distances)))
+            written.append(write_csv(output_file(stage, "embeddings_reach.csv"), reach_csv_table(ranked, tokenizer)))
+        report_written(out, written)
     return 0

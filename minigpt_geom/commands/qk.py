@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_model_arguments, add_output_argument, add_style_argument, index,
-               load_model_and_tokenizer, make_output_folder, output_file, output_folder, positive_int, progress_bar,
-               report_written)
+from . import (add_command, add_model_arguments, add_output_argument, add_style_argument, check_fits, index,
+               load_model_and_tokenizer, output_file, output_folder, positive_int, progress_bar, report_written,
+               staged_outputs)
+
+SUMMARY = "a head's top query-key word pairs over the full vocabulary (V² scores, in chunks)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `qk` subcommand."""
-    parser = add_command(
-        subparsers, "qk", "a head's top query-key word pairs over the full vocabulary (V² scores, in chunks)",
+    parser = add_command(subparsers, "qk", SUMMARY,
         "Every word as query against every word as key: s = ln_1(E_q) W_QK ln_1(E_k)ᵀ (optionally with the "
         "biases and position embeddings); the top-k pairs, computed chunk by chunk of query words. "
         "Tables only: this command draws no figure.")
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     out = output_folder(args.out) if args.out else None
     model, tokenizer = load_model_and_tokenizer(args)
     n_words = min(args.vocab_limit or model.config.vocab_size, model.config.vocab_size)
+    scores = min(args.chunk_size, n_words) * n_words * model.wte.weight.element_size()  # one [chunk, V] buffer
+    check_fits(f"--chunk-size {args.chunk_size}", 3 * scores, model.wte.weight.device)  # and top-k's temporaries
     with progress_bar(args, n_words, f"qk layer {args.layer} head {args.head}", unit="word") as bar:
         pairs = strongest_pairs(model, args.layer, args.head, args.k, biases=args.biases,
                                 query_position=args.query_position, key_position=args.key_position,
@@ -48,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     table = pairs_table(pairs, tokenizer, caption)
     print(table.format(args.style))
     if out is not None:
-        make_output_folder(out)
         stem = f"qk_layer{args.layer}_head{args.head}"
-        written = write_table(output_file(out, stem), [table])
-        written.append(write_csv(output_file(out, f"{stem}.csv"), pairs_csv_table(pairs, tokenizer)))
-        report_written(written)
+        with staged_outputs(out) as stage:
+            written = write_table(output_file(stage, stem), [table])
+            written.append(write_csv(output_file(stage, f"{stem}.csv"), pairs_csv_table(pairs, tokenizer)))
+        report_written(out, written)
     return 0

@@ -13,14 +13,16 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from . import add_command, processes_for
+from . import add_command, processes_for, show_progress
 from .prepare import add_corpus_arguments
 from .train import add_run_arguments, check_outside, one_line_warnings, options_named, settings_from_arguments
+
+SUMMARY = "fine-tune a GPT-2 until it needs no layer norm"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `remove-ln` subcommand."""
-    parser = add_command(subparsers, "remove-ln", "fine-tune a GPT-2 until it needs no layer norm",
+    parser = add_command(subparsers, "remove-ln", SUMMARY,
                          __doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
     parser.add_argument("--weights", required=True, metavar="SOURCE",
@@ -54,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
         model = GPT2.from_pretrained(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)
         check_removable(model)
-        data = load_corpus(args.corpus, tokenizer, processes, val_fraction=args.val_fraction, pattern=args.glob,
-                           progress=not args.no_progress)
+        data = load_corpus(args.corpus, tokenizer, processes, val_fraction=args.val_fraction, pattern=args.pattern,
+                           progress=show_progress(args))
         options = dict(device=processes.device, resume=args.resume, overwrite=args.overwrite,
-                       progress=not args.no_progress)
+                       progress=show_progress(args))
         log = remove_layer_norm(model, data, tokenizer, args.out, settings, **options)
         control = None
         if args.control:  # the same weights, the same batches, layer norm kept

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError
 from ..train_settings import SettingError, TrainSettings, settings_from_saved
-from . import add_command, processes_for, whole_number
+from . import add_command, add_quiet_argument, processes_for, show_progress, whole_number
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments
 
@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 DEFAULT_SHAPE = dict(n_layer=4, n_head=4, n_embd=64, n_ctx=64)  # the model `train CORPUS -o DIR` trains
 DEFAULT_TOKENIZER = "gpt2"
 
+SUMMARY = "train or fine-tune a GPT-2 on a text corpus"
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `train` subcommand."""
-    parser = add_command(subparsers, "train", "train or fine-tune a GPT-2 on a text corpus",
+    parser = add_command(subparsers, "train", SUMMARY,
                          __doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
     parser.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
@@ -40,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     model.add_argument("--tokenizer", default=None, metavar="SOURCE",
                        help=f"where vocab.json and merges.txt are (default: the weights source; for a new "
                             f"model {DEFAULT_TOKENIZER})")
-    add_architecture_arguments(parser)
+    add_architecture_arguments(parser, fine_tune=True)
     add_run_arguments(parser)
     data = parser.add_argument_group("the corpus")
     add_corpus_arguments(data)
@@ -57,8 +59,8 @@ def option_type(annotation: str):
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of a run, one per TrainSettings field that has one, shared with `remove-ln`; plus --resume,
-    --overwrite, --device and --no-progress. Every option defaults to None: the settings' own default, or on
-    --resume the saved run's."""
+    --overwrite, --device and --quiet. Every option defaults to None: the settings' own default, or on --resume
+    the saved run's."""
     run = parser.add_argument_group("the run")
     run.add_argument("--resume", action="store_true", help="continue the run saved in -o DIR, with its settings")
     run.add_argument("--overwrite", action="store_true", help="start again in a -o DIR that holds a run")
@@ -67,14 +69,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         flag, text = meta.pop("flag"), meta.pop("help")
         if flag is None:
             continue
-        default = "" if setting.default is None else f" (default: {setting.default})"
+        default = "" if setting.default is None or "(default" in text else f" (default: {setting.default})"
         if setting.type == "bool":
             run.add_argument(flag, dest=setting.name, action="store_true", default=None, help=text)
         else:
             run.add_argument(flag, dest=setting.name, type=option_type(setting.type), default=None,
                              help=text + default, **meta)
     run.add_argument("--device", default="cpu", help="torch device; under torchrun, cuda uses cuda:LOCAL_RANK (default: cpu)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_argument(run)
 
 
 def setting_flag(name: str) -> str:
@@ -167,9 +169,9 @@ def run(args: argparse.Namespace) -> int:
     with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
         model, tokenizer_source = build_model(args)
         data = load_corpus(args.corpus, tokenizer_source, processes, val_fraction=args.val_fraction,
-                           pattern=args.glob, cache_dir=args.data_cache, progress=not args.no_progress)
+                           pattern=args.pattern, cache_dir=args.data_cache, progress=show_progress(args))
         log = train(model, data, tokenizer_source, args.out, settings, device=processes.device, resume=args.resume,
-                    overwrite=args.overwrite, progress=not args.no_progress)
+                    overwrite=args.overwrite, progress=show_progress(args))
     if processes.main:
         print(f"step {log[-1].step}: validation loss {log[-1].val_loss:.4f}; saved in {args.out}")
     return 0
