@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from bpe_files import write_vocab  # noqa: E402
 
-from minigpt_geom import GPT2Config, TraceRequest  # noqa: E402
+from minigpt_geom import GPT2, GPT2Config, TraceRequest  # noqa: E402
 from minigpt_geom.analysis.lens import logit_lens  # noqa: E402
 from minigpt_geom.data import TokenData, windows  # noqa: E402
 from minigpt_geom.tokenizer import Tokenizer  # noqa: E402
-from minigpt_geom.train import TrainSettings, new_model, train  # noqa: E402
+from minigpt_geom.train import TrainSettings, train  # noqa: E402
 
 VARIANTS = ["layernorm", "rmsnorm", "sphere", "dyt", "none"]
 
@@ -114,9 +114,9 @@ def main() -> None:
     out = args.out or args.cache / "runs"
     rows, trained = [], {}
     for variant in args.variants:
-        model = new_model(config, norm=variant, seed=args.seed)
+        model = GPT2(config, norm=variant, seed=args.seed)
         began = time.perf_counter()
-        log = train(model, data, vocab, out / variant, settings)
+        log = train(model, data, vocab, out / variant, settings, overwrite=True)
         rows.append((variant, log[0].val_loss, log[-1].val_loss, time.perf_counter() - began))
         trained[variant] = model
 
@@ -128,7 +128,7 @@ def main() -> None:
 
     if "layernorm" in trained:
         kl_trained = lens_kl(trained["layernorm"], data.val, config.n_ctx, 16)
-        kl_random = lens_kl(new_model(config, seed=args.seed), data.val, config.n_ctx, 16)
+        kl_random = lens_kl(GPT2(config, seed=args.seed), data.val, config.n_ctx, 16)
         print("\nlogit lens of the layernorm model on 16 held-out windows: mean KL(p_L ‖ p_l), nats")
         print("| layer l | trained | untrained |\n|---|---|---|")
         for layer, (a, b) in enumerate(zip(kl_trained, kl_random)):
