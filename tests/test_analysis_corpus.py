@@ -36,6 +36,7 @@ def test_a_stretch_without_whitespace_is_cut_at_the_carry_bound(tmp_path, monkey
     assert max(map(len, chunks)) <= 100 + 30  # the carry bound plus one block: memory stays bounded
 
 
+@pytest.mark.slow
 def test_pieces_longer_than_the_bound_are_cut_and_others_untouched(tokenizer):
     assert encode_plain(tokenizer, TEXT * 20) == tokenizer.encode_ordinary(TEXT * 20)  # the usual case: no cut
     word = "ab" * MAX_PIECE_CHARS  # one piece of 2 × MAX_PIECE_CHARS letters

@@ -114,6 +114,7 @@ def test_lens_top_k_must_be_positive_and_is_clipped_to_the_vocabulary(model, tra
     assert logit_lens(model, trace, k=10_000).top_ids.shape[-1] == model.config.vocab_size
 
 
+@pytest.mark.slow
 def test_lens_of_a_folded_model_equals_the_unfolded_lens(tiny_checkpoint, model, traced):
     """fold_ln moves ln_f's γ, β into the unembedding; lens_logits goes through model.unembed, so it agrees."""
     idx, _, trace = traced
@@ -257,6 +258,7 @@ def test_drift_equals_its_definition(model, tokenizer):
         corpus_drift(model, windows, max_windows=0)
 
 
+@pytest.mark.slow
 def test_streaming_drift_over_a_folder_equals_in_memory(model, tokenizer, tmp_path):
     (tmp_path / "sub").mkdir()
     paths = [tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "sub" / "c.txt", tmp_path / "d.txt"]
@@ -326,6 +328,7 @@ def test_lens_and_trajectory_commands(tiny_checkpoint, tokenizer, tmp_path, caps
     assert is_png(out / "trajectory.png") and is_png(out / "lens_grid.png")
 
 
+@pytest.mark.slow
 def test_drift_command(tiny_checkpoint, tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -163,6 +163,7 @@ def model_score(model: GPT2, layer: int, head: int, query: int, key: int) -> flo
         return attention_scores(q, k)[0, head, 1, 0].item()
 
 
+@pytest.mark.slow
 def test_query_key_probe_scores_are_model_scores(model):
     words = [("a", 65), ("b", 66), ("one", 200)]
     for layer in (0, 1):
@@ -363,6 +364,7 @@ def test_embeddings_command(tiny_checkpoint, tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_probe_command(tiny_checkpoint, tmp_path, capsys):
     assert main(["probe", "one", "he", "zebra", "--weights", str(tiny_checkpoint), "-k", "3", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out

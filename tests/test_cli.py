@@ -279,6 +279,7 @@ def test_dpi_sets_the_figure_resolution(tiny_checkpoint, tmp_path):
     assert abs(large[0] - 2 * small[0]) <= 2 and abs(large[1] - 2 * small[1]) <= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, magic", [("svg", b"<?xml"), ("pdf", b"%PDF")])
 def test_format_chooses_the_file_format(tiny_checkpoint, tmp_path, fmt, magic):
     assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--format", fmt]) == 0
@@ -337,6 +338,7 @@ def training_argv(command: str, corpus: Path, weights: Path, out: Path) -> list[
             }[command]
 
 
+@pytest.mark.slow
 def test_no_command_writes_a_carriage_return_to_a_stderr_that_is_not_a_terminal(tiny_checkpoint, tmp_path, capsys,
                                                                                monkeypatch):
     """tqdm draws with \\r; into a file or a pipe that turns one error into three lines. Every command runs with
@@ -361,6 +363,7 @@ def modes(folder: Path) -> dict[str, int]:
     return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
 
 
+@pytest.mark.slow
 def test_outputs_honour_the_umask_and_a_replaced_file_keeps_its_mode(tiny_checkpoint, tmp_path):
     from minigpt_geom.files import write_text
 
@@ -378,6 +381,7 @@ def test_outputs_honour_the_umask_and_a_replaced_file_keeps_its_mode(tiny_checkp
         os.umask(previous)
 
 
+@pytest.mark.slow
 def test_a_failed_figure_leaves_the_earlier_output_as_it_was(tiny_checkpoint, corpus, tmp_path, capsys, monkeypatch):
     """drift writes its CSVs, then its figures: a full disk at the figure keeps the previous run whole, adds no
     new CSV beside it, leaves no temporary folder, and creates no output folder that did not exist."""

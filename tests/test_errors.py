@@ -199,6 +199,7 @@ except OutputError as error:
 """
 
 
+@pytest.mark.slow
 def test_a_failed_write_is_an_output_error_from_python_and_from_safetensors(tmp_path):
     """Writing to /dev/full fails with ENOSPC, as on a full disk; safetensors, stopped by a file size limit,
     raises its own error type. Either way: OutputError, and the previous file stays."""

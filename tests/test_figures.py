@@ -258,6 +258,7 @@ def test_twelve_heads_get_twelve_distinct_colours(data):
     assert ticks == [str(h) for h in range(SHAPE["n_head"])]
 
 
+@pytest.mark.slow
 def test_save_figure_rejects_unknown_formats_and_replaces_atomically(data, tmp_path):
     for path, options in ((tmp_path / "figure.gif", {}), (tmp_path / "figure.png", {"format": "jpeg"}),
                           (tmp_path / "figure", {}), (tmp_path / "figure.png", {"dpi": 0})):

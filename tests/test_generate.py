@@ -118,6 +118,7 @@ def eos_ending_rows_at_different_steps(rows: list[list[int]]) -> int:
     raise AssertionError("no token ends the rows at different steps")
 
 
+@pytest.mark.slow
 def test_eos_stops_each_sequence_like_transformers(lively):
     hf_model, model = lively
     prompt = random_prompt(4, 8, 101, seed=1)
