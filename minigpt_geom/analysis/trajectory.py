@@ -45,6 +45,7 @@ class Trajectory:
     prediction_coord: np.ndarray  # [3] projected LN_f(e_pred)
     method: str  # "pca" or "umap (fit on ...)"
     explained_variance: np.ndarray | None = None  # [3] s_i²/Σ s² of the centred points (PCA); None for UMAP
+    target_cosine: np.ndarray | None = None  # [L+1] cos(LN_f(x_l), u_pred) of the highlighted word, in d dimensions
 
 
 @torch.inference_mode()
@@ -54,6 +55,20 @@ def ln_f_points(model: GPT2, states: Tensor) -> Tensor:
     These are points of ln_f's ellipsoid, not the bare sphere points of sphere.py, so γ and β must not be folded."""
     check_unfolded(model)
     return model.ln_f(states)[0]
+
+
+def unembedding_rows(model: GPT2, ids: Tensor | int) -> Tensor:
+    """The rows u_w of the unembedding that score words `ids` (E itself, or (γ⊙E) once ln_f is folded)."""
+    return (model.wte.weight if model.unembed_weight is None else model.unembed_weight)[ids]
+
+
+@torch.inference_mode()
+def target_cosine(model: GPT2, states: Tensor, target: int) -> np.ndarray:
+    """cos(LN_f(x_l), u_target) [L+1] for one word's states [L+1, d]: how straight its point faces the
+    unembedding row of its target in all d dimensions (the logit is ‖LN_f(x_l)‖‖u‖ times this cosine)."""
+    points = ln_f_points(model, states).double()
+    row = unembedding_rows(model, target).double()
+    return torch.nn.functional.cosine_similarity(points, row[None], dim=-1).cpu().numpy()
 
 
 def pca_basis(points: Tensor, n_components: int = 3) -> tuple[Tensor, Tensor, Tensor]:
@@ -156,6 +171,7 @@ def word_trajectory(
         prediction_id=prediction_id, prediction_word=decode(prediction_id),
         prediction_coord=np.asarray(target_coord, dtype=np.float64), method=label,
         explained_variance=None if explained is None else explained.numpy(),
+        target_cosine=target_cosine(model, states[:, highlight], prediction_id),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-               index, load_model_and_tokenizer, make_output_folder, output_file, output_folder, positive_int,
+               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, make_output_folder, output_file, output_folder, positive_int,
                progress_bar, report_written, require_matplotlib)
 
 
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--bias-words", type=positive_int, default=5,
                         help="words per side of the key-bias probe (default: 5)")
     add_style_argument(parser)
+    add_vocabulary_arguments(parser)
     add_figure_arguments(parser)
     return parser
 
@@ -43,11 +44,12 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         require_matplotlib(args)
     model, tokenizer = load_model_and_tokenizer(args)
+    allowed = allowed_words(args, tokenizer, model)
     layers = args.layer if args.layer is not None else default_layers(model.config.n_layer)
     heads = args.head if args.head is not None else list(range(model.config.n_head))
     with progress_bar(args, len(layers) * len(heads), "svd", unit="head") as bar:
         result = svd_tables(model, tokenizer, layers, heads, args.circuits, args.pairs, args.k, args.bias_words,
-                            progress=bar)
+                            progress=bar, allowed=allowed)
     if out is None:
         for layer in layers:
             for circuit in args.circuits:
@@ -61,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
         stem = f"svd_layer{layer}_{circuit.lower()}"
         written += write_table(output_file(out, stem), tables)
         if not args.no_plot:
-            title = f"W_{circuit}, layer {layer}: cumulative singular values"
-            written.append(plot_singular_values(result.shares[layer, circuit],
-                                                output_file(out, f"{stem}_cumulative.{args.format}"), title,
-                                                dpi=args.dpi))
+            title = f"singular values of $W_{{{circuit}}}$ per head, layer {layer} (grey: the other heads)"
+            written.append(plot_singular_values(result.spectra[layer, circuit],
+                                                output_file(out, f"{stem}_spectrum.{args.format}"), title,
+                                                dpi=args.dpi, circuit=circuit))
     for layer, table in result.key_bias.items():
         written += write_table(output_file(out, f"svd_layer{layer}_key_bias"), [table])
     written.append(write_csv(output_file(out, "svd.csv"), result.long))
