@@ -439,7 +439,7 @@ def norm_profile_figure(trace: "Trace", batch: int = 0) -> "Figure":
     left.set_ylabel("norm (log scale)")
     integer_x(left)
     left.set_title("residual stream")
-    panels[0].legend(loc="outside lower center", ncols=2, fontsize=8)
+    panels[0].legend(loc="outside lower center", ncols=2, fontsize=9)
     layers = np.arange(L)
     for site, marker in (("ln_1", "o"), ("ln_2", "s")):
         record = getattr(trace, site)
@@ -455,7 +455,7 @@ def norm_profile_figure(trace: "Trace", batch: int = 0) -> "Figure":
     right.set_ylabel("norm, mean over tokens (log scale)")
     integer_x(right)
     right.set_title("layer-norm sites")
-    panels[1].legend(loc="outside lower center", ncols=3, fontsize=8)
+    panels[1].legend(loc="outside lower center", ncols=2, fontsize=9)
     return fig
 
 
