@@ -388,3 +388,12 @@ def test_qk_map_is_left_out_when_one_query_holds_every_pair(data):
     fig = plots.qk_pairs_figure(data["pairs"], data["decode"])
     matrix = [ax for ax in fig.axes if ax.images][0]
     assert matrix.get_aspect() == 1.0  # square cells, however many query words
+
+
+def test_norms_draw_the_sqrt_d_line_only_for_a_variant_that_has_that_radius(data):
+    def labels(variant):
+        fig = plots.norm_profile_figure(data["trace"], variant=variant)
+        return [text.get_text() for legend in legends(fig) for text in legend.get_texts()]
+
+    assert any(label.startswith(r"$\sqrt{d}$") for label in labels("layernorm"))
+    assert not any("sqrt{d}$ =" in label for label in labels("dyt") + labels("none"))

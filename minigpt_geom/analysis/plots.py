@@ -416,8 +416,14 @@ def attention_figure(pattern: "Tensor | np.ndarray", words: Sequence[str], layer
     return fig
 
 
-def norm_profile_figure(trace: "Trace", batch: int = 0) -> "Figure":
-    """Across layers: ‖x_l‖ and the updates' norms (left); what each layer-norm site sees and makes (right)."""
+SPHERES = ("layernorm", "rmsnorm", "sphere")  # variants whose projection has radius √d: the reference line applies
+
+
+def norm_profile_figure(trace: "Trace", batch: int = 0, *, variant: str = "layernorm") -> "Figure":
+    """Across layers: ‖x_l‖ and the updates' norms (left); what each norm site sees and makes (right).
+
+    `variant` names the blocks' norm: the line at √d, the radius a sphere projection gives, is drawn only for
+    a variant that has one (SPHERES)."""
     from matplotlib.collections import LineCollection
 
     take = lambda t: t[:, batch].float().cpu().numpy()  # noqa: E731  [L, B, T] -> [L, T]
@@ -429,13 +435,13 @@ def norm_profile_figure(trace: "Trace", batch: int = 0) -> "Figure":
     left, right = (panel.subplots() for panel in panels)
     paths = np.stack([np.broadcast_to(np.arange(L + 1)[:, None], residual.shape), residual], axis=-1)  # [L+1, T, 2]
     left.add_collection(LineCollection(list(paths.transpose(1, 0, 2)), colors="0.6", linewidths=0.7, alpha=fade(T),
-                                       label=f"‖x_l‖ of each of the {T} tokens"))
-    left.plot(np.arange(L + 1), residual.mean(axis=1), color="black", linewidth=2, label="‖x_l‖, mean over tokens")
+                                       label=rf"$\|x_l\|$ of each of the {T} tokens"))
+    left.plot(np.arange(L + 1), residual.mean(axis=1), color="black", linewidth=2, label=r"$\|x_l\|$, mean over tokens")
     blocks = np.arange(L) + 0.5  # an update sits between x_l and x_l+1
     left.plot(blocks, take(trace.residual.attention_update_norm).mean(axis=1), "o-", label="‖attention update‖, mean")
     left.plot(blocks, take(trace.residual.mlp_update_norm).mean(axis=1), "s-", label="‖MLP update‖, mean")
     left.set_yscale("log")
-    left.set_xlabel("layer l (0 = embedding)")
+    left.set_xlabel(r"layer $l$ (0 = embedding)")
     left.set_ylabel("norm (log scale)")
     integer_x(left)
     left.set_title("residual stream")
@@ -443,18 +449,19 @@ def norm_profile_figure(trace: "Trace", batch: int = 0) -> "Figure":
     layers = np.arange(L)
     for site, marker in (("ln_1", "o"), ("ln_2", "s")):
         record = getattr(trace, site)
-        right.plot(layers, take(record.output_norm).mean(axis=1), marker + "-", label=f"{site}: ‖γ⊙x̂+β‖ (output)")
-        right.plot(layers, take(record.radius).mean(axis=1), marker + "--", label=f"{site}: ‖x̂‖ (radius)")
+        right.plot(layers, take(record.output_norm).mean(axis=1), marker + "-",
+                   label=site + r": $\|\gamma\odot\hat{x}+\beta\|$ (output)")
+        right.plot(layers, take(record.radius).mean(axis=1), marker + "--", label=site + r": $\|\hat{x}\|$ (radius)")
         right.plot(layers, np.abs(take(record.mean_component)).mean(axis=1), marker + ":",
-                   label=f"{site}: |x·1/√d| (distance from H)")
-    right.plot([L], [trace.ln_f.output_norm[batch].float().mean().item()], "k*", markersize=12, label="ln_f: ‖γ⊙x̂+β‖")
-    if d is not None:
-        right.axhline(math.sqrt(d), color="grey", linewidth=0.8, label=f"√d = {math.sqrt(d):.1f}")
+                   label=site + r": $|x\cdot\mathbf{1}/\sqrt{d}|$ (distance from $H$)")
+    right.plot([L], [trace.ln_f.output_norm[batch].float().mean().item()], "k*", markersize=12, label=r"ln_f: $\|\gamma\odot\hat{x}+\beta\|$")
+    if d is not None and variant in SPHERES:
+        right.axhline(math.sqrt(d), color="grey", linewidth=0.8, label=rf"$\sqrt{{d}}$ = {math.sqrt(d):.1f}")
     right.set_yscale("log")
-    right.set_xlabel("layer l (block index; ln_f after the last)")
+    right.set_xlabel(r"layer $l$ (block index; ln_f after the last)")
     right.set_ylabel("norm, mean over tokens (log scale)")
     integer_x(right)
-    right.set_title("layer-norm sites")
+    right.set_title(f"norm sites ({variant})")
     panels[1].legend(loc="outside lower center", ncols=2, fontsize=9)
     return fig
 

@@ -233,7 +233,7 @@ def build_report(
                 "Each cell: the top word of the lens at that position (row) and layer (column), shaded by its "
                 "probability on a log scale from 10⁻³ (white) to 1, bold where it is the final prediction; hover "
                 "for the top words. The chosen word's row is outlined.", "lens-grid"),
-        section("Norms and radii across layers", img(plots.norm_profile_figure(trace), "norm profile"),
+        section("Norms and radii across layers", img(plots.norm_profile_figure(trace, variant=model.h[0].ln_1.variant.name), "norm profile"),
                 html.escape(geometry_sentence(variant, config.n_embd)), "norms"),
     ]
     step()
