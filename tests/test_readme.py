@@ -96,6 +96,7 @@ def test_readme_command_table_matches_the_parsers():
             assert option in options, f"README shows `{name} {option}`, which {name} --help does not list"
 
 
+@pytest.mark.slow
 def test_gallery_script_runs_on_a_tiny_budget(tmp_path):
     """docs/make_gallery.py --tiny: every step of the gallery README links to, and every picture it names."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1",

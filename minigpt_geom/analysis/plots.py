@@ -9,9 +9,14 @@ What every figure keeps to:
   - a size that stops growing with the text: cells and fonts are sized for reading, figures are capped
     at about a page, tick labels thinned to at most MAX_TICKS per axis, and the logit-lens grid shows
     every k-th position past LENS_ROWS positions (draw pages with its `positions` argument);
-  - tokens whole, quoted as Python shows them (' one', '\\n'); characters the font cannot draw (CJK,
-    emoji with matplotlib's bundled DejaVu Sans) are written as escapes ('\\u4e16'), so that drawing
-    never warns about missing glyphs and the picture is the same on every machine.
+  - tokens whole, quoted as Python shows them (' one', '\\n'), except in the probe, query-key and reach
+    figures and along the trajectory, where a token longer than 14 characters is cut and marked with its
+    length (short_label); characters the font
+    cannot draw (CJK, emoji with matplotlib's bundled DejaVu Sans) are written as escapes ('\\u4e16'), so
+    that drawing never warns about missing glyphs and the picture is the same on every machine;
+  - maths in mathtext ($\\mathrm{LN}_f(x_l)$), labels that say what the points are for the model's own norm
+    variant (captions.py), one colour scale wherever values are compared, and nothing drawn at a value
+    that was not measured.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from ..files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure, FigureBase
+    from matplotlib.figure import Figure
     from torch import Tensor
 
     from ..trace import Trace
@@ -51,7 +56,6 @@ LENS_ROWS = 64  # positions in one lens grid: about a page at 7 pt
 CELL_FONT = 7.0  # points, for words written in cells
 SMALLEST_FONT = 3.0  # a long token is shrunk to fit its cell, down to this size
 MASKED = "0.8"  # grey: cells that do not exist (a key after its query, a summed column), unlike a value of 0
-CATEGORY_MAP = "turbo"  # ordered and of distinct hues: one colour per head, for any number of heads
 
 
 # ---- figures in and out ---------------------------------------------------------------------------------
@@ -208,20 +212,6 @@ def masked_patch(label: str):
     from matplotlib.patches import Patch
 
     return Patch(facecolor=MASKED, edgecolor="0.5", label=label)
-
-
-def category_colours(fig: "FigureBase", ax: "Axes", names: Sequence[str], label: str) -> list:
-    """One colour of CATEGORY_MAP per name, and a colour bar beside `ax` that names them."""
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import BoundaryNorm
-
-    n = len(names)
-    cmap = colormaps[CATEGORY_MAP].resampled(n)
-    bar = fig.colorbar(ScalarMappable(BoundaryNorm(np.arange(n + 1) - 0.5, cmap.N), cmap), ax=ax, label=label,
-                       shrink=0.9)
-    bar.set_ticks(list(thinned(n)), labels=[names[i] for i in thinned(n)])
-    return [cmap(i) for i in range(n)]
 
 
 # ---- the trajectory analyses -----------------------------------------------------------------------------
