@@ -8,7 +8,9 @@ Every variant trains from the same initialisation seed on the same windows of th
 source (its top-level modules; the last 10% of tokens held out) for the same number of steps. The table gives
 each variant's validation loss beside the held-out set's unigram entropy (the loss of a model that only knows
 how often each token occurs); then the logit lens of the layernorm model on held-out text, KL(p_L ‖ p_l) per
-layer, beside the same for the untrained model. The vocabulary is a small BPE trained on the same source by the
+layer, beside the same for the untrained model; then every trained variant on one held-out text with
+`analysis.compare` (the figure in OUT/compare.png): per variant the mean radius at ln_1, the mean angular step
+and the logit lens's KL per layer, each in the variant's own geometry. The vocabulary is a small BPE trained on the same source by the
 tests' textbook trainer (tests/bpe_files.py), cached with the token ids in --cache.
 """
 
@@ -128,6 +130,30 @@ def main() -> None:
         print("| layer l | trained | untrained |\n|---|---|---|")
         for layer, (a, b) in enumerate(zip(kl_trained, kl_random)):
             print(f"| {layer} | {a:.3f} | {b:.3f} |")
+    if len(trained) >= 2:
+        compare_trained(trained, vocab, data, out)
+
+
+def compare_trained(trained: dict, vocab: Path, data: TokenData, out: Path) -> None:
+    """Every trained variant on one held-out text (the first 96 held-out tokens): tables and a figure."""
+    from minigpt_geom.analysis import plots
+    from minigpt_geom.analysis.compare import compare_models
+
+    tokenizer = Tokenizer.from_pretrained(vocab)
+    text = tokenizer.decode([int(i) for i in data.val[:96]])
+    comparison = compare_models(trained, tokenizer, text)
+    print(f"\ncompare on {len(comparison.words)} held-out tokens (means over positions); layer 0 = embedding")
+    for field, what in (("radius", "radius ‖x̂‖ at the site reading x_l (ln_1; ln_f for the last)"),
+                        ("angular_step", "angular step into x_l, radians, in each variant's geometry"),
+                        ("kl_to_final", "logit lens KL(p_L ‖ p_l), nats")):
+        names = list(trained)
+        print(f"\n{what}\n| layer | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+        layers = sorted({row["layer"] for row in comparison.rows})
+        for layer in layers:
+            values = [next(r[field] for r in comparison.rows if r["model"] == n and r["layer"] == layer) for n in names]
+            print(f"| {layer} | " + " | ".join(f"{abs(v) if abs(v) < 5e-4 else v:.3f}" for v in values) + " |")
+    path = plots.save_figure(plots.compare_figure(comparison), out / "compare.png")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,60 @@
-"""minigpt_geom: GPT-2 from first principles, with a forward pass that reports its own geometry."""
+"""minigpt_geom: GPT-2 from first principles, with a forward pass that reports its own geometry.
 
-from .cache import KVCache
-from .config import PRESETS, GPT2Config
-from .errors import CheckpointError, InputError, MiniGPTGeomError, OutputError, WeightsNotFoundError
-from .generate import Sampling, generate
-from .model import GPT2
-from .sphere import NORM_VARIANTS, NormVariant, register_norm
-from .trace import Trace, TraceRequest
+The names below are imported on first use (PEP 562), so that `import minigpt_geom` and the command line's
+`--help` do not pay for torch."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+from .errors import CheckpointError, InputError, LNFreeWarning, MiniGPTGeomError, OutputError, WeightsNotFoundError
+
+if TYPE_CHECKING:
+    from .cache import KVCache
+    from .config import PRESETS, GPT2Config
+    from .fused import reference_math
+    from .generate import Sampling, generate
+    from .model import GPT2
+    from .sphere import NORM_VARIANTS, NormVariant, register_norm
+    from .trace import Trace, TraceRequest
+
+LAZY = {"KVCache": "cache", "PRESETS": "config", "GPT2Config": "config", "Sampling": "generate",
+        "generate": "generate", "GPT2": "model", "NORM_VARIANTS": "sphere", "NormVariant": "sphere",
+        "register_norm": "sphere", "Trace": "trace", "TraceRequest": "trace",
+        "reference_math": "fused"}  # name -> the module that defines it
 
 __all__ = [
     "GPT2", "GPT2Config", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",
-    "NORM_VARIANTS", "NormVariant", "register_norm",
-    "MiniGPTGeomError", "WeightsNotFoundError", "CheckpointError", "InputError", "OutputError",
+    "NORM_VARIANTS", "NormVariant", "register_norm", "reference_math",
+    "MiniGPTGeomError", "WeightsNotFoundError", "CheckpointError", "InputError", "OutputError", "LNFreeWarning",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name's module when the name is first used."""
+    if name not in LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{LAZY[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+class Package(types.ModuleType):
+    """This package's module type: importing the submodule `generate` binds it on the package (the import system
+    does so), which would hide the function `generate` the package exports; the function is kept instead."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and LAZY.get(name) == name:
+            value = getattr(value, name)  # minigpt_geom.generate stays the function
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = Package
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazy ones included."""
+    return sorted({*globals(), *LAZY})

@@ -26,7 +26,8 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from .config import LIMITS, GPT2Config, check_count, check_epsilon
-from .errors import CheckpointError, InputError, WeightsNotFoundError
+from .errors import CheckpointError, InputError, LNFreeWarning, WeightsNotFoundError
+from .files import read_bytes
 from .hub import resolve_file
 from .lnfree import from_ln_free_eps, is_ln_free_eps
 from .sphere import NormSpec, get_norm, norm_for_site
@@ -41,7 +42,15 @@ HEADER_BYTES = 4 * 2**20  # a 1000-layer GPT-2's header is under 2 MiB; the form
 PIECE_BYTES = 16 * 2**20  # tensors are copied in row ranges of about this size (see TensorReader)
 CONFIG_JSON_BYTES = 2**20  # GPT-2's config.json is under 1 KB
 NORM_KEY = "minigpt_geom_norm"  # config.json's record of a norm variant other than GPT-2's (train.py writes it)
-UNSUPPORTED_FLAGS = ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention")
+# Every field of transformers' GPT2Config is read here, or refused unless it has a value this GPT-2 computes the
+# same way, or changes nothing a forward pass computes (dropout, initializer_range, use_cache, the token ids,
+# the summary_* head of GPT2DoubleHeadsModel). IMPLEMENTED: field -> the values this GPT-2 implements.
+IMPLEMENTED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),  # GPT-2's tanh GELU, both spellings
+               "scale_attn_weights": (True,),  # scores q·k/√d_head
+               "scale_attn_by_inverse_layer_idx": (False,), "reorder_and_upcast_attn": (False,),
+               "add_cross_attention": (False,),
+               "tie_word_embeddings": (True, False),  # logits = x Eᵀ (E = wte), or an untied lm_head (is_untied)
+               "model_type": ("gpt2",)}
 SIZES_IN_CONFIG_JSON = {"n_layer": "n_layer", "n_embd": "n_embd", "n_positions": "n_ctx", "n_ctx": "n_ctx",
                         "vocab_size": "vocab_size"}  # config.json key -> GPT2Config field, checked against shapes
 
@@ -126,7 +135,7 @@ def strip_prefix(name: str) -> str:
     return name.removeprefix("transformer.")
 
 
-def model_entries(path: Path, header: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+def model_entries(path: Path, header: dict[str, TensorInfo], untied: bool = False) -> dict[str, TensorInfo]:
     """Our parameter name -> tensor, for every tensor but the mask buffers and a tied lm_head."""
     entries, seen = {}, set()
     for name, info in header.items():
@@ -134,9 +143,15 @@ def model_entries(path: Path, header: dict[str, TensorInfo]) -> dict[str, Tensor
         if ours in seen:
             raise CheckpointError(f"{path}: tensor {ours!r} appears twice (with and without 'transformer.')")
         seen.add(ours)
-        if not MASK_BUFFER.fullmatch(ours) and ours != "lm_head.weight":
+        if not MASK_BUFFER.fullmatch(ours) and (untied or ours != "lm_head.weight"):
             entries[ours] = info
     return entries
+
+
+def is_untied(config_file: ConfigFile | None) -> bool:
+    """True when config.json says the unembedding is not the token embedding (a folded or LN-free model saved):
+    the file then holds lm_head.weight [vocab, d] and lm_head.bias [vocab] of its own."""
+    return config_file is not None and config_file.values.get("tie_word_embeddings", True) is False
 
 
 def lm_head_entry(header: dict[str, TensorInfo]) -> TensorInfo | None:
@@ -149,12 +164,9 @@ def lm_head_entry(header: dict[str, TensorInfo]) -> TensorInfo | None:
 def read_config_json(path: Path) -> ConfigFile:
     """config.json as a dict: unreadable, oversized, non-UTF-8, non-JSON or non-object files are refused."""
     try:
-        size = path.stat().st_size
-        raw = path.read_bytes() if size <= CONFIG_JSON_BYTES else None
+        raw = read_bytes(path, CONFIG_JSON_BYTES, error=CheckpointError)
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
-    if raw is None:
-        raise CheckpointError(f"{path} is {size} bytes, not a GPT-2 config.json")
     try:
         values = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -196,6 +208,17 @@ def layer_count(path: Path, entries: dict[str, TensorInfo]) -> int:
     return n_layer
 
 
+def check_implemented(values: dict[str, Any], n_embd: int) -> None:
+    """ValueError naming the first config.json field whose value this GPT-2 does not compute (see IMPLEMENTED)."""
+    implemented = {**IMPLEMENTED, "n_inner": (None, 4 * n_embd)}  # the MLP's width: 4d unless stated
+    for field, allowed in implemented.items():
+        if field in values and not any(type(values[field]) is type(a) and values[field] == a for a in allowed):
+            spelled = " or ".join(json.dumps(a) for a in allowed)
+            shown = json.dumps(values[field])
+            shown = shown if len(shown) <= 40 else shown[:40] + "…"
+            raise ValueError(f"{field} = {shown} is not implemented here (only {spelled})")
+
+
 def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[int, float]:
     """(n_head, ε) from config.json, checked; without it GPT-2's own: 64-wide heads and ε = 1e-5."""
     n_head, ln_eps = max(n_embd // 64, 1), 1e-5
@@ -203,12 +226,7 @@ def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[i
         return n_head, ln_eps
     values = config_file.values
     try:
-        activation = values.get("activation_function", "gelu_new")
-        if activation not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError(f"activation {activation!r} is not GPT-2's tanh GELU (gelu_new)")
-        for flag in UNSUPPORTED_FLAGS:
-            if values.get(flag) not in (None, False):
-                raise ValueError(f"config.json sets {flag}, which this GPT-2 does not implement")
+        check_implemented(values, n_embd)
         n_head, ln_eps = values.get("n_head", n_head), values.get("layer_norm_epsilon", ln_eps)
         check_count("n_head", n_head, LIMITS["n_head"])
         if n_embd % n_head:  # heads split the width evenly: d_head = n_embd / n_head
@@ -248,11 +266,13 @@ def infer_config(path: Path, entries: dict[str, TensorInfo], config_file: Config
     return config
 
 
-def variant_shapes(config: GPT2Config, norm: NormSpec) -> dict[str, tuple[int, ...]]:
-    """The learned scalars of the norm variants, `h.0.ln_1.alpha`: [] each. A file may hold them or not
-    (a checkpoint trained with layer norm has none: they start at the variant's initial values)."""
+def optional_shapes(config: GPT2Config, norm: NormSpec, untied: bool) -> dict[str, tuple[int, ...]]:
+    """Tensors a file may hold or not: the norm variants' learned scalars, `h.0.ln_1.alpha`, [] each (a
+    checkpoint trained with layer norm has none: they start at the variant's initial values), and an untied
+    unembedding's bias (transformers writes none: it starts at 0)."""
     sites = [f"h.{i}.{kind}" for i in range(config.n_layer) for kind in ("ln_1", "ln_2")] + ["ln_f"]
-    return {f"{site}.{name}": () for site in sites for name in norm_for_site(norm, site).parameters}
+    shapes = {f"{site}.{name}": () for site in sites for name in norm_for_site(norm, site).parameters}
+    return shapes | ({"lm_head.bias": (config.vocab_size,)} if untied else {})
 
 
 def checkpoint_norm(config_file: ConfigFile | None) -> NormSpec | None:
@@ -274,10 +294,11 @@ def checkpoint_norm(config_file: ConfigFile | None) -> NormSpec | None:
 
 
 def check_tensors(path: Path, entries: dict[str, TensorInfo], lm_head: TensorInfo | None,
-                  config: GPT2Config, norm: NormSpec = "layernorm") -> None:
+                  config: GPT2Config, norm: NormSpec = "layernorm", untied: bool = False) -> None:
     """Refuse the file unless its names, shapes and dtypes are those of a GPT-2 of `config` (nothing is built)."""
-    optional = variant_shapes(config, norm)
-    expected = expected_shapes(config) | {name: shape for name, shape in optional.items() if name in entries}
+    optional = optional_shapes(config, norm, untied)
+    expected = expected_shapes(config) | ({"lm_head.weight": (config.vocab_size, config.n_embd)} if untied else {})
+    expected |= {name: shape for name, shape in optional.items() if name in entries}
     missing = [name for name in expected if name not in entries]
     unexpected = [name for name in entries if name not in expected]
     if missing or unexpected:
@@ -379,18 +400,21 @@ def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str |
     in the LN-free convention (ε ≥ 1e10) then loads as the exact norm="none" model it stands for."""
     path, config_file = checkpoint_files(source)
     header = read_header(path)
-    entries = model_entries(path, header)
+    untied = is_untied(config_file)
+    entries = model_entries(path, header, untied)
     config = infer_config(path, entries, config_file)
-    lm_head = lm_head_entry(header)
+    lm_head = None if untied else lm_head_entry(header)
     stated = checkpoint_norm(config_file)
     chosen = norm if norm is not None else stated or "layernorm"
-    check_tensors(path, entries, lm_head, config, chosen)  # every name and shape, before memory is spent on a model
-    ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps)
+    check_tensors(path, entries, lm_head, config, chosen, untied)  # every name and shape, before any memory is spent
+    ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps) and not untied
     with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
         model = cls(config, norm=chosen).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
+        if untied:
+            model.lm_head.untie(model.wte.weight)  # W and b are then filled from lm_head.weight, lm_head.bias
     load_weights(model, path, entries, lm_head)
     if ln_free:
         warnings.warn(f"{path}: layer norm is switched off inside this file (ε = {config.ln_eps:g}); loaded as an "
-                      f"exact norm='none' model", stacklevel=3)
+                      f"exact norm='none' model", LNFreeWarning, stacklevel=3)
         model = from_ln_free_eps(model)
     return model.to(device=device, dtype=dtype).eval()

@@ -1,18 +1,25 @@
 """The `minigpt-geom` command line: the subcommands, in the order `--help` lists them, and one error policy.
 
 Expected failures (missing weights, bad checkpoints, bad input or arguments, outputs that cannot be written)
-are printed as one line on stderr, exit code 2."""
+are printed as one line on stderr, exit code 2. Nothing here imports torch: `--help`, `--version` and argument
+errors answer at once, and only the command that runs builds its full parser and imports what it needs.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import sys
+import warnings
+from types import ModuleType
+from typing import Callable, Collection
 
-from .commands import (Parser, UsageError, compare, drift, embeddings, generate, init, lens, norms, prepare, probe,
-                       qk, remove_ln, report, svd, train, trajectory, verify)
+from .commands import Parser, UsageError
+from .errors import LNFreeWarning
 
-COMMANDS = (verify, norms, generate, embeddings, probe, svd, qk, lens, trajectory, drift, report, compare,
-            prepare, init, train, remove_ln)
+COMMANDS = ("verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report",
+            "compare", "prepare", "init", "train", "remove-ln")  # each the module commands/<name>.py, `-` as `_`
 DESCRIPTION = ("GPT-2 whose forward pass reports its own geometry: layer norm puts every word on a sphere and "
                "the layers move it along (Traveling Words, arXiv 2309.07315). Each command runs one analysis, "
                "or trains; `minigpt-geom COMMAND --help` describes it.")
@@ -29,24 +36,63 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> Parser:
-    """The argument parser with every subcommand registered."""
+class PrintVersion(argparse.Action):
+    """--version, which reads the installed version only when asked (importlib.metadata is slow to import)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        """Print `minigpt-geom VERSION` and exit."""
+        print(f"minigpt-geom {version()}")
+        parser.exit()
+
+
+def command_module(name: str) -> ModuleType:
+    """The module of subcommand `name` (`remove-ln` -> minigpt_geom.commands.remove_ln)."""
+    return importlib.import_module(f".commands.{name.replace('-', '_')}", __package__)
+
+
+def build_parser(full: Collection[str] = COMMANDS) -> Parser:
+    """The argument parser with the subcommands `full` names registered with their options (all by default);
+    the others are listed by their summary alone, so that a parser costs only what its command needs."""
     parser = Parser(prog="minigpt-geom", description=DESCRIPTION, allow_abbrev=False)
-    parser.add_argument("--version", action="version", version=f"minigpt-geom {version()}",
-                        help="print the version and exit")
+    parser.add_argument("--version", action=PrintVersion, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        sub = command.register(subparsers)
-        sub.set_defaults(run=command.run, parser=sub)
+    for name in COMMANDS:
+        module = command_module(name)
+        if name in full:
+            sub = module.register(subparsers)
+            sub.set_defaults(run=module.run, parser=sub)
+        else:
+            subparsers.add_parser(name, help=module.SUMMARY)
     return parser
+
+
+def chosen_command(argv: list[str]) -> list[str]:
+    """The subcommand argv names, as a list of none or one: its first word that is not an option (the top
+    level's options take no value)."""
+    return [word for word in argv if not word.startswith("-")][:1]
+
+
+def one_line_notes(command: str) -> Callable[..., None]:
+    """A warnings.showwarning that prints this package's notes (LNFreeWarning) as one line naming the command,
+    without the Python source path and line; other warnings as Python does."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, LNFreeWarning):
+            print(f"minigpt-geom {command}: note: {message}", file=sys.stderr)
+        else:
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script and of `python -m minigpt_geom`."""
     from .errors import MiniGPTGeomError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args, extra = build_parser().parse_known_args(argv)
+        args, extra = build_parser(chosen_command(argv)).parse_known_args(argv)
         if extra:  # reported by the subcommand, whose options they were meant to be
             args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except UsageError as error:
@@ -54,12 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as stop:  # --help or --version, printed: their exit code
         return stop.code
+    from safetensors import SafetensorError  # the Rust binding alone, no torch
+
     try:
-        return args.run(args) or 0
+        if getattr(args, "quiet", False) or not sys.stderr.isatty():
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()  # a download's bars too: on a terminal only
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LNFreeWarning)  # one note for each file loaded, never hidden
+            warnings.showwarning = one_line_notes(args.command)
+            return args.run(args) or 0
     except BrokenPipeError:  # output piped into a reader that stopped early (`| head`): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (MiniGPTGeomError, OSError) as error:  # OSError: a file that cannot be read or written
+    except (MiniGPTGeomError, OSError, SafetensorError) as error:  # a file that cannot be read or written
         print(f"minigpt-geom {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -93,7 +93,7 @@ def prepare(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, out:
     """Tokenise `corpus` into `out`/train.bin, val.bin and meta.json; the last `val_fraction` of ids is held out."""
     if not 0 < val_fraction < 1:
         raise InputError(f"the held-out fraction must be between 0 and 1, got {val_fraction}")
-    files = corpus_files(corpus, pattern, option="--glob")
+    files = corpus_files(corpus, pattern, option="--pattern")
     ids, used = tokenize_files(files, Tokenizer.from_pretrained(tokenizer_source), progress)
     split = len(ids) - max(1, round(len(ids) * val_fraction))
     if split < 1:
@@ -137,7 +137,7 @@ def cache_folder(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike,
     """The folder holding the token files of `corpus`: the corpus itself if `prepare` made it, else the cache's."""
     if (Path(corpus) / "meta.json").is_file():
         return Path(corpus)
-    key = corpus_key(corpus_files(corpus, pattern, option="--glob"), tokenizer_fingerprint(tokenizer_source), val_fraction)
+    key = corpus_key(corpus_files(corpus, pattern, option="--pattern"), tokenizer_fingerprint(tokenizer_source), val_fraction)
     return Path(cache_dir or default_cache_dir()) / key
 
 

@@ -44,7 +44,7 @@ def norm_spec(model: GPT2) -> NormSpec:
     return names.pop() if len(names) == 1 else sites
 
 
-def config_json(config: GPT2Config, norm: NormSpec, eot_id: int | None) -> dict:
+def config_json(config: GPT2Config, norm: NormSpec, eot_id: int | None, tied: bool = True) -> dict:
     """transformers' GPT2Config as JSON for our shape (no dropout: we train without it)."""
     fields = {
         "model_type": "gpt2",
@@ -60,7 +60,7 @@ def config_json(config: GPT2Config, norm: NormSpec, eot_id: int | None) -> dict:
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": tied,  # False after a fold: lm_head.weight and lm_head.bias are in the file
     }
     if eot_id is not None:
         fields.update(bos_token_id=eot_id, eos_token_id=eot_id)
@@ -72,14 +72,13 @@ def config_json(config: GPT2Config, norm: NormSpec, eot_id: int | None) -> dict:
 def save_model(model: GPT2, folder: str | os.PathLike, tokenizer_source: str | os.PathLike,
                eot_id: int | None = None) -> Path:
     """Write model.safetensors, config.json and the tokenizer's vocab.json + merges.txt into `folder`."""
-    if model.is_folded:
-        raise CheckpointError("a model with folded layer norms has no GPT-2 layout; save it before fold_ln")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters()}
     atomic_write(folder / "model.safetensors",
                  lambda temporary: save_file(tensors, str(temporary), metadata={"format": "pt"}))
-    write_text(folder / "config.json", json.dumps(config_json(model.config, norm_spec(model), eot_id), indent=2) + "\n")
+    fields = config_json(model.config, norm_spec(model), eot_id, model.lm_head.tied)
+    write_text(folder / "config.json", json.dumps(fields, indent=2) + "\n")
     for name in ("vocab.json", "merges.txt"):
         source = resolve_file(tokenizer_source, name)
         if source.resolve() != (folder / name).resolve():

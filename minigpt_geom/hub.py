@@ -153,18 +153,30 @@ def _download(repo_id: str, filename: str, *, required: bool, preset: str | None
         raise WeightsNotFoundError(f"could not get {filename} of {repo_id}: {error}") from None
 
 
+def places_looked(preset: str) -> str:
+    """Where an offline copy of `preset` was looked for, every place named (an unset $MINIGPT_GEOM_WEIGHTS too)."""
+    folders = [str(folder) for folder in drop_in_dirs(preset)]
+    if not os.environ.get("MINIGPT_GEOM_WEIGHTS"):
+        folders.insert(0, f"$MINIGPT_GEOM_WEIGHTS/{preset} (the variable is not set)")
+    return ", ".join(folders)
+
+
 def not_found(repo_id: str, filename: str, preset: str | None, why: str, offline: bool) -> WeightsNotFoundError:
-    """The error for required files that are neither in the cache nor downloadable: all of them, and what to do."""
+    """The error for required files that are neither in the cache nor downloadable: all of them, every place
+    looked in, and what to do."""
+    from huggingface_hub import constants
+
     missing = not_cached(repo_id, COMPANIONS.get(filename, (filename,))) or [filename]
     files = " and ".join(missing)
-    where = ""
+    them = "it" if len(missing) == 1 else "them"
+    looked = f"the Hugging Face cache {constants.HF_HUB_CACHE}"
+    put = ""
     if preset:
-        where = f", or put {'it' if len(missing) == 1 else 'them'} at " + " and ".join(
-            f"weights/{preset}/{name}" for name in missing)
+        looked = f"{places_looked(preset)} and {looked}"
+        put = f" put {them} in weights/{preset}/ or $MINIGPT_GEOM_WEIGHTS/{preset}/,"
     skip = "" if offline else " Set HF_HUB_OFFLINE=1 to skip the hub when working offline."
     return WeightsNotFoundError(
-        f"could not get {files} of {repo_id}: {why} and {'it is' if len(missing) == 1 else 'they are'} not in the "
-        f"Hugging Face cache. Run once with network access to fill the cache{where}, or pass a local directory "
-        f"or .safetensors file as the source.{skip}"
+        f"could not get {files} of {repo_id}: {why}, and {'it is' if len(missing) == 1 else 'they are'} in none of "
+        f"{looked}. To fix:{put} run once with network access to fill the cache, or pass a local folder or "
+        f".safetensors file as the source.{skip}"
     )
-

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .fold import fold_model
 from .sphere import SphereDiagnostics, SphereNorm, get_norm
 
 if TYPE_CHECKING:
@@ -84,31 +85,13 @@ def check_all_fixed(model: GPT2) -> None:
         raise ValueError("every site must be fixed-σ first (see lnfree.fix_sigma)")
 
 
-@torch.no_grad()
 def fold_fixed_sigma(model: GPT2) -> GPT2:
-    """A norm="none" model with the same logits as `model`, whose every site must be fixed-σ.
+    """A norm="none" model with the same logits as `model` (left as it is), whose every site must be fixed-σ.
 
-    Each site's P diag(γ)/σ_s and β go into the linear map that reads it (see the module docstring); ln_f's
-    go into an untied unembedding with a bias, as fold_ln does."""
+    Each site's P diag(γ)/σ_s and β go into the linear map that reads it (fold.py); ln_f's go into an untied
+    unembedding with a bias."""
     check_all_fixed(model)
-    folded = type(model)(model.config, norm="none").to(model.wte.weight)
-    folded.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(".sigma")})
-    for block, source in zip(folded.h, model.h):
-        fold_site(source.ln_1, block.attn.c_attn.weight, block.attn.c_attn.bias)
-        fold_site(source.ln_2, block.mlp.c_fc.weight, block.mlp.c_fc.bias)
-    E = model.wte.weight
-    weight, bias = E.T.clone(), torch.zeros(E.shape[0], dtype=E.dtype, device=E.device)  # logits = x̂ Eᵀ
-    fold_site(model.ln_f, weight, bias)
-    folded.unembed_weight = torch.nn.Parameter(weight.T.contiguous())
-    folded.unembed_bias = torch.nn.Parameter(bias)
-    return folded
-
-
-def fold_site(norm: SphereNorm, weight: Tensor, bias: Tensor) -> None:
-    """weight [d, n] ← P diag(γ) weight / σ and bias ← β weight + bias, in place (bias first: it reads W)."""
-    bias.add_(norm.bias @ weight)
-    scaled = weight * (norm.weight / norm.sigma)[:, None]  # diag(γ/σ) W
-    weight.copy_(scaled - scaled.mean(dim=0, keepdim=True))  # P G: centre each column
+    return model.fold_ln()
 
 
 # ---- the removal schedule ------------------------------------------------------------------------------
@@ -144,21 +127,25 @@ def is_ln_free_eps(eps: float) -> bool:
 
 @torch.no_grad()
 def from_ln_free_eps(model: GPT2) -> GPT2:
-    """A model loaded with layer norm and ε ≥ 1e10 -> the exact norm="none" model it stands for.
+    """A model loaded with layer norm and ε ≥ 1e10 -> the exact norm="none" model it stands for (in place).
 
     With such an ε, LN(x) = γ ⊙ (x − μ)/√(σ² + ε) + β = (γ/√ε) ⊙ (x − μ) + β up to σ²/2ε (≤ 1e-8 for
     σ < 100): the fixed-σ map with σ_s = √ε."""
     for site in sites(model):
         fix_sigma(model, site, math.sqrt(model.config.ln_eps))
-    return fold_fixed_sigma(model)
+    return fold_model(model)
 
 
 @torch.no_grad()
 def ln_free_checkpoint(model: GPT2) -> GPT2:
     """The fixed-σ model as GPT-2 with layer norm switched off inside: ε = 1e12 and γ' = γ·√ε/σ at every site.
 
-    LN(x) = γ' ⊙ (x − μ)/√(σ(x)² + ε) + β = γ ⊙ (x − μ)/σ + β to within σ(x)²/2ε: the same map."""
+    LN(x) = γ' ⊙ (x − μ)/√(σ(x)² + ε) + β = γ ⊙ (x − μ)/σ + β to within σ(x)²/2ε: the same map.
+    GPT-2's format ties the unembedding to E: a model whose unembedding is untied (it was folded) is folded
+    to norm="none" instead, which saves as an untied checkpoint with the same logits."""
     check_all_fixed(model)
+    if not model.lm_head.tied:
+        return fold_fixed_sigma(model)
     stored = type(model)(replace(model.config, ln_eps=LN_FREE_EPS), norm="layernorm").to(model.wte.weight)
     stored.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(".sigma")})
     for site in sites(model):

@@ -3,6 +3,9 @@
     x_0 = E[idx] + P[pos]                  [B, T, d]
     x_l+1 = block_l(x_l)                   residual updates (block.py)
     logits = LN_f(x_L) Eᵀ                  nearest words on the output sphere, [B, T, vocab]
+
+After a fold (fold.py) the unembedding is untied, logits = LN_f(x_L) Wᵀ + b; every analysis that decodes a
+state goes through `model.lm_head`, so it decodes what the model itself does.
 """
 
 from __future__ import annotations
@@ -33,6 +36,40 @@ class Embedding(nn.Module):
         return self.weight[idx]
 
 
+class Unembedding(nn.Module):
+    """logits = x̂ Eᵀ, tied to the token embedding E; or x̂ Wᵀ + b, untied, once a fold moved ln_f's γ, β into it.
+
+    Untied, `weight` [vocab, d] and `bias` [vocab] are saved as `lm_head.weight` and `lm_head.bias`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight: nn.Parameter | None = None
+        self.bias: nn.Parameter | None = None
+
+    @property
+    def tied(self) -> bool:
+        """True while the unembedding is the token embedding E itself."""
+        return self.weight is None
+
+    def untie(self, E: Tensor) -> None:
+        """Become W = E (a copy), b = 0: the same logits, now free to change apart from E."""
+        if self.tied:
+            self.weight = nn.Parameter(E.detach().clone())
+            self.bias = nn.Parameter(torch.zeros(E.shape[0], dtype=E.dtype, device=E.device))
+
+    def forward(self, x_hat: Tensor, E: Tensor) -> Tensor:
+        """x̂ [..., d] -> logits [..., vocab]."""
+        if self.tied:
+            return x_hat @ E.T
+        return torch.addmm(self.bias, x_hat.reshape(-1, x_hat.shape[-1]), self.weight.T).view(*x_hat.shape[:-1], -1)
+
+    def word_logits(self, x_hat: Tensor, ids: Tensor, E: Tensor) -> Tensor:
+        """The logit of word ids[...] alone for each x̂ [..., d] -> [...]: one column of forward, no vocab matmul."""
+        if self.tied:
+            return (x_hat * E[ids]).sum(dim=-1)
+        return (x_hat * self.weight[ids]).sum(dim=-1) + self.bias[ids]
+
+
 class GPT2(nn.Module):
     """GPT-2 in pure PyTorch; parameter names are those of the official checkpoint (`h.0.attn.c_attn.weight`)."""
 
@@ -47,9 +84,7 @@ class GPT2(nn.Module):
             for i in range(config.n_layer)
         )
         self.ln_f = SphereNorm(d, config.ln_eps, norm_for_site(norm, "ln_f"))
-        # Set by fold_ln: the unembedding absorbs ln_f's γ and β and is then no longer E itself.
-        self.unembed_weight: nn.Parameter | None = None
-        self.unembed_bias: nn.Parameter | None = None
+        self.lm_head = Unembedding()  # tied to wte until a fold
 
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, idx: Tensor, *, trace: bool | TraceRequest | None = None, cache: KVCache | None = None,
@@ -80,12 +115,16 @@ class GPT2(nn.Module):
         return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None)
 
     def unembed(self, x_hat: Tensor) -> Tensor:
-        """x̂ [B, T, d] -> logits x̂ Eᵀ [B, T, vocab] (with ln_f folded: x̂ (γ⊙E)ᵀ + Eβ)."""
-        if self.unembed_weight is None:
-            return x_hat @ self.wte.weight.T
-        return torch.addmm(self.unembed_bias, x_hat.reshape(-1, x_hat.shape[-1]), self.unembed_weight.T).view(
-            *x_hat.shape[:-1], -1
-        )
+        """x̂ = ln_f(x) [..., d] -> logits [..., vocab] through the one unembedding (tied E, or folded)."""
+        return self.lm_head(x_hat, self.wte.weight)
+
+    def unembedding_rows(self) -> Tensor:
+        """The rows e_v [vocab, d] the unembedding matches x̂ against: E when tied, the folded W otherwise."""
+        return self.wte.weight if self.lm_head.tied else self.lm_head.weight
+
+    def word_logits(self, x_hat: Tensor, ids: Tensor) -> Tensor:
+        """x̂ [..., d], ids [...] -> the logit of word ids[...] alone [...]: unembed(x̂)[..., ids], cheaply."""
+        return self.lm_head.word_logits(x_hat, ids, self.wte.weight)
 
     def check_input(self, idx: Tensor, start: int = 0) -> None:
         """Raise InputError unless idx is an integer [B, T] tensor of in-vocabulary ids that fits the context."""
@@ -125,8 +164,14 @@ class GPT2(nn.Module):
         a file with layer norm switched off by ε = 1e12 becomes an exact norm="none" model)."""
         from .checkpoint import load_pretrained
 
+        from .fold import fold_model
+
         model = load_pretrained(cls, source, device=device, dtype=dtype, norm=norm)
-        return model.fold_ln() if fold_ln else model
+        return fold_model(model) if fold_ln else model
+
+    def norm_sites(self) -> dict[str, SphereNorm]:
+        """Every norm site by name, in forward order: h.0.ln_1, h.0.ln_2, …, ln_f."""
+        return {name: module for name, module in self.named_modules() if isinstance(module, SphereNorm)}
 
     def set_norm(self, norm: NormSpec) -> "GPT2":
         """Swap the norm variant of every site (or of the sites a mapping names) in place."""
@@ -140,28 +185,12 @@ class GPT2(nn.Module):
         shared = {id(p): p for p in self.parameters()}  # deepcopy copies the modules, not these tensors
         return copy.deepcopy(self, memo=shared).set_norm(norm)
 
-    @property
-    def is_folded(self) -> bool:
-        """True once fold_ln has moved some site's γ, β into the linear map that reads it."""
-        return any(isinstance(m, SphereNorm) and m.folded for m in self.modules())
-
-    @torch.no_grad()
     def fold_ln(self) -> "GPT2":
-        """Fold every site's γ, β into the linear map that reads it, so blocks read exact sphere points.
+        """A copy with every site's γ, β folded into the linear map that reads it (fold.py); this model is left
+        as it is. Blocks then read bare projections, and the unembedding becomes γ ⊙ E with bias Eβ."""
+        from .fold import fold_model
 
-        (p ⊙ γ + β) W + b = p (diag(γ) W) + (β W + b); for ln_f the unembedding becomes γ ⊙ E with bias Eβ."""
-        for block in self.h:
-            for norm, linear in ((block.ln_1, block.attn.c_attn), (block.ln_2, block.mlp.c_fc)):
-                if norm.variant.affine and not norm.folded:
-                    linear.bias.copy_(linear.bias + norm.bias @ linear.weight)
-                    linear.weight.mul_(norm.weight[:, None])
-                    norm.folded = True
-        if self.ln_f.variant.affine and not self.ln_f.folded:
-            E = self.wte.weight
-            self.unembed_weight = nn.Parameter(E * self.ln_f.weight)
-            self.unembed_bias = nn.Parameter(E @ self.ln_f.bias)
-            self.ln_f.folded = True
-        return self
+        return fold_model(copy.deepcopy(self))
 
     def num_parameters(self) -> int:
         """Number of parameters (the tied unembedding counted once; fold_ln adds an untied one)."""

@@ -29,6 +29,7 @@ from typing import Literal
 import regex
 
 from .errors import CheckpointError, InputError, WeightsNotFoundError
+from .files import read_text
 from .hub import resolve_file
 
 # GPT-2's pre-tokenisation: contractions, optional space + letters, optional space + digits,
@@ -269,7 +270,7 @@ class Tokenizer:
 def _read(path: Path) -> str:
     """The UTF-8 text of a tokenizer file, with errors that name it."""
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path, 2**28, error=CheckpointError)  # GPT-2's vocab.json is 1 MB; a FIFO is refused
     except FileNotFoundError:
         raise WeightsNotFoundError(f"tokenizer file {path} not found") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -25,7 +25,7 @@ from torch import Tensor
 from .attention import AttentionDiagnostics
 from .block import BlockDiagnostics
 from .errors import InputError
-from .files import atomic_write
+from .files import atomic_write, regular_file
 from .sphere import SphereDiagnostics
 
 
@@ -120,7 +120,7 @@ class Trace:
 
     @property
     def angular_path(self) -> Tensor:
-        """[L, B, T] cumulative angle travelled along the sphere after each block (radians)."""
+        """[L, B, T] cumulative angle travelled after each block (radians), in the geometry of each block's ln_1."""
         return self.residual.angle.cumsum(dim=0)
 
     def layer(self, index: int) -> BlockDiagnostics:
@@ -171,6 +171,7 @@ class Trace:
 
         try:
             read = read_safetensors if path.suffix == ".safetensors" else read_npz
+            regular_file(path, max_bytes + 2**24)  # no FIFO or device; headers and zip records on top of the data
             return cls.from_flat(read(path, max_bytes))
         except (OSError, ValueError, zipfile.BadZipFile, SafetensorError) as error:  # a damaged or missing file
             raise InputError(f"{path} is not a readable trace file: {error}") from None

@@ -121,3 +121,37 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     assert write_vocab(folder, TINY["vocab_size"] - 257) == TINY["vocab_size"]
     save_official_layout(random_hf_model(seed=4, **TINY), folder)
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """Tensors this small gain nothing from a second thread, and lose much when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A folder with a few files of the Python standard library's source (every machine has them)."""
+    import shutil
+    import sysconfig
+
+    from tiny_training import STDLIB_FILES
+
+    folder = tmp_path_factory.mktemp("corpus")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for name in STDLIB_FILES:
+        shutil.copy(stdlib / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokens(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
+    """The corpus tokenised with the tests' tiny trained vocabulary (300 ids)."""
+    from minigpt_geom.data import prepare
+
+    folder = tmp_path_factory.mktemp("tokens")
+    prepare(corpus, tiny_checkpoint, folder, progress=False)
+    return folder

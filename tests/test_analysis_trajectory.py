@@ -125,12 +125,11 @@ def test_lens_of_a_folded_model_equals_the_unfolded_lens(tiny_checkpoint, model,
     lens, folded_lens = logit_lens(model, trace), logit_lens(folded, folded_trace)
     torch.testing.assert_close(folded_lens.top_probs, lens.top_probs, atol=1e-5, rtol=1e-4)
     assert (folded_lens.prediction == lens.prediction).all()
-    # analyses that read LN_f(x) itself, or E as the unembedding, refuse the folded model
-    for analysis in (lambda: ln_f_points(folded, folded_trace.states),
-                     lambda: corpus_drift(folded, [idx[0].tolist()]),
-                     lambda: text_drift(folded, idx[0].tolist())):
-        with pytest.raises(InputError, match="fold_ln"):
-            analysis()
+    # drift decodes through the folded unembedding too: the same log-probabilities and drift
+    for folded_drift, own in ((text_drift(folded, idx[0].tolist()), text_drift(model, idx[0].tolist())),
+                              (corpus_drift(folded, [idx[0].tolist()]), corpus_drift(model, [idx[0].tolist()]))):
+        np.testing.assert_allclose(folded_drift.drift, own.drift, atol=1e-4)
+        np.testing.assert_allclose(folded_drift.logp_next, own.logp_next, atol=1e-4)
 
 
 def test_trace_text_keeps_attention_patterns_only_when_asked(model, tokenizer):
@@ -367,9 +366,11 @@ def test_report_of_a_bfloat16_model(tiny_checkpoint, tokenizer, model):
     assert (top[0] == top[1]).float().mean() >= 0.8  # bfloat16 rounding may flip a near tie, not most words
 
 
-def test_report_refuses_a_folded_model(tiny_checkpoint, tokenizer):
-    with pytest.raises(InputError, match="fold_ln"):
-        build_report(GPT2.from_pretrained(tiny_checkpoint, fold_ln=True), tokenizer, TEXT)
+def test_report_of_a_folded_model_names_its_geometry(tiny_checkpoint, tokenizer):
+    page = build_report(GPT2.from_pretrained(tiny_checkpoint, fold_ln=True), tokenizer, TEXT)
+    assert "every site is layernorm: the sphere of radius √d in the hyperplane Σx = 0" in page
+    ln_free = build_report(GPT2.from_pretrained(tiny_checkpoint, norm="none"), tokenizer, TEXT)
+    assert "every site is none: all of ℝ^d" in ln_free and "sphere of radius" not in ln_free
 
 
 def test_script_json_cannot_close_the_script_element():
@@ -419,8 +420,8 @@ def test_drift_bad_device_and_window_count(tiny_checkpoint, tmp_path, capsys):
     assert "argument --max-windows: must be at least 1, got 0" in capsys.readouterr().err
 
 
-def test_compare_rows_are_each_models_own_trace_and_lens(tiny_checkpoint, tmp_path):
-    from minigpt_geom.analysis.compare import compare_rows
+def test_compare_is_each_models_own_trace_and_lens_in_one_frame(tiny_checkpoint, tmp_path):
+    from minigpt_geom.analysis.compare import compare_models
     from minigpt_geom.analysis.lens import logit_lens
     from minigpt_geom.lnfree import calibrate_sigma, fix_sigma, fold_fixed_sigma
     from minigpt_geom.tokenizer import Tokenizer
@@ -430,15 +431,45 @@ def test_compare_rows_are_each_models_own_trace_and_lens(tiny_checkpoint, tmp_pa
     fixed = model.with_norm("layernorm")
     for site, (sigma, _) in calibrate_sigma(fixed, [ids]).items():
         fix_sigma(fixed, site, sigma)
-    ln_free = fold_fixed_sigma(fixed)
-    rows = compare_rows({"a": model, "b": ln_free}, tokenizer, TEXT)
-    assert [row["model"] for row in rows] == ["a"] * (model.config.n_layer + 1) + ["b"] * (model.config.n_layer + 1)
-    for name, m in (("a", model), ("b", ln_free)):
+    models = {"a": model, "b": fold_fixed_sigma(fixed), "c": GPT2.from_pretrained(tiny_checkpoint, norm="dyt")}
+    comparison = compare_models(models, tokenizer, TEXT)
+    rows = comparison.rows
+    n = model.config.n_layer + 1
+    assert [row["model"] for row in rows] == ["a"] * n + ["b"] * n + ["c"] * n
+    points = []
+    for name, m in models.items():
         with torch.no_grad():
             _, trace = m(ids, trace=TraceRequest(states=True))
             lens = logit_lens(m, trace)
+            points.append(m.ln_f(trace.states[:, 0])[0].double().numpy().reshape(-1, 48))
         mine = [row for row in rows if row["model"] == name]
         np.testing.assert_allclose([r["residual_norm"] for r in mine],
                                    np.linalg.norm(trace.states.double().numpy(), axis=-1).mean(axis=(1, 2)), rtol=1e-5)
         np.testing.assert_allclose([r["kl_to_final"] for r in mine], lens.kl_to_final.mean(dim=(1, 2)).numpy(),
                                    rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose([r["angular_path"] for r in mine], lens.angular_path.mean(dim=(1, 2)).numpy(),
+                                   rtol=1e-5, atol=1e-7)
+    assert "dyt" in comparison.paths[2].label and "none" in comparison.paths[1].label
+    # one PCA on all models' points: the shared coordinates keep every pairwise distance within the 3-D span
+    data = np.concatenate(points)
+    centred = data - data.mean(0)
+    _, singular, vh = np.linalg.svd(centred, full_matrices=False)
+    coords = np.concatenate([p.coords.reshape(-1, 3) for p in comparison.paths])
+    np.testing.assert_allclose(np.abs(coords), np.abs(centred @ vh[:3].T), atol=1e-6)
+    np.testing.assert_allclose(comparison.explained_variance, singular[:3] ** 2 / (singular ** 2).sum(), rtol=1e-6)
+
+
+def test_compare_of_models_of_other_shapes_and_one_with_itself(tiny_checkpoint, small_checkpoints, capsys, tmp_path):
+    from minigpt_geom.analysis.compare import compare_models, unique_labels
+    from minigpt_geom.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    model = GPT2.from_pretrained(tiny_checkpoint)
+    with pytest.raises(InputError, match="share a tokenizer"):  # the small model has 101 words, the tokenizer 300
+        compare_models({"a": model, "b": GPT2.from_pretrained(small_checkpoints["official"])}, tokenizer, TEXT)
+    assert unique_labels(["x/tiny", "y/tiny/", "z"]) == ["tiny #1", "tiny #2", "z"]
+    argv = ["compare", TEXT, "--weights", str(tiny_checkpoint), "--against", str(tiny_checkpoint),
+            str(tiny_checkpoint), "--no-plot", "-o", str(tmp_path / "compare")]
+    assert main(argv) == 0  # the same model three times: three labels, three equal blocks of rows
+    out = capsys.readouterr().out
+    assert f"{tiny_checkpoint.name} #3" in out

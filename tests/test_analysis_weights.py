@@ -119,17 +119,6 @@ def test_bad_indices_are_input_errors(model):
         strongest_pairs(model, 0, 0, query_position=1, key_position=3)
 
 
-def test_weight_analyses_refuse_a_folded_model(tiny_checkpoint):
-    """fold_ln rewrites c_attn as diag(γ) W and the unembedding as γ⊙E: W_QK, Ẽ, the probes would be wrong."""
-    folded = GPT2.from_pretrained(tiny_checkpoint, fold_ln=True)
-    for analysis in (lambda: head_weights(folded, 0, 0), lambda: ln_1_embeddings(folded, 0),
-                     lambda: head_svd(folded, 0, 0, "VO"), lambda: key_value_probe(folded, 0, [("one", 1)]),
-                     lambda: query_key_probe(folded, 0, [("one", 1)]), lambda: strongest_pairs(folded, 0, 0),
-                     lambda: reachability(folded)):
-        with pytest.raises(InputError, match="fold_ln"):
-            analysis()
-
-
 # ---- qk: blocked top-k == the full V × V matrix ------------------------------------------------------------
 
 @pytest.mark.parametrize("biases, query_position, key_position",
@@ -366,7 +355,8 @@ def test_embeddings_command(tiny_checkpoint, tmp_path, capsys):
         for suffix in ("md", "txt", "csv"):
             assert (tmp_path / f"{name}.{suffix}").stat().st_size > 0
     assert "√d‖γ⊙e‖ + β·e" in (tmp_path / "embeddings_reach.md").read_text()
-    assert "√d‖centre(γ⊙e)‖ + β·e" in (tmp_path / "embeddings_reach.md").read_text()
+    assert "h(γ⊙e) + β·e" in (tmp_path / "embeddings_reach.md").read_text()
+    assert "h(a) = sup p·a over the sphere of radius √d in the hyperplane" in (tmp_path / "embeddings_reach.md").read_text()
     assert "centred & scaled" in capsys.readouterr().out
     (tmp_path / "taken").write_text("not a folder")
     assert main(["embeddings", "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "taken")]) == 2

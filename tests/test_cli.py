@@ -6,6 +6,11 @@ import argparse
 import csv
 import errno
 import importlib.metadata
+import json
+import os
+import re
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +19,14 @@ import pytest
 import torch
 
 from minigpt_geom.cli import build_parser, main
-from minigpt_geom.commands import OutputError, output_file
+from minigpt_geom.commands import InputError, OutputError, output_file
 
 TEXT = "To kill two birds with one stone. The cat sat on the mat."
 WRITERS = {  # command -> arguments that make it write files, given the checkpoint and -o
     "lens": [TEXT], "trajectory": [TEXT], "embeddings": [], "probe": ["one", "he"], "svd": ["--pairs", "2"],
     "qk": ["--vocab-limit", "50"], "drift": ["CORPUS"], "report": [TEXT], "compare": [TEXT, "--against", "WEIGHTS"],
 }
-OTHERS = {"verify": [], "norms": ["--text", TEXT], "generate": [TEXT, "--max-new-tokens", "2"]}
+OTHERS = {"verify": [], "norms": [TEXT], "generate": [TEXT, "--max-new-tokens", "2"]}
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -49,24 +54,75 @@ def corpus(tmp_path) -> Path:
 
 # ---- the parsers ---------------------------------------------------------------------------------------------
 
-TRAINING = {"prepare", "init", "train", "remove-ln"}  # --dtype of a run is its precision: float32 or bf16 autocast
+TRAINING = {"prepare", "init", "train", "remove-ln"}
+TEXT_COMMANDS = {"trajectory", "lens", "report", "compare", "norms"}
+CORPUS_COMMANDS = {"drift", "prepare", "train", "remove-ln"}
+SHARED = ("--weights", "--tokenizer", "--device", "--dtype", "--quiet", "--pattern", "--format", "--dpi", "--style",
+          "--out", "--layer", "--head")  # README: one spelling, one meaning, one set of choices each
 
 
-def test_every_command_loads_a_model_with_the_same_options():
-    assert set(subcommands()) == set(WRITERS) | set(OTHERS) | TRAINING
-    for name, parser in subcommands().items():
+def described(action: argparse.Action) -> tuple:
+    """What a user sees of an option: its spellings, choices, metavar (but -o names a FILE for report), kind."""
+    metavar = None if action.dest == "out" else action.metavar
+    return tuple(action.option_strings), action.choices, metavar, type(action).__name__
+
+
+def test_one_convention_over_every_parser():
+    """README's "Commands" convention, held over every subcommand's parser."""
+    parsers = subcommands()
+    assert set(parsers) == set(WRITERS) | set(OTHERS) | TRAINING
+    seen: dict[str, tuple] = {}
+    for name, parser in parsers.items():
         options = parser._option_string_actions
-        assert not parser.allow_abbrev, name
-        assert all(action.help for action in parser._actions), name
-        if name in TRAINING:  # prepare and init load no model; train and remove-ln do
-            assert name in ("prepare", "init") or {"--weights", "--device", "--dtype"} <= set(options), name
-            continue
-        assert {"--weights", "--device", "--dtype", "--quiet"} <= set(options), name
-        assert options["--dtype"].choices == ("float32", "bfloat16", "float16")
         assert not parser.allow_abbrev, name
         for action in parser._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+        assert not {"--no-progress", "--glob", "--text"} & set(options), name  # the old second spellings
+        assert name == "init" or "--quiet" in options, name  # every command that can draw a bar or print notes
+        if name not in ("prepare", "init"):  # they load no model
+            assert {"--weights", "--device", "--dtype"} <= set(options), name
+        for option in SHARED:
+            if option in options:
+                assert seen.setdefault(option, described(options[option])) == described(options[option]), \
+                    f"{name} {option}"
+        assert ("--pattern" in options) == (name in CORPUS_COMMANDS), name
+        texts = [a for a in parser._actions if a.dest == "text"]
+        assert bool(texts) == (name in TEXT_COMMANDS), name
+        help_text = parser.format_help()
+        assert "minigpt_geom.cli" not in help_text, name  # `python -m minigpt_geom`, as README spells it
+    assert seen["--dtype"][1] == ("float32", "bfloat16", "float16")
+    for option, default in (("--pattern", "*.txt"), ("--dpi", 100), ("--dtype", "float32")):
+        defaults = {parsers[n]._option_string_actions[option].default for n in parsers
+                    if option in parsers[n]._option_string_actions and n not in ("train", "remove-ln")}
+        assert defaults == {default}, option
+    assert {[a for a in parsers[n]._actions if a.dest == "text"][0].default for n in TEXT_COMMANDS} \
+        == {"To kill two birds with one stone"}
+    init_help = parsers["init"].format_help()
+    assert "fine-tun" not in init_help and "batch" not in init_help  # says only what applies to init
+    no_logprobs = parsers["drift"]._option_string_actions["--no-logprobs"].help
+    assert not re.search(r"\d\s*[x×]", no_logprobs), no_logprobs  # no factor that measurement does not back
     assert not build_parser().allow_abbrev
+
+
+NO_TORCH = """
+import contextlib, io, json, sys
+from minigpt_geom.cli import main
+codes = {}
+for argv in (["--help"], ["--version"], ["lens", "--help"], ["lens", "--bogus"], ["qk", "--layer", "x"],
+             ["lens", "--dpi", "100000"], ["nope"], ["verify", "--help"], ["prepare", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        codes[" ".join(argv)] = main(argv)
+print(json.dumps({"codes": codes, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_help_version_and_argument_errors_never_import_torch():
+    done = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert not report["torch"]
+    assert {argv: code for argv, code in report["codes"].items() if code != 0} == {
+        "lens --bogus": 2, "qk --layer x": 2, "lens --dpi 100000": 2, "nope": 2}
 
 
 def test_drawing_commands_take_format_dpi_and_no_plot():
@@ -110,7 +166,7 @@ BAD_FOR_ONE = [
     ["trajectory", "--position", "99"], ["trajectory", "--seed", "-1"], ["report", "--layer", "7"],
     ["report", "--head", "-1"], ["svd", "--layer", "9"], ["svd", "--dpi", "0"], ["qk", "--query-position", "64"],
     ["qk", "--head", "4"], ["probe", "--layer", "2"], ["drift", "--context", "1"], ["drift", "--context", "65"],
-    ["drift", "--format", "gif"], ["embeddings", "-k", "x"],
+    ["drift", "--format", "gif"], ["embeddings", "-k", "x"], ["lens", "--dpi", "100000"], ["report", "--dpi", "1201"],
 ]
 
 
@@ -262,3 +318,134 @@ def test_the_html_lens_tables_scroll_in_their_own_box(tiny_checkpoint, tmp_path)
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert ".scroll { overflow: auto; max-width: 100%; }" in page  # test_report_browser measures it at 1400 px
     assert '<div class="scroll tall"><table class="lens-grid">' in page and '<div class="scroll" id="lens-table">' in page
+
+
+# ---- progress bars: on a terminal only -----------------------------------------------------------------------
+
+def training_argv(command: str, corpus: Path, weights: Path, out: Path) -> list[str]:
+    """The smallest run of a training command on the corpus file."""
+    run_options = ["--steps", "2", "--batch-size", "2", "--context", "8", "--eval-interval", "2", "--eval-windows",
+                   "1", "--sample-tokens", "0", "--val-fraction", "0.3"]
+    return {"prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
+            "init": ["init", "-o", str(out), "--tokenizer", str(weights), "--n-layer", "1", "--n-head", "1",
+                     "--n-embd", "8", "--n-ctx", "16"],
+            "train": ["train", str(corpus), "-o", str(out), "--weights", str(weights), *run_options],
+            "remove-ln": ["remove-ln", str(corpus), "-o", str(out), "--weights", str(weights), *run_options],
+            }[command]
+
+
+def test_no_command_writes_a_carriage_return_to_a_stderr_that_is_not_a_terminal(tiny_checkpoint, tmp_path, capsys,
+                                                                               monkeypatch):
+    """tqdm draws with \\r; into a file or a pipe that turns one error into three lines. Every command runs with
+    stderr captured (not a terminal), then prepare once more with stderr claiming to be one: it draws there."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT * 40, encoding="utf-8")  # long enough for a held-out window
+    for command in sorted(set(subcommands())):
+        out = tmp_path / command
+        argv = (training_argv(command, corpus, tiny_checkpoint, out) if command in TRAINING
+                else argv_for(command, tiny_checkpoint, corpus, *(["-o", str(out)] if command in WRITERS else [])))
+        code, _, err = run(argv, capsys)
+        assert code == 0, f"{command}: {err}"
+        assert "\r" not in err, f"{command} drew a progress bar into a non-terminal stderr: {err!r}"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run(training_argv("prepare", corpus, tiny_checkpoint, tmp_path / "again"), capsys)
+    assert code == 0 and "\r" in err  # the check above can fail: on a terminal the bar is drawn
+
+
+# ---- files: the umask, modes, nothing partial -----------------------------------------------------------------
+
+def modes(folder: Path) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+
+
+def test_outputs_honour_the_umask_and_a_replaced_file_keeps_its_mode(tiny_checkpoint, tmp_path):
+    from minigpt_geom.files import write_text
+
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "lens"
+        assert main(["lens", "--weights", str(tiny_checkpoint), "-o", str(out), "--quiet"]) == 0
+        assert modes(out) == {"lens.csv": 0o644, "lens_grid.png": 0o644}  # what open() gives under umask 022
+        (out / "lens.csv").chmod(0o640)
+        os.umask(0o077)
+        assert main(["lens", "--weights", str(tiny_checkpoint), "-o", str(out), "--quiet"]) == 0
+        assert modes(out) == {"lens.csv": 0o640, "lens_grid.png": 0o644}  # replaced files keep their modes
+        assert write_text(tmp_path / "new.txt", "x").stat().st_mode & 0o777 == 0o600  # a new one: umask 077's
+    finally:
+        os.umask(previous)
+
+
+def test_a_failed_figure_leaves_the_earlier_output_as_it_was(tiny_checkpoint, corpus, tmp_path, capsys, monkeypatch):
+    """drift writes its CSVs, then its figures: a full disk at the figure keeps the previous run whole, adds no
+    new CSV beside it, leaves no temporary folder, and creates no output folder that did not exist."""
+    from minigpt_geom.analysis import plots
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "drift"
+    out.mkdir()
+    (out / "drift.csv").write_text("the previous run")
+    monkeypatch.setattr(plots, "save_figure", full_disk)
+    for folder in (out, tmp_path / "new"):
+        code, _, err = run(["drift", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(folder)], capsys)
+        check_one_line_error(code, err, "drift")
+        assert "No space left on device" in err
+    assert [p.name for p in out.iterdir()] == ["drift.csv"] and (out / "drift.csv").read_text() == "the previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "drift"]  # no `new`, no staging folder
+
+
+# ---- messages -------------------------------------------------------------------------------------------------
+
+def test_an_ln_free_load_is_one_line_without_a_source_path(tiny_checkpoint, tmp_path, capsys):
+    from minigpt_geom import GPT2, LNFreeWarning
+
+    folder = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ln_free"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "layer_norm_epsilon": 1e12}))  # LN-free convention
+    code, _, err = run(["lens", "--weights", str(folder), "-o", str(tmp_path / "lens"), "--no-plot"], capsys)
+    assert code == 0, err
+    assert err.splitlines() == [f"minigpt-geom lens: note: {folder / 'model.safetensors'}: layer norm is switched "
+                                f"off inside this file (ε = 1e+12); loaded as an exact norm='none' model"]
+    with pytest.warns(LNFreeWarning, match="switched off"):  # in the API: a warning of its own category
+        GPT2.from_pretrained(folder)
+
+
+def test_loading_commands_say_which_folder_the_weights_came_from(tiny_checkpoint, clean_env, tmp_path, capsys,
+                                                                 monkeypatch):
+    drop_in = Path(shutil.copytree(tiny_checkpoint, tmp_path / "elsewhere" / "gpt2"))
+    monkeypatch.setenv("MINIGPT_GEOM_WEIGHTS", str(drop_in.parent))
+    code, out, err = run(["verify", "--weights", "gpt2", "--batch", "1", "--length", "8"], capsys)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"weights: gpt2 from {drop_in.resolve()} (float32 on cpu)"
+    code, out, err = run(["lens", "--weights", "gpt2", "-o", str(tmp_path / "lens"), "--no-plot"], capsys)
+    assert code == 0 and out.splitlines()[0] == f"weights: gpt2 from {drop_in.resolve()}", err
+
+
+def test_verify_configures_transformers_from_the_folders_own_config_json(tiny_checkpoint):
+    from transformers import GPT2Config as HFConfig
+
+    from minigpt_geom import GPT2
+    from minigpt_geom.checkpoint import checkpoint_files
+    from minigpt_geom.commands.verify import transformers_config
+
+    built = transformers_config(checkpoint_files(tiny_checkpoint)[1], GPT2.from_pretrained(tiny_checkpoint))
+    read = HFConfig.from_pretrained(tiny_checkpoint)
+    assert {k: v for k, v in built.to_dict().items() if k not in ("bos_token_id", "eos_token_id")} == \
+        {k: v for k, v in read.to_dict().items() if k not in ("bos_token_id", "eos_token_id")}
+
+
+# ---- sizes checked before allocating --------------------------------------------------------------------------
+
+def test_size_options_are_checked_against_the_memory_they_need(tiny_checkpoint, capsys):
+    import torch
+
+    from minigpt_geom.commands import check_fits
+
+    with pytest.raises(InputError, match=r"--chunk-size 9 needs about 1073741824\.0 GiB on cpu, more than the "):
+        check_fits("--chunk-size 9", 2**60, torch.device("cpu"))
+    code, _, err = run(["verify", "--weights", str(tiny_checkpoint), "--batch", "10000000"], capsys)
+    check_one_line_error(code, err, "verify")
+    assert "--batch 10000000 --length 64 needs about" in err and "lower it" in err
+    code, _, err = run(["qk", "--weights", str(tiny_checkpoint), "--chunk-size", "1000000000", "-k", "2"], capsys)
+    assert code == 0, err  # a chunk larger than the vocabulary is the vocabulary: 300 × 300 scores

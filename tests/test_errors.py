@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,8 +58,15 @@ def test_offline_and_not_cached_says_what_to_do(clean_env):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("minigpt-geom verify: error: could not get model.safetensors")
-    assert "HF_HUB_OFFLINE is set" in result.stderr and "put it at weights/gpt2/model.safetensors" in result.stderr
+    assert "HF_HUB_OFFLINE is set" in result.stderr and "put it in weights/gpt2/" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    # every place looked in: the unset variable, both weights/ folders, the cache
+    assert "$MINIGPT_GEOM_WEIGHTS/gpt2 (the variable is not set)" in result.stderr
+    assert f"{Path.cwd() / 'weights' / 'gpt2'}" in result.stderr and "hf_home" in result.stderr
+    env = {**clean_env, "MINIGPT_GEOM_WEIGHTS": str(Path.cwd() / "elsewhere")}
+    result = subprocess.run([sys.executable, "-m", "minigpt_geom", "lens", "--weights", "gpt2"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"{Path.cwd() / 'elsewhere' / 'gpt2'}, " in result.stderr
 
 
 def test_missing_tensor_is_named(checkpoint_copy):
@@ -107,34 +118,98 @@ def test_unsupported_config(checkpoint_copy):
     config = json.loads((checkpoint_copy / "config.json").read_text())
     config["activation_function"] = "relu"
     (checkpoint_copy / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="activation 'relu'"):
+    with pytest.raises(CheckpointError, match='activation_function = "relu" is not implemented here'):
         GPT2.from_pretrained(checkpoint_copy)
 
 
-@pytest.fixture(scope="module")
-def model(small_checkpoints):
-    return GPT2.from_pretrained(small_checkpoints["official"])
+# ---- inputs that are not regular files ------------------------------------------------------------------------
+
+@contextmanager
+def deadline(seconds: float):
+    """A TimeoutError instead of a hang: a blocking open() of a FIFO or an endless read is interrupted."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still reading after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.parametrize(
-    "idx, message",
-    [
-        (torch.tensor([[1, 2, 101]]), r"token id 101 is outside the vocabulary \[0, 101\)"),
-        (torch.tensor([[1, -1, 3]]), r"token id -1 is outside the vocabulary"),
-        (torch.zeros(1, 33, dtype=torch.long), "sequence of 33 tokens is longer than the context of 32"),
-        (torch.tensor([1, 2, 3]), r"shape \[batch, time\], got \(3,\) \(use idx.unsqueeze\(0\)"),
-        (torch.tensor([[1.0, 2.0]]), "int64 or int32 tensor, got dtype torch.float32"),
-        (torch.zeros(1, 0, dtype=torch.long), "non-empty"),
-        ([[1, 2]], "must be a torch.Tensor"),
-    ],
-)
-def test_bad_token_input(model, idx, message):
-    with pytest.raises(InputError, match=message):
-        model(idx)
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
 
 
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16])
-def test_small_integer_token_ids_are_refused(model, dtype):
-    # uint8 would index as a boolean mask, int8/int16 fail inside the embedding lookup
-    with pytest.raises(InputError, match="int64 or int32"):
-        model(torch.ones(1, 4, dtype=dtype))
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+@pytest.mark.parametrize("name", ["config.json", "vocab.json", "merges.txt"])
+def test_a_fifo_or_dev_zero_among_the_files_is_refused_at_once(checkpoint_copy, tiny_checkpoint, name, kind):
+    """No input can hang a load (a FIFO with no writer) or fill memory (/dev/zero reports 0 bytes)."""
+    from minigpt_geom.tokenizer import Tokenizer
+
+    folder = checkpoint_copy if name == "config.json" else \
+        shutil.copytree(tiny_checkpoint, checkpoint_copy.parent / "tokenizer")
+    (folder / name).unlink()
+    fifo(folder / name) if kind == "fifo" else (folder / name).symlink_to("/dev/zero")
+    load = GPT2.from_pretrained if name == "config.json" else Tokenizer.from_pretrained
+    described = "a FIFO" if kind == "fifo" else "a character device"
+    with deadline(20), pytest.raises(CheckpointError, match=f"{name} is {described}.*, not a regular file$"):
+        load(folder)
+
+
+def test_trace_files_and_the_file_reader_refuse_what_is_not_a_regular_file(tmp_path):
+    from minigpt_geom import Trace
+    from minigpt_geom.files import read_bytes, read_text
+
+    with deadline(20):
+        with pytest.raises(InputError, match="is a FIFO"):
+            Trace.load(fifo(tmp_path / "trace.npz"))
+        (tmp_path / "zero.safetensors").symlink_to("/dev/zero")
+        with pytest.raises(InputError, match="is a character device"):
+            Trace.load(tmp_path / "zero.safetensors")
+        with pytest.raises(InputError, match="/dev/zero is a character device"):
+            read_bytes("/dev/zero", 100)
+        with pytest.raises(InputError, match="is a directory"):
+            read_text(tmp_path, 100)
+    (tmp_path / "big.json").write_bytes(b"x" * 101)
+    with pytest.raises(InputError, match="more than 100 bytes"):
+        read_bytes(tmp_path / "big.json", 100)
+    assert read_text(tmp_path / "big.json", 101) == "x" * 101
+    with pytest.raises(FileNotFoundError):
+        read_bytes(tmp_path / "absent", 100)
+
+
+# ---- a full disk ------------------------------------------------------------------------------------------------
+
+FILE_SIZE_LIMIT = """
+import resource, signal, sys, torch
+from safetensors.torch import save_file
+from minigpt_geom import OutputError
+from minigpt_geom.files import atomic_write
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as one on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+try:
+    atomic_write(sys.argv[1], lambda temporary: save_file({"x": torch.zeros(10_000)}, str(temporary)))
+except OutputError as error:
+    print(error)
+"""
+
+
+def test_a_failed_write_is_an_output_error_from_python_and_from_safetensors(tmp_path):
+    """Writing to /dev/full fails with ENOSPC, as on a full disk; safetensors, stopped by a file size limit,
+    raises its own error type. Either way: OutputError, and the previous file stays."""
+    from minigpt_geom import OutputError
+    from minigpt_geom.files import atomic_write
+
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"the previous checkpoint")
+    with pytest.raises(OutputError, match="No space left on device"):
+        atomic_write(target, lambda temporary: Path("/dev/full").write_bytes(b"x" * 2**16))
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(target)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"cannot write {target}: ") and "File too large" in done.stdout, done.stdout
+    assert target.read_bytes() == b"the previous checkpoint" and os.listdir(tmp_path) == ["model.safetensors"]

@@ -329,15 +329,15 @@ def test_trajectory_writes_the_lens_words_along_the_path_and_the_approach_beside
     assert "$" in approach.get_ylabel() and "$" in ax3d.get_title()
 
 
-@pytest.mark.parametrize("variant, shown, absent", [("layernorm", r"\mathrm{LN}_f(x_l)", None),
+@pytest.mark.parametrize("variant, shown, absent", [("layernorm", r"\mathrm{LN}_{f}(x_l)", None),
                                                      ("none", "$x_l$", "LN"),
-                                                     ("dyt", r"\tanh", "LN")])
+                                                     ("dyt", r"\mathrm{DyT}_{f}(x_l)", "LN")])
 def test_trajectory_title_names_the_models_own_final_norm(data, variant, shown, absent):
     model = data["model"].with_norm({"ln_f": variant})
     assert model.ln_f.variant.name == variant
     trajectory = word_trajectory(model, data["trace"].states, data["words"], data["lens"].prediction[0].tolist(),
                                  data["decode"], highlight=3)
-    fig = plots.trajectory_figure(trajectory, variant=model.ln_f.variant.name)
+    fig = plots.trajectory_figure(trajectory)
     title = fig.axes[0].get_title()
     assert shown in title and (absent is None or absent not in title)
 
@@ -395,5 +395,7 @@ def test_norms_draw_the_sqrt_d_line_only_for_a_variant_that_has_that_radius(data
         fig = plots.norm_profile_figure(data["trace"], variant=variant)
         return [text.get_text() for legend in legends(fig) for text in legend.get_texts()]
 
-    assert any(label.startswith(r"$\sqrt{d}$") for label in labels("layernorm"))
-    assert not any("sqrt{d}$ =" in label for label in labels("dyt") + labels("none"))
+    from minigpt_geom.sphere import get_norm
+
+    assert any(label.startswith(r"$\sqrt{d}$") for label in labels(get_norm("layernorm")))
+    assert not any("sqrt{d}$ =" in label for label in labels(get_norm("dyt")) + labels(get_norm("none")))

@@ -250,6 +250,7 @@ def test_cli_generate_empty_prompt_and_errors(tiny_checkpoint, capsys):
     from minigpt_geom.cli import main
 
     assert main(["generate", "--weights", str(tiny_checkpoint), "--max-new-tokens", "5", "--seed", "0"]) == 0
+    assert capsys.readouterr().err.startswith("minigpt-geom generate: weights: ")  # where they came from, at the end
     assert main(["generate", "--weights", str(tiny_checkpoint), "hello", "--max-new-tokens", "100"]) == 2
     error = capsys.readouterr().err
     assert "context of 64 positions" in error and error.count("\n") == 1

@@ -1,4 +1,4 @@
-"""`norms`: each variant's predictions against the default, checked with transformers and NumPy."""
+"""`norms`: each variant's predictions against the model's own, checked with transformers and NumPy."""
 
 from __future__ import annotations
 
@@ -26,28 +26,32 @@ def test_compare_norms_against_independent_computation(tiny_checkpoint):
     idx = torch.tensor([Tokenizer.from_pretrained(tiny_checkpoint).encode(TEXT)])
     model = GPT2.from_pretrained(tiny_checkpoint)
     rows = {r.variant: r for r in compare_norms(model, idx)}
-    assert {"layernorm", "rmsnorm", "sphere", "none"} <= set(rows)
+    assert {"own (layernorm)", "layernorm", "rmsnorm", "sphere", "none", "dyt", "fixed_sigma"} == set(rows)
     assert all(block.ln_1.variant.name == "layernorm" for block in model.h)  # restored
 
     hf = transformers.GPT2LMHeadModel.from_pretrained(str(tiny_checkpoint)).eval()
     with torch.no_grad():
         loss = hf(idx, labels=idx).loss.item()  # mean next-token cross-entropy
-    assert math.isclose(rows["layernorm"].perplexity, math.exp(loss), rel_tol=1e-5)
-    assert rows["layernorm"].kl_from_default == 0 and rows["layernorm"].top1_agreement == 1
+    for own in ("own (layernorm)", "layernorm"):
+        assert math.isclose(rows[own].perplexity, math.exp(loss), rel_tol=1e-5)
+        assert rows[own].kl_from_own == 0 and rows[own].top1_agreement == 1
+    # fixed σ was never calibrated on these weights: said in words, no number
+    assert rows["fixed_sigma"].perplexity is None and "calibrate" in rows["fixed_sigma"].problem
 
     with torch.no_grad():
         default = log_softmax(hf(idx).logits)
         variant = log_softmax(GPT2.from_pretrained(tiny_checkpoint, norm="rmsnorm")(idx))
     kl = (np.exp(default) * (default - variant)).sum(-1).mean()
     agreement = (default.argmax(-1) == variant.argmax(-1)).mean()
-    assert math.isclose(rows["rmsnorm"].kl_from_default, kl, rel_tol=1e-4, abs_tol=1e-7)
+    assert math.isclose(rows["rmsnorm"].kl_from_own, kl, rel_tol=1e-4, abs_tol=1e-7)
     assert rows["rmsnorm"].top1_agreement == agreement
 
 
 def test_norms_command(tiny_checkpoint, capsys):
-    assert main(["norms", "--weights", str(tiny_checkpoint), "--text", TEXT, "--variants", "layernorm", "none"]) == 0
+    assert main(["norms", TEXT, "--weights", str(tiny_checkpoint), "--variants", "layernorm", "none"]) == 0
     out = capsys.readouterr().out
-    assert "perplexity" in out and "none" in out and "rmsnorm" not in out
+    assert "perplexity" in out and "own (layernorm)" in out and "none" in out and "rmsnorm" not in out
+    assert "nan" not in out and "inf" not in out
 
 
 def test_comparison_never_touches_the_model_forwards_running_beside_it(small_checkpoints):

@@ -14,13 +14,15 @@ from minigpt_geom.lnfree import sites
 from minigpt_geom.lnfree import ln_free_checkpoint
 from minigpt_geom.remove_ln import remove_layer_norm
 from minigpt_geom.train import TrainSettings
-from test_train import FAST, corpus, one_thread, tiny_model, tokens  # noqa: F401  (shared fixtures)
+from tiny_training import FAST, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def removed(tokens, tiny_checkpoint, tmp_path_factory):  # noqa: F811
+def removed(tokens, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("ln-free")
     model = tiny_model()
     settings = TrainSettings(**{**FAST, "steps": 20, "eval_interval": 10})
@@ -55,7 +57,7 @@ def test_export_refuses_a_model_with_layer_norm_left(tiny_checkpoint, tmp_path):
         ln_free_checkpoint(tiny_model())
 
 
-def test_progress_names_each_switched_site(tokens, tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+def test_progress_names_each_switched_site(tokens, tiny_checkpoint, tmp_path, capsys):
     settings = TrainSettings(**{**FAST, "steps": 10, "eval_interval": 10})
     remove_layer_norm(tiny_model(), load_tokens(tokens), tiny_checkpoint, tmp_path, settings, progress=True)
     printed = capsys.readouterr()
@@ -65,12 +67,12 @@ def test_progress_names_each_switched_site(tokens, tiny_checkpoint, tmp_path, ca
     assert "(5/5 sites)" in text
 
 
-def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm(corpus, tiny_checkpoint, tmp_path):  # noqa: F811
+def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm(corpus, tiny_checkpoint, tmp_path):
     from minigpt_geom.cli import main
 
     argv = ["remove-ln", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--steps", "6",
             "--batch-size", "4", "--context", "32", "--eval-interval", "6", "--eval-windows", "4",
-            "--sample-tokens", "0", "--no-progress", "--glob", "*.py"]
+            "--sample-tokens", "0", "--quiet", "--pattern", "*.py"]
     assert main(argv) == 0
     with pytest.warns(UserWarning, match="switched off"):
         model = GPT2.from_pretrained(tmp_path)
@@ -79,7 +81,7 @@ def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm(corpus, tiny
 
 
 @pytest.mark.parametrize("command", ["train", "remove-ln"])
-def test_cli_bad_device_is_one_line(command, corpus, tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+def test_cli_bad_device_is_one_line(command, corpus, tiny_checkpoint, tmp_path, capsys):
     from minigpt_geom.cli import main
 
     argv = [command, str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "out"), "--device", "bogus"]

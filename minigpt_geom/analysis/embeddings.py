@@ -10,6 +10,13 @@
     c = centre(γ⊙e), the projection of γ⊙e onto H, and
         LN_f(x)·e ≤ √d‖c‖ + β·e ≤ √d‖γ⊙e‖ + β·e,
     the tight bound: x = s·c with s large gives x̂ → √d c/‖c‖ (ε fades), which reaches it.
+
+Both read the model's own sites. (a) projects E with block 0's ln_1 projection (the first site that reads
+the words); (b) takes ln_f's γ, β (1 and 0 for a variant without them) and the rows of the model's own
+unembedding (E, or after a fold W with its bias b added to β·e), and the tight bound is the supremum of
+p·(γ⊙e) over the variant's own output set, its support function h (sphere.Geometry.support): √d‖centre(a)‖
+on layer norm's sphere, √d‖a‖ on RMSNorm's, ‖a‖₁ on DyT's box. A variant whose outputs fill an unbounded set
+(fixed σ, none) reaches every word: there the analysis does not apply and says so.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model import GPT2
-from ..sphere import centre, sphere_projection
-from .circuits import check_unfolded
+from ..errors import InputError
+from ..sphere import SphereNorm
 from .tables import Table, token_label
 from .vocabulary import restrict
 
@@ -38,7 +45,7 @@ MEASURES = {
     "norm_plus_bias": "‖e‖ + β·e",
     "scaled_norm_plus_bias": "‖γ⊙e‖ + β·e",
     "reach_bound": "√d‖γ⊙e‖ + β·e",
-    "tight_reach_bound": "√d‖centre(γ⊙e)‖ + β·e",
+    "tight_reach_bound": "h(γ⊙e) + β·e",  # h: the support function of ln_f's output set (√d‖centre(a)‖ for LN)
 }
 
 
@@ -71,11 +78,21 @@ def embedding_variants(E: Tensor) -> dict[str, Tensor]:
     return {"as is": E, "centred": centred, "scaled": E * scale, "centred & scaled": centred * scale}
 
 
+def bounded_site(site: SphereNorm, name: str, what: str) -> SphereNorm:
+    """`site`, unless its variant's outputs fill an unbounded set: then InputError saying why `what` does not apply."""
+    geometry = site.variant.geometry
+    if geometry.support is None:
+        raise InputError(f"{what} needs a bounded output set, but {name} is {site.variant.name!r} "
+                         f"({geometry.output_set}): it does not apply to this model")
+    return site
+
+
 @torch.inference_mode()
 def sphere_distances(model: GPT2) -> list[SphereDistance]:
-    """Table (a): distances of E and its centred/scaled versions to layer_norm(E) (no γ, β)."""
+    """Table (a): distances of E and its centred/scaled versions to their projection by h.0.ln_1 (no γ, β)."""
     E = model.wte.weight
-    target = sphere_projection(E, model.config.ln_eps)  # [V, d], rows on the √d-sphere
+    site = bounded_site(model.h[0].ln_1, "h.0.ln_1", "the distance of E to its projection")
+    target = site.project(E)  # [V, d], rows on the variant's set (the √d-sphere in H for layer norm)
     rows = []
     for setting, version in embedding_variants(E).items():
         l2 = (version - target).norm(dim=1)  # [V]
@@ -87,19 +104,20 @@ def sphere_distances(model: GPT2) -> list[SphereDistance]:
 
 @torch.inference_mode()
 def reachability(model: GPT2) -> dict[str, Tensor]:
-    """Every measure of MEASURES for every word, with ln_f's γ and β: name -> [V]."""
-    check_unfolded(model)
-    E, gamma, beta = model.wte.weight, model.ln_f.weight, model.ln_f.bias
+    """Every measure of MEASURES for every word, with ln_f's γ and β and the model's unembedding: name -> [V]."""
+    site = bounded_site(model.ln_f, "ln_f", "the reach of ln_f")
+    gamma, beta = site.affine_map()
+    E = model.unembedding_rows()  # the rows e the output head matches against
     norm = E.norm(dim=1)  # ‖e‖
     scaled_norm = (E * gamma).norm(dim=1)  # ‖γ⊙e‖
-    bias = E @ beta  # β·e
+    bias = E @ beta + (0 if model.lm_head.tied else model.lm_head.bias)  # β·e (+ b_e, folded)
     return {
         "norm": norm,
         "scaled_norm": scaled_norm,
         "norm_plus_bias": norm + bias,
         "scaled_norm_plus_bias": scaled_norm + bias,
         "reach_bound": math.sqrt(E.shape[1]) * scaled_norm + bias,
-        "tight_reach_bound": math.sqrt(E.shape[1]) * centre(E * gamma).norm(dim=1) + bias,  # centre: the part in H
+        "tight_reach_bound": site.variant.geometry.support(E * gamma) + bias,  # sup over the output set
     }
 
 
@@ -125,12 +143,18 @@ def distance_table(rows: Sequence[SphereDistance]) -> Table:
                  "(a) distance to layer_norm(E), over the vocabulary")
 
 
-def reach_table(ranked: Sequence[RankedWord], tokenizer: Tokenizer) -> Table:
+def reach_caption(model: GPT2) -> str:
+    """What h is for this model's ln_f: the supremum of p·a over its variant's output set."""
+    variant = model.ln_f.variant
+    return (f"(b) words ranked with ln_f's γ, β; ln_f is {variant.name}, h(a) = sup p·a over "
+            f"{variant.geometry.output_set}")
+
+
+def reach_table(ranked: Sequence[RankedWord], tokenizer: Tokenizer, caption: str = "(b) words ranked") -> Table:
     """Table (b), wide: one column per measure, one row per rank, cells "'word' value"."""
     positions = list(dict.fromkeys(r.position for r in ranked))
     cells = {(r.measure, r.position): f"{token_label(tokenizer, r.token)} {r.value:.3f}" for r in ranked}
-    return Table(["", *MEASURES.values()], [[p, *(cells[m, p] for m in MEASURES)] for p in positions],
-                 "(b) words ranked with ln_f's γ, β")
+    return Table(["", *MEASURES.values()], [[p, *(cells[m, p] for m in MEASURES)] for p in positions], caption)
 
 
 def reach_csv_table(ranked: Sequence[RankedWord], tokenizer: Tokenizer) -> Table:

@@ -3,6 +3,9 @@
     lens_l = LN_f(x_l) Eᵀ          [..., vocab]; LN_f recomputes μ and σ from x_l itself, with ln_f's γ, β
     p_l    = softmax(lens_l)        at l = L this is the model's own next-word distribution
 
+LN_f is the model's own ln_f module, whatever its variant, and Eᵀ its one unembedding (`model.unembed`: E
+tied, or the folded W with its bias), so the last layer is exactly the model's output.
+
 For every layer l = 0..L (l = 0 is the embedding x_0) and position t the lens reports the top-k words of
 p_l, the probability and rank of the final prediction argmax p_L, the entropy of p_l, the divergence
 KL(p_L ‖ p_l) of the final distribution from the layer's, and (from the trace) the angular step and the
@@ -38,7 +41,7 @@ class LensResult:
     prediction_rank: Tensor  # 1 + #{v : lens_l[v] > lens_l[prediction]}: 1 = the top word
     entropy: Tensor  # −Σ_v p_l(v) log p_l(v), nats
     kl_to_final: Tensor  # KL(p_L ‖ p_l) = Σ_v p_L(v) (log p_L(v) − log p_l(v)), nats; 0 at l = L
-    angular_step: Tensor  # angle between the sphere points of x_{l−1} and x_l, radians; 0 at l = 0
+    angular_step: Tensor  # angle between x_{l−1} and x_l in the model's geometry, radians; 0 at l = 0
     angular_path: Tensor  # Σ of the steps up to layer l, radians
 
     @property
@@ -50,7 +53,7 @@ class LensResult:
 
 @torch.inference_mode()
 def lens_logits(model: GPT2, x: Tensor) -> Tensor:
-    """x_l [..., d] -> LN_f(x_l) Eᵀ [..., vocab], LN_f using x_l's own mean and variance (fold_ln or not)."""
+    """x_l [..., d] -> logits [..., vocab] as the output head makes them: the model's ln_f, then its unembedding."""
     x_hat, _ = model.ln_f(x)
     return model.unembed(x_hat)
 
@@ -164,5 +167,6 @@ def format_lens(lens: LensResult, words: Sequence[str], decode: Callable[[int], 
                 f"{float(lens.angular_step[layer, batch, t]):>6.3f} {float(lens.angular_path[layer, batch, t]):>6.3f}"
             )
         lines.append("")
-    lines.append("KL = KL(final ‖ layer) in nats; step, path: angle along the sphere in radians; layer 0 = embedding")
+    lines.append("KL = KL(final ‖ layer) in nats; step, path: angle in radians between the directions the norm "
+                 "reads (along the sphere, for layer norm); layer 0 = embedding")
     return "\n".join(lines)

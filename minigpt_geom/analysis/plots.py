@@ -15,7 +15,7 @@ What every figure keeps to:
     cannot draw (CJK, emoji with matplotlib's bundled DejaVu Sans) are written as escapes ('\\u4e16'), so
     that drawing never warns about missing glyphs and the picture is the same on every machine;
   - maths in mathtext ($\\mathrm{LN}_f(x_l)$), labels that say what the points are for the model's own norm
-    variant (captions.py), one colour scale wherever values are compared, and nothing drawn at a value
+    variant (sphere.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
     that was not measured.
 """
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor
 
+    from ..sphere import NormVariant
     from ..trace import Trace
     from .drift import DriftResult
     from .embeddings import RankedWord
@@ -217,11 +218,11 @@ def masked_patch(label: str):
 # ---- the trajectory analyses -----------------------------------------------------------------------------
 
 def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[float] | None = None, *,
-                      path_words: Sequence[str] | None = None, variant: str = "layernorm") -> "Figure":
+                      path_words: Sequence[str] | None = None) -> "Figure":
     """The highlighted word's path through the layers in 3-D (left) and its approach to its prediction (right).
 
-    Left: the final norm's output at every layer (`variant` names the model's ln_f, so the axes say what the
-    points are: LN_f(x_l), or x_l itself without a norm) for all tokens, projected to 3-D; other words' paths
+    Left: the final norm's output at every layer for all tokens (trajectory.points says what they are for the
+    model's own ln_f: LN_f(x_l), or x_l itself without a norm), projected to 3-D; other words' paths
     are faint grey, points coloured by layer; the highlighted word in red from ■ (layer 0) to ▲ (layer L),
     with path_words[l] (the logit lens's top word at layer l) written at each of its points; the embedding of
     its prediction a star. Right, when the trajectory has target_cosine: cos(LN_f(x_l), u_pred) per layer in
@@ -230,8 +231,6 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
     explained_variance [3], PCA only: each axis's share of the variance, "PC1 (37.2 % var.)"; by default
     the trajectory's own."""
     from mpl_toolkits.mplot3d.art3d import Line3DCollection
-
-    from .captions import site_output
 
     coords = trajectory.coords  # [L+1, T, 3]
     n_states, T, _ = coords.shape
@@ -249,14 +248,14 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
                         s=min(8.0, max(2.0, 800 / T)), alpha=0.5, depthshade=False)
     path = coords[:, h]  # [L+1, 3]
     word = word_label(trajectory.words[h])
-    point_of = site_output(variant, "x_l")
     ax.plot(*path.T, color="crimson", linewidth=2.5, label=f"{word} (position {h}), layers 0–{n_states - 1}")
     ax.scatter(*path[0], marker="s", s=70, color="crimson", edgecolor="black", depthshade=False,
                label=f"{word} at layer 0 (the embedding)")
     ax.scatter(*path[-1], marker="^", s=90, color="crimson", edgecolor="black", depthshade=False,
                label=f"{word} at layer {n_states - 1}")
     ax.scatter(*trajectory.prediction_coord, marker="*", s=300, color="orange", edgecolor="black", depthshade=False,
-               label=f"{site_output(variant, 'e')} of its predicted next word {word_label(trajectory.prediction_word)}")
+               label=f"{trajectory.points.replace('x_l', 'e')} of its predicted next word "
+                     f"{word_label(trajectory.prediction_word)}")
     if path_words is not None:  # the lens's top word at each layer, beside the point it decodes
         for layer, (x, y, z) in enumerate(path):
             ax.text(x, y, z, f" {layer}: {short_label(path_words[layer])}", fontsize=7, color="darkred")
@@ -271,20 +270,19 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
         else:
             set_label(f"PC{i + 1} ({100 * float(explained_variance[i]):.1f} % var.)")
     ax.set_box_aspect(None, zoom=0.85)  # room for the axis labels inside the figure
-    ax.set_title(f"{point_of} of all {T} tokens, layers 0–{n_states - 1}, projected by "
+    ax.set_title(f"{trajectory.points} of all {T} tokens, layers 0–{n_states - 1}, projected by "
                  f"{trajectory.method.upper()}", fontsize=10)
     left.colorbar(points, ax=ax, shrink=0.55, label=r"layer $l$ (0 = embedding)")
     left.legend(loc="outside lower center", ncols=2, fontsize=8)
     if right is not None:
-        approach_panel(right.add_subplot(), cosine, path_words, word, trajectory.prediction_word, variant)
+        approach_panel(right.add_subplot(), cosine, path_words, word, trajectory.prediction_word, trajectory.points)
     return fig
 
 
 def approach_panel(ax: "Axes", cosine: np.ndarray, path_words: Sequence[str] | None, word: str, target: str,
-                   variant: str) -> None:
-    """cos(final norm's output at x_l, u_target) against layer, each point named by the lens's top word."""
-    from .captions import site_output
-
+                   points: str = r"$\mathrm{LN}_f(x_l)$") -> None:
+    """cos(points, u_target) against layer, each point named by the lens's top word; `points` is the mathtext
+    of what the final norm makes of x_l (Trajectory.points)."""
     layers = np.arange(len(cosine))
     ax.plot(layers, cosine, "o-", color="crimson")
     if path_words is not None:
@@ -293,7 +291,7 @@ def approach_panel(ax: "Axes", cosine: np.ndarray, path_words: Sequence[str] | N
                         fontsize=7, color="darkred", rotation=30)
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel(r"layer $l$ (0 = embedding)")
-    ax.set_ylabel("$\\cos(" + site_output(variant, "x_l")[1:-1] + r",\ u_{\mathrm{pred}})$")
+    ax.set_ylabel("$\\cos(" + points.strip("$") + r",\ u_{\mathrm{pred}})$")
     integer_x(ax)
     ax.grid(alpha=0.3)
     ax.set_title(f"{word} facing its prediction {word_label(target)}\n(all d dimensions; words: the lens's top "
@@ -310,7 +308,8 @@ PROBABILITY_FLOOR = 1e-3  # the lens grid's colour scale: log p from 10⁻³ to 
 
 def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[[int], str], batch: int = 0, *,
                      positions: Sequence[int] | None = None, max_rows: int = LENS_ROWS,
-                     next_ranks: "Tensor | np.ndarray | None" = None, variant: str = "layernorm") -> "Figure":
+                     next_ranks: "Tensor | np.ndarray | None" = None,
+                     points: str = r"$\mathrm{LN}_f(x_l)$") -> "Figure":
     """Positions × layers: the logit lens's top word per cell, whole, shaded by its probability (bold = final pick);
     beside it, when next_ranks [L+1, T−1] (lens.next_word_ranks) is given, the rank of the text's own next word.
 
@@ -319,10 +318,8 @@ def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[
     1 to the vocabulary. Rows are `positions` (default: lens_positions(T, max_rows), every k-th position of a
     long text, so that the figure stays about a page tall); draw pages with positions=range(start, start +
     max_rows). Columns are as wide as the widest word, up to 1 in; a longer token is written whole in a
-    smaller font. `variant` names ln_f's norm, for the title."""
+    smaller font. `points` is the mathtext of what ln_f makes of x_l (sphere.map_label), for the title."""
     from matplotlib.colors import LogNorm
-
-    from .captions import site_output
 
     T = len(words)
     rows = list(lens_positions(T, max_rows) if positions is None else positions)
@@ -346,7 +343,7 @@ def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[
     ax.set_yticks(range(len(rows)), [f"{t}: {word_label(words[t])}" for t in rows], fontsize=CELL_FONT)
     ax.set_ylabel(r"position $t$: token")
     shown = f"all {T} positions" if len(rows) == T else f"positions {', '.join(map(str, rows[:3]))}, … of {T}"
-    ax.set_title(f"logit lens: top word of {site_output(variant)}" + r"$\,E^\top$" + f" ({shown})\n"
+    ax.set_title(f"logit lens: top word of {points}" + r"$\,E^\top$" + f" ({shown})\n"
                  "bold = the model's final prediction", fontsize=10)
     shrink = min(1.0, 0.3 + 12 / len(rows))  # a bar of about 6 in beside a long grid, as tall as a short one
     fig.colorbar(image, ax=ax, shrink=shrink, extend="min", label=r"probability $p_l$ of the top word (log scale)")
@@ -406,14 +403,11 @@ def attention_figure(pattern: "Tensor | np.ndarray", words: Sequence[str], layer
     return fig
 
 
-SPHERES = ("layernorm", "rmsnorm", "sphere")  # variants whose projection has radius √d: the reference line applies
-
-
-def norm_profile_figure(trace: "Trace", batch: int = 0, *, variant: str = "layernorm") -> "Figure":
+def norm_profile_figure(trace: "Trace", batch: int = 0, *, variant: "NormVariant | None" = None) -> "Figure":
     """Across layers: ‖x_l‖ and the updates' norms (left); what each norm site sees and makes (right).
 
-    `variant` names the blocks' norm: the line at √d, the radius a sphere projection gives, is drawn only for
-    a variant that has one (SPHERES)."""
+    `variant` is the blocks' norm (default: GPT-2's layer norm): the line at √d, the radius of a sphere
+    projection, is drawn only for a variant that reads direction alone (geometry.scale_free)."""
     from matplotlib.collections import LineCollection
 
     take = lambda t: t[:, batch].float().cpu().numpy()  # noqa: E731  [L, B, T] -> [L, T]
@@ -445,13 +439,13 @@ def norm_profile_figure(trace: "Trace", batch: int = 0, *, variant: str = "layer
         right.plot(layers, np.abs(take(record.mean_component)).mean(axis=1), marker + ":",
                    label=site + r": $|x\cdot\mathbf{1}/\sqrt{d}|$ (distance from $H$)")
     right.plot([L], [trace.ln_f.output_norm[batch].float().mean().item()], "k*", markersize=12, label=r"ln_f: $\|\gamma\odot\hat{x}+\beta\|$")
-    if d is not None and variant in SPHERES:
+    if d is not None and (variant is None or variant.geometry.scale_free):
         right.axhline(math.sqrt(d), color="grey", linewidth=0.8, label=rf"$\sqrt{{d}}$ = {math.sqrt(d):.1f}")
     right.set_yscale("log")
     right.set_xlabel(r"layer $l$ (block index; ln_f after the last)")
     right.set_ylabel("norm, mean over tokens (log scale)")
     integer_x(right)
-    right.set_title(f"norm sites ({variant})")
+    right.set_title("norm sites" + (f" ({variant.name})" if variant is not None else ""))
     panels[1].legend(loc="outside lower center", ncols=2, fontsize=9)
     return fig
 
@@ -700,28 +694,52 @@ def qk_pairs_figure(pairs: Sequence["WordPair"], decode: Callable[[int], str], *
     return fig
 
 
-def compare_figure(rows: Sequence[dict]) -> "Figure":
-    """Models side by side (analysis.compare.compare_rows): per layer, ‖x_l‖, the angular path and KL(p_L ‖ p_l),
-    each a mean over the text's positions; one line per model, named in the legend."""
-    panels = (("residual_norm", "‖x_l‖, mean over tokens (log scale)", "log"),
-              ("angular_path", "angular path up to layer l, radians", "linear"),
-              ("kl_to_final", "KL(p_L ‖ p_l), nats (log scale)", "log"))
-    fig = new_figure(14, 4.5)
-    axes = fig.subplots(1, 3)
+def compare_figure(comparison: "Comparison") -> "Figure":
+    """Models side by side (analysis.compare): per layer, ‖x_l‖, the radius of the site that reads x_l, the
+    angular path and KL(p_L ‖ p_l), each a mean over the text's positions, one line per model; and every
+    model's paths in one 3-D PCA frame, the highlighted word bold. KL is 0 at the last layer by definition:
+    that point is not drawn on the log axis (nothing is drawn that was not measured as a positive value).
+    The 3-D view draws the highlighted word's path alone: every token of every model would hide it."""
+    rows = comparison.rows
     names = list(dict.fromkeys(row["model"] for row in rows))
-    for ax, (field, label, scale) in zip(axes, panels):
-        for name, marker in zip(names, "osd^v<>"):
+    panels = (("residual_norm", r"$\|x_l\|$, mean over tokens", "log"),
+              ("radius", r"$\|\hat{x}_l\|$ at the site reading $x_l$", "log"),
+              ("angular_path", r"angular path $\sum_{k \leq l} \theta_k$ (rad)", "linear"),
+              ("kl_to_final", r"$\mathrm{KL}(p_L \,\|\, p_l)$ (nats)", "log"))
+    fig = new_figure(15, 12 if comparison.paths else 4.8)
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.7]) if comparison.paths else fig.add_gridspec(1, 4)
+    from matplotlib import colormaps
+
+    colours = [colormaps["tab10"](i % 10) for i in range(len(names))]
+    styles = ["-", "--", "-.", ":"]  # models that coincide (a source against itself) still show every line
+    for column, (field, label, scale) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, column])
+        for i, name in enumerate(names):
             mine = [row for row in rows if row["model"] == name]
-            values = [row[field] for row in mine]
-            if scale == "log":  # KL is exactly 0 at the last layer: drawn at the axis floor, not dropped
-                values = [max(v, 1e-6) for v in values]
-            ax.plot([row["layer"] for row in mine], values, marker + "-", label=name)
+            layers = np.array([row["layer"] for row in mine])
+            values = np.array([row[field] for row in mine])
+            keep = values > 0 if scale == "log" else np.ones(len(values), bool)  # log axes: measured positives
+            ax.plot(layers[keep], values[keep], "osd^v<>"[i % 7] + styles[i % 4], color=colours[i],
+                    label=name, markersize=5, alpha=0.9)
         ax.set_yscale(scale)
-        ax.set_xlabel("layer l (0 = embedding)")
+        ax.set_xlabel(r"layer $l$ (0 = embedding)")
         ax.set_ylabel(label)
         integer_x(ax)
-    axes[0].set_title("length of the residual vector")
-    axes[1].set_title("distance travelled on the sphere")
-    axes[2].set_title("logit lens: distance to the final prediction")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(names))
+    if comparison.paths:
+        ax = fig.add_subplot(grid[1, :], projection="3d", computed_zorder=False)
+        h = comparison.highlight
+        for i, paths in enumerate(comparison.paths):
+            path = paths.coords[:, h]  # [L+1, 3]: the highlighted word, layer by layer
+            ax.plot(*path.T, "o" + styles[i % 4], color=colours[i], linewidth=2.2, markersize=4, label=paths.label)
+            ax.scatter(*path[0], marker="s", s=60, color=colours[i], edgecolor="black", depthshade=False)
+            ax.scatter(*path[-1], marker="^", s=80, color=colours[i], edgecolor="black", depthshade=False)
+        explained = comparison.explained_variance
+        for i, set_label in enumerate((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
+            set_label(f"PC{i + 1} ({100 * float(explained[i]):.1f} % var.)")
+        ax.set_box_aspect(None, zoom=0.9)
+        ax.set_title(rf"$\mathrm{{ln}}_f(x_l)$ of {word_label(comparison.words[h])} in every model, one PCA "
+                     r"fitted on all their tokens; ■ layer 0, ▲ last layer", fontsize=10)
+        fig.legend(*ax.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(0.0, 0.42), fontsize=8,
+                   title="model (its geometry)", alignment="left")  # beside the 3-D box, in figure coordinates
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(names), 4))
     return fig

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model import GPT2
-from .circuits import (HeadWeights, block_heads, check_layer, check_unfolded, ln_1_embeddings, query_key_matrix,
+from .circuits import (HeadWeights, block_heads, check_layer, ln_1_embeddings, query_key_matrix,
                        value_bias_output, value_output_matrix)
 from .lens import lens_logits
 from .tables import Table, token_label
@@ -128,7 +128,6 @@ def key_value_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k
     after its update."""
     check_layer(model, layer)
     check_words(words)
-    check_unfolded(model)
     E_tilde = ln_1_embeddings(model, layer)
     tokens = torch.tensor([t for _, t in words], device=E_tilde.device)
     embedded = model.wte.weight[tokens]  # E[n] [n, d]: a one-word residual stream (no position)

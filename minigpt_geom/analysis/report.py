@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from collections.abc import Callable
 from importlib import resources
@@ -29,8 +30,8 @@ import numpy as np
 import torch
 
 from ..model import GPT2
+from ..sphere import geometry_summary
 from . import plots
-from .captions import geometry_sentence, site_output_text
 from .circuits import check_head, check_layer
 from .drift import text_drift
 from .lens import LensResult, logit_lens
@@ -124,7 +125,7 @@ def lens_data(lens: LensResult, decode: Callable[[int], str]) -> dict:
 
 
 def page_data(trajectory: Trajectory, lens: LensResult, losses: Sequence[float | None], patterns: torch.Tensor,
-              decode: Callable[[int], str], layer: int, head: int, vocab_size: int, variant: str) -> dict:
+              decode: Callable[[int], str], layer: int, head: int, vocab_size: int) -> dict:
     """Everything the page's scripts draw, as one JSON object."""
     return {
         "words": trajectory.words,
@@ -140,7 +141,7 @@ def page_data(trajectory: Trajectory, lens: LensResult, losses: Sequence[float |
         "maxLoss": round(float(np.log(vocab_size)), 4),  # the loss of a uniform guess: the colour scale's top
         "lens": lens_data(lens, decode),
         "attention": attention_data(patterns),
-        "pointLabel": site_output_text(variant, "x_l"),
+        "pointLabel": "ln_f(x_l)",
     }
 
 
@@ -215,16 +216,17 @@ def build_report(
     highlight = choose_highlight(words, word, position)
     lens = logit_lens(model, trace, k=top_k)
     trajectory = word_trajectory(model, trace.states, words, lens.prediction[0].tolist(), decode, highlight=highlight)
-    variant = model.ln_f.variant.name
     step()
     title = title or f"Traveling words: {short_title(text)}"
-    point = site_output_text(variant, "x_l")
+    geometry = geometry_summary({name: site.variant for name, site in model.norm_sites().items()})
+    ln_f = model.ln_f.variant
+    points = f"ln_f(x_l) (ln_f is {ln_f.name}: {ln_f.geometry.output_set})"
     intro = (
         f"<h1>{html.escape(title)}</h1>\n"
         f"<p class=caption>Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, context "
-        f"{config.n_ctx}, vocabulary {config.vocab_size}; final norm: {html.escape(variant)}. "
-        f"{html.escape(geometry_sentence(variant, config.n_embd))} Layer l = 0 is the embedding x_0; every state "
-        f"is decoded as the output head decodes the last (the logit lens).</p>"
+        f"{config.n_ctx}, vocabulary {config.vocab_size}; norms: {html.escape(geometry)} (√d = "
+        f"{math.sqrt(config.n_embd):.2f}). Layer l = 0 is the embedding x_0; every state is decoded as the output "
+        f"head decodes x_L, through ln_f and the unembedding (the logit lens).</p>"
     )
     img = lambda fig, alt: figure_img(fig, alt, dpi)  # noqa: E731
     path_words = [decode(int(i)) for i in lens.top_ids[:, 0, highlight, 0]]
@@ -233,26 +235,28 @@ def build_report(
                 "Each cell: the top word of the lens at that position (row) and layer (column), shaded by its "
                 "probability on a log scale from 10⁻³ (white) to 1, bold where it is the final prediction; hover "
                 "for the top words. The chosen word's row is outlined.", "lens-grid"),
-        section("Norms and radii across layers", img(plots.norm_profile_figure(trace, variant=model.h[0].ln_1.variant.name), "norm profile"),
-                html.escape(geometry_sentence(variant, config.n_embd)), "norms"),
+        section("Norms and radii across layers", img(plots.norm_profile_figure(trace, variant=model.h[0].ln_1.variant),
+                                                     "norm profile"),
+                f"Where the sites put each block's input: {html.escape(geometry)}; the radius is ‖x̂‖, the point "
+                "before γ and β.", "norms"),
     ]
     step()
     if len(ids) >= 2:
         drift = text_drift(model, ids, trace.states)
         sections.append(section("Drift towards the next word along this text", img(plots.drift_figure(drift), "drift"),
-                                f"Per layer, the mean over positions of {html.escape(site_output_text(variant, 'x_l[t]'))}"
-                                " · (e_{t+1} − e_t) = log p_l(next word) − log p_l(current word).", "drift"))
+                                "Per layer, the mean over positions of ln_f(x_l[t]) · (e_{t+1} − e_t) "
+                                "= log p_l(next word) − log p_l(current word).", "drift"))
     sections.append(section(
         f"Static figure of {words[highlight]!r}, for print",
-        img(plots.trajectory_figure(trajectory, path_words=path_words, variant=variant), "trajectory figure"),
+        img(plots.trajectory_figure(trajectory, path_words=path_words), "trajectory figure"),
         "The 3-D view above as a figure, for the word given on the command line.", "static"))
     step()
     patterns = trace.attention.pattern[:, 0]  # [L, H, T, T]
     losses = token_losses(logits[0], ids)
-    data = page_data(trajectory, lens, losses, patterns, decode, layer, head, config.vocab_size, variant)
+    data = page_data(trajectory, lens, losses, patterns, decode, layer, head, config.vocab_size)
     cut = "" if len(ids) <= GRID_TOKENS else f" (the first {GRID_TOKENS} of {len(ids)} positions)"
     template = resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
     return fill_template(
-        template, title=html.escape(title), intro=intro, points=html.escape(point), method=trajectory.method.upper(),
+        template, title=html.escape(title), intro=intro, points=html.escape(points), method=trajectory.method.upper(),
         attention_cut=cut, data=script_json(data), sections="\n".join(sections),
     )

@@ -1,7 +1,8 @@
 """Experiment 3: singular vectors of a head's circuits, read as words (Traveling Words; Millidge & Black 2022).
 
     W_QK = W_Q W_Kᵀ/√d_h = U diag(S) Vᵀ     query side U·S, key side V, both matched against Ẽ = ln_1(E)
-    W_VO = W_V W_O       = U diag(S) Vᵀ     input side U·S against Ẽ, output side V against E (the unembedding)
+    W_VO = W_V W_O       = U diag(S) Vᵀ     input side U·S against Ẽ, output side V against the unembedding
+                                            (E, or the folded W: model.unembedding_rows)
 
 Both matrices are d × d of rank ≤ d_h, so only the first d_h singular pairs mean anything. They are computed
 from the thin factors (A Bᵀ with A, B [d, d_h]: QR of each, then the SVD of a d_h × d_h core), in float64.
@@ -96,7 +97,7 @@ def sign_rule(U: Tensor, V: Tensor, right_embeddings: Tensor) -> tuple[Tensor, T
 def side_embeddings(model: GPT2, layer: int, circuit: str, E_tilde: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """What the left and right vectors are matched against: (Ẽ, Ẽ) for QK, (Ẽ, E) for VO."""
     E_tilde = ln_1_embeddings(model, layer) if E_tilde is None else E_tilde
-    return E_tilde, (E_tilde if circuit == "QK" else model.wte.weight.detach())
+    return E_tilde, (E_tilde if circuit == "QK" else model.unembedding_rows().detach())
 
 
 @torch.inference_mode()

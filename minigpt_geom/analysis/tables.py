@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,22 @@ def token_label(tokenizer: Tokenizer, token: int) -> str:
 
 
 def cell(value: Any) -> str:
-    """One table cell as text: floats with 4 decimals, None empty."""
+    """One table cell as text: floats to 4 significant digits, None empty."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return significant(value)
     return str(value)
+
+
+def significant(value: float, digits: int = 4) -> str:
+    """`value` to `digits` significant digits, which is what a printed measurement means: 0.9876, 35.12, 12346,
+    0.0001235; beyond 10⁶ or below 10⁻⁴ in scientific notation (1.235e+180), never a row of noise digits."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    if 1e-4 <= abs(value) < 1e6:
+        return f"{value:.{max(0, digits - 1 - math.floor(math.log10(abs(value))))}f}"
+    return f"{value:.{digits - 1}e}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Experiment 4: the trajectory of each word on the sphere, LN_f(x_0), …, LN_f(x_L), seen in 3-D.
 
-Every token's residual state at every layer is read the way the output head reads it, LN_f(x_l) (with
-ln_f's γ and β, so the points live where the unembedding looks for nearest words), and all the
+Every token's residual state at every layer is read the way the output head reads it, LN_f(x_l) (ln_f's own
+module with its γ and β, so the points live where the unembedding looks for nearest words; for a model
+without normalisation that is x_l itself, and `Trajectory.points` names what the points are), and all the
 (L+1)·T points are projected to 3-D:
 
   - PCA (default, deterministic): centre the points, take the top 3 right singular vectors of the
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from ..errors import InputError, MiniGPTGeomError
 from ..model import GPT2
-from .circuits import check_unfolded
+from ..sphere import map_label
 
 PAPER_WORD = " one"  # the word whose path the paper draws
 UMAP_VOCAB_FIT = 10_000  # the paper fits UMAP on the first 10,000 normalised embeddings
@@ -48,20 +49,14 @@ class Trajectory:
     target_cosine: np.ndarray | None = None  # [L+1] cos(LN_f(x_l), u_pred) of the highlighted word, in d dimensions
     prediction_coords: np.ndarray | None = None  # [T, 3] projected LN_f(e_pred) of every position's prediction
     target_cosines: np.ndarray | None = None  # [L+1, T] cos(LN_f(x_l[t]), u_pred[t]) of every position
+    points: str = r"$\mathrm{LN}_{f}(x_l)$"  # mathtext for what was projected: ln_f's map of x_l in its variant
 
 
 @torch.inference_mode()
 def ln_f_points(model: GPT2, states: Tensor) -> Tensor:
-    """x_l [..., d] -> LN_f(x_l) = γ ⊙ sphere point + β [..., d], each state with its own statistics.
-
-    These are points of ln_f's ellipsoid, not the bare sphere points of sphere.py, so γ and β must not be folded."""
-    check_unfolded(model)
+    """x_l [..., d] -> ln_f(x_l) [..., d] by ln_f's own module: γ ⊙ sphere point + β for layer norm, each state
+    with its own statistics; x_l itself without normalisation."""
     return model.ln_f(states)[0]
-
-
-def unembedding_rows(model: GPT2, ids: Tensor | int) -> Tensor:
-    """The rows u_w of the unembedding that score words `ids` (E itself, or (γ⊙E) once ln_f is folded)."""
-    return (model.wte.weight if model.unembed_weight is None else model.unembed_weight)[ids]
 
 
 @torch.inference_mode()
@@ -69,7 +64,7 @@ def target_cosine(model: GPT2, states: Tensor, targets: Tensor | Sequence[int]) 
     """cos(LN_f(x_l[t]), u_target[t]) [L+1, T] for states [L+1, T, d] and targets [T]: how straight each point
     faces the unembedding row of its target in all d dimensions (the logit is ‖LN_f(x_l)‖‖u‖ times this cosine)."""
     points = ln_f_points(model, states).double()  # [L+1, T, d]
-    rows = unembedding_rows(model, torch.as_tensor(targets, device=states.device)).double()  # [T, d]
+    rows = model.unembedding_rows()[torch.as_tensor(targets, device=states.device)].double()  # [T, d]
     return torch.nn.functional.cosine_similarity(points, rows[None], dim=-1).cpu().numpy()
 
 
@@ -177,6 +172,7 @@ def word_trajectory(
         explained_variance=None if explained is None else explained.numpy(),
         target_cosine=cosines[:, highlight], prediction_coords=np.asarray(target_coords, dtype=np.float64),
         target_cosines=cosines,
+        points=map_label(model.ln_f.variant, "f", "x_l"),
     )
 
 

@@ -1,22 +1,28 @@
 """Subcommands of `minigpt-geom`, one module each, and what they share: arguments, loading, outputs, progress.
 
 Every command follows one order, so that a mistake costs as little as possible and leaves nothing behind:
-check the arguments (argparse), the output folder (not created yet) and matplotlib when it draws; load the
-model and tokenizer (validating --device and --dtype); run the analysis; only then create the output folder
-and write, each file atomically through files.py.
+check the arguments (argparse, sizes against the memory they need), the output folder (not created yet) and
+matplotlib when it draws; load the model and tokenizer (validating --device and --dtype); run the analysis;
+only then write: every output into a temporary folder, moved into the output folder together at the end.
+
+The options every command spells the same way (README's "Commands" section, tests/test_cli.py holds them):
+--weights, --tokenizer, --device, --dtype, --quiet, --pattern, a positional text defaulting to PAPER_PROMPT,
+-o/--out, and for figures --format, --dpi, --no-plot. Nothing here imports torch at import time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError, MiniGPTGeomError, OutputError
-from ..files import atomic_write
+from ..files import atomic_write, new_file_mode
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +36,9 @@ if TYPE_CHECKING:
 DTYPES = ("float32", "bfloat16", "float16")
 FIGURE_FORMATS = ("png", "svg", "pdf")
 TABLE_STYLES = ("text", "markdown", "latex")
+FILE_PATTERN = "*.txt"  # the files of a corpus folder that drift, prepare, train and remove-ln read
+PAPER_PROMPT = "To kill two birds with one stone"  # the paper's example: the default text of every text command
+MAX_DPI = 1200  # beyond print quality; a 10 x 8 in figure at 1200 dpi is already 115 million pixels
 
 
 class UsageError(MiniGPTGeomError):
@@ -88,6 +97,14 @@ def seed(text: str) -> int:
     return value
 
 
+def dpi(text: str) -> int:
+    """argparse type for --dpi: 1 to MAX_DPI (a figure's pixels grow as dpi²)."""
+    value = positive_int(text)
+    if value > MAX_DPI:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DPI} (a figure's memory grows as dpi²), got {value}")
+    return value
+
+
 # ---- shared arguments --------------------------------------------------------------------------------------
 
 def add_model_arguments(parser: argparse.ArgumentParser, tokenizer: bool = True) -> None:
@@ -100,8 +117,25 @@ def add_model_arguments(parser: argparse.ArgumentParser, tokenizer: bool = True)
                            help="where vocab.json and merges.txt are (default: beside the weights)")
     group.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps … (default: cpu)")
     group.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' precision (default: float32)")
-    group.add_argument("--quiet", action="store_true",
-                       help="no progress bars (they are off anyway when stderr is not a terminal)")
+    add_quiet_argument(group)
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--quiet: no progress bars and no notes on stderr (bars are drawn on a terminal only anyway)."""
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or notes on stderr (bars are shown only when stderr is a terminal)")
+
+
+def add_pattern_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--pattern GLOB: which files of a corpus folder are read."""
+    parser.add_argument("--pattern", default=FILE_PATTERN, metavar="GLOB",
+                        help=f"files of a corpus folder to read, at any depth, e.g. '*.py' (default: {FILE_PATTERN})")
+
+
+def add_text_argument(parser: argparse.ArgumentParser, what: str = "the text to run through the model") -> None:
+    """The positional text of a command that reads one, the paper's example by default."""
+    parser.add_argument("text", nargs="?", default=PAPER_PROMPT,
+                        help=f"{what}, at most the model's context (default: {PAPER_PROMPT!r})")
 
 
 def add_output_argument(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
@@ -115,8 +149,14 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
     """--format, --dpi and --no-plot: for every command that draws."""
     group = parser.add_argument_group("figures")
     group.add_argument("--format", default="png", choices=FIGURE_FORMATS, help="figure file format (default: png)")
-    group.add_argument("--dpi", type=positive_int, default=100, help="figure resolution, dots per inch (default: 100)")
+    add_dpi_argument(group)
     group.add_argument("--no-plot", action="store_true", help="write the tables only (no matplotlib needed)")
+
+
+def add_dpi_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--dpi N: the figures' resolution, at most MAX_DPI."""
+    parser.add_argument("--dpi", type=dpi, default=100, metavar="N",
+                        help=f"figure resolution, dots per inch, at most {MAX_DPI} (default: 100)")
 
 
 def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +225,19 @@ def processes_for(args: argparse.Namespace) -> Iterator[Processes]:
             dist.destroy_process_group()
 
 
+def weights_folder(source: str | os.PathLike) -> Path:
+    """The folder the weights of `source` (a preset, hub id, folder or file) are read from, resolved."""
+    from ..checkpoint import checkpoint_files
+
+    return checkpoint_files(source)[0].parent.resolve()
+
+
+def source_line(source: str | os.PathLike) -> str:
+    """`weights: SOURCE from FOLDER`, the line every loading command prints: where the files really came from
+    (a preset's drop-in folder, the hub cache, …)."""
+    return f"weights: {source} from {weights_folder(source)}"
+
+
 def load_model(args: argparse.Namespace) -> GPT2:
     """The GPT2 of --weights, on --device in --dtype (the device checked first)."""
     import torch
@@ -194,14 +247,43 @@ def load_model(args: argparse.Namespace) -> GPT2:
     return GPT2.from_pretrained(args.weights, device=usable_device(args.device), dtype=getattr(torch, args.dtype))
 
 
-def load_model_and_tokenizer(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
-    """(GPT2, Tokenizer) from --weights and --tokenizer, on --device in --dtype (the device checked first)."""
+def load_model_and_tokenizer(args: argparse.Namespace, announce: bool = True) -> tuple[GPT2, Tokenizer]:
+    """(GPT2, Tokenizer) from --weights and --tokenizer, on --device in --dtype (the device checked first);
+    with `announce`, prints where the weights came from (the first line of the command's output)."""
     import torch
 
     from ..analysis import load_model_and_tokenizer as load
 
     device = usable_device(args.device)
-    return load(args.weights, args.tokenizer, device=device, dtype=getattr(torch, args.dtype))
+    loaded = load(args.weights, args.tokenizer, device=device, dtype=getattr(torch, args.dtype))
+    if announce:
+        print(source_line(args.weights))
+    return loaded
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on `device` (None when unknown): the GPU's free memory, or the
+    system's MemAvailable."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: the physical memory, if the OS says
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+
+
+def check_fits(option: str, needed: int, device: torch.device) -> None:
+    """InputError before allocating when an option asks for more memory than `device` has (an estimate)."""
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise InputError(f"{option} needs about {needed / 2**30:.1f} GiB on {device}, more than the "
+                         f"{available / 2**30:.1f} GiB available: lower it")
 
 
 def require_matplotlib(args: argparse.Namespace) -> None:
@@ -216,11 +298,16 @@ def require_matplotlib(args: argparse.Namespace) -> None:
                          ) from None
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars: stderr is a terminal and --quiet was not given (never `\r` into a file)."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def progress_bar(args: argparse.Namespace, total: int, desc: str, unit: str = "step") -> tqdm:
     """A tqdm bar on stderr; silent with --quiet or when stderr is not a terminal."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=True if args.quiet else None, leave=False,
+    return tqdm(total=total, desc=desc, unit=unit, disable=not show_progress(args), leave=False,
                 unit_scale=unit == "B")
 
 
@@ -251,6 +338,31 @@ def make_output_folder(path: Path) -> Path:
     return path
 
 
+@contextmanager
+def staged_outputs(out: Path) -> Iterator[Path]:
+    """A temporary folder for a command's outputs. When the block ends without error its files are moved into
+    `out` (created now) together, each keeping the mode of the file it replaces; on any error they are deleted,
+    so a failure (in a figure, a full disk) leaves `out` as it was, with no new partial output."""
+    out = Path(out)
+    ancestor = next(p for p in (out, *out.parents) if p.exists())  # the same file system as out: rename works
+    try:
+        stage = Path(tempfile.mkdtemp(dir=ancestor, prefix=f".{out.name or 'out'}.", suffix=".partial"))
+    except OSError as error:
+        raise OutputError(f"cannot write into {ancestor} (for -o {out}): {error.strerror or error}") from None
+    try:
+        yield stage
+        make_output_folder(out)
+        for path in sorted(stage.iterdir()):
+            target = output_file(out, path.name)
+            try:
+                os.chmod(path, new_file_mode(target))
+                os.replace(path, target)
+            except OSError as error:
+                raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def output_file(folder: Path, name: str) -> Path:
     """folder/name, refused if it would lie outside the folder once links are resolved."""
     path = folder / name
@@ -266,7 +378,7 @@ def write_figure(fig: Figure, path: Path, dpi: int) -> Path:
     return atomic_write(path, lambda temporary: plots.save_figure(fig, temporary, dpi=dpi))
 
 
-def report_written(paths: list[Path]) -> None:
-    """Print where each output went."""
+def report_written(out: Path, paths: list[Path]) -> None:
+    """Print where each output went (`paths` as staged_outputs wrote them, moved into `out` since)."""
     for path in paths:
-        print(f"wrote {path}")
+        print(f"wrote {Path(out) / path.name}")

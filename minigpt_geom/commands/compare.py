@@ -1,49 +1,62 @@
-"""`minigpt-geom compare "text" --against SOURCE`: two models on the same text, layer by layer, side by side."""
+"""`minigpt-geom compare "text" --against SOURCE [SOURCE ...]`: models on the same text, layer by layer."""
 
 from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
-               make_output_folder, output_file, output_folder, progress_bar, report_written, require_matplotlib,
-               write_figure)
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
+               load_model_and_tokenizer, output_file, output_folder, progress_bar, report_written, require_matplotlib,
+               staged_outputs, write_figure)
+
+SUMMARY = "models side by side on one text: norms, radii, angular path, logit lens, trajectories in one 3-D frame"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `compare` subcommand."""
-    parser = add_command(subparsers, "compare", "two models side by side on one text: norms, angular path, "
-                                                "logit lens (e.g. a model and its LN-free fine-tune)")
-    parser.add_argument("text", help="the text to run through both models (at most the smaller context)")
+    parser = add_command(subparsers, "compare", SUMMARY,
+                         "Run the text through --weights and every --against model (e.g. one small model trained "
+                         "with each norm variant, or a model and its LN-free fine-tune). Each number is each "
+                         "model's own, in its own variant's geometry; the 3-D view fits one PCA on all of them.")
+    add_text_argument(parser, "the text to run through every model")
     add_model_arguments(parser)
-    parser.add_argument("--against", required=True, metavar="SOURCE",
-                        help="the second model (preset, hub id, directory or .safetensors file); same tokenizer")
+    parser.add_argument("--against", required=True, nargs="+", metavar="SOURCE",
+                        help="the other models (presets, hub ids, directories or .safetensors files); same tokenizer")
+    parser.add_argument("--labels", nargs="+", metavar="NAME",
+                        help="a name for each model, --weights first (default: each source's folder name)")
+    parser.add_argument("--word", help="the word whose paths are drawn bold (default: ' one', else the last)")
     add_output_argument(parser, "compare.csv and compare.FORMAT", default="compare")
     add_figure_arguments(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the per-layer table of both models; write compare.csv (and the figure)."""
-    from ..analysis.compare import compare_rows
+    """Print the per-layer table of every model; write compare.csv (and the figure)."""
+    from ..analysis.compare import compare_models, unique_labels
     from ..analysis.tables import Table, write_csv
 
     require_matplotlib(args)
     out = output_folder(args.out)
-    with progress_bar(args, 3, "compare") as bar:
+    sources = [args.weights, *args.against]
+    names = unique_labels(sources, args.labels)
+    with progress_bar(args, len(sources) + 1, "compare") as bar:
         model, tokenizer = load_model_and_tokenizer(args)
-        against, _ = load_model_and_tokenizer(argparse.Namespace(**{**vars(args), "weights": args.against}))
+        models = {names[0]: model}
         bar.update()
-        rows = compare_rows({args.weights: model, args.against: against}, tokenizer, args.text)
-        bar.update()
-        table = Table.from_records(rows, f"{args.weights} against {args.against}, means over the text's tokens")
+        for name, source in zip(names[1:], args.against):
+            models[name], _ = load_model_and_tokenizer(argparse.Namespace(**{**vars(args), "weights": source}))
+            bar.update()
+        comparison = compare_models(models, tokenizer, args.text, args.word)
+        table = Table.from_records(comparison.rows, f"{', '.join(names)}: means over the text's tokens")
         print(table.format("text"))
-        make_output_folder(out)
-        written = [write_csv(output_file(out, "compare.csv"), table)]
-        if not args.no_plot:
-            from ..analysis import plots
+        if comparison.paths is None:
+            print("the models differ in width d: no shared 3-D frame is drawn, only the per-layer panels")
+        with staged_outputs(out) as stage:
+            written = [write_csv(output_file(stage, "compare.csv"), table)]
+            if not args.no_plot:
+                from ..analysis import plots
 
-            written.append(write_figure(plots.compare_figure(rows), output_file(out, f"compare.{args.format}"),
-                                        args.dpi))
+                written.append(write_figure(plots.compare_figure(comparison),
+                                            output_file(stage, f"compare.{args.format}"), args.dpi))
         bar.update()
-    report_written(written)
+    report_written(out, written)
     return 0

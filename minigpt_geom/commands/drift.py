@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..analysis.corpus import DEFAULT_PATTERN
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
-               make_output_folder, output_file, output_folder, positive_int, progress_bar, report_written,
-               processes_for, require_matplotlib, whole_number, write_figure)
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_pattern_argument,
+               check_fits, load_model_and_tokenizer, output_file, output_folder, positive_int, processes_for,
+               progress_bar, report_written, require_matplotlib, staged_outputs, whole_number, write_figure)
+
+SUMMARY = ("experiment 5: drift from the current word to the next, per layer and position, over a corpus read as "
+           "a stream")
 
 
 def context_length(text: str) -> int:
@@ -20,20 +22,19 @@ def context_length(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `drift` subcommand."""
-    parser = add_command(subparsers, "drift", "experiment 5: drift from the current word to the next, per layer "
-                         "and position, over a corpus read as a stream")
-    parser.add_argument("corpus", help=f"a text file, or a folder whose files matching --pattern are read "
-                                       f"(default pattern {DEFAULT_PATTERN!r})")
+    parser = add_command(subparsers, "drift", SUMMARY)
+    parser.add_argument("corpus", help="a text file, or a folder whose files matching --pattern are read")
     add_model_arguments(parser)
     add_output_argument(parser, "drift.csv, drift_by_position.csv and their figures", default="drift")
-    parser.add_argument("--pattern", default=DEFAULT_PATTERN,
-                        help=f"files to read under a folder, searched recursively (default: {DEFAULT_PATTERN})")
+    add_pattern_argument(parser)
     parser.add_argument("--context", type=context_length, default=None,
                         help="window length in tokens (default: the model's context)")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass (default: 4)")
-    parser.add_argument("--max-windows", type=positive_int, default=None, help="stop after this many windows (of each process, under torchrun)")
+    parser.add_argument("--max-windows", type=positive_int, default=None,
+                        help="stop after this many windows (of each process, under torchrun)")
     parser.add_argument("--no-logprobs", action="store_true",
-                        help="skip log p(next), log p(current): they need every layer's full softmax (~3x the time)")
+                        help="skip log p(next), log p(current): they need every layer's full softmax, the most "
+                             "costly part")
     add_figure_arguments(parser)
     return parser
 
@@ -54,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         context = args.context or model.config.n_ctx
         if context > model.config.n_ctx:
             raise InputError(f"--context must be at most the model's context {model.config.n_ctx}, got {context}")
+        # a batch's logits, their softmax and its logarithm, [B, T, V] each, beside the traced states
+        per_token = 3 * model.config.vocab_size + 2 * (model.config.n_layer + 1) * model.config.n_embd
+        check_fits(f"--batch-size {args.batch_size}", args.batch_size * context * per_token * 4,
+                   model.wte.weight.device)
         with progress_bar(args, corpus_bytes(files), f"drift over {len(files)} file(s)", unit="B") as bar:
             windows = corpus_windows(files, tokenizer, context, progress=bar)
             result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
@@ -61,18 +66,18 @@ def run(args: argparse.Namespace) -> int:
     if not processes.main:  # rank 0 prints and writes the merged statistics
         return 0
     print(format_drift(result))
-    make_output_folder(out)
-    written = [
-        write_csv(output_file(out, "drift.csv"), Table.from_records(drift_rows(result))),
-        write_csv(output_file(out, "drift_by_position.csv"), Table.from_records(drift_position_rows(result))),
-    ]
-    if not args.no_plot:
-        from ..analysis import plots
-
-        written += [
-            write_figure(plots.drift_figure(result), output_file(out, f"drift.{args.format}"), args.dpi),
-            write_figure(plots.drift_position_figure(result), output_file(out, f"drift_by_position.{args.format}"),
-                         args.dpi),
+    with staged_outputs(out) as stage:
+        written = [
+            write_csv(output_file(stage, "drift.csv"), Table.from_records(drift_rows(result))),
+            write_csv(output_file(stage, "drift_by_position.csv"), Table.from_records(drift_position_rows(result))),
         ]
-    report_written(written)
+        if not args.no_plot:
+            from ..analysis import plots
+
+            written += [
+                write_figure(plots.drift_figure(result), output_file(stage, f"drift.{args.format}"), args.dpi),
+                write_figure(plots.drift_position_figure(result),
+                             output_file(stage, f"drift_by_position.{args.format}"), args.dpi),
+            ]
+    report_written(out, written)
     return 0

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-               add_vocabulary_arguments, allowed_words, load_model_and_tokenizer, make_output_folder, output_file,
-               output_folder, positive_int, progress_bar, report_written, require_matplotlib, write_figure)
+               add_vocabulary_arguments, allowed_words, load_model_and_tokenizer, output_file, output_folder,
+               positive_int, progress_bar, report_written, require_matplotlib, staged_outputs, write_figure)
+
+SUMMARY = "experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `embeddings` subcommand."""
-    parser = add_command(
-        subparsers, "embeddings", "experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them",
+    parser = add_command(subparsers, "embeddings", SUMMARY,
         "(a) L2 and cosine distance of E (as is, centred, scaled, both) to layer_norm(E); (b) top and bottom "
         "words by ‖e‖, ‖γ⊙e‖, ‖e‖+β·e, ‖γ⊙e‖+β·e, the bound √d‖γ⊙e‖+β·e and the tight bound "
         "√d‖centre(γ⊙e)‖+β·e (ln_f's γ, β). With --out, the tables and a figure of the ranked words.")
@@ -27,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print both tables; with --out also write them."""
-    from ..analysis.embeddings import (distance_table, reach_csv_table, reach_table, reachability, sphere_distances,
-                                       top_and_bottom)
+    from ..analysis.embeddings import (distance_table, reach_caption, reach_csv_table, reach_table, reachability,
+                                       sphere_distances, top_and_bottom)
     from ..analysis.tables import write_csv, write_table
 
     out = output_folder(args.out) if args.out else None
@@ -41,18 +42,19 @@ def run(args: argparse.Namespace) -> int:
         distances, ranked = sphere_distances(model), top_and_bottom(reachability(model), args.k, allowed)
         bar.update()
     tables = {"embeddings_sphere_distance": distance_table(distances),
-              "embeddings_reach": reach_table(ranked, tokenizer)}
+              "embeddings_reach": reach_table(ranked, tokenizer, reach_caption(model))}
     for table in tables.values():
         print(table.format(args.style))
     if out is not None:
-        make_output_folder(out)
-        written = [path for name, table in tables.items() for path in write_table(output_file(out, name), [table])]
-        written.append(write_csv(output_file(out, "embeddings_sphere_distance.csv"), distance_table(distances)))
-        written.append(write_csv(output_file(out, "embeddings_reach.csv"), reach_csv_table(ranked, tokenizer)))
-        if not args.no_plot:
-            from ..analysis import plots
+        with staged_outputs(out) as stage:
+            written = [path for name, table in tables.items()
+                       for path in write_table(output_file(stage, name), [table])]
+            written.append(write_csv(output_file(stage, "embeddings_sphere_distance.csv"), distance_table(distances)))
+            written.append(write_csv(output_file(stage, "embeddings_reach.csv"), reach_csv_table(ranked, tokenizer)))
+            if not args.no_plot:
+                from ..analysis import plots
 
-            figure = plots.reach_figure(ranked, lambda t: tokenizer.decode([t]))
-            written.append(write_figure(figure, output_file(out, f"embeddings_reach.{args.format}"), args.dpi))
-        report_written(written)
+                figure = plots.reach_figure(ranked, lambda t: tokenizer.decode([t]))
+                written.append(write_figure(figure, output_file(stage, f"embeddings_reach.{args.format}"), args.dpi))
+        report_written(out, written)
     return 0

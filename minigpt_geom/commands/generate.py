@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_command, add_model_arguments, load_model_and_tokenizer, seed, whole_number
+from . import add_command, add_model_arguments, load_model_and_tokenizer, seed, source_line, whole_number
+
+SUMMARY = "continue a prompt, streaming the text"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `generate` subcommand."""
-    parser = add_command(subparsers, "generate", "continue a prompt, streaming the text",
+    parser = add_command(subparsers, "generate", SUMMARY,
                          "Continue a prompt with a KV cache, printing each piece of text as soon as it is complete; "
                          "stop at <|endoftext|> or after --max-new-tokens. The text streams, so there is no "
                          "progress bar.")
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import Sampling, generate_stream, stream_text
 
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)  # checked before the model loads
-    model, tokenizer = load_model_and_tokenizer(args)
+    model, tokenizer = load_model_and_tokenizer(args, announce=False)  # stdout is the text alone
     try:
         eos_id = tokenizer.eot_token
     except CheckpointError:  # a vocabulary without <|endoftext|>: run to max_new_tokens
@@ -54,4 +56,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     print()
+    if not args.quiet:
+        print(f"minigpt-geom generate: {source_line(args.weights)}", file=sys.stderr)
     return 0

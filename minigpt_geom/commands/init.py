@@ -9,6 +9,8 @@ from dataclasses import replace
 from ..errors import InputError
 from . import add_command, output_folder, positive_int
 
+SUMMARY = "write a freshly initialised checkpoint"
+
 
 def norm_argument(text: str) -> str | dict[str, str]:
     """argparse type for --norm: a variant name, or a JSON mapping site -> name such as '{"ln_f": "none"}'."""
@@ -27,11 +29,12 @@ def norm_argument(text: str) -> str | dict[str, str]:
     return spec
 
 
-def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
-    """--init PRESET, --n-layer/--n-head/--n-embd/--n-ctx (each overriding the preset), --norm, --seed."""
+def add_architecture_arguments(parser: argparse.ArgumentParser, fine_tune: bool = False) -> None:
+    """--init PRESET, --n-layer/--n-head/--n-embd/--n-ctx (each overriding the preset), --norm, --seed; with
+    `fine_tune`, the help texts also say what they mean for a run that starts from --weights."""
     from ..config import PRESETS
 
-    group = parser.add_argument_group("shape (of a new model) and norm")
+    group = parser.add_argument_group("shape (of a new model) and norm" if fine_tune else "shape and norm")
     group.add_argument("--init", choices=sorted(PRESETS), metavar="PRESET",
                        help=f"the shape of a published GPT-2: {', '.join(PRESETS)}")
     for name, meaning in (("n-layer", "number of blocks"), ("n-head", "heads per block"),
@@ -39,8 +42,10 @@ def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{name}", type=positive_int, metavar="N", help=meaning)
     group.add_argument("--norm", type=norm_argument, default=None, metavar="VARIANT",
                        help='norm variant of every site (layernorm, rmsnorm, sphere, dyt, none …) or a JSON '
-                            'mapping such as \'{"ln_f": "none"}\' (default: layernorm; fine-tuning: the weights\' own)')
-    group.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batches (default: 0)")
+                            'mapping such as \'{"ln_f": "none"}\' (default: layernorm'
+                            + ("; fine-tuning: the weights\' own)" if fine_tune else ")"))
+    group.add_argument("--seed", type=int, default=0,
+                       help=f"seed of the initialisation{' and batches' if fine_tune else ''} (default: 0)")
 
 
 def wants_new_model(args: argparse.Namespace) -> bool:
@@ -65,7 +70,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `init` subcommand."""
-    parser = add_command(subparsers, "init", "write a freshly initialised checkpoint", __doc__.split(":", 1)[1].strip())
+    parser = add_command(subparsers, "init", SUMMARY, __doc__.split(":", 1)[1].strip())
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="folder to write the checkpoint into")
     parser.add_argument("--tokenizer", default="gpt2", metavar="SOURCE",
                         help="where vocab.json and merges.txt are; sets the vocabulary size (default: gpt2)")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, load_model_and_tokenizer,
-               make_output_folder, output_file, output_folder, positive_int, progress_bar, report_written,
-               require_matplotlib, write_figure)
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
+               load_model_and_tokenizer, output_file, output_folder, positive_int, progress_bar, report_written,
+               require_matplotlib, staged_outputs, write_figure)
+
+SUMMARY = "logit lens of a text: every layer decoded as LN_f(x_l) Eᵀ"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `lens` subcommand."""
-    parser = add_command(subparsers, "lens", "logit lens of a text: every layer decoded as LN_f(x_l) Eᵀ")
-    parser.add_argument("text", help="the text to run through the model (at most the model's context)")
+    parser = add_command(subparsers, "lens", SUMMARY)
+    add_text_argument(parser)
     add_model_arguments(parser)
     add_output_argument(parser, "lens.csv and lens_grid.FORMAT", default="lens")
     parser.add_argument("--top-k", type=positive_int, default=5, help="words shown per layer (default: 5)")
@@ -35,14 +37,16 @@ def run(args: argparse.Namespace) -> int:
         bar.update()
         if not args.no_plot:
             from ..analysis import plots
+            from ..sphere import map_label
 
             ranks = next_word_ranks(model, trace.states[:, 0], tokenizer.encode(args.text)) if len(words) > 1 else None
-            figure = plots.lens_grid_figure(lens, words, decode, next_ranks=ranks, variant=model.ln_f.variant.name)
+            figure = plots.lens_grid_figure(lens, words, decode, next_ranks=ranks,
+                                            points=map_label(model.ln_f.variant, "f", "x_l"))
             bar.update()
     print(format_lens(lens, words, decode))
-    make_output_folder(out)
-    written = [write_csv(output_file(out, "lens.csv"), Table.from_records(lens_rows(lens, words, decode)))]
-    if not args.no_plot:
-        written.append(write_figure(figure, output_file(out, f"lens_grid.{args.format}"), args.dpi))
-    report_written(written)
+    with staged_outputs(out) as stage:
+        written = [write_csv(output_file(stage, "lens.csv"), Table.from_records(lens_rows(lens, words, decode)))]
+        if not args.no_plot:
+            written.append(write_figure(figure, output_file(stage, f"lens_grid.{args.format}"), args.dpi))
+    report_written(out, written)
     return 0

@@ -1,19 +1,23 @@
-"""`minigpt-geom norms --text "..."`: every layer-norm variant against GPT-2's own, on one text."""
+"""`minigpt-geom norms "text"`: every layer-norm variant against the model's own, on one text."""
 
 from __future__ import annotations
 
 import argparse
 
-from . import add_command, add_model_arguments, add_style_argument, load_model_and_tokenizer, progress_bar
+from . import (add_command, add_model_arguments, add_style_argument, add_text_argument, load_model_and_tokenizer,
+               progress_bar)
+
+SUMMARY = "KL, top-1 agreement and perplexity of each norm variant against the model's own"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `norms` subcommand."""
     parser = add_command(
-        subparsers, "norms", "KL, top-1 agreement and perplexity of each layer-norm variant against the default",
-        "Swap the layer norm of every site for each registered variant (layernorm, rmsnorm, sphere, none, "
-        "dyt, ...) and compare its next-token predictions on the text with GPT-2's own. Prints a table.")
-    parser.add_argument("--text", required=True, help="the text to score (at least two tokens, at most the context)")
+        subparsers, "norms", SUMMARY,
+        "Swap the norm of every site for each registered variant (layernorm, rmsnorm, sphere, none, dyt, ...) "
+        "and compare its next-token predictions on the text with the model's own (the first row, as loaded: "
+        "KL 0 and its own perplexity). A variant that cannot run on these weights says why. Prints a table.")
+    add_text_argument(parser, "the text to score (at least two tokens)")
     add_model_arguments(parser)
     parser.add_argument("--variants", nargs="+", metavar="NAME", help="variants to compare (default: all registered)")
     add_style_argument(parser)
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..sphere import NORM_VARIANTS
 
     variants = args.variants or list(NORM_VARIANTS)
-    with progress_bar(args, 1 + len(variants), "norms") as bar:
+    with progress_bar(args, 2 + len(variants), "norms") as bar:
         model, tokenizer = load_model_and_tokenizer(args)
         bar.update()
         idx = torch.tensor([encode_text(tokenizer, args.text, model.config.n_ctx)])

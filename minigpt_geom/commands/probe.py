@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, make_output_folder,
-               output_file, output_folder, positive_int, progress_bar, report_written, require_matplotlib,
-               write_figure)
+               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, output_file, output_folder,
+               positive_int, progress_bar, report_written, require_matplotlib, staged_outputs, write_figure)
+
+SUMMARY = "experiment 2: which words each head attends to from a word, and what it writes"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `probe` subcommand."""
-    parser = add_command(
-        subparsers, "probe", "experiment 2: which words each head attends to from a word, and what it writes",
+    parser = add_command(subparsers, "probe", SUMMARY,
         "For each word (default: ~100 common nouns) that is one token, per head and for the layer's sum: the "
         "top-k keys of Ẽ[n] W_QK Ẽᵀ with ‖q‖ = ‖Ẽ[n] W_QK‖, and the top-k words of ln_f(E[n] + u_h + b_O) Eᵀ "
         "with ‖u_h‖. With --out, the tables and one figure per layer of each head's best match.")
@@ -57,15 +57,17 @@ def run(args: argparse.Namespace) -> int:
     for table in tables.values():
         print(table.format(args.style))
     if out is not None:
-        make_output_folder(out)
-        written = [path for name, table in tables.items() for path in write_table(output_file(out, name), [table])]
-        written.append(write_csv(output_file(out, "probe.csv"), probe_csv_table(rows, tokenizer)))
-        if not args.no_plot:
-            from ..analysis import plots
+        with staged_outputs(out) as stage:
+            written = [path for name, table in tables.items()
+                       for path in write_table(output_file(stage, name), [table])]
+            written.append(write_csv(output_file(stage, "probe.csv"), probe_csv_table(rows, tokenizer)))
+            if not args.no_plot:
+                from ..analysis import plots
 
-            for layer in layers:
-                figure = plots.probe_figure([row for row in rows if row.layer == layer],
-                                            lambda t: tokenizer.decode([t]))
-                written.append(write_figure(figure, output_file(out, f"probe_layer{layer}.{args.format}"), args.dpi))
-        report_written(written)
+                for layer in layers:
+                    figure = plots.probe_figure([row for row in rows if row.layer == layer],
+                                                lambda t: tokenizer.decode([t]))
+                    written.append(write_figure(figure, output_file(stage, f"probe_layer{layer}.{args.format}"),
+                                                args.dpi))
+        report_written(out, written)
     return 0

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, make_output_folder,
-               output_file, output_folder, positive_int, progress_bar, report_written, require_matplotlib,
+               add_vocabulary_arguments, allowed_words, check_fits, index, load_model_and_tokenizer, output_file,
+               output_folder, positive_int, progress_bar, report_written, require_matplotlib, staged_outputs,
                write_figure)
+
+SUMMARY = "a head's top query-key word pairs over the full vocabulary (V² scores, in chunks)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `qk` subcommand."""
-    parser = add_command(
-        subparsers, "qk", "a head's top query-key word pairs over the full vocabulary (V² scores, in chunks)",
+    parser = add_command(subparsers, "qk", SUMMARY,
         "Every word as query against every word as key: s = ln_1(E_q) W_QK ln_1(E_k)ᵀ (optionally with the "
         "biases and position embeddings); the top-k pairs, computed chunk by chunk of query words. "
         "With --out, the table and a figure of the pairs.")
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(args)
     allowed = allowed_words(args, tokenizer, model)
     n_words = min(args.vocab_limit or model.config.vocab_size, model.config.vocab_size)
+    scores = min(args.chunk_size, n_words) * n_words * model.wte.weight.element_size()  # one [chunk, V] buffer
+    check_fits(f"--chunk-size {args.chunk_size}", 3 * scores, model.wte.weight.device)  # and top-k's temporaries
     if allowed is not None:
         n_words = int(allowed[:n_words].sum())
     with progress_bar(args, n_words, f"qk layer {args.layer} head {args.head}", unit="word") as bar:
@@ -57,14 +60,15 @@ def run(args: argparse.Namespace) -> int:
     table = pairs_table(pairs, tokenizer, caption)
     print(table.format(args.style))
     if out is not None:
-        make_output_folder(out)
         stem = f"qk_layer{args.layer}_head{args.head}"
-        written = write_table(output_file(out, stem), [table])
-        written.append(write_csv(output_file(out, f"{stem}.csv"), pairs_csv_table(pairs, tokenizer)))
-        if not args.no_plot:
-            from ..analysis import plots
+        with staged_outputs(out) as stage:
+            written = write_table(output_file(stage, stem), [table])
+            written.append(write_csv(output_file(stage, f"{stem}.csv"), pairs_csv_table(pairs, tokenizer)))
+            if not args.no_plot:
+                from ..analysis import plots
 
-            figure = plots.qk_pairs_figure(pairs, lambda t: tokenizer.decode([t]), layer=args.layer, head=args.head)
-            written.append(write_figure(figure, output_file(out, f"{stem}.{args.format}"), args.dpi))
-        report_written(written)
+                figure = plots.qk_pairs_figure(pairs, lambda t: tokenizer.decode([t]), layer=args.layer,
+                                               head=args.head)
+                written.append(write_figure(figure, output_file(stage, f"{stem}.{args.format}"), args.dpi))
+        report_written(out, written)
     return 0

@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_command, processes_for
+from . import add_command, processes_for, show_progress
 from .prepare import add_corpus_arguments
 from .train import add_run_arguments, settings_from_arguments
+
+SUMMARY = "fine-tune a GPT-2 until it needs no layer norm"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `remove-ln` subcommand."""
-    parser = add_command(subparsers, "remove-ln", "fine-tune a GPT-2 until it needs no layer norm",
+    parser = add_command(subparsers, "remove-ln", SUMMARY,
                          __doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
     parser.add_argument("--weights", required=True, metavar="SOURCE",
@@ -44,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = args.tokenizer or args.weights
     with processes_for(args) as processes:
         model = load_model(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)
-        data = load_corpus(args.corpus, tokenizer, processes, val_fraction=args.val_fraction, pattern=args.glob,
-                           progress=not args.no_progress)
+        data = load_corpus(args.corpus, tokenizer, processes, val_fraction=args.val_fraction,
+                           pattern=args.pattern, progress=show_progress(args))
         log = remove_layer_norm(model, data, tokenizer, args.out, settings, device=processes.device,
-                                resume=args.resume, progress=not args.no_progress)
+                                resume=args.resume, progress=show_progress(args))
     if processes.main:
         print(f"step {log[-1].step}: validation loss {log[-1].val_loss:.4f} without layer norm; saved in {args.out}")
     return 0

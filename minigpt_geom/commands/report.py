@@ -6,25 +6,28 @@ import argparse
 import os
 from pathlib import Path
 
-from . import (add_command, add_highlight_arguments, add_model_arguments, index, load_model_and_tokenizer,
-               make_output_folder, output_file, output_folder, positive_int, progress_bar, require_matplotlib)
+from . import (add_command, add_dpi_argument, add_highlight_arguments, add_model_arguments, add_text_argument, index,
+               load_model_and_tokenizer, make_output_folder, output_file, output_folder, positive_int, progress_bar,
+               require_matplotlib)
+
+SUMMARY = "an HTML page: trajectories (rotatable 3-D), logit lens, norms, attention, drift"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `report` subcommand."""
-    parser = add_command(subparsers, "report",
-                         "an HTML page: trajectories (rotatable 3-D), logit lens, norms, attention, drift")
-    parser.add_argument("text", help="the text to run through the model (at most the model's context)")
+    parser = add_command(subparsers, "report", SUMMARY)
+    add_text_argument(parser)
     add_model_arguments(parser)
     add_highlight_arguments(parser)
     parser.add_argument("-o", "--out", default="report.html", metavar="FILE",
                         help="the HTML file to write, or a folder (existing, or ending in /) for report.html "
                              "(default: report.html)")
-    parser.add_argument("--layer", type=index, default=0, metavar="L", help="layer of the attention pattern shown (default: 0)")
-    parser.add_argument("--head", type=index, default=0, metavar="H", help="head of the attention pattern shown (default: 0)")
+    parser.add_argument("--layer", type=index, default=0, metavar="L",
+                        help="layer of the attention pattern shown (default: 0)")
+    parser.add_argument("--head", type=index, default=0, metavar="H",
+                        help="head of the attention pattern shown (default: 0)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="words shown per layer (default: 5)")
-    parser.add_argument("--dpi", type=positive_int, default=100,
-                        help="resolution of the page's figures, dots per inch (default: 100)")
+    add_dpi_argument(parser)
     return parser
 
 

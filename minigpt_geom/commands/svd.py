@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, make_output_folder, output_file, output_folder, positive_int,
-               progress_bar, report_written, require_matplotlib)
+               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, output_file, output_folder,
+               positive_int, progress_bar, report_written, require_matplotlib, staged_outputs)
+
+SUMMARY = "experiment 3: singular vectors of each head's W_QK and W_VO as words"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `svd` subcommand."""
-    parser = add_command(
-        subparsers, "svd", "experiment 3: singular vectors of each head's W_QK and W_VO as words",
+    parser = add_command(subparsers, "svd", SUMMARY,
         "Tables 'Rank | top-k left words | top-k right words' for the top singular pairs of W_QK (both sides vs "
         "ln_1(E)) and W_VO (input vs ln_1(E), output vs E), signs fixed by the largest match; key-bias words; "
-        "with --out, the tables and a figure of the cumulative singular values per layer and circuit.")
+        "with --out, the tables and a figure per layer and circuit: each head's singular values, small multiples.")
     add_model_arguments(parser)
-    add_output_argument(parser, "the tables (.txt, .md, .tex), svd.csv and the cumulative singular-value figures")
+    add_output_argument(parser, "the tables (.txt, .md, .tex), svd.csv and the singular-value figures")
     parser.add_argument("--layer", type=index, nargs="+", metavar="L",
                         help="layers (default: 0 5 11, clipped to the model's layers)")
     parser.add_argument("--head", type=index, nargs="+", metavar="H", help="heads (default: all)")
@@ -57,18 +58,18 @@ def run(args: argparse.Namespace) -> int:
                     print(table.format(args.style))
             print(result.key_bias[layer].format(args.style))
         return 0
-    make_output_folder(out)
     written = []
-    for (layer, circuit), tables in result.singular.items():
-        stem = f"svd_layer{layer}_{circuit.lower()}"
-        written += write_table(output_file(out, stem), tables)
-        if not args.no_plot:
-            title = f"singular values of $W_{{{circuit}}}$ per head, layer {layer} (grey: the other heads)"
-            written.append(plot_singular_values(result.spectra[layer, circuit],
-                                                output_file(out, f"{stem}_spectrum.{args.format}"), title,
-                                                dpi=args.dpi, circuit=circuit))
-    for layer, table in result.key_bias.items():
-        written += write_table(output_file(out, f"svd_layer{layer}_key_bias"), [table])
-    written.append(write_csv(output_file(out, "svd.csv"), result.long))
-    report_written(written)
+    with staged_outputs(out) as stage:
+        for (layer, circuit), tables in result.singular.items():
+            stem = f"svd_layer{layer}_{circuit.lower()}"
+            written += write_table(output_file(stage, stem), tables)
+            if not args.no_plot:
+                title = f"singular values of $W_{{{circuit}}}$ per head, layer {layer} (grey: the other heads)"
+                written.append(plot_singular_values(result.spectra[layer, circuit],
+                                                    output_file(stage, f"{stem}_spectrum.{args.format}"), title,
+                                                    dpi=args.dpi, circuit=circuit))
+        for layer, table in result.key_bias.items():
+            written += write_table(output_file(stage, f"svd_layer{layer}_key_bias"), [table])
+        written.append(write_csv(output_file(stage, "svd.csv"), result.long))
+    report_written(out, written)
     return 0

@@ -1,6 +1,6 @@
 """`minigpt-geom train CORPUS -o DIR`: train a new GPT-2 or fine-tune one, with any norm variant.
 
-On many processes: `torchrun --nproc_per_node N -m minigpt_geom.cli train …` (the same global batch)."""
+On many processes: `torchrun --nproc_per_node N -m minigpt_geom train …` (the same global batch)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from . import add_command, positive_int, processes_for
+from . import DTYPES, add_command, add_quiet_argument, positive_int, processes_for, show_progress
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments
 
 if TYPE_CHECKING:
     from ..train import TrainSettings
 
+SUMMARY = "train or fine-tune a GPT-2 on a text corpus"
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `train` subcommand."""
-    parser = add_command(subparsers, "train", "train or fine-tune a GPT-2 on a text corpus",
+    parser = add_command(subparsers, "train", SUMMARY,
                          __doc__.split(":", 1)[1].strip())
     parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
     parser.add_argument("-o", "--out", required=True, metavar="DIR",
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     model.add_argument("--tokenizer", default=None, metavar="SOURCE",
                        help="where vocab.json and merges.txt are (default: the weights source; required for a new model)")
     model.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    add_architecture_arguments(parser)
+    add_architecture_arguments(parser, fine_tune=True)
     add_run_arguments(parser)
     data = parser.add_argument_group("the corpus")
     add_corpus_arguments(data)
@@ -68,10 +70,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                      help="end after this step, saving a checkpoint to --resume from (the schedule still spans --steps)")
     run.add_argument("--device", default="cpu", help="torch device; under torchrun, cuda uses cuda:LOCAL_RANK (default: cpu)")
-    run.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                     help="bfloat16 autocasts the forward pass; auto = bfloat16 on CUDA, else float32")
+    run.add_argument("--dtype", choices=DTYPES, default=None,
+                     help="bfloat16 autocasts the forward pass; float16 is refused (it needs loss scaling) "
+                          "(default: bfloat16 on CUDA, else float32)")
     run.add_argument("--compile", action="store_true", help="torch.compile the training step (faster on GPUs)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_argument(run)
 
 
 def build_model(args: argparse.Namespace):
@@ -101,11 +104,13 @@ def settings_from_arguments(args: argparse.Namespace) -> "TrainSettings":
     """The TrainSettings the run options name."""
     from ..train import TrainSettings
 
+    if args.dtype == "float16":
+        raise InputError("--dtype float16 cannot train without loss scaling: use bfloat16 (or float32)")
     return TrainSettings(
         steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch, context=args.context,
         learning_rate=args.lr, min_learning_rate=args.min_lr, warmup_steps=args.warmup,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, eval_interval=args.eval_interval,
-        eval_windows=args.eval_windows, sample_tokens=args.sample_tokens, dtype=args.dtype, stop_at=args.stop_at,
+        eval_windows=args.eval_windows, sample_tokens=args.sample_tokens, dtype=args.dtype or "auto", stop_at=args.stop_at,
         compile=args.compile,
     )
 
@@ -118,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
     with processes_for(args) as processes:
         model, tokenizer_source = build_model(args)
         data = load_corpus(args.corpus, tokenizer_source, processes, val_fraction=args.val_fraction,
-                           pattern=args.glob, cache_dir=args.data_cache, progress=not args.no_progress)
+                           pattern=args.pattern, cache_dir=args.data_cache, progress=show_progress(args))
         log = train(model, data, tokenizer_source, args.out, settings, device=processes.device, resume=args.resume,
-                    progress=not args.no_progress)
+                    progress=show_progress(args))
     if processes.main:
         print(f"step {log[-1].step}: validation loss {log[-1].val_loss:.4f}; saved in {args.out}")
     return 0

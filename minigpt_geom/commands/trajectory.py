@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_figure_arguments, add_highlight_arguments, add_model_arguments, add_output_argument,
-               load_model_and_tokenizer, make_output_folder, output_file, output_folder, positive_int, progress_bar,
-               report_written, require_matplotlib, seed, write_figure)
+               add_text_argument, load_model_and_tokenizer, output_file, output_folder, positive_int, progress_bar,
+               report_written, require_matplotlib, seed, staged_outputs, write_figure)
 
-PAPER_PROMPT = "To kill two birds with one stone"
+SUMMARY = "experiment 4: the words' trajectories on the sphere, in 3-D"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `trajectory` subcommand."""
-    parser = add_command(subparsers, "trajectory", "experiment 4: the words' trajectories on the sphere, in 3-D")
-    parser.add_argument("text", nargs="?", default=PAPER_PROMPT, help=f"the text (default: {PAPER_PROMPT!r})")
+    parser = add_command(subparsers, "trajectory", SUMMARY)
+    add_text_argument(parser)
     add_model_arguments(parser)
     add_highlight_arguments(parser)
     add_output_argument(parser, "lens.csv, trajectory.csv, trajectory.FORMAT and lens_grid.FORMAT",
@@ -53,22 +53,22 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_plot:
             from ..analysis import plots
 
-            variant = model.ln_f.variant.name
             path_words = [decode(int(i)) for i in lens.top_ids[:, 0, highlight, 0]]  # the lens's top word per layer
             ranks = next_word_ranks(model, trace.states[:, 0], tokenizer.encode(args.text)) if len(words) > 1 else None
-            figures = {"trajectory": plots.trajectory_figure(trajectory, path_words=path_words, variant=variant),
-                       "lens_grid": plots.lens_grid_figure(lens, words, decode, next_ranks=ranks, variant=variant)}
+            figures = {"trajectory": plots.trajectory_figure(trajectory, path_words=path_words),
+                       "lens_grid": plots.lens_grid_figure(lens, words, decode, next_ranks=ranks,
+                                                          points=trajectory.points)}
             bar.update()
     print(format_lens(lens, words, decode, positions=None if args.all_positions else [highlight]))
     if args.all_positions:  # otherwise the table above is the highlighted word's alone and says so
         print(f"highlighted: {words[highlight]!r} at position {highlight} predicts {trajectory.prediction_word!r}")
-    make_output_folder(out)
-    written = [
-        write_csv(output_file(out, "lens.csv"), Table.from_records(lens_rows(lens, words, decode))),
-        write_csv(output_file(out, "trajectory.csv"), Table.from_records(trajectory_rows(trajectory))),
-    ]
-    if not args.no_plot:
-        written += [write_figure(fig, output_file(out, f"{name}.{args.format}"), args.dpi)
-                    for name, fig in figures.items()]
-    report_written(written)
+    with staged_outputs(out) as stage:
+        written = [
+            write_csv(output_file(stage, "lens.csv"), Table.from_records(lens_rows(lens, words, decode))),
+            write_csv(output_file(stage, "trajectory.csv"), Table.from_records(trajectory_rows(trajectory))),
+        ]
+        if not args.no_plot:
+            written += [write_figure(fig, output_file(stage, f"{name}.{args.format}"), args.dpi)
+                        for name, fig in figures.items()]
+    report_written(out, written)
     return 0

@@ -5,20 +5,26 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from . import add_command, add_model_arguments, load_model, positive_int, progress_bar, seed
+from . import (add_command, add_model_arguments, check_fits, load_model, positive_int, progress_bar, seed,
+               source_line)
 
 if TYPE_CHECKING:
     import torch
+    import transformers
 
+    from ..checkpoint import ConfigFile
     from ..model import GPT2
+
+SUMMARY = "compare logits with transformers.GPT2LMHeadModel"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `verify` subcommand."""
-    parser = add_command(subparsers, "verify", "compare logits with transformers.GPT2LMHeadModel",
+    parser = add_command(subparsers, "verify", SUMMARY,
                          "Run random token sequences through this model and through transformers' GPT-2 (float32, "
-                         "eager attention) loaded from the same file; print max and mean |Δlogits| and top-1 "
-                         "agreement. Exit code 1 when the largest difference exceeds --tolerance.")
+                         "eager attention) loaded from the same file and its own config.json; print where the files "
+                         "came from, max and mean |Δlogits| and top-1 agreement. Exit code 1 when the largest "
+                         "difference exceeds --tolerance.")
     add_model_arguments(parser, tokenizer=False)
     parser.add_argument("--batch", type=positive_int, default=4, help="random sequences (default: 4)")
     parser.add_argument("--length", type=positive_int, default=128,
@@ -29,8 +35,25 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def transformers_config(config_file: ConfigFile | None, model: GPT2) -> transformers.GPT2Config:
+    """transformers' config from the folder's own config.json, as transformers itself would read it (so a field
+    this package ignored would show as a difference); without one, the shape the tensors gave."""
+    from transformers import GPT2Config as HFConfig
+
+    config = model.config
+    if config_file is not None:
+        hf_config = HFConfig.from_dict(config_file.values)
+    else:
+        hf_config = HFConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                             n_positions=config.n_ctx, vocab_size=config.vocab_size, layer_norm_epsilon=config.ln_eps)
+    hf_config.bos_token_id = hf_config.eos_token_id = None
+    hf_config._attn_implementation = "eager"
+    return hf_config
+
+
 def reference_model(source: str, model: GPT2, device: torch.device) -> torch.nn.Module:
-    """The same file read by the safetensors library into transformers' GPT-2 (eager attention, float32)."""
+    """The same file read by the safetensors library into transformers' GPT-2 (eager attention, float32),
+    configured by the checkpoint's own config.json."""
     import torch
     from safetensors.torch import load_file
 
@@ -38,19 +61,14 @@ def reference_model(source: str, model: GPT2, device: torch.device) -> torch.nn.
     from ..errors import MiniGPTGeomError
 
     try:
-        from transformers import GPT2Config as HFConfig, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
     except ImportError:
         raise MiniGPTGeomError("verify needs transformers: pip install 'minigpt-geom[hf]'") from None
-    path = checkpoint_files(source)[0]
+    path, config_file = checkpoint_files(source)
     state = {name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}": tensor.float()
              for name, tensor in load_file(str(path)).items() if not name.endswith((".attn.bias", ".attn.masked_bias"))}
-    config = model.config
-    hf_config = HFConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
-                         n_positions=config.n_ctx, vocab_size=config.vocab_size, layer_norm_epsilon=config.ln_eps,
-                         bos_token_id=None, eos_token_id=None)
-    hf_config._attn_implementation = "eager"
     with torch.device("meta"):  # no random initialisation: every weight comes from the file
-        reference = GPT2LMHeadModel(hf_config)
+        reference = GPT2LMHeadModel(transformers_config(config_file, model))
     missing, unexpected = reference.load_state_dict(state, strict=False, assign=True)
     if unexpected or set(missing) - {"lm_head.weight"}:  # lm_head is tied to wte, so it may be absent
         raise MiniGPTGeomError(f"transformers could not take these weights: missing {missing}, unexpected {unexpected}")
@@ -65,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(args, 4, "verify") as bar, torch.inference_mode():
         model = load_model(args)
         device = model.wte.weight.device
+        length = min(args.length, model.config.n_ctx)
+        # both models' float32 logits, their difference and its top-1s, beside two copies of the weights
+        logits = args.batch * length * model.config.vocab_size * 4
+        check_fits(f"--batch {args.batch} --length {length}", 4 * logits + 3 * model.num_parameters() * 4, device)
         bar.update()
         reference = reference_model(args.weights, model, device)
         bar.update()
-        length = min(args.length, model.config.n_ctx)
         idx = torch.randint(0, model.config.vocab_size, (args.batch, length),
                             generator=torch.Generator().manual_seed(args.seed)).to(device)
         ours = model(idx).float()
@@ -77,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         bar.update()
     delta = (ours - theirs).abs()
     agreement = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
-    print(f"weights: {args.weights} ({args.dtype} on {device})  shape: {model.config}")
+    print(f"{source_line(args.weights)} ({args.dtype} on {device})")
+    print(f"shape: {model.config}")
     print(f"batch {args.batch} x {length} random tokens (seed {args.seed}), against transformers in float32")
     print(f"max |Δlogits|  = {delta.max().item():.3e}")
     print(f"mean |Δlogits| = {delta.mean().item():.3e}")

@@ -1,0 +1,369 @@
+"""Every norm variant first-class: the forward pass, its diagnostics, the one unembedding and the analyses on
+each built-in variant and on an LN-free checkpoint written by transformers (ε = 1e12, γ·10⁶/σ_s per site).
+
+The oracle is a float64 NumPy GPT-2 written here from the formulas of each variant's own geometry
+(`np_site`), and transformers itself on the LN-free file."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, random_hf_model, save_official_layout, save_transformers_layout
+from minigpt_geom import GPT2, TraceRequest
+from minigpt_geom.analysis.circuits import ln_1_embeddings
+from minigpt_geom.analysis.drift import text_drift
+from minigpt_geom.analysis.embeddings import reachability, sphere_distances
+from minigpt_geom.analysis.lens import lens_logits, logit_lens
+from minigpt_geom.analysis.norms import compare_norms
+from minigpt_geom.cli import main
+from minigpt_geom.errors import InputError
+from minigpt_geom.export import save_model
+from minigpt_geom.lnfree import calibrate_sigma, fix_sigma
+
+transformers = pytest.importorskip("transformers")
+
+VARIANTS = ["layernorm", "rmsnorm", "sphere", "dyt", "fixed_sigma", "none"]
+MODELS = VARIANTS + ["ln_free"]
+CENTRED = {"layernorm", "sphere", "fixed_sigma"}  # the variants that read x − μ·1 (PAPER.md's table)
+BOUNDED = {"layernorm", "rmsnorm", "sphere", "dyt"}
+TOLERANCE = 1e-4
+
+
+def ids(n: int = 2, T: int = 20, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, TINY["vocab_size"], (n, T), generator=torch.Generator().manual_seed(seed))
+
+
+# ---- the oracle: GPT-2 in float64 NumPy, each site by its own formula -------------------------------------
+
+def np_(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().numpy()
+
+
+def np_project(name: str, x: np.ndarray, eps: float, scalars: dict[str, float]) -> np.ndarray:
+    """The variant's point before γ, β, straight from PAPER.md's table."""
+    mu = x.mean(-1, keepdims=True)
+    if name in ("layernorm", "sphere"):
+        return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+    if name == "rmsnorm":
+        return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps)
+    if name == "dyt":
+        return np.tanh(scalars["alpha"] * x)
+    if name == "fixed_sigma":
+        return (x - mu) / scalars["sigma"]
+    assert name == "none"
+    return x
+
+
+def np_site(model: GPT2, site: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(point, output) of a site in float64."""
+    module = model.get_submodule(site)
+    name = module.variant.name
+    scalars = {k: float(getattr(module, k)) for k in module.variant.parameters}
+    point = np_project(name, x, module.eps, scalars)
+    affine = name not in ("sphere", "none")
+    return point, (point * np_(module.weight) + np_(module.bias) if affine else point)
+
+
+def np_direction(name: str, x: np.ndarray) -> np.ndarray:
+    return x - x.mean(-1, keepdims=True) if name in CENTRED else x
+
+
+def np_forward(model: GPT2, tokens: list[int]) -> dict[str, np.ndarray]:
+    """States [L+1, T, d], logits [T, V], each site's point radius [L, T] and the residual angles [L, T]."""
+    P = {k: np_(v) for k, v in model.state_dict().items()}
+    H, T = model.config.n_head, len(tokens)
+    x = P["wte.weight"][tokens] + P["wpe.weight"][:T]
+    states, radii, angles = [x], [], []
+    for layer in range(model.config.n_layer):
+        p = f"h.{layer}."
+        point, h = np_site(model, p + "ln_1", x)
+        radii.append(np.linalg.norm(point, axis=-1))
+        q, k, v = np.split(h @ P[p + "attn.c_attn.weight"] + P[p + "attn.c_attn.bias"], 3, axis=-1)
+        q, k, v = (m.reshape(T, H, -1).transpose(1, 0, 2) for m in (q, k, v))  # [H, T, d_h]
+        s = q @ k.transpose(0, 2, 1) / math.sqrt(q.shape[-1])
+        s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+        a = np.exp(s - s.max(-1, keepdims=True))
+        a /= a.sum(-1, keepdims=True)
+        attn = (a @ v).transpose(1, 0, 2).reshape(T, -1) @ P[p + "attn.c_proj.weight"] + P[p + "attn.c_proj.bias"]
+        x_mid = x + attn
+        _, h = np_site(model, p + "ln_2", x_mid)
+        u = h @ P[p + "mlp.c_fc.weight"] + P[p + "mlp.c_fc.bias"]
+        u = 0.5 * u * (1 + np.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
+        x_next = x_mid + u @ P[p + "mlp.c_proj.weight"] + P[p + "mlp.c_proj.bias"]
+        name = model.get_submodule(p + "ln_1").variant.name
+        a_dir, b_dir = np_direction(name, x), np_direction(name, x_next)
+        cos = (a_dir * b_dir).sum(-1) / np.linalg.norm(a_dir, axis=-1) / np.linalg.norm(b_dir, axis=-1)
+        angles.append(np.arccos(np.clip(cos, -1, 1)))
+        x = x_next
+        states.append(x)
+    _, y = np_site(model, "ln_f", x)
+    W = P.get("lm_head.weight", P["wte.weight"])
+    logits = y @ W.T + P.get("lm_head.bias", 0.0)
+    return dict(states=np.stack(states), logits=logits, radius=np.stack(radii), angle=np.stack(angles))
+
+
+def np_log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+# ---- the models: one per built-in variant, and an LN-free file from transformers ---------------------------
+
+@pytest.fixture(scope="module")
+def ln_free_folder(tiny_checkpoint, tmp_path_factory):
+    """transformers' GPT-2 with layer norm switched off inside, as published: ε = 1e12, γ' = γ·10⁶/σ_s."""
+    folder = tmp_path_factory.mktemp("ln_free")
+    hf = random_hf_model(seed=5, **TINY)
+    hf.config.layer_norm_epsilon = 1e12
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for module in hf.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.eps = 1e12
+                module.weight.mul_(1e6 / (0.5 + torch.rand((), generator=g)))  # σ_s ∈ [0.5, 1.5) per site
+    save_transformers_layout(hf, folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tiny_checkpoint / name, folder / name)
+    return folder
+
+
+def build(name: str, tiny_checkpoint, ln_free_folder) -> GPT2:
+    if name == "ln_free":
+        with pytest.warns(UserWarning, match="switched off"):
+            return GPT2.from_pretrained(ln_free_folder)
+    model = GPT2.from_pretrained(tiny_checkpoint, norm="layernorm" if name == "fixed_sigma" else name)
+    if name == "dyt":
+        g = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for site in model.norm_sites().values():
+                site.alpha.fill_(0.2 + torch.rand((), generator=g).item())  # α differs from site to site
+    if name == "fixed_sigma":
+        for site, (sigma, _) in calibrate_sigma(model, [ids(seed=8)]).items():
+            fix_sigma(model, site, sigma)
+    return model
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def variant(request, tiny_checkpoint, ln_free_folder):
+    return request.param, build(request.param, tiny_checkpoint, ln_free_folder)
+
+
+# ---- the forward pass and its diagnostics ----------------------------------------------------------------
+
+@torch.inference_mode()
+def test_forward_and_diagnostics_equal_numpy_of_the_variants_own_geometry(variant):
+    name, model = variant
+    idx = ids()
+    logits, trace = model(idx, trace=TraceRequest(states=True))
+    for b in range(idx.shape[0]):
+        expected = np_forward(model, idx[b].tolist())
+        np.testing.assert_allclose(np_(logits[b]), expected["logits"], atol=TOLERANCE, rtol=1e-4)
+        np.testing.assert_allclose(np_(trace.ln_1.radius[:, b]), expected["radius"], rtol=1e-4)
+        np.testing.assert_allclose(np_(trace.residual.angle[:, b]), expected["angle"], atol=1e-3)
+    sites = {model.get_submodule(s).variant.name for s in model.norm_sites()}
+    if sites <= {"layernorm", "rmsnorm", "sphere"}:  # on a sphere: the radius is √d, whatever x's length
+        assert torch.allclose(trace.ln_1.radius, torch.full_like(trace.ln_1.radius, math.sqrt(48)), rtol=1e-3)
+    if sites == {"dyt"}:  # inside the box: every coordinate below 1, so the radius below √d
+        assert bool((trace.ln_1.radius < math.sqrt(48)).all())
+
+
+def test_the_ln_free_file_gives_transformers_logits(ln_free_folder, tiny_checkpoint):
+    model = build("ln_free", tiny_checkpoint, ln_free_folder)
+    reference = transformers.GPT2LMHeadModel.from_pretrained(ln_free_folder).eval()
+    idx = ids()
+    with torch.no_grad():
+        assert (model(idx) - reference(idx).logits).abs().max() <= TOLERANCE
+    assert {s.variant.name for s in model.norm_sites().values()} == {"none"} and not model.lm_head.tied
+
+
+# ---- the analyses decode through the model's own sites and unembedding ------------------------------------
+
+@torch.inference_mode()
+def test_lens_and_drift_at_the_last_layer_are_the_models_own_log_softmax(variant):
+    name, model = variant
+    idx = ids(1, 24, seed=3)
+    logits, trace = model(idx, trace=TraceRequest(states=True))
+    own = np_log_softmax(np_(logits[0]))  # [T, V]
+    lens_last = np_log_softmax(np_(lens_logits(model, trace.states[-1])[0]))
+    np.testing.assert_allclose(lens_last, own, atol=TOLERANCE)
+    lens = logit_lens(model, trace, k=3)
+    np.testing.assert_allclose(np_(lens.prediction_prob[-1, 0]), np.exp(own.max(-1)), atol=TOLERANCE)
+    assert float(lens.kl_to_final[-1].abs().max()) <= TOLERANCE
+    tokens = idx[0].tolist()
+    drift = text_drift(model, tokens, trace.states)
+    T = len(tokens)
+    next_logp = own[np.arange(T - 1), tokens[1:]].mean()
+    current_logp = own[np.arange(T - 1), tokens[:-1]].mean()
+    assert abs(drift.logp_next[-1] - next_logp) <= TOLERANCE
+    assert abs(drift.logp_current[-1] - current_logp) <= TOLERANCE
+    assert abs(drift.drift[-1] - (next_logp - current_logp)) <= TOLERANCE
+    assert (drift.logp_next <= 0).all() and (drift.logp_current <= 0).all()  # log-probabilities at every layer
+
+
+def test_the_ln_free_files_lens_is_transformers_own(ln_free_folder, tiny_checkpoint):
+    model = build("ln_free", tiny_checkpoint, ln_free_folder)
+    reference = transformers.GPT2LMHeadModel.from_pretrained(ln_free_folder).eval()
+    idx = ids(1, 24, seed=3)
+    with torch.no_grad():
+        expected = np_log_softmax(np_(reference(idx).logits[0]))
+        _, trace = model(idx, trace=TraceRequest(states=True))
+        lens_last = np_log_softmax(np_(lens_logits(model, trace.states[-1])[0]))
+    np.testing.assert_allclose(lens_last, expected, atol=TOLERANCE)
+    drift = text_drift(model, idx[0].tolist(), trace.states)
+    tokens = idx[0].tolist()
+    assert abs(drift.logp_next[-1] - expected[np.arange(23), tokens[1:]].mean()) <= TOLERANCE
+
+
+@torch.inference_mode()
+def test_norms_reference_row_is_the_model_itself(variant):
+    name, model = variant
+    idx = ids(1, 24, seed=4)
+    rows = compare_norms(model, idx)
+    own = rows[0]
+    log_p = np_log_softmax(np_(model(idx)[0]))
+    perplexity = math.exp(-log_p[np.arange(23), idx[0, 1:].numpy()].mean())
+    assert own.variant.startswith("own") and own.kl_from_own == 0 and own.top1_agreement == 1
+    assert math.isclose(own.perplexity, perplexity, rel_tol=1e-6)
+    for row in rows:  # a number or a reason, never nan
+        assert row.problem or all(math.isfinite(v) for v in (row.kl_from_own, row.top1_agreement))
+
+
+@torch.inference_mode()
+def test_e_tilde_is_the_site_module_applied_to_e(variant):
+    name, model = variant
+    for layer in range(model.config.n_layer):
+        E_tilde = ln_1_embeddings(model, layer)
+        assert torch.equal(E_tilde, model.h[layer].ln_1(model.wte.weight)[0])
+        _, expected = np_site(model, f"h.{layer}.ln_1", np_(model.wte.weight))
+        np.testing.assert_allclose(np_(E_tilde), expected, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_reach_uses_the_variants_own_bound_or_says_it_does_not_apply(variant):
+    name, model = variant
+    if name not in BOUNDED:
+        with pytest.raises(InputError, match="does not apply"):
+            reachability(model)
+        with pytest.raises(InputError, match="does not apply"):
+            sphere_distances(model)
+        return
+    measures = reachability(model)
+    E, (gamma, beta) = np_(model.wte.weight), (np_(t) for t in model.ln_f.affine_map())
+    a = E * gamma
+    support = {"layernorm": math.sqrt(48) * np.linalg.norm(a - a.mean(1, keepdims=True), axis=1),
+               "sphere": math.sqrt(48) * np.linalg.norm(a - a.mean(1, keepdims=True), axis=1),
+               "rmsnorm": math.sqrt(48) * np.linalg.norm(a, axis=1),
+               "dyt": np.abs(a).sum(1)}[name]
+    np.testing.assert_allclose(np_(measures["tight_reach_bound"]), support + E @ beta, rtol=1e-5, atol=1e-5)
+    x = torch.randn(256, 48, generator=torch.Generator().manual_seed(1)) * 30  # far out: near the set's edge
+    logits = model.unembed(model.ln_f(x)[0])
+    assert bool((logits <= measures["tight_reach_bound"] + 1e-4).all())
+    closest = (measures["tight_reach_bound"] - logits).min()
+    assert float(closest) >= -1e-4
+
+
+def test_embeddings_command_says_in_one_line_why_it_does_not_apply(ln_free_folder, capsys, tmp_path):
+    assert main(["embeddings", "--weights", str(ln_free_folder), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if "does not apply" in line]) == 1
+
+
+# ---- round trips and copies ----------------------------------------------------------------------------
+
+@torch.inference_mode()
+def test_load_save_load_is_exact(variant, tiny_checkpoint, tmp_path):
+    name, model = variant
+    idx = ids()
+    save_model(model, tmp_path / "saved", tiny_checkpoint)
+    again = GPT2.from_pretrained(tmp_path / "saved")
+    assert torch.equal(again(idx), model(idx))
+    assert [s.variant.name for s in again.norm_sites().values()] == [s.variant.name for s in model.norm_sites().values()]
+    save_model(again, tmp_path / "twice", tiny_checkpoint)
+    assert torch.equal(GPT2.from_pretrained(tmp_path / "twice")(idx), model(idx))
+
+
+def test_ln_free_file_loads_from_both_layouts(ln_free_folder, tiny_checkpoint, tmp_path):
+    hf = transformers.GPT2LMHeadModel.from_pretrained(ln_free_folder)
+    save_official_layout(hf, tmp_path)
+    idx = ids()
+    with pytest.warns(UserWarning, match="switched off"):
+        official = GPT2.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(official(idx), build("ln_free", tiny_checkpoint, ln_free_folder)(idx))
+
+
+@torch.inference_mode()
+def test_with_norm_and_fold_never_change_the_model_they_start_from(variant):
+    name, model = variant
+    idx = ids()
+    before = model(idx)
+    copy = model.with_norm("layernorm").fold_ln()
+    folded = model.fold_ln()
+    assert torch.equal(model(idx), before)  # bit for bit
+    assert (folded(idx) - before).abs().max() <= TOLERANCE  # folding keeps the logits
+    assert not folded.lm_head.tied and all(
+        torch.equal(s.weight, torch.ones_like(s.weight)) for s in folded.norm_sites().values())
+    assert copy is not model
+
+
+@torch.inference_mode()
+def test_folded_analyses_see_the_same_attention(tiny_checkpoint):
+    """A folded model's heads hold ln_1's γ, β, its Ẽ is the bare projection: the scores are the same."""
+    from minigpt_geom.analysis.circuits import attention_update
+
+    model = GPT2.from_pretrained(tiny_checkpoint)
+    folded = model.fold_ln()
+    x = model.wte.weight[:16][None] + model.wpe.weight[:16]
+    for layer in range(model.config.n_layer):
+        expected = attention_update(model, layer, model.h[layer].ln_1(x)[0])
+        assert (attention_update(folded, layer, folded.h[layer].ln_1(x)[0]) - expected).abs().max() <= 1e-5
+
+
+def test_a_norm_swap_is_never_seen_half_done(tiny_checkpoint):
+    """A forward on one thread while another swaps every site between dyt and layernorm: each forward sees
+    the old variant with its scalars or the new one with its scalars, so it never fails."""
+    import threading
+    import time
+
+    model = GPT2.from_pretrained(tiny_checkpoint)
+    idx, errors, stop = ids(1, 8), [], threading.Event()
+    deadline = time.monotonic() + 3  # bounded whatever the machine's load
+
+    def swap() -> None:
+        while not stop.is_set():
+            for name in ("dyt", "layernorm"):
+                model.set_norm(name)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        with torch.no_grad():
+            while time.monotonic() < deadline:
+                try:
+                    assert torch.isfinite(model(idx)).all()
+                except Exception as error:  # noqa: BLE001 - the test is that nothing escapes
+                    errors.append(repr(error))
+    finally:
+        stop.set()
+        swapper.join()
+    assert not errors, errors[:3]
+
+
+def test_a_folded_model_made_ln_free_keeps_its_logits(tiny_checkpoint, tmp_path):
+    """fixed σ on a folded (untied) model: the ε = 1e12 format cannot hold its unembedding, so the export is
+    the folded norm="none" model, which saves and loads back with the same logits."""
+    from minigpt_geom.lnfree import ln_free_checkpoint
+
+    model = GPT2.from_pretrained(tiny_checkpoint, fold_ln=True)
+    for site, (sigma, _) in calibrate_sigma(model, [ids(seed=9)]).items():
+        fix_sigma(model, site, sigma)
+    idx = ids()
+    with torch.no_grad():
+        expected = model(idx)
+        save_model(ln_free_checkpoint(model), tmp_path, tiny_checkpoint)
+        assert (GPT2.from_pretrained(tmp_path)(idx) - expected).abs().max() <= TOLERANCE
