@@ -1,6 +1,6 @@
 """Make the gallery: every figure of minigpt-geom and a screenshot of its report, from a model trained here.
 
-    python docs/make_gallery.py                  # the full budget (about 5 CPU minutes on 2 cores)
+    python docs/make_gallery.py                  # the full budget (about 8 CPU minutes on 2 cores)
     python docs/make_gallery.py --tiny --out DIR # a smoke run of every step in seconds: the README test
 
 It needs no network and no weights: the corpus is the docstrings of Python's own standard library (every
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train, draw, write the gallery."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="folder for gallery.md and gallery/ (default: docs/)")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps (default: 1500, the full budget)")
+    parser.add_argument("--steps", type=int, default=250, help="training steps (default: 250, the full budget)")
     parser.add_argument("--tiny", action="store_true",
                         help="a smoke run: a 2-layer model, 2 steps on the docstrings of 6 modules, figures at 30 dpi")
     parser.add_argument("--work", type=Path, default=None,
