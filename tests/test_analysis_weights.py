@@ -331,7 +331,7 @@ def test_embedding_tables_match_numpy(model):
 def test_table_styles():
     header, rows = ["a", "σ"], [["x|y", 1.5], ["_z", None]]
     assert "x\\|y" in format_table(header, rows, "markdown")
-    assert "1.5000" in format_table(header, rows, "text")
+    assert "1.500" in format_table(header, rows, "text")  # 4 significant digits
     latex = format_table(header, rows, "latex", caption="W_QK")
     assert r"\_z" in latex and r"$\sigma$" in latex and r"W\_QK" in latex
     assert latex_escape("naïve café") == "naïve café"  # UTF-8, which LaTeX reads as is

@@ -209,7 +209,10 @@ CONFIGS = {  # name -> config.json bytes beside the valid small model.safetensor
     "reorder_and_upcast_attn": (b'{"n_head": 4, "reorder_and_upcast_attn": true}',
                                 r"reorder_and_upcast_attn = true is not implemented here"),
     "add_cross_attention": (b'{"n_head": 4, "add_cross_attention": true}', r"add_cross_attention = true is not impl"),
-    "untied_embeddings": (b'{"n_head": 4, "tie_word_embeddings": false}', r"tie_word_embeddings = false is not impl"),
+    "tied_as_a_string": (b'{"n_head": 4, "tie_word_embeddings": "no"}',
+                         r'tie_word_embeddings = "no" is not implemented here \(only true or false\)$'),
+    # untied: the unembedding must then be in the file (lm_head.weight, as a fold saves it)
+    "untied_embeddings": (b'{"n_head": 4, "tie_word_embeddings": false}', r"missing 1 tensor\(s\): lm_head\.weight"),
     "n_inner_other": (b'{"n_head": 4, "n_inner": 100}',
                       r"n_inner = 100 is not implemented here \(only null or 192\)$"),
     "model_type_other": (b'{"n_head": 4, "model_type": "gpt_neo"}', r'model_type = "gpt_neo" is not implemented'),
