@@ -186,7 +186,7 @@ FIGURES = {
 }
 
 
-def write_markdown(out: Path, pictures: Path, seconds: float, steps: int, screenshot_made: bool) -> Path:
+def write_markdown(out: Path, pictures: Path, cost: str, steps: int, screenshot_made: bool) -> Path:
     """DIR/gallery.md: each figure, what it shows, what issue 18 changed, and its former self when kept."""
     lines = [
         "# Gallery",
@@ -196,7 +196,7 @@ def write_markdown(out: Path, pictures: Path, seconds: float, steps: int, screen
         "network, no weights:",
         "",
         "```",
-        f"python docs/make_gallery.py          # {steps} steps; this run took {seconds / 60:.1f} minutes",
+        f"python docs/make_gallery.py          # {steps} steps; {cost}",
         "```",
         "",
         f"The text of the per-text figures: `{PROMPT}` (highlighted: `{WORD!r}`).",
@@ -228,16 +228,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="a smoke run: a 2-layer model, 2 steps on the docstrings of 6 modules, figures at 30 dpi")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the corpus, tokenizer and checkpoint (default: OUT/gallery-work, removed)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="draw from the checkpoint a previous run left in --work instead of training again")
     args = parser.parse_args(argv)
-    began = time.perf_counter()
+    began = time.process_time()  # CPU seconds of this process and its threads (the machine may be shared)
     pictures = args.out / "gallery"
     work = args.work or args.out / "gallery-work"
     corpus = work / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     steps, shape, dpi = (2, TINY_SHAPE, "30") if args.tiny else (args.steps, SHAPE, "100")
-    (corpus / "stdlib.txt").write_text(docstrings(STDLIB_MODULES[:6] if args.tiny else STDLIB_MODULES), encoding="utf-8")
-    tokenizer = train_tokenizer(corpus / "stdlib.txt", work / "tokenizer")
-    weights, tokens = train_model(corpus, tokenizer, work / "model", steps, shape)
+    if args.reuse and (work / "model" / "model.safetensors").is_file():
+        from minigpt_geom.data import cache_folder
+
+        weights, tokens = work / "model", cache_folder(corpus, work / "tokenizer", cache_dir=work / "tokens")
+    else:
+        (corpus / "stdlib.txt").write_text(docstrings(STDLIB_MODULES[:6] if args.tiny else STDLIB_MODULES),
+                                           encoding="utf-8")
+        tokenizer = train_tokenizer(corpus / "stdlib.txt", work / "tokenizer")
+        weights, tokens = train_model(corpus, tokenizer, work / "model", steps, shape)
     w = ["--weights", str(weights), "--dpi", dpi]
     vocab = ["--vocab-from", str(tokens), "--min-count", str(MIN_COUNT)]  # the training ids, counted
     run("trajectory", PROMPT, *w, "--word", WORD, "-o", str(pictures / "trajectory"))
@@ -254,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     for leftover in pictures.rglob("*"):  # the tables and CSVs are the commands' business, not the gallery's
         if leftover.is_file() and leftover.suffix != ".png":
             leftover.unlink()
-    page = write_markdown(args.out, pictures, time.perf_counter() - began, steps, made)
+    cost = f"{(time.process_time() - began) / 60:.1f} CPU minutes" + (
+        " to draw, from the checkpoint of an earlier run" if args.reuse else " in all")
+    page = write_markdown(args.out, pictures, cost, steps, made)
     if args.work is None:
         shutil.rmtree(work)
     print(f"wrote {page} and {sum(1 for _ in pictures.rglob('*.png'))} pictures under {pictures}")
