@@ -24,7 +24,7 @@ import torch
 from minigpt_geom import GPT2
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import random_checkpoint  # noqa: E402
+from common import interleaved_seconds, random_checkpoint  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,12 @@ def bench_drift(model: GPT2, args: argparse.Namespace) -> list[Row]:
     g = torch.Generator().manual_seed(args.seed)
     windows = torch.randint(model.config.vocab_size, (args.drift_windows, args.drift_context), generator=g).tolist()
     tokens = args.drift_windows * args.drift_context
-    timings = {}
-    for name, run in [("plain forward", lambda: [model(torch.tensor(windows[i:i + 4])) for i in range(0, len(windows), 4)]),
-                      ("drift, no log-probabilities", lambda: corpus_drift(model, windows, logprobs=False)),
-                      ("drift, log-probabilities", lambda: corpus_drift(model, windows, logprobs=True))]:
-        with torch.inference_mode():
-            start = time.perf_counter()
-            run()
-            timings[name] = time.perf_counter() - start
+    forward = lambda: [model(torch.tensor(windows[i:i + 4])) for i in range(0, len(windows), 4)]  # noqa: E731
+    with torch.inference_mode():  # interleaved, so that the shared machine's load hits each alike
+        timings = interleaved_seconds({"plain forward": forward,
+                                       "drift (default)": lambda: corpus_drift(model, windows, logprobs=False),
+                                       "drift --logprobs": lambda: corpus_drift(model, windows, logprobs=True)},
+                                      repeats=args.repeats)
     base = timings["plain forward"]
     workload = f"{args.drift_windows} windows of {args.drift_context} tokens, batches of 4"
     return [Row(name, workload, seconds, f"{tokens / seconds:,.0f} tokens/s = {seconds / base:.2f}x the plain forward")
@@ -147,6 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-tokens", type=int, default=64, help="tokens in the report's text (default: 64)")
     parser.add_argument("--drift-windows", type=int, default=8, help="windows for drift (default: 8)")
     parser.add_argument("--drift-context", type=int, default=256, help="tokens a drift window (default: 256)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each drift contender, median kept (default: 3)")
 
 
 def main(argv: list[str] | None = None) -> None:

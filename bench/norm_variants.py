@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from bpe_files import write_vocab  # noqa: E402
 
-from minigpt_geom import GPT2Config, TraceRequest  # noqa: E402
+from minigpt_geom import GPT2, GPT2Config, TraceRequest  # noqa: E402
 from minigpt_geom.analysis.lens import logit_lens  # noqa: E402
-from minigpt_geom.data import TokenData, tokenize_files, windows  # noqa: E402
+from minigpt_geom.data import TokenData, windows  # noqa: E402
 from minigpt_geom.tokenizer import Tokenizer  # noqa: E402
-from minigpt_geom.train import TrainSettings, new_model, train  # noqa: E402
+from minigpt_geom.train import TrainSettings, train  # noqa: E402
 
 VARIANTS = ["layernorm", "rmsnorm", "sphere", "dyt", "none"]
 
@@ -57,7 +57,10 @@ def token_data(cache: Path, vocab: Path, max_files: int | None) -> TokenData:
     """The source tokenised (cached as .npy), the last 10% of ids held out."""
     path = cache / f"{vocab.name}-{max_files}.npy"
     if not path.is_file():
-        ids, _ = tokenize_files(stdlib_files()[:max_files], Tokenizer.from_pretrained(vocab))
+        tokenizer = Tokenizer.from_pretrained(vocab)
+        ids = np.array([i for path in stdlib_files()[:max_files]
+                        for i in tokenizer.encode_ordinary(path.read_text(encoding="utf-8")) + [tokenizer.eot_token]],
+                       dtype=np.uint16)
         np.save(path, ids)
     ids = np.load(path, mmap_mode="r")
     split = len(ids) - len(ids) // 10
@@ -111,9 +114,9 @@ def main() -> None:
     out = args.out or args.cache / "runs"
     rows, trained = [], {}
     for variant in args.variants:
-        model = new_model(config, norm=variant, seed=args.seed)
+        model = GPT2(config, norm=variant, seed=args.seed)
         began = time.perf_counter()
-        log = train(model, data, vocab, out / variant, settings)
+        log = train(model, data, vocab, out / variant, settings, overwrite=True)
         rows.append((variant, log[0].val_loss, log[-1].val_loss, time.perf_counter() - began))
         trained[variant] = model
 
@@ -125,7 +128,7 @@ def main() -> None:
 
     if "layernorm" in trained:
         kl_trained = lens_kl(trained["layernorm"], data.val, config.n_ctx, 16)
-        kl_random = lens_kl(new_model(config, seed=args.seed), data.val, config.n_ctx, 16)
+        kl_random = lens_kl(GPT2(config, seed=args.seed), data.val, config.n_ctx, 16)
         print("\nlogit lens of the layernorm model on 16 held-out windows: mean KL(p_L ‖ p_l), nats")
         print("| layer l | trained | untrained |\n|---|---|---|")
         for layer, (a, b) in enumerate(zip(kl_trained, kl_random)):

@@ -21,17 +21,17 @@ from pathlib import Path
 import torch
 from norm_variants import token_data, vocabulary
 
-from minigpt_geom import GPT2Config
-from minigpt_geom.export import load_model
+from minigpt_geom import GPT2, GPT2Config
+from minigpt_geom.distributed import ALONE
 from minigpt_geom.lnfree import calibrate_sigma, fix_sigma
-from minigpt_geom.remove_ln import calibration_batch, remove_layer_norm
+from minigpt_geom.remove_ln import calibration_batch, control_run, remove_layer_norm
 from minigpt_geom.tokenizer import Tokenizer
-from minigpt_geom.train import Processes, TrainSettings, evaluate, new_model, train
+from minigpt_geom.train import TrainSettings, evaluate, train
 
 
 def validation_loss(model, data, context: int) -> float:
     """Mean next-token cross-entropy on 64 held-out windows (the ones train() evaluates on)."""
-    return evaluate(model.eval(), data.val, context, 64, 8, Processes(0, 1, torch.device("cpu")), nullcontext())
+    return evaluate(model.eval(), data.val, context, 64, 8, ALONE, nullcontext())
 
 
 def main() -> None:
@@ -54,9 +54,9 @@ def main() -> None:
     trained = args.cache / "runs" / "layernorm"
     if (trained / "model.safetensors").is_file():
         print(f"layer-norm model: {trained} (trained by bench/norm_variants.py)", flush=True)
-        model = load_model(trained)
+        model = GPT2.from_pretrained(trained)
     else:
-        model = new_model(config)
+        model = GPT2(config)
         settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                                  warmup_steps=max(args.steps // 20, 1), eval_interval=args.steps, eval_windows=64,
                                  sample_tokens=0)
@@ -74,10 +74,11 @@ def main() -> None:
                              warmup_steps=max(args.finetune_steps // 20, 1), eval_interval=args.finetune_steps,
                              eval_windows=64, sample_tokens=0)
     vanilla = copy.deepcopy(model).train()  # the control: the same fine-tune with layer norm kept
-    train(vanilla, data, vocab, args.cache / "runs" / "layernorm-vanilla", settings)
+    runs = args.cache / "runs" / "layernorm-removed"
+    control_run(vanilla, data, vocab, runs, settings, overwrite=True)
     vanilla_loss = validation_loss(vanilla, data, config.n_ctx)
     began = time.perf_counter()
-    remove_layer_norm(model.train(), data, vocab, args.cache / "runs" / "layernorm-removed", settings)
+    remove_layer_norm(model.train(), data, vocab, runs, settings, overwrite=True)
     seconds = time.perf_counter() - began
     removed_loss = validation_loss(model, data, config.n_ctx)
     tokens = args.finetune_steps * args.batch_size * config.n_ctx

@@ -1,4 +1,4 @@
-"""Encoding throughput of minigpt_geom's tokenizer against transformers' Python GPT-2 BPE and tiktoken.
+"""Encoding throughput of minigpt_geom's tokenizer (and its fast backend) against transformers' GPT-2 BPE and tiktoken.
 
 Self-contained: it generates a few MB of mixed text, trains a byte-level BPE vocabulary on it with
 Hugging Face `tokenizers` (fast), writes it in GPT-2's layout (256 bytes, merges in order, <|endoftext|>
@@ -91,6 +91,7 @@ def load_candidates(folder: Path) -> dict:
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str
 
+    from minigpt_geom.fast_tokenizer import FastTokenizer
     from minigpt_geom.tokenizer import Tokenizer
 
     transformers.logging.set_verbosity_error()  # no "sequence longer than 1024" warning
@@ -99,6 +100,9 @@ def load_candidates(folder: Path) -> dict:
 
     def ours():
         return Tokenizer.from_files(vocab, merges).encode
+
+    def ours_fast():
+        return FastTokenizer(vocab, merges).encode_ordinary
 
     def python_gpt2():
         if issubclass(transformers.GPT2Tokenizer, transformers.PreTrainedTokenizer):  # transformers < 5
@@ -122,7 +126,7 @@ def load_candidates(folder: Path) -> dict:
         return tiktoken.Encoding("bench", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={EOT: eot}).encode_ordinary
 
     python_name = "transformers GPT2Tokenizer (Python)"
-    candidates = {"minigpt_geom": ours, python_name: python_gpt2}
+    candidates = {"minigpt_geom": ours, "minigpt_geom fast backend (tokenizers)": ours_fast, python_name: python_gpt2}
     if not issubclass(transformers.GPT2Tokenizer, transformers.PreTrainedTokenizer):
         candidates["transformers GPT2Tokenizer (Rust, v5)"] = rust_gpt2
     candidates["tiktoken (Rust, 1 thread)"] = tik

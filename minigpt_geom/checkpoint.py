@@ -409,7 +409,7 @@ def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str |
     check_tensors(path, entries, lm_head, config, chosen, untied)  # every name and shape, before any memory is spent
     ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps) and not untied
     with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
-        model = cls(config, norm=chosen).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
+        model = cls(config, norm=chosen, seed=None).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
         if untied:
             model.lm_head.untie(model.wte.weight)  # W and b are then filled from lm_head.weight, lm_head.bias
     load_weights(model, path, entries, lm_head)

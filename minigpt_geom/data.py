@@ -1,10 +1,23 @@
-"""A corpus as token ids on disk: tokenised once, then read as random windows of a memory-mapped array.
+"""A corpus as token ids on disk: tokenised once, as a stream, then read as random windows of a memory-mapped array.
 
-    corpus     a text file, or a folder of them (every UTF-8 file under it, in sorted order)
+    corpus     a text file, or a folder of them (every UTF-8 file under it, in sorted order; a command's own
+               output folder left out)
+    documents  each file, or each part of about DOCUMENT_CHARS characters of a longer one, cut where the
+               pre-tokeniser cuts (corpus.py); tokenised by every core in turn, their ids kept in order
     ids        each file's ids followed by <|endoftext|>, all files concatenated
-    train.bin  the first (1 − val_fraction) of the ids        uint16, flat, read with np.memmap
-    val.bin    the last val_fraction of the ids               held out: never trained on
-    meta.json  what was tokenised: files (name, size, mtime), the tokenizer's fingerprint, counts
+    train.bin  the training documents' ids, in corpus order      uint16, flat, read with np.memmap
+    val.bin    the held-out documents' ids                       never trained on
+    meta.json  what was tokenised: files (name, size, mtime), the tokenizer's fingerprint, the split, counts
+
+The held-out split (`split`):
+    "documents"  whole documents, drawn in an order shuffled with `split_seed`: each is held out if it keeps
+                 the held-out ids within twice val_fraction of all ids, until they reach val_fraction. A corpus
+                 of one document (a file shorter than DOCUMENT_CHARS) is split as "last".
+    "last"       the last val_fraction of the ids (the corpus's alphabetically last files).
+
+Memory stays bounded whatever the corpus's size: a few documents in flight per core, the ids streamed to a
+temporary file, then copied into train.bin and val.bin. Pieces longer than corpus.MAX_PIECE_CHARS characters
+are encoded in parts, as `drift` does (corpus.py says where that can change the ids).
 
 A window of T + 1 consecutive ids starting at i gives the input x = ids[i : i+T] and the targets
 y = ids[i+1 : i+T+1]: position t learns to predict the id that follows it.
@@ -12,24 +25,33 @@ y = ids[i+1 : i+T+1]: position t learns to predict the id that follows it.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .analysis.corpus import corpus_files
+from .corpus import CHUNK_BYTES, corpus_bytes, corpus_files, text_chunks
 from .errors import InputError
+from .fast_tokenizer import choose_backend
 from .files import atomic_write, write_text
 from .hub import resolve_file
-from .tokenizer import Tokenizer
+from .parallel_tokenize import TOKEN_DTYPE, Document, encode_documents
+from .tokenizer import ENDOFTEXT, Tokenizer
 
-TOKEN_DTYPE = np.uint16  # GPT-2's 50257 ids fit; half the disk and memory of int32
+SPLITS = ("documents", "last")
+DOCUMENT_CHARS = 1 << 20  # a longer file is several documents: enough to hold out, small enough to share out
+COPY_IDS = 1 << 20  # ids copied at a time from the temporary file into train.bin and val.bin
+META_BYTES = 1 << 28  # a meta.json lists the corpus's files: far below this even for millions of them
+META_KEYS = {"files": list, "tokenizer": str, "vocab_size": int, "train_tokens": int, "val_tokens": int}
 
 
 @dataclass(frozen=True)
@@ -52,77 +74,204 @@ def tokenizer_fingerprint(source: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def corpus_key(files: list[Path], tokenizer_id: str, val_fraction: float) -> str:
+def corpus_key(files: list[Path], tokenizer_id: str, val_fraction: float, split: str = "documents",
+               split_seed: int = 0) -> str:
     """A name for the token files of these files: it changes when a file's name, size or mtime does, or
-    the tokenizer, or the split."""
+    the tokenizer, or the split (the backend does not count: its ids are the reference's)."""
     stamps = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    text = json.dumps({"files": stamps, "tokenizer": tokenizer_id, "val_fraction": val_fraction})
+    text = json.dumps({"files": stamps, "tokenizer": tokenizer_id, "val_fraction": val_fraction,
+                       "split": split, "split_seed": split_seed})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---- documents -------------------------------------------------------------------------------------
+
+
+def is_utf8(path: Path) -> bool:
+    """Whether the whole file is UTF-8 text, read a block at a time (a binary file is left out of a corpus)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as f:
+            while block := f.read(CHUNK_BYTES):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+    return True
+
+
+def file_documents(path: Path, progress: tqdm | None = None) -> Iterator[Document]:
+    """A file's documents: its text in parts of about DOCUMENT_CHARS characters, the last one marked."""
+    texts, size = [], 0
+    for text in text_chunks(path, progress=progress):
+        texts.append(text)
+        size += len(text)
+        if size >= DOCUMENT_CHARS:
+            yield texts, False
+            texts, size = [], 0
+    yield texts, True  # an empty file is one empty document: its <|endoftext|> alone
+
+
+def held_out_documents(counts: np.ndarray, val_fraction: float, seed: int) -> np.ndarray | None:
+    """Which documents [n] (bool) are held out under the "documents" rule (module doc); None if none can be."""
+    target, total = val_fraction * counts.sum(), counts.sum()
+    held = np.zeros(len(counts), dtype=bool)
+    taken = 0
+    for document in np.random.default_rng(seed).permutation(len(counts)):
+        if taken >= target:
+            break
+        if taken + counts[document] <= 2 * target and held.sum() < len(counts) - 1 and counts[document] > 0:
+            held[document] = True
+            taken += counts[document]
+    return held if held.any() and taken < total else None
+
+
+def write_ranges(path: Path, ids: np.ndarray, ranges: Iterable[tuple[int, int]]) -> None:
+    """Write ids[a:b] for each (a, b), one after another, as raw uint16, atomically, a block at a time."""
+    def write(temporary: Path) -> None:
+        with temporary.open("wb") as f:
+            for start, stop in ranges:
+                for block in range(start, stop, COPY_IDS):
+                    f.write(ids[block:min(block + COPY_IDS, stop)].tobytes())
+    atomic_write(path, write)
+
+
+def write_tokens(path: Path, ids: np.ndarray) -> None:
+    """Write ids as raw uint16, atomically."""
+    write_ranges(path, np.asarray(ids, dtype=TOKEN_DTYPE), [(0, len(ids))])
 
 
 # ---- tokenising ----------------------------------------------------------------------------------
 
 
-def tokenize_files(files: list[Path], tokenizer: Tokenizer, progress: bool = True) -> tuple[np.ndarray, list[Path]]:
-    """(ids of every UTF-8 file, each followed by <|endoftext|> when the vocabulary has it; the files used)."""
-    if tokenizer.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
-        raise InputError(f"a vocabulary of {tokenizer.n_vocab} ids does not fit the uint16 token files")
-    separator = [tokenizer.special_tokens["<|endoftext|>"]] if "<|endoftext|>" in tokenizer.special_tokens else []
-    parts, used = [], []
-    for path in tqdm(files, desc="tokenising", unit="file", disable=not progress):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:  # a binary file in the folder: not text, not trained on
-            continue
-        except OSError as error:
-            raise InputError(f"cannot read {path}: {error.strerror or error}") from None
-        parts.append(np.array(tokenizer.encode_ordinary(text) + separator, dtype=TOKEN_DTYPE))
-        used.append(path)
+def prepare(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, out: str | os.PathLike, *,
+            val_fraction: float = 0.1, pattern: str = "*", split: str = "documents", split_seed: int = 0,
+            backend: str = "auto", workers: int | None = None, exclude: Iterable[str | os.PathLike] = (),
+            progress: bool = True) -> TokenData:
+    """Tokenise `corpus` into `out`/train.bin, val.bin and meta.json, streaming, on `workers` processes
+    (default: every core); `out` and the `exclude` folders are not read. The split is the module doc's."""
+    if not 0 < val_fraction < 1:
+        raise InputError(f"the held-out fraction must be between 0 and 1, got {val_fraction}", field="val_fraction")
+    if split not in SPLITS:
+        raise InputError(f"unknown held-out split {split!r}: choose one of {', '.join(SPLITS)}", field="split")
+    out = Path(out)
+    files = corpus_files(corpus, pattern, exclude=[out, *exclude])
+    vocab_json, merges_txt = resolve_file(tokenizer_source, "vocab.json"), resolve_file(tokenizer_source, "merges.txt")
+    reference = Tokenizer.from_files(vocab_json, merges_txt)
+    if reference.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
+        raise InputError(f"a vocabulary of {reference.n_vocab} ids does not fit the uint16 token files")
+    used = [path for path in files if is_utf8(path)]  # a binary file in the folder: not text, not trained on
     if not used:
         raise InputError(f"none of the {len(files)} corpus files is UTF-8 text")
-    return np.concatenate(parts), used
+    chosen = choose_backend(tokenizer_source, backend, used, reference)
+    separator = [reference.special_tokens[ENDOFTEXT]] if ENDOFTEXT in reference.special_tokens else []
 
-
-def write_tokens(path: Path, ids: np.ndarray) -> None:
-    """Write ids as raw uint16, atomically."""
-    atomic_write(path, lambda temporary: ids.astype(TOKEN_DTYPE).tofile(temporary))
-
-
-def prepare(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, out: str | os.PathLike, *,
-            val_fraction: float = 0.1, pattern: str = "*", progress: bool = True) -> TokenData:
-    """Tokenise `corpus` into `out`/train.bin, val.bin and meta.json; the last `val_fraction` of ids is held out."""
-    if not 0 < val_fraction < 1:
-        raise InputError(f"the held-out fraction must be between 0 and 1, got {val_fraction}")
-    files = corpus_files(corpus, pattern, option="--pattern")
-    ids, used = tokenize_files(files, Tokenizer.from_pretrained(tokenizer_source), progress)
-    split = len(ids) - max(1, round(len(ids) * val_fraction))
-    if split < 1:
-        raise InputError(f"the corpus {corpus} is only {len(ids)} tokens long: too short to split")
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_tokens(out / "train.bin", ids[:split])
-    write_tokens(out / "val.bin", ids[split:])
-    meta = {
+    descriptor, name = tempfile.mkstemp(dir=out, prefix=".ids.", suffix=".tmp")
+    temporary = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as f, \
+                tqdm(total=corpus_bytes(used), desc="tokenising", unit="B", unit_scale=True,
+                     disable=None if progress else True) as bar:  # None: a bar on a terminal only
+            documents = (document for path in used for document in file_documents(path, bar))
+            counts, largest = [], -1
+            for ids in encode_documents(documents, chosen, vocab_json, merges_txt, separator, workers):
+                f.write(ids.tobytes())
+                counts.append(len(ids))
+                largest = max(largest, int(ids.max(initial=0)) if len(ids) else -1)
+        meta = write_split(temporary, out, np.array(counts, dtype=np.int64), val_fraction, split, split_seed, corpus)
+    finally:
+        temporary.unlink(missing_ok=True)
+    meta.update({
         "corpus": str(Path(corpus).resolve()),
         "files": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in used],
         "tokenizer": tokenizer_fingerprint(tokenizer_source),
-        "vocab_size": int(ids.max()) + 1,  # the largest id used + 1: a model needs at least this many
+        "tokenizer_backend": chosen,
+        "vocab_size": largest + 1,  # the largest id used + 1: a model needs at least this many
         "val_fraction": val_fraction,
-        "train_tokens": split,
-        "val_tokens": len(ids) - split,
-    }
+    })
     write_text(out / "meta.json", json.dumps(meta, indent=1) + "\n")  # last: its presence means "complete"
     return load_tokens(out)
 
 
+def write_split(ids_file: Path, out: Path, counts: np.ndarray, val_fraction: float, split: str, split_seed: int,
+                corpus: str | os.PathLike) -> dict:
+    """Copy the ids of `ids_file` (documents of `counts` ids each) into train.bin and val.bin; the split's meta."""
+    total = int(counts.sum())
+    ids = np.memmap(ids_file, dtype=TOKEN_DTYPE, mode="r") if total else np.zeros(0, TOKEN_DTYPE)
+    ends = np.cumsum(counts)
+    held = held_out_documents(counts, val_fraction, split_seed) if split == "documents" else None
+    if held is not None:
+        spans = list(zip((ends - counts).tolist(), ends.tolist()))
+        train = [span for span, out_of_training in zip(spans, held) if not out_of_training]
+        val = [span for span, out_of_training in zip(spans, held) if out_of_training]
+        meta = {"split": "documents", "split_seed": split_seed, "documents": len(counts),
+                "val_documents": int(held.sum())}
+    else:
+        cut = total - max(1, round(total * val_fraction))
+        if cut < 1:
+            raise InputError(f"the corpus {corpus} is only {total} tokens long: too short to split")
+        train, val = [(0, cut)], [(cut, total)]
+        meta = {"split": "last", "documents": len(counts), "val_documents": 0}
+    (out / "meta.json").unlink(missing_ok=True)  # earlier token files here: incomplete until the new meta.json
+    write_ranges(out / "train.bin", ids, train)
+    write_ranges(out / "val.bin", ids, val)
+    del ids  # unmap before the temporary is removed
+    meta.update(train_tokens=sum(b - a for a, b in train), val_tokens=sum(b - a for a, b in val))
+    return meta
+
+
+# ---- reading, checked once ------------------------------------------------------------------------
+
+
+def largest_id(path: Path) -> int:
+    """The largest uint16 id in a token file, read a block at a time (bounded memory), -1 if it is empty."""
+    largest = -1
+    with path.open("rb") as f:
+        while block := f.read(2 * COPY_IDS):
+            largest = max(largest, int(np.frombuffer(block, dtype=TOKEN_DTYPE).max()))
+    return largest
+
+
+def token_files_problem(folder: Path, meta: object) -> str | None:
+    """What is wrong with the token files in `folder` given their meta.json, or None if they match it."""
+    if not isinstance(meta, dict):
+        return "meta.json is not a JSON object"
+    for key, kind in META_KEYS.items():
+        if type(meta.get(key)) is not kind or (kind is int and meta[key] < 0):
+            return f"meta.json's {key!r} is missing or not a {'whole number >= 0' if kind is int else kind.__name__}"
+    for name, key in (("train.bin", "train_tokens"), ("val.bin", "val_tokens")):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing or not a regular file"
+        size = path.stat().st_size
+        if size != meta[key] * np.dtype(TOKEN_DTYPE).itemsize:
+            return f"{name} holds {size} bytes, meta.json says {meta[key]} ids of 2 bytes"
+        largest = largest_id(path)
+        if largest >= meta["vocab_size"]:
+            return f"{name} holds the id {largest}, not below meta.json's vocab_size {meta['vocab_size']}"
+    return None
+
+
 def load_tokens(folder: str | os.PathLike) -> TokenData:
-    """The token files `prepare` wrote, memory-mapped (nothing is read until a window is asked for)."""
+    """The token files `prepare` wrote, checked against their meta.json once, then memory-mapped."""
     folder = Path(folder)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise InputError(f"{folder} holds no complete token files (run `minigpt-geom prepare`)")
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-        train, val = (np.memmap(folder / name, dtype=TOKEN_DTYPE, mode="r") for name in ("train.bin", "val.bin"))
+        if meta_path.stat().st_size > META_BYTES:
+            raise ValueError(f"over {META_BYTES >> 20} MiB")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise InputError(f"{folder} holds no complete token files (run `minigpt-geom prepare`): {error}") from None
+        meta = f"meta.json cannot be read ({error})"
+    problem = meta if isinstance(meta, str) else token_files_problem(folder, meta)
+    if problem:
+        raise InputError(f"the token files in {folder} are damaged ({problem}): delete {folder} and tokenise again")
+    train, val = (np.memmap(folder / name, dtype=TOKEN_DTYPE, mode="r") if meta[key] else np.zeros(0, TOKEN_DTYPE)
+                  for name, key in (("train.bin", "train_tokens"), ("val.bin", "val_tokens")))
     return TokenData(train, val, meta)
 
 
@@ -133,11 +282,13 @@ def default_cache_dir() -> Path:
 
 
 def cache_folder(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, *, val_fraction: float = 0.1,
-                 pattern: str = "*", cache_dir: str | os.PathLike | None = None) -> Path:
+                 pattern: str = "*", split: str = "documents", split_seed: int = 0,
+                 exclude: Iterable[str | os.PathLike] = (), cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding the token files of `corpus`: the corpus itself if `prepare` made it, else the cache's."""
     if (Path(corpus) / "meta.json").is_file():
         return Path(corpus)
-    key = corpus_key(corpus_files(corpus, pattern, option="--pattern"), tokenizer_fingerprint(tokenizer_source), val_fraction)
+    files = corpus_files(corpus, pattern, exclude=exclude)
+    key = corpus_key(files, tokenizer_fingerprint(tokenizer_source), val_fraction, split, split_seed)
     return Path(cache_dir or default_cache_dir()) / key
 
 

@@ -14,7 +14,13 @@ class CheckpointError(MiniGPTGeomError, ValueError):
 
 
 class InputError(MiniGPTGeomError, ValueError):
-    """Model input is malformed: wrong dtype or rank, token ids outside the vocabulary, too long."""
+    """Model input is malformed: wrong dtype or rank, token ids outside the vocabulary, too long.
+
+    `field` names the setting at fault (e.g. "pattern"), for the command line to name its own option."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class OutputError(MiniGPTGeomError, OSError):

@@ -11,6 +11,7 @@ state goes through `model.lm_head`, so it decodes what the model itself does.
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import torch
@@ -73,7 +74,9 @@ class Unembedding(nn.Module):
 class GPT2(nn.Module):
     """GPT-2 in pure PyTorch; parameter names are those of the official checkpoint (`h.0.attn.c_attn.weight`)."""
 
-    def __init__(self, config: GPT2Config, norm: NormSpec = "layernorm") -> None:
+    def __init__(self, config: GPT2Config, norm: NormSpec = "layernorm", *, seed: int | None = 0) -> None:
+        """A GPT-2 of this shape initialised as GPT-2 is (init_weights) from a generator seeded with `seed`;
+        seed=None leaves the parameters uninitialised (torch.empty), for a loader that fills every one."""
         super().__init__()
         self.config = config
         d = config.n_embd
@@ -85,6 +88,8 @@ class GPT2(nn.Module):
         )
         self.ln_f = SphereNorm(d, config.ln_eps, norm_for_site(norm, "ln_f"))
         self.lm_head = Unembedding()  # tied to wte until a fold
+        if seed is not None:
+            init_weights(self, seed)
 
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, idx: Tensor, *, trace: bool | TraceRequest | None = None, cache: KVCache | None = None,
@@ -195,3 +200,27 @@ class GPT2(nn.Module):
     def num_parameters(self) -> int:
         """Number of parameters (the tied unembedding counted once; fold_ln adds an untied one)."""
         return sum(p.numel() for p in self.parameters())
+
+
+@torch.no_grad()
+def init_weights(model: GPT2, seed: int = 0) -> GPT2:
+    """GPT-2's initialisation: matrices ~ N(0, 0.02²), residual projections (c_proj) ~ N(0, (0.02/√(2L))²),
+    biases 0, γ = 1, β = 0, a variant's scalars at their initial values.
+
+    Each residual update adds to x; 2L of them (attention and MLP in each of L blocks) would grow ‖x‖ like
+    √(2L), which the smaller c_proj compensates (GPT-2 paper, section 2.3)."""
+    generator = torch.Generator().manual_seed(seed)
+    residual_std = 0.02 / math.sqrt(2 * model.config.n_layer)
+    for name, p in model.named_parameters():
+        if p.dim() == 2:
+            std = residual_std if name.endswith("c_proj.weight") else 0.02
+            p.normal_(0.0, std, generator=generator)
+        elif name.endswith("bias"):
+            p.zero_()
+        elif name.endswith("weight"):  # γ of a norm site
+            p.fill_(1.0)
+    for module in model.modules():
+        if isinstance(module, SphereNorm):
+            for scalar, initial in module.variant.parameters.items():
+                getattr(module, scalar).fill_(initial)
+    return model

@@ -199,8 +199,7 @@ class Tokenizer:
 
         With `max_tokens`, raise InputError as soon as the ids outnumber it, without encoding the rest of the text."""
         allowed = self._allowed_special(text, allowed_special, disallowed_special)
-        if LONE_SURROGATE.search(text):  # a lone surrogate ("\ud800") has no UTF-8 form: U+FFFD instead, as tiktoken
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        text = replace_lone_surrogates(text)
         limit = math.inf if max_tokens is None else max_tokens
         if not allowed:
             return self._extend([], text, limit)
@@ -265,6 +264,13 @@ class Tokenizer:
         """Decode ids to text; byte sequences that are not valid UTF-8 become U+FFFD (errors="replace")."""
         # Any encode() output decodes exactly; arbitrary ids may cut a multi-byte character in two.
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """`text` with each lone surrogate ("\ud800"), which has no UTF-8 form, replaced by U+FFFD, as tiktoken does."""
+    if LONE_SURROGATE.search(text):
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _read(path: Path) -> str:

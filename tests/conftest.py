@@ -123,6 +123,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return folder
 
 
+# ---- training: a corpus every machine has, tokenised once --------------------------------------------
+
+
 @pytest.fixture
 def one_thread():
     """Tensors this small gain nothing from a second thread, and lose much when other work shares the cores."""
@@ -132,7 +135,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     """A folder with a few files of the Python standard library's source (every machine has them)."""
     import shutil
@@ -141,13 +144,12 @@ def corpus(tmp_path_factory) -> Path:
     from tiny_training import STDLIB_FILES
 
     folder = tmp_path_factory.mktemp("corpus")
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
     for name in STDLIB_FILES:
-        shutil.copy(stdlib / name, folder / name)
+        shutil.copy(Path(sysconfig.get_paths()["stdlib"]) / name, folder / name)
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tokens(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
     """The corpus tokenised with the tests' tiny trained vocabulary (300 ids)."""
     from minigpt_geom.data import prepare

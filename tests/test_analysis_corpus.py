@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from minigpt_geom.analysis import corpus
-from minigpt_geom.analysis.corpus import MAX_PIECE_CHARS, corpus_windows, encode_plain, text_chunks
+from minigpt_geom import corpus
+from minigpt_geom.corpus import MAX_PIECE_CHARS, corpus_windows, encode_plain, text_chunks
 from minigpt_geom.analysis.text import encode_text
 from minigpt_geom.errors import InputError
 from minigpt_geom.tokenizer import Tokenizer
@@ -68,3 +68,16 @@ def test_an_over_long_text_is_refused_without_being_encoded(tokenizer, monkeypat
     with pytest.raises(InputError, match="is 300 tokens long"):
         encode_text(tokenizer, "x" * 300, 64)  # short enough to encode: its length in tokens is told
     assert calls == [300]
+
+
+def test_a_text_without_whitespace_is_encoded_in_bounded_runs(tokenizer, monkeypatch):
+    monkeypatch.setattr(corpus, "MAX_RUN_CHARS", 50)
+    text = ("abc,def.ghi;" * 40 + "x" * (MAX_PIECE_CHARS + 10)) * 3  # short pieces, then one long piece
+    calls = []
+    encode = tokenizer.encode_ordinary
+    monkeypatch.setattr(tokenizer, "encode_ordinary", lambda t: calls.append(len(t)) or encode(t))
+    ids = encode_plain(tokenizer, text)
+    assert max(n for n in calls if n != MAX_PIECE_CHARS) <= 50 + 4  # a run stops at the first piece boundary past it
+    pieces = corpus.PIECE.findall(text)  # the oracle: each piece alone, long ones in parts
+    assert ids == [i for piece in pieces for start in range(0, len(piece), MAX_PIECE_CHARS)
+                   for i in encode(piece[start:start + MAX_PIECE_CHARS])]

@@ -5,6 +5,7 @@ trained vocabulary, found where README says: `$MINIGPT_GEOM_WEIGHTS/gpt2/`, the 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shlex
@@ -69,6 +70,10 @@ def test_readme_command_runs(readme_world, monkeypatch, capsys, line):
     out = capsys.readouterr().out
     for written in re.findall(r"^wrote (\S+)", out, re.M):  # everything it says it wrote is there
         assert Path(written).stat().st_size > 0
+    if argv[0] == "train":  # README's training example visibly learns: the held-out loss falls by over a nat
+        with open(argv[argv.index("-o") + 1] + "/log.csv", newline="") as f:
+            val = [float(row["val_loss"]) for row in csv.DictReader(f) if row["val_loss"]]
+        assert len(val) >= 2 and val[-1] < val[0] - 1.0, val
 
 
 def test_readme_python_blocks_run(readme_world):

@@ -9,7 +9,6 @@ import transformers
 
 from minigpt_geom import GPT2
 from minigpt_geom.data import load_tokens
-from minigpt_geom.export import load_model
 from minigpt_geom.lnfree import sites
 from minigpt_geom.lnfree import ln_free_checkpoint
 from minigpt_geom.remove_ln import remove_layer_norm
@@ -35,7 +34,7 @@ def test_every_site_ends_fixed_and_the_run_goes_on(removed):
     assert all(model.get_submodule(site).variant.name == "fixed_sigma" for site in sites(model))
     assert all(model.get_submodule(site).sigma.item() > 0 for site in sites(model))
     assert (out / "run" / "log.csv").is_file() and log[-1].step == 20
-    resumed = load_model(out / "run")  # the run's own checkpoint keeps the fixed-σ sites and their σ
+    resumed = GPT2.from_pretrained(out / "run")  # the run's own checkpoint keeps the fixed-σ sites and their σ
     assert all(resumed.get_submodule(site).variant.name == "fixed_sigma" for site in sites(resumed))
 
 
@@ -67,17 +66,70 @@ def test_progress_names_each_switched_site(tokens, tiny_checkpoint, tmp_path, ca
     assert "(5/5 sites)" in text
 
 
-def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm(corpus, tiny_checkpoint, tmp_path):
+def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm_its_schedule_and_a_control(
+        corpus, tiny_checkpoint, tmp_path, capsys):
+    import csv
+
     from minigpt_geom.cli import main
+    from minigpt_geom.lnfree import removal_order, removal_schedule
 
     argv = ["remove-ln", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--steps", "6",
             "--batch-size", "4", "--context", "32", "--eval-interval", "6", "--eval-windows", "4",
-            "--sample-tokens", "0", "--quiet", "--pattern", "*.py"]
+            "--sample-tokens", "0", "--quiet", "--pattern", "*.py", "--control"]
     assert main(argv) == 0
     with pytest.warns(UserWarning, match="switched off"):
         model = GPT2.from_pretrained(tmp_path)
     assert all(model.get_submodule(site).variant.name == "none" for site in sites(model))
     assert (tmp_path / "vocab.json").is_file() and (tmp_path / "run" / "log.csv").is_file()
+
+    with (tmp_path / "run" / "sigma.csv").open() as f:  # site, step, σ: the schedule as it happened
+        rows = list(csv.DictReader(f))
+    schedule = removal_schedule(removal_order(model), 6)
+    assert [(row["site"], int(row["step"])) for row in rows] == \
+        [(site, step) for step, due in sorted(schedule.items()) for site in due]
+    fixed = GPT2.from_pretrained(tmp_path / "run")  # the run's last checkpoint holds each site's σ
+    for row in rows:
+        assert float(row["sigma"]) == pytest.approx(fixed.get_submodule(row["site"]).sigma.item(), rel=1e-5)
+
+    out = capsys.readouterr().out.splitlines()
+    control = GPT2.from_pretrained(tmp_path / "control")  # the control kept layer norm and trained as long
+    assert all(control.get_submodule(site).variant.name == "layernorm" for site in sites(control))
+    assert out[-2].startswith("step 6: validation loss") and "without layer norm" in out[-2]
+    assert out[-1].startswith("step 6: validation loss") and "with layer norm kept (the control run" in out[-1]
+
+
+def test_remove_ln_says_an_ln_free_model_has_no_layer_norm_to_remove(removed, corpus, tmp_path, capsys):
+    from minigpt_geom.cli import main
+
+    _, ln_free, _ = removed
+    argv = ["remove-ln", str(corpus), "--weights", str(ln_free), "-o", str(tmp_path / "again"), "--steps", "2",
+            "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    *notes, error = err.splitlines()  # the loader's one-line LN-free note, then the error
+    assert "has no layer norm to remove (its sites are none)" in error and all(": note: " in n for n in notes)
+
+
+def test_train_fine_tunes_an_ln_free_checkpoint_and_saves_what_loads_back(removed, corpus, tmp_path, capsys):
+    from minigpt_geom.cli import main
+
+    _, ln_free, _ = removed
+    out = tmp_path / "again"
+    argv = ["train", str(corpus), "--weights", str(ln_free), "-o", str(out), "--steps", "4", "--warmup", "1",
+            "--batch-size", "4", "--context", "32", "--eval-interval", "2", "--eval-windows", "4",
+            "--sample-tokens", "0", "--pattern", "*.py", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    with pytest.warns(UserWarning, match="switched off"):
+        before = GPT2.from_pretrained(ln_free)
+    after = GPT2.from_pretrained(out)  # the norm="none" model with its own unembedding, as trained
+    assert all(after.get_submodule(site).variant.name == "none" for site in sites(after))
+    assert not after.lm_head.tied and not torch.equal(after.lm_head.weight, before.lm_head.weight)
+    idx = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.isfinite(after(idx)).all()
+    assert main(argv[:-1] + ["--resume", "--steps", "6", "--quiet"]) == 2  # --weights with --resume
+    assert main(["train", str(corpus), "-o", str(out), "--resume", "--steps", "6", "--pattern", "*.py",
+                 "--quiet"]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train", "remove-ln"])

@@ -25,6 +25,7 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from bpe_files import EOT, textbook_bpe, train_bpe, write_vocab
 from minigpt_geom.errors import CheckpointError, InputError, WeightsNotFoundError
+from minigpt_geom.fast_tokenizer import FastTokenizer
 from minigpt_geom.tokenizer import Tokenizer
 
 SAMPLES = [
@@ -375,3 +376,32 @@ def test_check_fits(ours):
     ours.check_fits(ours.n_vocab + 47)  # a model may pad its vocabulary
     with pytest.raises(InputError, match=f"tokenizer has {ours.n_vocab} ids .* holds {ours.n_vocab - 1}"):
         ours.check_fits(ours.n_vocab - 1)
+
+
+# ---- the fast backend (Hugging Face `tokenizers`): the reference's ids -----------------------------------
+
+@pytest.fixture(scope="session")
+def fast(files) -> FastTokenizer:
+    return FastTokenizer(files / "vocab.json", files / "merges.txt")
+
+
+@pytest.mark.parametrize("text", [*SAMPLES, SPECIAL, make_corpus(seed=1), *LONG_PIECES.values()])
+def test_fast_backend_gives_the_reference_ids(ours, tik, fast, text):
+    ids = fast.encode_ordinary(text)
+    assert ids == ours.encode_ordinary(text) == tik.encode_ordinary(text)  # tiktoken: the independent oracle
+
+
+@_fast
+@given(st.text(_alphabet, max_size=60) | st.text(max_size=30))
+@example("\ud800 lone \udfff surrogates")
+def test_fast_backend_on_arbitrary_text(ours, fast, text):
+    assert fast.encode_ordinary(text) == ours.encode_ordinary(text)
+
+
+@pytest.mark.parametrize("text", ["a" * 10_001, "7" * 10_001, " " * 10_000, "ab" * 5_000 + "a"])
+def test_fast_backend_on_long_runs(runs, tmp_path, text):
+    folder = tmp_path
+    reference, tik = runs  # the same vocabulary, written again here for the fast backend to read
+    write_vocab(folder, 40, "\n".join(f"{'a' * k} {'7' * k}{' ' * k}x {'ab' * k}" for k in range(1, 40)))
+    ids = FastTokenizer(folder / "vocab.json", folder / "merges.txt").encode_ordinary(text)
+    assert ids == reference.encode_ordinary(text) == tik.encode_ordinary(text)

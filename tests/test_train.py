@@ -19,31 +19,33 @@ from safetensors.torch import load_file
 
 from minigpt_geom import GPT2, GPT2Config
 from minigpt_geom.cli import main
-from minigpt_geom.data import load_tokens, windows
-from minigpt_geom.export import load_model, read_config
+from minigpt_geom.data import load_tokens, prepare, windows
+from minigpt_geom.export import norm_spec
 from minigpt_geom.tokenizer import Tokenizer
-from minigpt_geom.train import (TrainSettings, learning_rate, load_corpus, make_optimizer, new_model, read_log,
-                                train)
-from tiny_training import FAST, STDLIB_FILES, tiny_model
+from minigpt_geom.train import TrainSettings, learning_rate, load_corpus, make_optimizer, read_log, train
+from tiny_training import FAST, STDLIB_FILES, run, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
-def run(model, tokens, tokenizer, out, **settings) -> list:
-    return train(model, load_tokens(tokens), tokenizer, out, TrainSettings(**{**FAST, **settings}), progress=False)
 
 
 # ---- data -----------------------------------------------------------------------------------------
 
 
-def test_prepare_concatenates_each_file_then_endoftext_and_holds_out_the_tail(corpus, tokens, tiny_checkpoint):
+def test_prepare_holds_out_whole_files_each_then_endoftext(corpus, tokens, tiny_checkpoint):
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
-    expected = np.concatenate([tokenizer.encode((corpus / name).read_text()) + [tokenizer.eot_token]
-                               for name in sorted(STDLIB_FILES)])
+    per_file = [np.array(tokenizer.encode((corpus / name).read_text()) + [tokenizer.eot_token])
+                for name in sorted(STDLIB_FILES)]  # each file is one document here (< 1 MiB)
     data = load_tokens(tokens)
     assert data.train.dtype == np.uint16
-    np.testing.assert_array_equal(np.concatenate([data.train, data.val]), expected)
-    assert len(data.val) == round(0.1 * len(expected))
-    assert data.meta["vocab_size"] == expected.max() + 1
+    held = [len(data.val) > 0 and any(np.array_equal(ids, data.val[k:k + len(ids)]) for k in range(len(data.val)))
+            for ids in per_file]
+    assert sum(held) == data.meta["val_documents"] >= 1
+    np.testing.assert_array_equal(data.train, np.concatenate([ids for ids, h in zip(per_file, held) if not h]))
+    np.testing.assert_array_equal(data.val, np.concatenate([ids for ids, h in zip(per_file, held) if h]))
+    total = sum(map(len, per_file))
+    assert 0 < len(data.val) <= 0.2 * total  # within twice --val-fraction
+    assert data.meta["vocab_size"] == max(ids.max() for ids in per_file) + 1
 
 
 def test_prepare_command_writes_the_same_token_files(corpus, tokens, tiny_checkpoint, tmp_path, capsys):
@@ -78,9 +80,9 @@ def test_corpus_cache_is_reused_until_a_file_changes(corpus, tiny_checkpoint, tm
 # ---- initialisation and optimiser -------------------------------------------------------------------
 
 
-def test_initialisation_has_the_statistics_of_transformers_gpt2():
+def test_a_new_gpt2_is_initialised_as_transformers_gpt2_and_works():
     config = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_ctx=256, vocab_size=1000)
-    ours = dict(new_model(config, seed=1).named_parameters())
+    ours = dict(GPT2(config, seed=1).named_parameters())
     torch.manual_seed(1)
     theirs = transformers.GPT2LMHeadModel(transformers.GPT2Config(
         n_layer=4, n_head=4, n_embd=128, n_positions=256, vocab_size=1000)).transformer
@@ -92,6 +94,11 @@ def test_initialisation_has_the_statistics_of_transformers_gpt2():
         else:
             assert torch.equal(mine, p.detach()), name  # biases 0, γ 1, β 0
     assert math.isclose(ours["h.0.attn.c_proj.weight"].std().item(), 0.02 / math.sqrt(8), rel_tol=0.05)
+    with torch.no_grad():  # a working model as built: finite logits near the uniform distribution's
+        logits = GPT2(config, norm="dyt")(torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0)))
+    assert torch.isfinite(logits).all()
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.zeros(32, dtype=torch.long))
+    assert abs(loss.item() - math.log(1000)) < 0.1
 
 
 def test_learning_rate_is_warmup_then_cosine_as_torch_schedulers():
@@ -126,7 +133,13 @@ def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(t
     log = run(model, tokens, tiny_checkpoint, tmp_path, steps=50, eval_interval=25)
     val = [row.val_loss for row in log if row.val_loss is not None]
     assert len(val) == 3 and val[-1] < val[0] - 1.0, val  # from ≈ ln 300 = 5.7 nats to below 4.7
-    assert read_log(tmp_path / "log.csv") == log
+    written = read_log(tmp_path / "log.csv")
+    assert [row.step for row in written] == [row.step for row in log]
+    for row, exact in zip(written, log):  # six significant digits
+        assert row.learning_rate == pytest.approx(exact.learning_rate, rel=1e-5)
+        assert row.train_loss == (exact.train_loss and pytest.approx(exact.train_loss, rel=1e-5))
+    assert (tmp_path / "log.csv").read_text().splitlines()[0] == \
+        "step,train_loss,val_loss,learning_rate,tokens_per_second,grad_norm"
 
     assert {"model.safetensors", "config.json", "vocab.json", "merges.txt"} <= {p.name for p in tmp_path.iterdir()}
     assert (tmp_path / "vocab.json").read_bytes() == (tiny_checkpoint / "vocab.json").read_bytes()
@@ -149,8 +162,8 @@ def test_resuming_gives_the_uninterrupted_run_bit_for_bit(tokens, tiny_checkpoin
     whole = tiny_model()
     run(whole, tokens, tiny_checkpoint, tmp_path / "whole", **settings)
     run(tiny_model(), tokens, tiny_checkpoint, tmp_path / "parts", stop_at=3, **settings)
-    assert json.loads((tmp_path / "parts" / "trainer_state.json").read_text())["step"] == 3
-    resumed = load_model(tmp_path / "parts")
+    assert json.loads((tmp_path / "parts" / "checkpoint" / "trainer_state.json").read_text())["step"] == 3
+    resumed = GPT2.from_pretrained(tmp_path / "parts")
     log = train(resumed, load_tokens(tokens), tiny_checkpoint, tmp_path / "parts",
                 TrainSettings(**{**FAST, **settings}), resume=True, progress=False)
     for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
@@ -165,10 +178,10 @@ def test_dyt_learns_alpha_and_saves_it_as_scalars(tokens, tiny_checkpoint, tmp_p
     assert all(abs(a.item() - 0.5) > 1e-3 for a in alphas)  # moved from the initial α = 0.5
     saved = load_file(tmp_path / "model.safetensors")
     assert saved["h.0.ln_1.alpha"].shape == () and saved["ln_f.alpha"].item() == model.ln_f.alpha.item()
-    assert read_config(tmp_path)[1] == "dyt"
+    assert norm_spec(GPT2.from_pretrained(tmp_path)) == "dyt"
     idx = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
-        assert torch.equal(load_model(tmp_path)(idx), model(idx))
+        assert torch.equal(GPT2.from_pretrained(tmp_path)(idx), model(idx))
 
 
 # ---- the command line, one process and two -----------------------------------------------------------------
@@ -179,19 +192,29 @@ def test_init_command_writes_a_checkpoint_every_loader_reads(tiny_checkpoint, tm
     assert main(["init", "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--n-layer", "2", "--n-head", "2",
                  "--n-embd", "32", "--n-ctx", "64", "--norm", '{"ln_f": "sphere"}']) == 0
     assert "37,120 parameters" in capsys.readouterr().out
-    config, norm = read_config(out)
-    assert config.vocab_size == 300 and norm["ln_f"] == "sphere" and norm["h.1.ln_2"] == "layernorm"
-    assert load_model(out).ln_f.variant.name == "sphere"
+    loaded = GPT2.from_pretrained(out)
+    norm = norm_spec(loaded)
+    assert loaded.config.vocab_size == 300 and norm["ln_f"] == "sphere" and norm["h.1.ln_2"] == "layernorm"
+    assert GPT2.from_pretrained(out).ln_f.variant.name == "sphere"
     idx = torch.tensor([[5, 6, 7]])
     with torch.no_grad():  # γ = 1, β = 0 at initialisation: a sphere ln_f computes what layer norm does
         expected = transformers.GPT2LMHeadModel.from_pretrained(str(out)).eval()(idx).logits
-        torch.testing.assert_close(load_model(out)(idx), expected, atol=1e-4, rtol=0)
         torch.testing.assert_close(GPT2.from_pretrained(out)(idx), expected, atol=1e-4, rtol=0)
 
 
-def test_train_command_explains_a_missing_model(tokens, tmp_path, capsys):
-    assert main(["train", str(tokens), "-o", str(tmp_path)]) == 2
-    assert "--weights" in capsys.readouterr().err
+def test_train_corpus_out_trains_the_documented_default_model(tokens, tiny_checkpoint, tmp_path, capsys):
+    from minigpt_geom.commands.train import DEFAULT_SHAPE
+
+    out = tmp_path / "run"
+    assert main(["train", str(tokens), "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--steps", "2",
+                 "--warmup", "1", "--batch-size", "2", "--context", "16", "--eval-windows", "2",
+                 "--sample-tokens", "0", "--quiet"]) == 0
+    config = GPT2.from_pretrained(out).config
+    assert {name: getattr(config, name) for name in DEFAULT_SHAPE} == DEFAULT_SHAPE
+    from minigpt_geom.cli import build_parser
+
+    helps = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert f"{DEFAULT_SHAPE['n_layer']} layers, d = {DEFAULT_SHAPE['n_embd']}" in " ".join(helps.split())
 
 
 def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, capsys):

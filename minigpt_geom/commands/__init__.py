@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ..model import GPT2
     from ..tokenizer import Tokenizer
-    from ..train import Processes
+    from ..distributed import Processes
 
 DTYPES = ("float32", "bfloat16", "float16")
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -215,7 +215,7 @@ def processes_for(args: argparse.Namespace) -> Iterator[Processes]:
     leaves the process group, whatever happened."""
     import torch.distributed as dist
 
-    from ..train import start_processes
+    from ..distributed import start_processes
 
     processes = start_processes(usable_device(args.device))
     try:

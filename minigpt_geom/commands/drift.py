@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_pattern_argument,
                check_fits, load_model_and_tokenizer, output_file, output_folder, positive_int, processes_for,
                progress_bar, report_written, require_matplotlib, staged_outputs, whole_number, write_figure)
+
+from .prepare import add_backend_argument, corpus_options
 
 SUMMARY = ("experiment 5: drift from the current word to the next, per layer and position, over a corpus read as "
            "a stream")
@@ -32,16 +35,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass (default: 4)")
     parser.add_argument("--max-windows", type=positive_int, default=None,
                         help="stop after this many windows (of each process, under torchrun)")
-    parser.add_argument("--no-logprobs", action="store_true",
-                        help="skip log p(next), log p(current): they need every layer's full softmax, the most "
-                             "costly part")
+    parser.add_argument("--logprobs", action="store_true",
+                        help="also log p(next), log p(current) per layer: every layer's full-vocabulary softmax, "
+                             "measured at 3.4x a plain forward pass against 1.4x without (124M shape, 4 x 256 "
+                             "tokens, a loaded 2-core CPU; bench/analyses.py --only drift)")
+    add_backend_argument(parser)
     add_figure_arguments(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Stream the corpus through the model; print the per-layer table, write the CSVs and figures."""
-    from ..analysis.corpus import corpus_bytes, corpus_files, corpus_windows
+    from ..corpus import corpus_bytes, corpus_files, corpus_windows
+    from ..fast_tokenizer import corpus_tokenizer
     from ..analysis.drift import corpus_drift, drift_position_rows, drift_rows, format_drift
     from ..analysis.tables import Table, write_csv
     from ..errors import InputError
@@ -49,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
     require_matplotlib(args)
     with processes_for(args) as processes:  # under torchrun: this process's rank, device and share of the files
         args.device, args.quiet = str(processes.device), args.quiet or not processes.main
-        files = corpus_files(args.corpus, args.pattern)[processes.rank::processes.world]  # windows never cross files
+        with corpus_options():
+            files = corpus_files(args.corpus, args.pattern)[processes.rank::processes.world]  # windows never cross files
         out = output_folder(args.out)
         model, tokenizer = load_model_and_tokenizer(args)
+        with corpus_options():  # the fast tokenizer where it gives the reference's ids on a sample of the corpus
+            source = args.tokenizer or (Path(args.weights).parent if Path(args.weights).is_file() else args.weights)
+            tokenizer = corpus_tokenizer(source, args.tokenizer_backend, files, tokenizer)
         context = args.context or model.config.n_ctx
         if context > model.config.n_ctx:
             raise InputError(f"--context must be at most the model's context {model.config.n_ctx}, got {context}")
@@ -61,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                    model.wte.weight.device)
         with progress_bar(args, corpus_bytes(files), f"drift over {len(files)} file(s)", unit="B") as bar:
             windows = corpus_windows(files, tokenizer, context, progress=bar)
-            result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=not args.no_logprobs,
+            result = corpus_drift(model, windows, batch_size=args.batch_size, logprobs=args.logprobs,
                                   max_windows=args.max_windows)
     if not processes.main:  # rank 0 prints and writes the merged statistics
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from pathlib import Path
 
 from ..errors import InputError
 from . import add_command, output_folder, positive_int
@@ -44,7 +45,7 @@ def add_architecture_arguments(parser: argparse.ArgumentParser, fine_tune: bool 
                        help='norm variant of every site (layernorm, rmsnorm, sphere, dyt, none …) or a JSON '
                             'mapping such as \'{"ln_f": "none"}\' (default: layernorm'
                             + ("; fine-tuning: the weights\' own)" if fine_tune else ")"))
-    group.add_argument("--seed", type=int, default=0,
+    group.add_argument("--seed", type=int, default=None,
                        help=f"seed of the initialisation{' and batches' if fine_tune else ''} (default: 0)")
 
 
@@ -55,8 +56,13 @@ def wants_new_model(args: argparse.Namespace) -> bool:
 
 def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     """A freshly initialised GPT2 of the requested shape, its vocabulary the tokenizer's."""
+    import torch
+
     from ..config import PRESETS, GPT2Config
-    from ..train import new_model
+    from ..lnfree import sites
+    from ..memory import check_fits, model_bytes
+    from ..model import GPT2
+    from ..train import check_norm_spec
 
     base = PRESETS[args.init] if args.init else GPT2Config()
     sizes = {name: getattr(args, name) for name in ("n_layer", "n_head", "n_embd", "n_ctx")
@@ -65,13 +71,17 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
         config = replace(base, vocab_size=vocab_size, **sizes)
     except ValueError as error:
         raise InputError(str(error)) from None
-    return new_model(config, args.norm or "layernorm", args.seed)
+    check_fits(2 * model_bytes(config), torch.device("cpu"), f"a model of {config}")  # built, then copied to save
+    model = GPT2(config, norm=args.norm or "layernorm", seed=args.seed or 0)
+    check_norm_spec(args.norm, sites(model))
+    return model
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `init` subcommand."""
     parser = add_command(subparsers, "init", SUMMARY, __doc__.split(":", 1)[1].strip())
-    parser.add_argument("-o", "--out", required=True, metavar="DIR", help="folder to write the checkpoint into")
+    parser.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="folder to write the checkpoint into")
+    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint -o DIR holds")
     parser.add_argument("--tokenizer", default="gpt2", metavar="SOURCE",
                         help="where vocab.json and merges.txt are; sets the vocabulary size (default: gpt2)")
     add_architecture_arguments(parser)
@@ -80,12 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write model.safetensors, config.json, vocab.json and merges.txt (GPT-2 shape unless told otherwise)."""
-    from ..export import save_model
+    from ..export import check_new_output, save_model
     from ..tokenizer import Tokenizer
 
+    check_new_output(output_folder(args.out), overwrite=args.overwrite)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)
     model = new_model_from_arguments(args, tokenizer.n_vocab)
-    folder = save_model(model, output_folder(args.out), args.tokenizer, tokenizer.special_tokens.get("<|endoftext|>"))
+    folder = save_model(model, args.out, args.tokenizer, tokenizer.special_tokens.get("<|endoftext|>"))
     print(f"wrote {folder / 'model.safetensors'} (a new GPT-2 of {model.config.n_layer} layers, "
           f"d = {model.config.n_embd}, {model.num_parameters():,} parameters; config.json and the tokenizer beside it)")
     return 0

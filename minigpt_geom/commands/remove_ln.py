@@ -3,16 +3,19 @@
 The sites switch to a fixed σ one after another (every ln_2, every ln_1, then ln_f, between 10 % and 60 % of
 the steps), training goes on throughout, and DIR receives a checkpoint with layer norm switched off inside
 (ε = 1e12, as the published LN-free GPT-2s): transformers runs it unchanged, `--weights DIR` loads it here as an
-exact norm="none" model. The run itself (for --resume) is kept in DIR/run."""
+exact norm="none" model. The run itself (for --resume) is kept in DIR/run, with sigma.csv, the σ fixed at each
+site and step. --control also fine-tunes the weights as long with layer norm kept (in DIR/control) and prints
+both validation losses, so the cost of removing layer norm can be told from the gain of more training."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ..errors import InputError
 from . import add_command, processes_for, show_progress
-from .prepare import add_corpus_arguments
-from .train import add_run_arguments, settings_from_arguments
+from .prepare import add_corpus_arguments, corpus_options, corpus_settings
+from .train import add_run_arguments, check_outside, one_line_warnings, options_named, settings_from_arguments
 
 SUMMARY = "fine-tune a GPT-2 until it needs no layer norm"
 
@@ -28,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="folder for the LN-free checkpoint (the run's own files go into DIR/run)")
     parser.add_argument("--tokenizer", default=None, metavar="SOURCE",
                         help="where vocab.json and merges.txt are (default: the weights source)")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in DIR/run")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the batches and calibration windows (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the batches and calibration windows (default: 0)")
+    parser.add_argument("--control", action="store_true",
+                        help="also fine-tune with layer norm kept (DIR/control) and print both losses")
     add_run_arguments(parser)
     add_corpus_arguments(parser.add_argument_group("the corpus"))
     return parser
@@ -37,19 +41,35 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Remove layer norm; under torchrun every process runs this and rank 0 writes the files."""
-    from ..export import load_model
+    from ..export import check_new_output
     from ..model import GPT2
-    from ..remove_ln import remove_layer_norm
+    from ..remove_ln import check_removable, control_run, remove_layer_norm
     from ..train import load_corpus
 
-    settings = settings_from_arguments(args)
+    if args.resume and args.overwrite:
+        raise InputError("--resume continues the run in DIR/run, --overwrite starts it again: give one")
+    run_args = argparse.Namespace(**{**vars(args), "out": args.out / "run"})  # the saved settings are the run's
+    settings = settings_from_arguments(run_args)
+    check_outside(args.corpus, args.out)
+    check_new_output(args.out, resume=args.resume, overwrite=args.overwrite)  # before any work
     tokenizer = args.tokenizer or args.weights
-    with processes_for(args) as processes:
-        model = load_model(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)
-        data = load_corpus(args.corpus, tokenizer, processes, val_fraction=args.val_fraction,
-                           pattern=args.pattern, progress=show_progress(args))
-        log = remove_layer_norm(model, data, tokenizer, args.out, settings, device=processes.device,
-                                resume=args.resume, progress=show_progress(args))
+    with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
+        model = GPT2.from_pretrained(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)
+        check_removable(model)
+        with corpus_options():
+            data = load_corpus(args.corpus, tokenizer, processes, exclude=[args.out], progress=show_progress(args),
+                               **corpus_settings(args))
+        options = dict(device=processes.device, resume=args.resume, overwrite=args.overwrite,
+                       progress=show_progress(args))
+        log = remove_layer_norm(model, data, tokenizer, args.out, settings, **options)
+        control = None
+        if args.control:  # the same weights, the same batches, layer norm kept
+            start = args.out / "control" if args.resume else args.weights
+            control = control_run(GPT2.from_pretrained(start), data, tokenizer, args.out, settings, **options)
     if processes.main:
         print(f"step {log[-1].step}: validation loss {log[-1].val_loss:.4f} without layer norm; saved in {args.out}")
+        if control:
+            print(f"step {control[-1].step}: validation loss {control[-1].val_loss:.4f} with layer norm kept "
+                  f"(the control run, {args.out / 'control'}); removing it cost "
+                  f"{log[-1].val_loss - control[-1].val_loss:+.4f} nats")
     return 0

@@ -10,48 +10,58 @@ the file holds, at the price of two cuts that can change the tokens right where 
   - a pre-tokeniser piece (a word, a number, a run of symbols or of spaces) longer than MAX_PIECE_CHARS
     characters is cut every MAX_PIECE_CHARS characters, each part encoded on its own.
 Tokens are grouped into windows of `size` (the last, shorter one kept) that never cross a file.
+
+This is core: drift streams windows from it, `data.py` (prepare, train) streams documents to token files.
 """
 
 from __future__ import annotations
 
 import codecs
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 
 import regex
 
-from ..errors import InputError
-from ..tokenizer import GPT2_PATTERN
+from .errors import InputError
+from .tokenizer import GPT2_PATTERN
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from ..tokenizer import Tokenizer
+
+class PlainEncoder(Protocol):
+    """What reads a corpus: the reference Tokenizer, or a faster backend that gives the same ids."""
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Ids of `text`, special-token text taken as plain text."""
 
 DEFAULT_PATTERN = "*.txt"
 CHUNK_BYTES = 1 << 16  # read 64 KiB at a time: a few batches of windows, so progress moves in small steps
 MAX_CARRY_CHARS = 1 << 20  # longest stretch kept waiting for a safe cut
 MAX_PIECE_CHARS = 256  # longest piece encoded whole (GPT-2's longest token is far shorter)
+MAX_RUN_CHARS = 1 << 16  # longest run of pieces given to the tokenizer at once (its memory grows with the text)
 SAFE_CUT = regex.compile(r"(?r)\s(?=\S)")  # searched from the end: the last place a new piece starts
 PIECE = regex.compile(GPT2_PATTERN)
 LONG_RUN = regex.compile(rf"\S{{{MAX_PIECE_CHARS}}}|\s{{{MAX_PIECE_CHARS}}}")  # every longer piece holds one
 
 
-def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN, option: str = "--pattern") -> list[Path]:
+def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN,
+                 exclude: Iterable[str | Path] = ()) -> list[Path]:
     """The file itself, or every file under a folder matching `pattern` (recursive, sorted), hidden files and
-    folders (`.git`) and `__pycache__` left out. `option` is the command's name for the pattern, for the error."""
+    folders (`.git`), `__pycache__` and the folders in `exclude` (a command's own output) left out."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise InputError(f"corpus {path} does not exist: give a text file or a folder of text files")
+        raise InputError(f"corpus {path} does not exist: give a text file or a folder of text files", field="corpus")
+    excluded = [Path(folder).resolve() for folder in exclude]
     files = sorted(
         p for p in path.rglob(pattern)
         if p.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(path).parts)
+        and not any(p.resolve().is_relative_to(folder) for folder in excluded)
     )
     if not files:
-        raise InputError(f"no files matching {pattern!r} under {path}: choose other files with {option}, "
-                         f"e.g. {option} '*.py'")
+        raise InputError(f"no files matching the pattern {pattern!r} under {path}", field="pattern")
     return files
 
 
@@ -79,14 +89,26 @@ def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress: tqdm | Non
         yield carry
 
 
-def encode_plain(tokenizer: Tokenizer, text: str) -> list[int]:
+def encode_plain(tokenizer: PlainEncoder, text: str) -> list[int]:
     """Token ids of corpus text, special-token text such as <|endoftext|> as plain text; long pieces cut."""
     if not LONG_RUN.search(text):  # the usual case: no piece can be longer than MAX_PIECE_CHARS
         return tokenizer.encode_ordinary(text)
+    # A run of whole pieces encodes to the same ids alone as within its text: encode each run of short pieces
+    # in one call, and each long piece in parts of MAX_PIECE_CHARS characters.
     ids: list[int] = []
-    for piece in PIECE.findall(text):  # a piece encodes to the same ids alone as within its text
-        for start in range(0, len(piece), MAX_PIECE_CHARS):
-            ids.extend(tokenizer.encode_ordinary(piece[start:start + MAX_PIECE_CHARS]))
+    start = 0  # where the current run of short pieces begins
+    for piece in PIECE.finditer(text):
+        if piece.start() - start >= MAX_RUN_CHARS:  # a text without whitespace: encode it in runs of bounded length
+            ids.extend(tokenizer.encode_ordinary(text[start:piece.start()]))
+            start = piece.start()
+        if piece.end() - piece.start() > MAX_PIECE_CHARS:
+            if start < piece.start():
+                ids.extend(tokenizer.encode_ordinary(text[start:piece.start()]))
+            for cut in range(piece.start(), piece.end(), MAX_PIECE_CHARS):
+                ids.extend(tokenizer.encode_ordinary(text[cut:min(cut + MAX_PIECE_CHARS, piece.end())]))
+            start = piece.end()
+    if start < len(text):
+        ids.extend(tokenizer.encode_ordinary(text[start:]))
     return ids
 
 
@@ -104,7 +126,7 @@ def token_windows(token_chunks: Iterable[Sequence[int]], size: int) -> Iterator[
         yield window
 
 
-def corpus_windows(files: Sequence[Path], tokenizer: Tokenizer, size: int, chunk_bytes: int = CHUNK_BYTES,
+def corpus_windows(files: Sequence[Path], tokenizer: PlainEncoder, size: int, chunk_bytes: int = CHUNK_BYTES,
                    progress: tqdm | None = None) -> Iterator[list[int]]:
     """Windows of every file in turn, read and tokenised incrementally (windows never cross files)."""
     for path in files:
@@ -112,7 +134,7 @@ def corpus_windows(files: Sequence[Path], tokenizer: Tokenizer, size: int, chunk
         yield from token_windows(chunks, size)
 
 
-def text_windows(texts: Iterable[str], tokenizer: Tokenizer, size: int) -> Iterator[list[int]]:
+def text_windows(texts: Iterable[str], tokenizer: PlainEncoder, size: int) -> Iterator[list[int]]:
     """The same windows as corpus_windows, from texts held in memory (each encoded whole)."""
     for text in texts:
         yield from token_windows([encode_plain(tokenizer, text)], size)
