@@ -94,11 +94,12 @@ def train_model(corpus: Path, tokenizer: Path, out: Path, steps: int, shape: dic
     """A GPT-2 of `shape` trained for `steps` steps of 16 windows of n_ctx tokens on the corpus: (the checkpoint
     folder, the folder of its token files, whose counts the rankings' --vocab-from reads)."""
     from minigpt_geom.config import GPT2Config
+    from minigpt_geom.model import GPT2
     from minigpt_geom.tokenizer import Tokenizer
-    from minigpt_geom.train import TrainSettings, load_corpus, new_model, train
+    from minigpt_geom.train import TrainSettings, load_corpus, train
 
     vocab = Tokenizer.from_pretrained(tokenizer).n_vocab
-    model = new_model(GPT2Config(vocab_size=vocab, **shape), seed=0)
+    model = GPT2(GPT2Config(vocab_size=vocab, **shape), seed=0)  # freshly initialised
     from minigpt_geom.data import cache_folder
 
     data = load_corpus(corpus, tokenizer, cache_dir=out.parent / "tokens", progress=False)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .corpus import corpus_files
+from ..corpus import corpus_files
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -66,7 +66,7 @@ def word_counts(sources: Sequence[str | os.PathLike], tokenizer: Tokenizer, n_vo
         elif path.suffix == ".bin" and path.is_file():
             counts += token_file_counts(path, n_vocab)
         else:
-            counts += text_counts(corpus_files(path, pattern, option="--vocab-from"), tokenizer, n_vocab)
+            counts += text_counts(corpus_files(path, pattern), tokenizer, n_vocab)
     return counts
 
 
