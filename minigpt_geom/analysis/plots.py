@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from ..sphere import NormVariant
     from ..trace import Trace
+    from .compare import Comparison
     from .drift import DriftResult
     from .embeddings import RankedWord
     from .lens import LensResult
