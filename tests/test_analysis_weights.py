@@ -389,7 +389,7 @@ def test_svd_command(tiny_checkpoint, tmp_path, capsys):
         for circuit in ("qk", "vo"):
             for suffix in ("md", "tex", "txt"):
                 assert (tmp_path / f"svd_layer{layer}_{circuit}.{suffix}").stat().st_size > 0
-            assert (tmp_path / f"svd_layer{layer}_{circuit}_cumulative.png").read_bytes()[:4] == b"\x89PNG"
+            assert (tmp_path / f"svd_layer{layer}_{circuit}_spectrum.png").read_bytes()[:4] == b"\x89PNG"
         assert (tmp_path / f"svd_layer{layer}_key_bias.md").exists()
     assert r"\begin{tabular}" in (tmp_path / "svd_layer0_qk.tex").read_text()
     assert len(read_csv(tmp_path / "svd.csv")) == 1 + 2 * 2 * 4 * 5 * 2 * 3  # circuits·layers·heads·pairs·sides·k

@@ -126,13 +126,13 @@ def test_help_version_and_argument_errors_never_import_torch():
 
 
 def test_drawing_commands_take_format_dpi_and_no_plot():
-    for name in ("lens", "trajectory", "drift", "svd"):
+    for name in ("lens", "trajectory", "drift", "svd", "embeddings", "probe", "qk"):
         options = subcommands()[name]._option_string_actions
         assert options["--format"].choices == ("png", "svg", "pdf") and "--dpi" in options and "--no-plot" in options
     assert "--dpi" in subcommands()["report"]._option_string_actions
-    for name in ("embeddings", "probe", "qk"):  # tables only, and their help says so
-        assert "--format" not in subcommands()[name]._option_string_actions
-        assert "draws no figure" in subcommands()[name].description
+    for name in ("embeddings", "probe", "svd", "qk"):  # the rankings over the whole vocabulary
+        options = subcommands()[name]._option_string_actions
+        assert "--vocab-from" in options and options["--min-count"].default == 1
 
 
 def test_abbreviated_options_are_refused(tiny_checkpoint, capsys):
@@ -320,8 +320,8 @@ def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):
 def test_the_html_lens_tables_scroll_in_their_own_box(tiny_checkpoint, tmp_path):
     assert main(["report", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert ".scroll { overflow-x: auto" in page
-    assert page.count('<div class="scroll"><table') == 2
+    assert ".scroll { overflow: auto; max-width: 100%; }" in page  # test_report_browser measures it at 1400 px
+    assert '<div class="scroll tall"><table class="lens-grid">' in page and '<div class="scroll" id="lens-table">' in page
 
 
 # ---- progress bars: on a terminal only -----------------------------------------------------------------------

@@ -23,11 +23,11 @@ from minigpt_geom import GPT2
 from minigpt_geom.analysis import plots
 from minigpt_geom.analysis.drift import text_drift
 from minigpt_geom.analysis.embeddings import reachability, top_and_bottom
-from minigpt_geom.analysis.lens import logit_lens
+from minigpt_geom.analysis.lens import logit_lens, next_word_ranks
 from minigpt_geom.analysis.text import token_words
 from minigpt_geom.analysis.probe import probe_layers
 from minigpt_geom.analysis.qk import strongest_pairs
-from minigpt_geom.analysis.svd import cumulative_share, head_svd
+from minigpt_geom.analysis.svd import head_svd
 from minigpt_geom.analysis.trajectory import ln_f_points, word_trajectory
 from minigpt_geom.errors import InputError
 from minigpt_geom.tokenizer import Tokenizer
@@ -58,13 +58,16 @@ def data(tmp_path_factory) -> dict:
         lens = logit_lens(model, trace)
         trajectory = word_trajectory(model, trace.states, words, lens.prediction[0].tolist(), decode, highlight=3)
         drift = text_drift(model, ids, trace.states)
-        shares = {h: cumulative_share(head_svd(model, 1, h, "QK").singular_values) for h in range(SHAPE["n_head"])}
+        spectra = {h: head_svd(model, 1, h, "QK").singular_values for h in range(SHAPE["n_head"])}
+        next_ranks = next_word_ranks(model, trace.states[:, 0], ids)
+        path_words = [decode(int(i)) for i in lens.top_ids[:, 0, 3, 0]]
         probed = [(decode(t), t) for t in (7, 14, 40, 41, 100)]
         probes = probe_layers(model, [1], probed, k=3)
         pairs = strongest_pairs(model, 1, 2, k=30)
         ranked = top_and_bottom(reachability(model), k=4)
     return dict(model=model, ids=ids, words=words, decode=decode, trace=trace, lens=lens, trajectory=trajectory,
-                drift=drift, shares=shares, probes=probes, pairs=pairs, ranked=ranked)
+                drift=drift, spectra=spectra, probes=probes, pairs=pairs, ranked=ranked, next_ranks=next_ranks,
+                path_words=path_words)
 
 
 def numpy_explained_variance(model: GPT2, states: torch.Tensor) -> np.ndarray:
@@ -76,8 +79,10 @@ def numpy_explained_variance(model: GPT2, states: torch.Tensor) -> np.ndarray:
 
 
 FIGURES = {  # name -> (draw from data, what explains its colours)
-    "trajectory": (lambda d: plots.trajectory_figure(d["trajectory"]), {"colorbar", "legend"}),
-    "lens_grid": (lambda d: plots.lens_grid_figure(d["lens"], d["words"], d["decode"]), {"colorbar"}),
+    "trajectory": (lambda d: plots.trajectory_figure(d["trajectory"], path_words=d["path_words"]),
+                   {"colorbar", "legend"}),
+    "lens_grid": (lambda d: plots.lens_grid_figure(d["lens"], d["words"], d["decode"], next_ranks=d["next_ranks"]),
+                  {"colorbar"}),
     "attention": (lambda d: plots.attention_figure(d["trace"].attention.pattern[1, 0, 5], d["words"], 1, 5),
                   {"colorbar", "legend"}),
     "attention_linear": (lambda d: plots.attention_figure(d["trace"].attention.pattern[0, 0, 0], d["words"], 0, 0,
@@ -85,7 +90,7 @@ FIGURES = {  # name -> (draw from data, what explains its colours)
     "norms": (lambda d: plots.norm_profile_figure(d["trace"]), {"legend"}),
     "drift": (lambda d: plots.drift_figure(d["drift"]), {"legend"}),
     "drift_by_position": (lambda d: plots.drift_position_figure(d["drift"]), {"colorbar"}),
-    "singular_values": (lambda d: plots.singular_values_figure(d["shares"]), {"colorbar"}),
+    "singular_values": (lambda d: plots.singular_values_figure(d["spectra"]), set()),
     "reach": (lambda d: plots.reach_figure(d["ranked"], d["decode"]), {"legend"}),
     "probe": (lambda d: plots.probe_figure(d["probes"], d["decode"]), {"colorbar"}),
     "qk_pairs": (lambda d: plots.qk_pairs_figure(d["pairs"], d["decode"], layer=1, head=2), {"colorbar"}),
@@ -107,7 +112,7 @@ def check_labelled(fig, colours: set[str]) -> None:
     plotting = [ax for ax in fig.axes if not is_colorbar(ax) and ax.get_visible()]
     assert plotting
     for ax in plotting:
-        assert ax.get_xlabel() and ax.get_ylabel(), ax
+        assert (ax.get_xlabel() or fig.get_supxlabel()) and (ax.get_ylabel() or fig.get_supylabel()), ax
         if hasattr(ax, "get_zlabel"):
             assert ax.get_zlabel()
         assert ax.get_title() or fig.get_suptitle(), ax
@@ -220,14 +225,36 @@ def test_attention_masks_future_keys_apart_from_zero_weights(data):
     assert isinstance(default.norm, LogNorm) and default.norm.vmin == pytest.approx(1e-5)  # 0.01 / 150 -> 1e-5
 
 
-def test_drift_by_position_scales_each_layer_by_its_own_largest_drift(data):
+def test_drift_by_position_draws_every_layer_on_one_symmetric_scale(data):
     drift = data["drift"].drift_by_position  # [L+1, P]
     ax = plots.drift_position_figure(data["drift"]).axes[0]
-    shown = np.asarray(ax.images[0].get_array())
-    largest = np.abs(drift).max(axis=1)
-    np.testing.assert_allclose(shown, drift / largest[:, None])
-    assert [label.get_text() for label in ax.get_yticklabels()] == [
-        f"{layer} (±{s:.3g})" for layer, s in enumerate(largest)]
+    image = ax.images[0]
+    np.testing.assert_allclose(np.asarray(image.get_array()), drift)  # raw drift: no layer rescaled
+    limit = np.percentile(np.abs(drift), 99)
+    assert (image.norm.vmin, image.norm.vmax) == pytest.approx((-limit, limit))
+    assert [label.get_text() for label in ax.get_yticklabels()] == [str(layer) for layer in range(len(drift))]
+    assert "$" in ax.get_title()  # the drift written as rendered maths
+
+
+def test_drift_band_only_when_visible_and_labels_in_mathtext(data):
+    from dataclasses import replace
+
+    from matplotlib.collections import PolyCollection
+
+    def bands(result):
+        ax = plots.drift_figure(result).axes[0]
+        labels = [text.get_text() for text in ax.get_legend().get_texts()]
+        return [c for c in ax.collections if isinstance(c, PolyCollection)], labels, ax
+
+    drift = data["drift"]
+    wide = replace(drift, drift_std=np.full_like(drift.drift_std, np.ptp(drift.drift) * 10), positions=4)
+    polys, labels, ax = bands(wide)
+    assert len(polys) == 1 and "± standard error" in labels
+    invisible = replace(drift, drift_std=drift.drift_std * 0 + 1e-6 * np.ptp(drift.drift), positions=15_000)
+    polys, labels, ax = bands(invisible)
+    assert polys == [] and not any(label == "± standard error" for label in labels)
+    assert any("too small to draw" in label for label in labels)
+    assert ax.get_ylabel().count("$") == 2 and "e_{t+1}" in ax.get_ylabel()
 
 
 def test_probe_figure_writes_each_heads_best_match_and_leaves_the_sum_unshaded(data):
@@ -250,12 +277,20 @@ def test_probe_figure_writes_each_heads_best_match_and_leaves_the_sum_unshaded(d
                 assert shown[r, c] == pytest.approx(max(query_key[word, head].scores))
 
 
-def test_twelve_heads_get_twelve_distinct_colours(data):
-    fig = plots.singular_values_figure(data["shares"])
-    colours = {tuple(line.get_color()) for line in fig.axes[0].lines}
-    assert len(colours) == SHAPE["n_head"]
-    ticks = [label.get_text() for label in fig.axes[1].get_yticklabels()]
-    assert ticks == [str(h) for h in range(SHAPE["n_head"])]
+def test_singular_values_one_panel_per_head_on_shared_log_axes(data):
+    spectra = data["spectra"]
+    fig = plots.singular_values_figure(spectra)
+    panels = fig.axes
+    assert len(panels) == SHAPE["n_head"]
+    assert len({ax.get_ylim() for ax in panels}) == 1 and all(ax.get_yscale() == "log" for ax in panels)
+    for head, ax in enumerate(panels):
+        black = [line for line in ax.lines if line.get_color() == "black"]
+        assert len(black) == 1 and len(ax.lines) == SHAPE["n_head"]  # the head, the 11 others in grey behind
+        s = spectra[head].double().numpy()
+        np.testing.assert_allclose(black[0].get_ydata(), s)
+        r90 = int(np.argmax(np.cumsum(s) / s.sum() >= 0.9)) + 1
+        assert ax.texts[0].get_text() == f"$r_{{90}} = {r90}$"
+        assert ax.get_title() == f"head {head}"
 
 
 @pytest.mark.slow
@@ -272,3 +307,96 @@ def test_save_figure_rejects_unknown_formats_and_replaces_atomically(data, tmp_p
     for fmt in ("svg", "pdf"):  # no date, fixed ids: the same figure gives the same file
         first, second = (saved(drawn("drift", data), tmp_path / f"drift{i}.{fmt}").read_bytes() for i in (1, 2))
         assert first == second
+
+
+# ---- properties of the figures a paper shows (issue 18) ---------------------------------------------------
+
+def test_trajectory_writes_the_lens_words_along_the_path_and_the_approach_beside_it(data):
+    trajectory = data["trajectory"]
+    fig = plots.trajectory_figure(trajectory, path_words=data["path_words"])
+    ax3d, approach = [ax for ax in fig.axes if hasattr(ax, "get_zlabel")][0], fig.axes[-1]
+    written = [text.get_text() for text in ax3d.texts]
+    assert written == [f" {layer}: {plots.short_label(w)}" for layer, w in enumerate(data["path_words"])]
+    # the companion panel: cos(LN_f(x_l), e_pred) per layer, recomputed with torch's own layer norm
+    model, h = data["model"], trajectory.highlight
+    ln_f = model.ln_f
+    states = data["trace"].states[:, 0, h].double()
+    points = torch.nn.functional.layer_norm(states, states.shape[-1:], ln_f.weight.double(), ln_f.bias.double(),
+                                            ln_f.eps).detach().numpy()
+    e = model.wte.weight[trajectory.prediction_id].double().detach().numpy()
+    cosine = points @ e / np.linalg.norm(points, axis=1) / np.linalg.norm(e)
+    np.testing.assert_allclose(approach.lines[0].get_ydata(), cosine, rtol=1e-6)
+    assert [t.get_text() for t in approach.texts] == [plots.short_label(w) for w in data["path_words"]]
+    assert "$" in approach.get_ylabel() and "$" in ax3d.get_title()
+
+
+@pytest.mark.parametrize("variant, shown, absent", [("layernorm", r"\mathrm{LN}_{f}(x_l)", None),
+                                                     ("none", "$x_l$", "LN"),
+                                                     ("dyt", r"\mathrm{DyT}_{f}(x_l)", "LN")])
+def test_trajectory_title_names_the_models_own_final_norm(data, variant, shown, absent):
+    model = data["model"].with_norm({"ln_f": variant})
+    assert model.ln_f.variant.name == variant
+    trajectory = word_trajectory(model, data["trace"].states, data["words"], data["lens"].prediction[0].tolist(),
+                                 data["decode"], highlight=3)
+    fig = plots.trajectory_figure(trajectory)
+    title = fig.axes[0].get_title()
+    assert shown in title and (absent is None or absent not in title)
+
+
+def test_lens_grid_has_one_log_scale_for_every_model_and_the_next_words_rank(data):
+    lens, words, decode, ranks = data["lens"], data["words"], data["decode"], data["next_ranks"]
+    fig = plots.lens_grid_figure(lens, words, decode, positions=range(TOKENS - 10, TOKENS), next_ranks=ranks)
+    grid, rank_ax = [ax for ax in fig.axes if not is_colorbar(ax)]
+    norm = grid.images[0].norm
+    assert isinstance(norm, LogNorm) and (norm.vmin, norm.vmax) == (plots.PROBABILITY_FLOOR, 1.0)
+    # the rank of the text's next word, brute force from every layer's lens logits
+    model, states = data["model"], data["trace"].states[:, 0]
+    with torch.inference_mode():
+        logits = model.unembed(model.ln_f(states)[0]).double().numpy()  # [L+1, T, V]
+    ids = np.array(data["ids"])
+    expected = np.array([[(logits[l, t] > logits[l, t, ids[t + 1]]).sum() + 1 for l in range(lens.n_states)]
+                         for t in range(TOKENS - 10, TOKENS - 1)])
+    shown = rank_ax.images[0].get_array()
+    np.testing.assert_array_equal(np.ma.getdata(shown)[:-1], expected)
+    assert np.ma.getmaskarray(shown)[-1].all()  # the last token has no next word: grey, nothing drawn
+    assert grid.get_xlabel().count("$") == 2 and "$" in grid.get_title()
+
+
+def test_long_tokens_are_cut_in_cells_and_ticks_and_reach_titles_are_maths(data):
+    long = "=" * 64
+
+    def decode(token: int) -> str:
+        return long if token % 2 == 0 else data["decode"](token)
+
+    for fig in (plots.probe_figure(data["probes"], decode), plots.qk_pairs_figure(data["pairs"], decode),
+                plots.reach_figure(data["ranked"], decode)):
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        texts += [t.get_text() for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels()]
+        assert not any(long in text for text in texts)
+        assert any("…" in text and "(64 chars)" in text for text in texts)
+    reach = plots.reach_figure(data["ranked"], data["decode"])
+    titles = [ax.get_title() for ax in reach.axes]
+    assert titles and all(title.startswith("$") and title.endswith("$") for title in titles)  # rendered maths
+    assert not any("tight_reach_bound" in title or "scaled_norm" in title for title in titles)
+
+
+def test_qk_map_is_left_out_when_one_query_holds_every_pair(data):
+    from minigpt_geom.analysis.qk import WordPair
+
+    one_query = [WordPair(5, key, 1.0 - 0.01 * key) for key in range(20)]
+    fig = plots.qk_pairs_figure(one_query, data["decode"])
+    assert len(fig.axes) == 1 and not fig.axes[0].images  # the list alone, no one-row map
+    fig = plots.qk_pairs_figure(data["pairs"], data["decode"])
+    matrix = [ax for ax in fig.axes if ax.images][0]
+    assert matrix.get_aspect() == 1.0  # square cells, however many query words
+
+
+def test_norms_draw_the_sqrt_d_line_only_for_a_variant_that_has_that_radius(data):
+    def labels(variant):
+        fig = plots.norm_profile_figure(data["trace"], variant=variant)
+        return [text.get_text() for legend in legends(fig) for text in legend.get_texts()]
+
+    from minigpt_geom.sphere import get_norm
+
+    assert any(label.startswith(r"$\sqrt{d}$") for label in labels(get_norm("layernorm")))
+    assert not any("sqrt{d}$ =" in label for label in labels(get_norm("dyt")) + labels(get_norm("none")))

@@ -107,6 +107,24 @@ def test_readme_command_table_matches_the_parsers():
             assert option in options, f"README shows `{name} {option}`, which {name} --help does not list"
 
 
+@pytest.mark.slow
+def test_gallery_script_runs_on_a_tiny_budget(tmp_path):
+    """docs/make_gallery.py --tiny: every step of the gallery README links to, and every picture it names."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "make_gallery.py"), "--tiny", "--out", str(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (tmp_path / "gallery.md").read_text(encoding="utf-8")
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
+    assert len(pictures) >= 10  # every figure (the report's screenshot only where Chromium is installed)
+    for picture in pictures:
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
+    assert not (tmp_path / "gallery-work").exists()  # the corpus, tokenizer and checkpoint are removed
+    assert "](docs/gallery.md)" in README  # README's first screen links to the gallery it makes
+    assert README.index("docs/gallery.md") < README.index("## Set up")
+
+
 @pytest.mark.subprocess
 def test_the_tour_runs_and_draws_every_figure(tmp_path):
     """docs/tour.md, linked from README: its Python blocks in order in a fresh interpreter, on the small model it

@@ -34,6 +34,7 @@ from ..config import site_name
 from ..errors import InputError
 from ..sphere import SphereNorm
 from .tables import Table, token_label
+from .vocabulary import restrict
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -121,13 +122,14 @@ def reachability(model: GPT2) -> dict[str, Tensor]:
     }
 
 
-def top_and_bottom(measures: dict[str, Tensor], k: int = 5) -> list[RankedWord]:
-    """Table (b): for each measure the k largest words, then the k smallest (largest of them first)."""
+def top_and_bottom(measures: dict[str, Tensor], k: int = 5, allowed: Tensor | None = None) -> list[RankedWord]:
+    """Table (b): for each measure the k largest words, then the k smallest (largest of them first), among the
+    `allowed` words [V] (all by default)."""
     rows = []
     for name, values in measures.items():
-        k_ = min(k, values.numel())
-        top = values.topk(k_).indices.tolist()
-        bottom = values.topk(k_, largest=False).indices.tolist()  # smallest first
+        k_ = min(k, values.numel() if allowed is None else int(allowed.sum()))
+        top = restrict(values, allowed).topk(k_).indices.tolist()
+        bottom = restrict(values, allowed, largest=False).topk(k_, largest=False).indices.tolist()  # smallest first
         rows += [RankedWord(name, f"top {i + 1}", t, values[t].item()) for i, t in enumerate(top)]
         rows += [RankedWord(name, f"bottom {i + 1}", t, values[t].item()) for i, t in reversed(list(enumerate(bottom)))]
     return rows

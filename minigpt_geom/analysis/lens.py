@@ -99,6 +99,20 @@ def logit_lens(model: GPT2, trace: Trace, k: int = 5) -> LensResult:
     )
 
 
+@torch.inference_mode()
+def next_word_ranks(model: GPT2, states: Tensor, ids: Sequence[int]) -> Tensor:
+    """Rank of the text's own next word ids[t+1] in p_l at position t: [L+1, T−1] (1 = the top word).
+
+    states [L+1, T, d] of one text; rank = 1 + #{v : lens_l[v] > lens_l[ids[t+1]]}, as prediction_rank."""
+    following = torch.as_tensor(list(ids)[1:], device=states.device)  # [T−1]
+    ranks = []
+    for x in states[:, :-1]:  # [T−1, d], one layer's logits in memory at a time
+        logits = lens_logits(model, x).float()  # [T−1, V]
+        target = logits.gather(-1, following[:, None])
+        ranks.append((logits > target).sum(dim=-1) + 1)
+    return torch.stack(ranks)
+
+
 def text_lens(model: GPT2, tokenizer: Tokenizer, text: str, k: int = 5) -> tuple[list[str], Trace, LensResult]:
     """Run a text (within the context) and decode every state: its tokens' words, the trace, the lens."""
     ids, _, trace = trace_text(model, tokenizer, text)

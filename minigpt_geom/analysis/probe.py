@@ -26,6 +26,7 @@ from .circuits import (HeadWeights, block_heads, check_layer, ln_1_embeddings, q
                        value_bias_output, value_output_matrix)
 from .lens import lens_logits
 from .tables import Table, token_label
+from .vocabulary import restrict
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -92,9 +93,10 @@ def check_words(words: Sequence[tuple[str, int]]) -> None:
 
 
 def _rows(probe: str, layer: int, head: int | None, words: Sequence[tuple[str, int]], scores: Tensor, k: int,
-          norms: Tensor) -> list[ProbeRow]:
-    """The top-k rows of scores [n, V], one per word, with each word's norm [n]."""
-    top = scores.topk(min(k, scores.shape[1]), dim=1)
+          norms: Tensor, allowed: Tensor | None = None) -> list[ProbeRow]:
+    """The top-k rows of scores [n, V] among the `allowed` words [V] (all by default), one per word, with each
+    word's norm [n]."""
+    top = restrict(scores, allowed).topk(min(k, scores.shape[1] if allowed is None else int(allowed.sum())), dim=1)
     return [
         ProbeRow(probe, layer, head, word, token, tuple(top.indices[i].tolist()), tuple(top.values[i].tolist()),
                  norms[i].item())
@@ -103,8 +105,10 @@ def _rows(probe: str, layer: int, head: int | None, words: Sequence[tuple[str, i
 
 
 @torch.inference_mode()
-def query_key_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k: int = 5) -> list[ProbeRow]:
-    """For each head of layer `layer` (then their sum), the k key words each query word scores highest."""
+def query_key_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k: int = 5,
+                    allowed: Tensor | None = None) -> list[ProbeRow]:
+    """For each head of layer `layer` (then their sum), the k key words each query word scores highest (among
+    the `allowed` words, vocabulary.allowed_words; all by default)."""
     check_layer(model, layer)
     check_words(words)
     E_tilde = ln_1_embeddings(model, layer)  # Ẽ [V, d]
@@ -113,13 +117,15 @@ def query_key_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k
     for w in block_heads(model, layer):
         queries = query_directions(w, E_tilde, tokens)  # q_h [n, d]
         total = total + queries
-        rows += _rows(QUERY_KEY, layer, w.head, words, queries @ E_tilde.T, k, queries.norm(dim=1))
-    return rows + _rows(QUERY_KEY, layer, None, words, total @ E_tilde.T, k, total.norm(dim=1))
+        rows += _rows(QUERY_KEY, layer, w.head, words, queries @ E_tilde.T, k, queries.norm(dim=1), allowed)
+    return rows + _rows(QUERY_KEY, layer, None, words, total @ E_tilde.T, k, total.norm(dim=1), allowed)
 
 
 @torch.inference_mode()
-def key_value_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k: int = 5) -> list[ProbeRow]:
-    """For each head of layer `layer` (then their sum), the k words a logit lens reads after its update."""
+def key_value_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k: int = 5,
+                    allowed: Tensor | None = None) -> list[ProbeRow]:
+    """For each head of layer `layer` (then their sum), the k words (of the `allowed` ones) a logit lens reads
+    after its update."""
     check_layer(model, layer)
     check_words(words)
     E_tilde = ln_1_embeddings(model, layer)
@@ -131,13 +137,13 @@ def key_value_probe(model: GPT2, layer: int, words: Sequence[tuple[str, int]], k
         update = value_updates(w, E_tilde, tokens)  # u_h [n, d]
         total = total + update
         logits = lens_logits(model, embedded + update + w.b_O)  # ln_f(E[n] + u_h + b_O) Eᵀ
-        rows += _rows(KEY_VALUE, layer, w.head, words, logits, k, update.norm(dim=1))
+        rows += _rows(KEY_VALUE, layer, w.head, words, logits, k, update.norm(dim=1), allowed)
     logits = lens_logits(model, embedded + total + heads[0].b_O)
-    return rows + _rows(KEY_VALUE, layer, None, words, logits, k, total.norm(dim=1))
+    return rows + _rows(KEY_VALUE, layer, None, words, logits, k, total.norm(dim=1), allowed)
 
 
 def probe_layers(model: GPT2, layers: Sequence[int] | None, words: Sequence[tuple[str, int]], k: int = 5,
-                 progress: tqdm | None = None) -> list[ProbeRow]:
+                 progress: tqdm | None = None, allowed: Tensor | None = None) -> list[ProbeRow]:
     """Both probes for every layer (default: the paper's, clipped), query-key rows first in each layer.
 
     `progress` advances by one per layer probed."""
@@ -146,7 +152,7 @@ def probe_layers(model: GPT2, layers: Sequence[int] | None, words: Sequence[tupl
         check_layer(model, layer)
     rows = []
     for layer in layers:
-        rows += query_key_probe(model, layer, words, k) + key_value_probe(model, layer, words, k)
+        rows += query_key_probe(model, layer, words, k, allowed) + key_value_probe(model, layer, words, k, allowed)
         if progress is not None:
             progress.update()
     return rows

@@ -98,13 +98,19 @@ def top_pairs(queries: Tensor, keys: Tensor, k: int = 20, chunk_size: int = 512,
 @torch.inference_mode()
 def strongest_pairs(model: GPT2, layer: int, head: int, k: int = 20, *, biases: bool = False,
                     query_position: int | None = None, key_position: int | None = None, chunk_size: int = 512,
-                    vocab_limit: int | None = None, progress: tqdm | None = None) -> list[WordPair]:
-    """The k (query word, key word) pairs head `head` of layer `layer` scores highest, best first."""
+                    vocab_limit: int | None = None, progress: tqdm | None = None, allowed: Tensor | None = None
+                    ) -> list[WordPair]:
+    """The k (query word, key word) pairs head `head` of layer `layer` scores highest, best first; both words
+    among the `allowed` ones [V] when given (vocabulary.allowed_words)."""
     if k < 1 or chunk_size < 1:
         raise InputError(f"k and chunk size must be positive, got k={k}, chunk size={chunk_size}")
     queries, keys = query_key_sides(model, layer, head, biases=biases, query_position=query_position,
                                     key_position=key_position, vocab_limit=vocab_limit)
-    return top_pairs(queries, keys, k, chunk_size, progress)
+    if allowed is None:
+        return top_pairs(queries, keys, k, chunk_size, progress)
+    ids = allowed[:queries.shape[0]].nonzero().squeeze(1).to(queries.device)  # the words that may take part
+    pairs = top_pairs(queries[ids], keys[ids], k, chunk_size, progress)
+    return [WordPair(int(ids[p.query]), int(ids[p.key]), p.score) for p in pairs]
 
 
 def pairs_caption(layer: int, head: int, n_pairs: int, *, biases: bool = False, query_position: int | None = None,

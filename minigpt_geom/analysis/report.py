@@ -1,8 +1,18 @@
-"""One self-contained HTML page about a text: its words' trajectories, logit lens, norms, attention, drift.
+"""One self-contained HTML page about a text: a research page on its words' geometry, offline in one file.
 
-`build_report(model, tokenizer, text) -> str`. The page needs no network: figures are PNGs inlined as
-base64 data URIs, and the rotatable 3-D view is a small canvas renderer written into the page
-(report_template.html) with the trajectory data as inline JSON.
+`build_report(model, tokenizer, text) -> str`. In the page one chooses a word, a layer and a head:
+  - the text, each token coloured by its loss −log p(w_t | w_<t) (click a token to choose it);
+  - the words' trajectories in 3-D (PCA, each axis named with its share of the variance), the chosen word's
+    path in red with the logit lens's top word at each layer, its predicted word a star; beside it the
+    cosine of the chosen word's state to its prediction's unembedding row, per layer;
+  - the chosen word's logit lens, one row a layer;
+  - every head's attention pattern as a small-multiple grid (layer × head), one enlarged on click;
+  - the lens grid of every position, the norms and radii across layers, the drift (figures as inline PNGs).
+
+Nothing is fetched: figures are PNGs as base64 data URIs, the data is inline JSON, and the interactive views
+are drawn by a small hand-written canvas renderer (report_template.html). A plotting library's offline
+bundle (plotly.js, several MB minified) would be larger than the whole page and its data for a 124M model,
+for views that need only points, lines, labels and hover.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import torch
 from ..model import GPT2
 from ..sphere import geometry_summary
 from . import plots
-from .circuits import check_head, check_layer, head_pattern, head_weights
+from .circuits import check_head, check_layer
 from .drift import text_drift
 from .lens import LensResult, logit_lens
 from .text import token_words, trace_text
@@ -36,6 +46,8 @@ if TYPE_CHECKING:
 
 TEMPLATE = "report_template.html"
 REPORT_STEPS = 4  # forward pass; lens and trajectory; figures; drift
+GRID_TOKENS = 128  # attention patterns in the page cover the first 128 positions: L·H·128² bytes at most
+TITLE_CHARACTERS = 70  # a default title is the text's start, cut at a word boundary near this length
 
 
 def fill_template(template: str, **values: str) -> str:
@@ -63,42 +75,93 @@ def script_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(SCRIPT_ESCAPES)
 
 
-def trajectory_data(trajectory: Trajectory, lens: LensResult, decode: Callable[[int], str]) -> dict:
-    """What the page's 3-D view draws: coordinates [L+1][T][3] and, per point, the lens's words."""
-    top = lens.top_ids[:, 0, :, 0].tolist()  # [L+1][T]
+def short_title(text: str, most: int = TITLE_CHARACTERS) -> str:
+    """The text's start as a title: whole if short, else cut at the last space before `most` characters, "…"."""
+    text = " ".join(text.split())
+    if len(text) <= most:
+        return text
+    cut = text.rfind(" ", 0, most)
+    return text[:cut if cut > most // 2 else most].rstrip() + " …"
+
+
+def rounded(values: torch.Tensor | np.ndarray, digits: int = 4) -> list:
+    """A tensor or array as nested lists of floats rounded to `digits` (JSON of a sensible size)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+def token_losses(logits: torch.Tensor, ids: Sequence[int]) -> list[float | None]:
+    """−log p(w_t | w_<t) in nats for every token of one text (logits [T, V]); None for the first, unpredicted."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [T, V]
+    following = torch.as_tensor(list(ids)[1:], device=logits.device)
+    losses = -logp[:-1].gather(-1, following[:, None])[:, 0]  # position t−1 predicts token t
+    return [None] + [round(float(v), 4) for v in losses]
+
+
+def attention_data(patterns: torch.Tensor, limit: int = GRID_TOKENS) -> dict:
+    """Every head's pattern a_ij of the first `limit` positions, [L, H, n, n] as one base64 string of bytes
+    round(255 · a_ij) in layer, head, query, key order (the page's grid reads them back)."""
+    L, H, T, _ = patterns.shape
+    n = min(T, limit)
+    quantised = (patterns[:, :, :n, :n].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return {"layers": L, "heads": H, "tokens": n, "total": T,
+            "bytes": base64.b64encode(quantised.tobytes()).decode("ascii")}
+
+
+def lens_data(lens: LensResult, decode: Callable[[int], str]) -> dict:
+    """The logit lens as the page's tables read it: per layer l and position t, fields [L+1][T] (top [L+1][T][k])."""
+    ids = lens.top_ids[:, 0].tolist()  # [L+1][T][k]
     return {
-        "words": trajectory.words,
-        "coords": np.round(trajectory.coords, 5).tolist(),
-        "highlight": trajectory.highlight,
-        "prediction": {"word": trajectory.prediction_word, "coord": np.round(trajectory.prediction_coord, 5).tolist()},
-        "top": [[decode(i) for i in row] for row in top],
-        "topProb": np.round(lens.top_probs[:, 0, :, 0].float().cpu().numpy(), 4).tolist(),
-        "finalWords": [decode(int(i)) for i in lens.prediction[0]],
-        "finalProb": np.round(lens.prediction_prob[:, 0].float().cpu().numpy(), 4).tolist(),
+        "top": [[[decode(i) for i in cell] for cell in row] for row in ids],
+        "topProb": rounded(lens.top_probs[:, 0]),
+        "predProb": rounded(lens.prediction_prob[:, 0]),
+        "rank": lens.prediction_rank[:, 0].tolist(),
+        "kl": rounded(lens.kl_to_final[:, 0]),
+        "entropy": rounded(lens.entropy[:, 0]),
+        "step": rounded(lens.angular_step[:, 0]),
+        "path": rounded(lens.angular_path[:, 0]),
     }
 
 
-def lens_table_html(lens: LensResult, position: int, decode: Callable[[int], str]) -> str:
-    """The highlighted word's logit lens, one row a layer, as an HTML table."""
-    rows = []
-    for layer in range(lens.n_states):
-        words = "  ".join(
-            f"{decode(int(i))!r} {float(p):.2f}" for i, p in zip(lens.top_ids[layer, 0, position], lens.top_probs[layer, 0, position])
-        )
-        cells = [
-            str(layer), html.escape(words), f"{float(lens.prediction_prob[layer, 0, position]):.4f}",
-            str(int(lens.prediction_rank[layer, 0, position])), f"{float(lens.kl_to_final[layer, 0, position]):.3f}",
-            f"{float(lens.entropy[layer, 0, position]):.3f}", f"{float(lens.angular_step[layer, 0, position]):.3f}",
-            f"{float(lens.angular_path[layer, 0, position]):.3f}",
-        ]
-        rows.append("<tr>" + "".join(f'<td{" class=words" if j == 1 else ""}>{c}</td>' for j, c in enumerate(cells)) + "</tr>")
-    head = ("<tr><th>layer</th><th>top words (probability)</th><th>p(prediction)</th><th>rank</th>"
-            "<th>KL(final ‖ layer)</th><th>entropy</th><th>step (rad)</th><th>path (rad)</th></tr>")
-    return f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
+def page_data(trajectory: Trajectory, lens: LensResult, losses: Sequence[float | None], patterns: torch.Tensor,
+              decode: Callable[[int], str], layer: int, head: int, vocab_size: int) -> dict:
+    """Everything the page's scripts draw, as one JSON object."""
+    return {
+        "words": trajectory.words,
+        "highlight": trajectory.highlight,
+        "layer": layer,
+        "head": head,
+        "coords": rounded(trajectory.coords, 5),  # [L+1][T][3]
+        "axes": axis_names(trajectory),
+        "predictions": [decode(int(i)) for i in lens.prediction[0]],
+        "predictionCoords": rounded(trajectory.prediction_coords, 5),  # [T][3]
+        "cosines": rounded(trajectory.target_cosines),  # [L+1][T]
+        "losses": losses,
+        "maxLoss": round(float(np.log(vocab_size)), 4),  # the loss of a uniform guess: the colour scale's top
+        "lens": lens_data(lens, decode),
+        "attention": attention_data(patterns),
+        "pointLabel": "ln_f(x_l)",
+    }
+
+
+def axis_names(trajectory: Trajectory) -> list[str]:
+    """The 3-D view's axis names: 'PC1 (37 % of variance)' for PCA, 'UMAP 1' otherwise."""
+    if trajectory.explained_variance is None:
+        return [f"UMAP {i + 1}" for i in range(3)]
+    return [f"PC{i + 1} ({100 * float(v):.0f} % of variance)" for i, v in enumerate(trajectory.explained_variance)]
+
+
+LENS_FLOOR = 1e-3  # the lens grid's shading: log p from 10⁻³ (white) to 1 (full), as plots.lens_grid_figure
+
+
+def shade(probability: float) -> float:
+    """Opacity of a lens cell: log10(p) mapped from [log10(LENS_FLOOR), 0] to [0, 1]."""
+    return float(np.clip(1 - np.log10(max(probability, LENS_FLOOR)) / np.log10(LENS_FLOOR), 0, 1))
 
 
 def lens_grid_html(lens: LensResult, words: Sequence[str], decode: Callable[[int], str]) -> str:
-    """Positions × layers: each cell the lens's top word, shaded by its probability, top-k on hover."""
+    """Positions × layers: each cell the lens's top word, shaded by log p, the top-k on hover."""
     head = "<tr><th>position</th>" + "".join(f"<th>{layer}</th>" for layer in range(lens.n_states)) + "</tr>"
     rows = []
     for t, word in enumerate(words):
@@ -109,25 +172,20 @@ def lens_grid_html(lens: LensResult, words: Sequence[str], decode: Callable[[int
             hover = "\n".join(f"{decode(i)!r} {p:.3f}" for i, p in zip(ids, probs))
             hover += f"\nprediction {decode(final)!r}: p = {float(lens.prediction_prob[layer, 0, t]):.3f}, " \
                      f"rank {int(lens.prediction_rank[layer, 0, t])}"
-            style = f"background: rgba(33, 102, 172, {probs[0]:.3f});" + (" color: white;" if probs[0] > 0.6 else "")
+            alpha = shade(probs[0])
+            style = f"background: rgba(33, 102, 172, {alpha:.3f});" + (" color: white;" if alpha > 0.6 else "")
             weight = " class=final" if ids[0] == final else ""
-            cells.append(f'<td{weight} style="{style}" title="{html.escape(hover)}">{html.escape(repr(decode(ids[0]))[:14])}</td>')
-        rows.append(f"<tr><th class=words>{t}: {html.escape(repr(word))}</th>{''.join(cells)}</tr>")
-    return f'<div class="scroll"><table class="lens-grid">{head}{"".join(rows)}</table></div>'
+            label = html.escape(plots.short_label(decode(ids[0]), 12))
+            cells.append(f'<td{weight} style="{style}" title="{html.escape(hover)}">{label}</td>')
+        rows.append(f'<tr data-position="{t}"><th class=words>{t}: {html.escape(repr(word))}</th>{"".join(cells)}</tr>')
+    return f'<div class="scroll tall"><table class="lens-grid">{head}{"".join(rows)}</table></div>'
 
 
-def tokens_html(words: Sequence[str], highlight: int) -> str:
-    """The text as its tokens, the highlighted one marked."""
-    return "".join(
-        f'<span class="token{" highlight" if t == highlight else ""}" title="position {t}">{html.escape(w)}</span>'
-        for t, w in enumerate(words)
-    )
-
-
-def section(title: str, body: str, caption: str = "") -> str:
+def section(title: str, body: str, caption: str = "", anchor: str = "") -> str:
     """An <h2> section with an optional caption."""
     note = f'<p class="caption">{caption}</p>' if caption else ""
-    return f"<h2>{html.escape(title)}</h2>\n{body}\n{note}\n"
+    ident = f' id="{anchor}"' if anchor else ""
+    return f"<section{ident}><h2>{html.escape(title)}</h2>\n{body}\n{note}</section>\n"
 
 
 @torch.inference_mode()
@@ -145,66 +203,60 @@ def build_report(
     dpi: int = 100,
     progress: tqdm | None = None,
 ) -> str:
-    """The HTML report of `text` (see the module doc); `word`/`position` choose the highlighted token.
-
-    `progress` advances by one for each of REPORT_STEPS steps."""
+    """The HTML report of `text` (see the module doc); `word`/`position` choose the word first highlighted,
+    `layer`/`head` the attention pattern first enlarged (the page can choose others)."""
     config = model.config
     check_layer(model, layer)
     check_head(model, head)
     step = progress.update if progress is not None else lambda: None
-    ids, _, trace = trace_text(model, tokenizer, text)
+    ids, logits, trace = trace_text(model, tokenizer, text, keep_attention=True)
     step()
     decode = lambda i: tokenizer.decode([int(i)])  # noqa: E731
     words = token_words(tokenizer, ids)
     highlight = choose_highlight(words, word, position)
     lens = logit_lens(model, trace, k=top_k)
     trajectory = word_trajectory(model, trace.states, words, lens.prediction[0].tolist(), decode, highlight=highlight)
-    x_hat = model.h[layer].ln_1(trace.states[layer, 0])[0]  # [T, d]: what block `layer` reads
-    pattern = head_pattern(head_weights(model, layer, head), x_hat)  # [T, T], this head only
     step()
-    title = title or f"Traveling words: {text[:60]}"
+    title = title or f"Traveling words: {short_title(text)}"
     geometry = geometry_summary({name: site.variant for name, site in model.norm_sites().items()})
-    shown = words[highlight]
-
+    ln_f = model.ln_f.variant
+    points = f"ln_f(x_l) (ln_f is {ln_f.name}: {ln_f.geometry.output_set})"
     intro = (
         f"<h1>{html.escape(title)}</h1>\n"
-        f"<p>{len(ids)} tokens (highlighted: position {highlight}, {html.escape(repr(shown))}, which the model "
-        f"expects to be followed by {html.escape(repr(trajectory.prediction_word))}):</p>\n"
-        f"<p>{tokens_html(words, highlight)}</p>\n"
-        f"<p class=caption>Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, "
-        f"context {config.n_ctx}, vocabulary {config.vocab_size}; norms: {html.escape(geometry)}. "
-        f"Layer l = 0 is the embedding x_0; every state is decoded as the output head decodes x_L, through ln_f "
-        f"and the unembedding (the logit lens).</p>"
+        f"<p class=caption>Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, context "
+        f"{config.n_ctx}, vocabulary {config.vocab_size}; norms: {html.escape(geometry)} (√d = "
+        f"{math.sqrt(config.n_embd):.2f}). Layer l = 0 is the embedding x_0; every state is decoded as the output "
+        f"head decodes x_L, through ln_f and the unembedding (the logit lens).</p>"
     )
     img = lambda fig, alt: figure_img(fig, alt, dpi)  # noqa: E731
+    path_words = [decode(int(i)) for i in lens.top_ids[:, 0, highlight, 0]]
     sections = [
-        section("Trajectories (static view)", img(plots.trajectory_figure(trajectory), "3-D trajectories")),
-        section(f"Logit lens of {shown!r}", lens_table_html(lens, highlight, decode),
-                "rank 1 = the final prediction is the layer's top word; KL(final ‖ layer) = "
-                "Σ_v p_L(v) log(p_L(v)/p_l(v)) in nats; step and path: angle travelled, in radians, in the "
-                "model's own geometry."),
         section("Logit lens of every position", lens_grid_html(lens, words, decode),
-                "Each cell: the top word of LN_f(x_l) Eᵀ at that position (row) and layer (column), shaded by its "
-                "probability, bold where it is the final prediction; hover for the top words."),
-        section("Norms and radii across layers", img(plots.norm_profile_figure(trace), "norm profile"),
-                f"Where the sites put each block's input: {html.escape(geometry)} (√d = "
-                f"{math.sqrt(config.n_embd):.2f}); the radius is ‖x̂‖, the point before γ and β."),
-        section(f"Attention pattern, layer {layer} head {head}",
-                img(plots.attention_figure(pattern, words, layer, head), "attention")),
+                "Each cell: the top word of the lens at that position (row) and layer (column), shaded by its "
+                "probability on a log scale from 10⁻³ (white) to 1, bold where it is the final prediction; hover "
+                "for the top words. The chosen word's row is outlined.", "lens-grid"),
+        section("Norms and radii across layers", img(plots.norm_profile_figure(trace, variant=model.h[0].ln_1.variant),
+                                                     "norm profile"),
+                f"Where the sites put each block's input: {html.escape(geometry)}; the radius is ‖x̂‖, the point "
+                "before γ and β.", "norms"),
     ]
     step()
     if len(ids) >= 2:
         drift = text_drift(model, ids, trace.states)
         sections.append(section("Drift towards the next word along this text", img(plots.drift_figure(drift), "drift"),
-                                "Per layer, the mean over positions of LN_f(x_l[t]) · (e_{t+1} − e_t) "
-                                "= log p_l(next word) − log p_l(current word)."))
-    caption = (f"ln_f(x_l) of every token at every layer (ln_f is {model.ln_f.variant.name}: "
-               f"{html.escape(model.ln_f.variant.geometry.output_set)}), projected to 3-D by {trajectory.method.upper()}; "
-               f"colour = layer; the red path is {html.escape(repr(shown))}, the star the embedding of its "
-               f"predicted word {html.escape(repr(trajectory.prediction_word))}.")
+                                "Per layer, the mean over positions of ln_f(x_l[t]) · (e_{t+1} − e_t) "
+                                "= log p_l(next word) − log p_l(current word).", "drift"))
+    sections.append(section(
+        f"Static figure of {words[highlight]!r}, for print",
+        img(plots.trajectory_figure(trajectory, path_words=path_words), "trajectory figure"),
+        "The 3-D view above as a figure, for the word given on the command line.", "static"))
     step()
+    patterns = trace.attention.pattern[:, 0]  # [L, H, T, T]
+    losses = token_losses(logits[0], ids)
+    data = page_data(trajectory, lens, losses, patterns, decode, layer, head, config.vocab_size)
+    cut = "" if len(ids) <= GRID_TOKENS else f" (the first {GRID_TOKENS} of {len(ids)} positions)"
     template = resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
     return fill_template(
-        template, title=html.escape(title), intro=intro, trajectory_caption=caption,
-        trajectory_data=script_json(trajectory_data(trajectory, lens, decode)), sections="\n".join(sections),
+        template, title=html.escape(title), intro=intro, points=html.escape(points), method=trajectory.method.upper(),
+        attention_cut=cut, data=script_json(data), sections="\n".join(sections),
     )

@@ -27,6 +27,7 @@ from ..model import GPT2
 from . import plots
 from .circuits import HeadWeights, check_head, check_layer, head_weights, key_bias_direction, ln_1_embeddings
 from .tables import Table, token_label
+from .vocabulary import restrict
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -109,21 +110,23 @@ def head_svd(model: GPT2, layer: int, head: int, circuit: str, E_tilde: Tensor |
     return HeadSVD(layer, head, circuit, S, U * S, V)
 
 
-def nearest_words(vectors: Tensor, embeddings: Tensor, k: int) -> Tensor:
+def nearest_words(vectors: Tensor, embeddings: Tensor, k: int, allowed: Tensor | None = None) -> Tensor:
     """For each column of vectors [d, n], the k rows of embeddings [V, d] with the largest dot product: [n, k].
 
-    k is clipped to the vocabulary V."""
-    return (embeddings @ vectors.to(embeddings.dtype)).topk(min(k, embeddings.shape[0]), dim=0).indices.T
+    Only the `allowed` rows [V] compete (all by default); k is clipped to their number."""
+    n_words = embeddings.shape[0] if allowed is None else int(allowed.sum())
+    scores = restrict(embeddings @ vectors.to(embeddings.dtype), allowed, dim=0)
+    return scores.topk(min(k, n_words), dim=0).indices.T
 
 
 @torch.inference_mode()
 def singular_pair_words(model: GPT2, svd: HeadSVD, n_pairs: int = 20, k: int = 3,
-                        E_tilde: Tensor | None = None) -> list[SingularPairWords]:
+                        E_tilde: Tensor | None = None, allowed: Tensor | None = None) -> list[SingularPairWords]:
     """The paper's table for one head: the top n_pairs singular pairs (≤ d_h) and the k nearest words of each side."""
     n = min(n_pairs, svd.singular_values.numel())
     left_embeddings, right_embeddings = side_embeddings(model, svd.layer, svd.circuit, E_tilde)
-    left = nearest_words(svd.left[:, :n], left_embeddings, k).tolist()
-    right = nearest_words(svd.right[:, :n], right_embeddings, k).tolist()
+    left = nearest_words(svd.left[:, :n], left_embeddings, k, allowed).tolist()
+    right = nearest_words(svd.right[:, :n], right_embeddings, k, allowed).tolist()
     return [SingularPairWords(r, svd.singular_values[r].item(), tuple(left[r]), tuple(right[r])) for r in range(n)]
 
 
@@ -133,18 +136,20 @@ def cumulative_share(singular_values: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def key_bias_words(model: GPT2, layer: int, head: int, k: int = 5, E_tilde: Tensor | None = None) -> BiasWords:
+def key_bias_words(model: GPT2, layer: int, head: int, k: int = 5, E_tilde: Tensor | None = None,
+                   allowed: Tensor | None = None) -> BiasWords:
     """The k words of Ẽ most aligned with the key-bias direction b_Q W_Kᵀ/√d_h, and the k most opposed (k ≤ V)."""
     E_tilde = ln_1_embeddings(model, layer) if E_tilde is None else E_tilde
     preference = E_tilde @ key_bias_direction(head_weights(model, layer, head))  # [V]
-    k = min(k, preference.numel())
-    return BiasWords(layer, head, tuple(preference.topk(k).indices.tolist()),
-                     tuple(preference.topk(k, largest=False).indices.tolist()))
+    k = min(k, preference.numel() if allowed is None else int(allowed.sum()))
+    return BiasWords(layer, head, tuple(restrict(preference, allowed).topk(k).indices.tolist()),
+                     tuple(restrict(preference, allowed, largest=False).topk(k, largest=False).indices.tolist()))
 
 
-def plot_singular_values(shares: Mapping[int, Tensor], path: str | Path, title: str = "", dpi: int = 120) -> Path:
-    """Write plots.singular_values_figure to `path` (atomically; the format is the suffix's)."""
-    return plots.save_figure(plots.singular_values_figure(shares, title), path, dpi=dpi)
+def plot_singular_values(spectra: Mapping[int, Tensor], path: str | Path, title: str = "", dpi: int = 120,
+                         circuit: str = "QK") -> Path:
+    """Write plots.singular_values_figure of head -> singular values to `path` (atomically; the suffix's format)."""
+    return plots.save_figure(plots.singular_values_figure(spectra, title, circuit=circuit), path, dpi=dpi)
 
 
 # ---- the tables of a whole analysis, as the command line writes them ---------------------------------------
@@ -155,13 +160,14 @@ class SVDTables:
 
     singular: dict[tuple[int, str], list[Table]]  # (layer, circuit) -> one table per head
     shares: dict[tuple[int, str], dict[int, Tensor]]  # (layer, circuit) -> head -> cumulative share [r]
+    spectra: dict[tuple[int, str], dict[int, Tensor]]  # (layer, circuit) -> head -> singular values [r]
     key_bias: dict[int, Table]  # layer -> the key-bias words of every head
     long: Table  # every word of every table, one line each (svd.csv)
 
 
 def svd_tables(model: GPT2, tokenizer: Tokenizer, layers: Sequence[int], heads: Sequence[int],
                circuits: Sequence[str] = CIRCUITS, n_pairs: int = 20, k: int = 3, bias_words: int = 5,
-               progress: tqdm | None = None) -> SVDTables:
+               progress: tqdm | None = None, allowed: Tensor | None = None) -> SVDTables:
     """The paper's tables for every (layer, circuit, head), the key-bias tables and the long CSV table.
 
     `progress` advances by one per head and layer (each head's circuits and key-bias words)."""
@@ -170,7 +176,7 @@ def svd_tables(model: GPT2, tokenizer: Tokenizer, layers: Sequence[int], heads: 
     for head in heads:
         check_head(model, head)
     words = lambda tokens: ", ".join(token_label(tokenizer, t) for t in tokens)  # noqa: E731
-    singular, shares, key_bias, long = {}, {}, {}, []
+    singular, shares, spectra, key_bias, long = {}, {}, {}, {}, []
     for layer in layers:
         E_tilde = ln_1_embeddings(model, layer)  # shared by every head of the layer
         bias_rows = []
@@ -178,7 +184,8 @@ def svd_tables(model: GPT2, tokenizer: Tokenizer, layers: Sequence[int], heads: 
             for circuit in circuits:
                 svd = head_svd(model, layer, head, circuit, E_tilde)
                 shares.setdefault((layer, circuit), {})[head] = cumulative_share(svd.singular_values)
-                pairs = singular_pair_words(model, svd, n_pairs, k, E_tilde)
+                spectra.setdefault((layer, circuit), {})[head] = svd.singular_values
+                pairs = singular_pair_words(model, svd, n_pairs, k, E_tilde, allowed)
                 singular.setdefault((layer, circuit), []).append(Table(
                     ["Rank", "σ", "left words", "right words"],
                     [[p.rank, p.singular_value, words(p.left), words(p.right)] for p in pairs],
@@ -186,11 +193,11 @@ def svd_tables(model: GPT2, tokenizer: Tokenizer, layers: Sequence[int], heads: 
                 long += [[circuit, layer, head, p.rank, p.singular_value, side, i, t, tokenizer.decode([t])]
                          for p in pairs for side, tokens in (("left", p.left), ("right", p.right))
                          for i, t in enumerate(tokens)]
-            bias = key_bias_words(model, layer, head, bias_words, E_tilde)
+            bias = key_bias_words(model, layer, head, bias_words, E_tilde, allowed)
             bias_rows.append([head, words(bias.positive), words(bias.negative)])
             if progress is not None:
                 progress.update()
         key_bias[layer] = Table(["head", "+ keys", "− keys"], bias_rows,
                                 f"key-bias direction b_Q W_Kᵀ/√d_head against ln_1(E), layer {layer}")
     header = ["circuit", "layer", "head", "rank", "singular_value", "side", "word_rank", "token", "text"]
-    return SVDTables(singular, shares, key_bias, Table(header, long))
+    return SVDTables(singular, shares, spectra, key_bias, Table(header, long))

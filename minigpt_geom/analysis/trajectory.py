@@ -46,6 +46,9 @@ class Trajectory:
     prediction_coord: np.ndarray  # [3] projected LN_f(e_pred)
     method: str  # "pca" or "umap (fit on ...)"
     explained_variance: np.ndarray | None = None  # [3] s_i²/Σ s² of the centred points (PCA); None for UMAP
+    target_cosine: np.ndarray | None = None  # [L+1] cos(LN_f(x_l), u_pred) of the highlighted word, in d dimensions
+    prediction_coords: np.ndarray | None = None  # [T, 3] projected LN_f(e_pred) of every position's prediction
+    target_cosines: np.ndarray | None = None  # [L+1, T] cos(LN_f(x_l[t]), u_pred[t]) of every position
     points: str = r"$\mathrm{LN}_{f}(x_l)$"  # mathtext for what was projected: ln_f's map of x_l in its variant
 
 
@@ -54,6 +57,15 @@ def ln_f_points(model: GPT2, states: Tensor) -> Tensor:
     """x_l [..., d] -> ln_f(x_l) [..., d] by ln_f's own module: γ ⊙ sphere point + β for layer norm, each state
     with its own statistics; x_l itself without normalisation."""
     return model.ln_f(states)[0]
+
+
+@torch.inference_mode()
+def target_cosine(model: GPT2, states: Tensor, targets: Tensor | Sequence[int]) -> np.ndarray:
+    """cos(LN_f(x_l[t]), u_target[t]) [L+1, T] for states [L+1, T, d] and targets [T]: how straight each point
+    faces the unembedding row of its target in all d dimensions (the logit is ‖LN_f(x_l)‖‖u‖ times this cosine)."""
+    points = ln_f_points(model, states).double()  # [L+1, T, d]
+    rows = model.unembedding_rows()[torch.as_tensor(targets, device=states.device)].double()  # [T, d]
+    return torch.nn.functional.cosine_similarity(points, rows[None], dim=-1).cpu().numpy()
 
 
 def pca_basis(points: Tensor, n_components: int = 3) -> tuple[Tensor, Tensor, Tensor]:
@@ -134,13 +146,14 @@ def word_trajectory(
     highlight = len(words) - 1 if highlight is None else highlight
     prediction_id = int(prediction_ids[highlight])
     points = ln_f_points(model, states).reshape(n_states * T, d)  # [(L+1)·T, d], layer-major
-    target = ln_f_points(model, model.wte.weight[prediction_id])  # [d], LN_f(e_pred)
+    predictions = torch.as_tensor(list(prediction_ids), device=states.device)  # [T]
+    targets = ln_f_points(model, model.wte.weight[predictions])  # [T, d], LN_f(e_pred) of every position
     if method == "pca":
         mean, components, explained = pca_basis(points)
-        coords, target_coord, label = pca_project(points, mean, components), pca_project(target, mean, components), "pca"
+        coords, target_coords, label = pca_project(points, mean, components), pca_project(targets, mean, components), "pca"
     elif method == "umap":
         explained = None
-        both = torch.cat([points, target[None]]).double().cpu().numpy()
+        both = torch.cat([points, targets]).double().cpu().numpy()
         if umap_fit == "vocab":
             vocab = ln_f_points(model, model.wte.weight[:UMAP_VOCAB_FIT]).double().cpu().numpy()
             projected = umap_project(both, vocab, seed)
@@ -148,14 +161,17 @@ def word_trajectory(
             projected = umap_project(both, None, seed)
         else:
             raise ValueError(f"umap_fit is 'vocab' or 'points', got {umap_fit!r}")
-        coords, target_coord, label = projected[:-1], projected[-1], f"umap (fit on {umap_fit})"
+        coords, target_coords, label = projected[:-T], projected[-T:], f"umap (fit on {umap_fit})"
     else:
         raise ValueError(f"method is 'pca' or 'umap', got {method!r}")
+    cosines = target_cosine(model, states, predictions)  # [L+1, T]
     return Trajectory(
         words=list(words), coords=np.asarray(coords, dtype=np.float64).reshape(n_states, T, 3), highlight=highlight,
         prediction_id=prediction_id, prediction_word=decode(prediction_id),
-        prediction_coord=np.asarray(target_coord, dtype=np.float64), method=label,
+        prediction_coord=np.asarray(target_coords[highlight], dtype=np.float64), method=label,
         explained_variance=None if explained is None else explained.numpy(),
+        target_cosine=cosines[:, highlight], prediction_coords=np.asarray(target_coords, dtype=np.float64),
+        target_cosines=cosines,
         points=map_label(model.ln_f.variant, "f", "x_l"),
     )
 

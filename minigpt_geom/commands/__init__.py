@@ -159,6 +159,26 @@ def add_dpi_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
                         help=f"figure resolution, dots per inch, at most {MAX_DPI} (default: 100)")
 
 
+def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
+    """--vocab-from and --min-count: restrict full-vocabulary rankings to words seen in a corpus."""
+    group = parser.add_argument_group("vocabulary of the rankings")
+    group.add_argument("--vocab-from", nargs="+", metavar="PATH",
+                       help="rank only words seen in these files: text files or folders, a folder `prepare` wrote, "
+                            "or .bin token files (default: every word)")
+    group.add_argument("--min-count", type=positive_int, default=1, metavar="N",
+                       help="with --vocab-from, words seen at least N times (default: 1)")
+
+
+def allowed_words(args: argparse.Namespace, tokenizer: Tokenizer, model: GPT2) -> torch.Tensor | None:
+    """The mask [V] of --vocab-from's words seen --min-count times, on the model's device; None without it."""
+    if not args.vocab_from:
+        return None
+    from ..analysis.vocabulary import allowed_words as mask, word_counts
+
+    counts = word_counts(args.vocab_from, tokenizer, model.config.vocab_size)
+    return mask(counts, args.min_count, device=model.wte.weight.device)
+
+
 def add_style_argument(parser: argparse.ArgumentParser) -> None:
     """--style: how tables are printed."""
     parser.add_argument("--style", default="text", choices=TABLE_STYLES, help="printed table style (default: text)")

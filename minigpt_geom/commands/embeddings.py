@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_model_arguments, add_output_argument, add_style_argument, load_model_and_tokenizer,
-               output_file, output_folder, positive_int, progress_bar, report_written, staged_outputs)
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
+               add_vocabulary_arguments, allowed_words, load_model_and_tokenizer, output_file, output_folder,
+               positive_int, progress_bar, report_written, require_matplotlib, staged_outputs, write_figure)
 
 SUMMARY = "experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them"
 
@@ -15,11 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "embeddings", SUMMARY,
         "(a) L2 and cosine distance of E (as is, centred, scaled, both) to layer_norm(E); (b) top and bottom "
         "words by ‖e‖, ‖γ⊙e‖, ‖e‖+β·e, ‖γ⊙e‖+β·e, the bound √d‖γ⊙e‖+β·e and the tight bound "
-        "√d‖centre(γ⊙e)‖+β·e (ln_f's γ, β). Tables only: this command draws no figure.")
+        "√d‖centre(γ⊙e)‖+β·e (ln_f's γ, β). With --out, the tables and a figure of the ranked words.")
     add_model_arguments(parser)
-    add_output_argument(parser, "the tables (.txt, .md, .tex and .csv)")
+    add_output_argument(parser, "the tables (.txt, .md, .tex and .csv) and embeddings_reach.FORMAT")
     parser.add_argument("-k", type=positive_int, default=5, help="words at the top and at the bottom (default: 5)")
     add_style_argument(parser)
+    add_vocabulary_arguments(parser)
+    add_figure_arguments(parser)
     return parser
 
 
@@ -30,10 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.tables import write_csv, write_table
 
     out = output_folder(args.out) if args.out else None
+    if out is not None:
+        require_matplotlib(args)
     with progress_bar(args, 2, "embeddings") as bar:
         model, tokenizer = load_model_and_tokenizer(args)
+        allowed = allowed_words(args, tokenizer, model)
         bar.update()
-        distances, ranked = sphere_distances(model), top_and_bottom(reachability(model), args.k)
+        distances, ranked = sphere_distances(model), top_and_bottom(reachability(model), args.k, allowed)
         bar.update()
     tables = {"embeddings_sphere_distance": distance_table(distances),
               "embeddings_reach": reach_table(ranked, tokenizer, reach_caption(model))}
@@ -45,5 +51,10 @@ def run(args: argparse.Namespace) -> int:
                        for path in write_table(output_file(stage, name), [table])]
             written.append(write_csv(output_file(stage, "embeddings_sphere_distance.csv"), distance_table(distances)))
             written.append(write_csv(output_file(stage, "embeddings_reach.csv"), reach_csv_table(ranked, tokenizer)))
+            if not args.no_plot:
+                from ..analysis import plots
+
+                figure = plots.reach_figure(ranked, lambda t: tokenizer.decode([t]))
+                written.append(write_figure(figure, output_file(stage, f"embeddings_reach.{args.format}"), args.dpi))
         report_written(out, written)
     return 0

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the lens table of every position; write lens.csv (and the grid figure)."""
-    from ..analysis.lens import format_lens, lens_rows, text_lens
+    from ..analysis.lens import format_lens, lens_rows, next_word_ranks, text_lens
     from ..analysis.tables import Table, write_csv
 
     require_matplotlib(args)
@@ -32,13 +32,16 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(args, 2 if args.no_plot else 3, "lens") as bar:
         model, tokenizer = load_model_and_tokenizer(args)
         bar.update()
-        words, _, lens = text_lens(model, tokenizer, args.text, args.top_k)
+        words, trace, lens = text_lens(model, tokenizer, args.text, args.top_k)
         decode = lambda i: tokenizer.decode([i])  # noqa: E731
         bar.update()
         if not args.no_plot:
             from ..analysis import plots
+            from ..sphere import map_label
 
-            figure = plots.lens_grid_figure(lens, words, decode)
+            ranks = next_word_ranks(model, trace.states[:, 0], tokenizer.encode(args.text)) if len(words) > 1 else None
+            figure = plots.lens_grid_figure(lens, words, decode, next_ranks=ranks,
+                                            points=map_label(model.ln_f.variant, "f", "x_l"))
             bar.update()
     print(format_lens(lens, words, decode))
     with staged_outputs(out) as stage:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_model_arguments, add_output_argument, add_style_argument, index,
-               load_model_and_tokenizer, output_file, output_folder, positive_int, progress_bar, report_written,
-               staged_outputs)
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
+               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, output_file, output_folder,
+               positive_int, progress_bar, report_written, require_matplotlib, staged_outputs, write_figure)
 
 SUMMARY = "experiment 2: which words each head attends to from a word, and what it writes"
 
@@ -16,16 +16,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "probe", SUMMARY,
         "For each word (default: ~100 common nouns) that is one token, per head and for the layer's sum: the "
         "top-k keys of Ẽ[n] W_QK Ẽᵀ with ‖q‖ = ‖Ẽ[n] W_QK‖, and the top-k words of ln_f(E[n] + u_h + b_O) Eᵀ "
-        "with ‖u_h‖. Tables only: this command draws no figure.")
+        "with ‖u_h‖. With --out, the tables and one figure per layer of each head's best match.")
     parser.add_argument("words", nargs="*", help="words to probe (default: the built-in common nouns)")
     add_model_arguments(parser)
-    add_output_argument(parser, "the tables (.txt, .md, .tex) and probe.csv")
+    add_output_argument(parser, "the tables (.txt, .md, .tex), probe.csv and probe_layerL.FORMAT")
     parser.add_argument("--layer", type=index, nargs="+", metavar="L",
                         help="layers to probe (default: 0 5 11, clipped to the model's layers)")
     parser.add_argument("-k", type=positive_int, default=5, help="matches per word and head (default: 5)")
     parser.add_argument("--leading-space", action="store_true",
                         help="encode each word with a leading space (' stone'); the paper encodes without")
     add_style_argument(parser)
+    add_vocabulary_arguments(parser)
+    add_figure_arguments(parser)
     return parser
 
 
@@ -37,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
 
     out = output_folder(args.out) if args.out else None
+    if out is not None:
+        require_matplotlib(args)
     model, tokenizer = load_model_and_tokenizer(args)
+    allowed = allowed_words(args, tokenizer, model)
     words, dropped = single_token_words(tokenizer, args.words or COMMON_NOUNS, leading_space=args.leading_space)
     if dropped:
         print(f"dropped {len(dropped)} word(s) that are not one token: {', '.join(dropped)}")
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"probing {len(words)} word(s)")
     layers = args.layer if args.layer is not None else default_layers(model.config.n_layer)
     with progress_bar(args, len(layers), "probe", unit="layer") as bar:
-        rows = probe_layers(model, layers, words, args.k, progress=bar)
+        rows = probe_layers(model, layers, words, args.k, progress=bar, allowed=allowed)
     tables = probe_tables(rows, tokenizer, args.k)
     for table in tables.values():
         print(table.format(args.style))
@@ -56,5 +61,13 @@ def run(args: argparse.Namespace) -> int:
             written = [path for name, table in tables.items()
                        for path in write_table(output_file(stage, name), [table])]
             written.append(write_csv(output_file(stage, "probe.csv"), probe_csv_table(rows, tokenizer)))
+            if not args.no_plot:
+                from ..analysis import plots
+
+                for layer in layers:
+                    figure = plots.probe_figure([row for row in rows if row.layer == layer],
+                                                lambda t: tokenizer.decode([t]))
+                    written.append(write_figure(figure, output_file(stage, f"probe_layer{layer}.{args.format}"),
+                                                args.dpi))
         report_written(out, written)
     return 0

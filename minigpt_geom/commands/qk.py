@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_model_arguments, add_output_argument, add_style_argument, check_fits, index,
-               load_model_and_tokenizer, output_file, output_folder, positive_int, progress_bar, report_written,
-               staged_outputs)
+from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
+               add_vocabulary_arguments, allowed_words, check_fits, index, load_model_and_tokenizer, output_file,
+               output_folder, positive_int, progress_bar, report_written, require_matplotlib, staged_outputs,
+               write_figure)
 
 SUMMARY = "a head's top query-key word pairs over the full vocabulary (V² scores, in chunks)"
 
@@ -16,11 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "qk", SUMMARY,
         "Every word as query against every word as key: s = ln_1(E_q) W_QK ln_1(E_k)ᵀ (optionally with the "
         "biases and position embeddings); the top-k pairs, computed chunk by chunk of query words. "
-        "Tables only: this command draws no figure.")
+        "With --out, the table and a figure of the pairs.")
     parser.add_argument("--layer", type=index, default=0, metavar="L", help="layer (block) of the head (default: 0)")
     parser.add_argument("--head", type=index, default=0, metavar="H", help="head within the layer (default: 0)")
     add_model_arguments(parser)
-    add_output_argument(parser, "the table (.txt, .md, .tex, .csv)")
+    add_output_argument(parser, "the table (.txt, .md, .tex, .csv) and its figure")
     parser.add_argument("-k", type=positive_int, default=20, help="pairs to report (default: 20)")
     parser.add_argument("--biases", action="store_true", help="include b_Q and b_K in the scores")
     parser.add_argument("--query-position", type=index, metavar="P", help="add position P's embedding to query words")
@@ -29,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="query words scored at once: memory is chunk × vocabulary floats (default: 512)")
     parser.add_argument("--vocab-limit", type=positive_int, metavar="N", help="only the first N words (default: all)")
     add_style_argument(parser)
+    add_vocabulary_arguments(parser)
+    add_figure_arguments(parser)
     return parser
 
 
@@ -38,14 +41,20 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.tables import write_csv, write_table
 
     out = output_folder(args.out) if args.out else None
+    if out is not None:
+        require_matplotlib(args)
     model, tokenizer = load_model_and_tokenizer(args)
+    allowed = allowed_words(args, tokenizer, model)
     n_words = min(args.vocab_limit or model.config.vocab_size, model.config.vocab_size)
     scores = min(args.chunk_size, n_words) * n_words * model.wte.weight.element_size()  # one [chunk, V] buffer
     check_fits(f"--chunk-size {args.chunk_size}", 3 * scores, model.wte.weight.device)  # and top-k's temporaries
+    if allowed is not None:
+        n_words = int(allowed[:n_words].sum())
     with progress_bar(args, n_words, f"qk layer {args.layer} head {args.head}", unit="word") as bar:
         pairs = strongest_pairs(model, args.layer, args.head, args.k, biases=args.biases,
                                 query_position=args.query_position, key_position=args.key_position,
-                                chunk_size=args.chunk_size, vocab_limit=args.vocab_limit, progress=bar)
+                                chunk_size=args.chunk_size, vocab_limit=args.vocab_limit, progress=bar,
+                                allowed=allowed)
     caption = pairs_caption(args.layer, args.head, len(pairs), biases=args.biases, query_position=args.query_position,
                             key_position=args.key_position, vocab_limit=args.vocab_limit)
     table = pairs_table(pairs, tokenizer, caption)
@@ -55,5 +64,11 @@ def run(args: argparse.Namespace) -> int:
         with staged_outputs(out) as stage:
             written = write_table(output_file(stage, stem), [table])
             written.append(write_csv(output_file(stage, f"{stem}.csv"), pairs_csv_table(pairs, tokenizer)))
+            if not args.no_plot:
+                from ..analysis import plots
+
+                figure = plots.qk_pairs_figure(pairs, lambda t: tokenizer.decode([t]), layer=args.layer,
+                                               head=args.head)
+                written.append(write_figure(figure, output_file(stage, f"{stem}.{args.format}"), args.dpi))
         report_written(out, written)
     return 0

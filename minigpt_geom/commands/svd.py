@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-               index, load_model_and_tokenizer, output_file, output_folder, positive_int, progress_bar,
-               report_written, require_matplotlib, staged_outputs)
+               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, output_file, output_folder,
+               positive_int, progress_bar, report_written, require_matplotlib, staged_outputs)
 
 SUMMARY = "experiment 3: singular vectors of each head's W_QK and W_VO as words"
 
@@ -16,9 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "svd", SUMMARY,
         "Tables 'Rank | top-k left words | top-k right words' for the top singular pairs of W_QK (both sides vs "
         "ln_1(E)) and W_VO (input vs ln_1(E), output vs E), signs fixed by the largest match; key-bias words; "
-        "with --out, the tables and a figure of the cumulative singular values per layer and circuit.")
+        "with --out, the tables and a figure per layer and circuit: each head's singular values, small multiples.")
     add_model_arguments(parser)
-    add_output_argument(parser, "the tables (.txt, .md, .tex), svd.csv and the cumulative singular-value figures")
+    add_output_argument(parser, "the tables (.txt, .md, .tex), svd.csv and the singular-value figures")
     parser.add_argument("--layer", type=index, nargs="+", metavar="L",
                         help="layers (default: 0 5 11, clipped to the model's layers)")
     parser.add_argument("--head", type=index, nargs="+", metavar="H", help="heads (default: all)")
@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--bias-words", type=positive_int, default=5,
                         help="words per side of the key-bias probe (default: 5)")
     add_style_argument(parser)
+    add_vocabulary_arguments(parser)
     add_figure_arguments(parser)
     return parser
 
@@ -44,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         require_matplotlib(args)
     model, tokenizer = load_model_and_tokenizer(args)
+    allowed = allowed_words(args, tokenizer, model)
     layers = args.layer if args.layer is not None else default_layers(model.config.n_layer)
     heads = args.head if args.head is not None else list(range(model.config.n_head))
     with progress_bar(args, len(layers) * len(heads), "svd", unit="head") as bar:
         result = svd_tables(model, tokenizer, layers, heads, args.circuits, args.pairs, args.k, args.bias_words,
-                            progress=bar)
+                            progress=bar, allowed=allowed)
     if out is None:
         for layer in layers:
             for circuit in args.circuits:
@@ -62,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
             stem = f"svd_layer{layer}_{circuit.lower()}"
             written += write_table(output_file(stage, stem), tables)
             if not args.no_plot:
-                title = f"W_{circuit}, layer {layer}: cumulative singular values"
-                written.append(plot_singular_values(result.shares[layer, circuit],
-                                                    output_file(stage, f"{stem}_cumulative.{args.format}"), title,
-                                                    dpi=args.dpi))
+                title = f"singular values of $W_{{{circuit}}}$ per head, layer {layer} (grey: the other heads)"
+                written.append(plot_singular_values(result.spectra[layer, circuit],
+                                                    output_file(stage, f"{stem}_spectrum.{args.format}"), title,
+                                                    dpi=args.dpi, circuit=circuit))
         for layer, table in result.key_bias.items():
             written += write_table(output_file(stage, f"svd_layer{layer}_key_bias"), [table])
         written.append(write_csv(output_file(stage, "svd.csv"), result.long))

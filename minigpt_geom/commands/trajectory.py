@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the lens table; write the CSVs and the figures."""
-    from ..analysis.lens import format_lens, lens_rows, text_lens
+    from ..analysis.lens import format_lens, lens_rows, next_word_ranks, text_lens
     from ..analysis.tables import Table, write_csv
     from ..analysis.trajectory import choose_highlight, trajectory_rows, word_trajectory
 
@@ -53,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_plot:
             from ..analysis import plots
 
-            figures = {"trajectory": plots.trajectory_figure(trajectory),
-                       "lens_grid": plots.lens_grid_figure(lens, words, decode)}
+            path_words = [decode(int(i)) for i in lens.top_ids[:, 0, highlight, 0]]  # the lens's top word per layer
+            ranks = next_word_ranks(model, trace.states[:, 0], tokenizer.encode(args.text)) if len(words) > 1 else None
+            figures = {"trajectory": plots.trajectory_figure(trajectory, path_words=path_words),
+                       "lens_grid": plots.lens_grid_figure(lens, words, decode, next_ranks=ranks,
+                                                          points=trajectory.points)}
             bar.update()
     print(format_lens(lens, words, decode, positions=None if args.all_positions else [highlight]))
     if args.all_positions:  # otherwise the table above is the highlighted word's alone and says so

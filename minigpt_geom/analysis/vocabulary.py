@@ -1,0 +1,95 @@
+"""Which words a full-vocabulary ranking may name: those seen at least N times in a corpus.
+
+A model trained on one corpus has rows of E for words it never saw (23k of GPT-2's 50k on 20 MB of English):
+untrained, they keep their random initial values and crowd every ranking over the vocabulary (query-key
+pairs, singular vectors read as words, probes, reach). `word_counts` counts the tokens of the files given to
+`--vocab-from`; `allowed_words` turns the counts into a mask [V] that the rankings take as `allowed`:
+
+    a prepared token folder (meta.json, train.bin, as `prepare` writes it)   its training ids, counted
+    a .bin file of uint16 ids (the same format)                              its ids, counted
+    a text file, or a folder of them (every UTF-8 file under it)             encoded with the model's tokenizer
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..corpus import corpus_files
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+
+TOKEN_DTYPE = np.uint16  # the token files of data.py: raw uint16 ids
+
+
+def token_file_counts(path: Path, n_vocab: int) -> np.ndarray:
+    """Counts [n_vocab] of the ids in a raw uint16 token file (memory-mapped: read once, not loaded whole)."""
+    try:
+        ids = np.memmap(path, dtype=TOKEN_DTYPE, mode="r") if path.stat().st_size else np.zeros(0, TOKEN_DTYPE)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the token file {path}: {error}") from None
+    if ids.size and int(ids.max()) >= n_vocab:
+        raise InputError(f"the token file {path} holds id {int(ids.max())}, outside this vocabulary of {n_vocab}")
+    return np.bincount(ids, minlength=n_vocab)[:n_vocab]
+
+
+def text_counts(files: Sequence[Path], tokenizer: Tokenizer, n_vocab: int) -> np.ndarray:
+    """Counts [n_vocab] of the token ids of every UTF-8 text file (a file that is not text is skipped)."""
+    counts = np.zeros(n_vocab, dtype=np.int64)
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        except OSError as error:
+            raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+        ids = np.asarray(tokenizer.encode_ordinary(text), dtype=np.int64)
+        counts += np.bincount(ids, minlength=n_vocab)[:n_vocab]
+    return counts
+
+
+def word_counts(sources: Sequence[str | os.PathLike], tokenizer: Tokenizer, n_vocab: int,
+                pattern: str = "*") -> np.ndarray:
+    """How often each of the n_vocab ids occurs in `sources` (see the module doc for what each may be): [n_vocab]."""
+    counts = np.zeros(n_vocab, dtype=np.int64)
+    for source in sources:
+        path = Path(source)
+        if (path / "meta.json").is_file() and (path / "train.bin").is_file():
+            counts += token_file_counts(path / "train.bin", n_vocab)
+        elif path.suffix == ".bin" and path.is_file():
+            counts += token_file_counts(path, n_vocab)
+        else:
+            counts += text_counts(corpus_files(path, pattern), tokenizer, n_vocab)
+    return counts
+
+
+def allowed_words(counts: np.ndarray, min_count: int = 1, device: torch.device | str = "cpu") -> Tensor:
+    """The mask [V] of words seen at least min_count times; InputError if it leaves no word."""
+    allowed = torch.as_tensor(counts >= min_count, device=device)
+    if not bool(allowed.any()):
+        raise InputError(f"no word occurs {min_count} or more times in the --vocab-from files: lower --min-count")
+    return allowed
+
+
+def restrict(scores: Tensor, allowed: Tensor | None, dim: int = -1, largest: bool = True) -> Tensor:
+    """scores with the words outside `allowed` (a mask along `dim`) set to ∓∞, so that topk never picks them."""
+    if allowed is None:
+        return scores
+    shape = [1] * scores.dim()
+    shape[dim] = -1
+    fill = float("-inf") if largest else float("inf")
+    return scores.masked_fill(~allowed.to(scores.device).view(shape), fill)
+
+
+def vocabulary_note(allowed: Tensor | None, min_count: int) -> str:
+    """A caption's words for the filter: '' when none, else how many words remain."""
+    if allowed is None:
+        return ""
+    return f"words seen ≥ {min_count}× ({int(allowed.sum())} of {allowed.numel()})"
