@@ -116,6 +116,7 @@ print(json.dumps({"codes": codes, "torch": "torch" in sys.modules}))
 """
 
 
+@pytest.mark.subprocess
 def test_help_version_and_argument_errors_never_import_torch():
     done = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -70,6 +70,7 @@ run(tiny_model(), sys.argv[1], sys.argv[2], sys.argv[3], steps=6, eval_interval=
 """
 
 
+@pytest.mark.subprocess
 def test_killed_as_the_weights_land_the_run_resumes_to_the_uninterrupted_weights(tokens, tiny_checkpoint,
                                                                                    tmp_path):
     settings = dict(steps=6, eval_interval=2, micro_batch=4)
@@ -248,6 +249,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.subprocess
 def test_ranks_started_with_different_steps_refuse_naming_the_rank_and_setting(tokens, tiny_checkpoint, tmp_path):
     port = free_port()
     processes = []
