@@ -367,3 +367,14 @@ def test_a_folded_model_made_ln_free_keeps_its_logits(tiny_checkpoint, tmp_path)
         expected = model(idx)
         save_model(ln_free_checkpoint(model), tmp_path, tiny_checkpoint)
         assert (GPT2.from_pretrained(tmp_path)(idx) - expected).abs().max() <= TOLERANCE
+
+
+def test_drift_figure_names_the_models_own_final_map(variant):
+    """The drift is ln_f's map of x_l[t] dotted with e_{t+1} − e_t: its label names that map, not LN_f always."""
+    from minigpt_geom.analysis import plots
+
+    name, model = variant
+    figure = plots.drift_figure(text_drift(model, ids(1, 12)[0].tolist()))
+    label = figure.axes[0].get_ylabel()
+    own = model.ln_f.variant.geometry.symbol
+    assert (own in label) if own else ("x_l[t]" in label and "mathrm" not in label)

@@ -19,7 +19,7 @@ so memory stays O(chunk + batch) whatever the corpus size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model import GPT2
+from ..sphere import map_label
 from ..trace import TraceRequest
 
 LOGSUMEXP_ROWS = 512  # rows of [rows, vocab] logits held at once for the softmax normaliser
@@ -46,6 +47,7 @@ class DriftResult:
     logp_current: np.ndarray | None  # [L+1] mean log p_l(w_t)
     positions: int  # number of (t, t+1) pairs averaged
     windows: int  # number of windows of at most n_ctx tokens
+    state_map: str = r"$\mathrm{LN}_{f}(x_l[t])$"  # mathtext: what ln_f makes of x_l[t], in the model's variant
 
 
 # ---- computing: one batch of windows ----------------------------------------------------------------
@@ -136,7 +138,7 @@ def corpus_drift(model: GPT2, windows: Iterable[Sequence[int]], *, batch_size: i
         add(batch)
     if dist.is_available() and dist.is_initialized():  # under torchrun each process streamed its own files
         n_windows = add_across_processes(sums, counts, n_windows)
-    return summarise(sums, counts, n_windows)
+    return replace(summarise(sums, counts, n_windows), state_map=map_label(model.ln_f.variant, "f", "x_l[t]"))
 
 
 def add_across_processes(sums: dict[str, np.ndarray], counts: np.ndarray, n_windows: int) -> int:
@@ -162,7 +164,8 @@ def text_drift(model: GPT2, ids: Sequence[int], states: Tensor | None = None, lo
         raise InputError("drift needs at least two tokens")
     idx = torch.tensor([list(ids)], dtype=torch.long, device=model.wte.weight.device)
     sums = position_sums(drift_terms(model, idx, states, logprobs))
-    return summarise(sums, np.ones(len(ids) - 1, dtype=np.int64), windows=1)
+    result = summarise(sums, np.ones(len(ids) - 1, dtype=np.int64), windows=1)
+    return replace(result, state_map=map_label(model.ln_f.variant, "f", "x_l[t]"))
 
 
 # ---- formatting -----------------------------------------------------------------------------------------

@@ -451,7 +451,9 @@ def norm_profile_figure(trace: "Trace", batch: int = 0, *, variant: "NormVariant
     return fig
 
 
-DRIFT = r"\mathrm{LN}_f(x_l[t])\cdot(e_{t+1}-e_t)"  # mathtext of the drift, without its $ signs
+def drift_label(result: "DriftResult") -> str:
+    """Mathtext of the drift, without its $ signs: the model's own ln_f map of x_l[t], dotted with e_{t+1} − e_t."""
+    return result.state_map.strip("$") + r"\cdot(e_{t+1}-e_t)"
 VISIBLE_BAND = 0.01  # a ± standard-error band narrower than this share of the y range is not drawn
 
 
@@ -473,7 +475,7 @@ def drift_figure(result: "DriftResult") -> "Figure":
     else:
         axes[0].plot([], [], " ", label=f"standard error ≤ {sem.max():.2g} (too small to draw)")
     axes[0].axhline(0.0, color="grey", linewidth=0.8)
-    axes[0].set_ylabel(f"drift ${DRIFT}$")
+    axes[0].set_ylabel(f"drift ${drift_label(result)}$")
     axes[0].set_title("drift towards the next word", fontsize=10)
     axes[0].legend(fontsize=8)
     if panels == 2:
@@ -507,7 +509,7 @@ def drift_position_figure(result: "DriftResult") -> "Figure":
     ax.set_ylabel(r"layer $l$")
     ax.set_yticks(range(n_states))
     windows = f"{result.windows} window" + ("s" if result.windows != 1 else "")
-    ax.set_title(f"mean ${DRIFT}$ by position, over {windows}", fontsize=10)
+    ax.set_title(f"mean ${drift_label(result)}$ by position, over {windows}", fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.9, extend="both", label="drift (red: towards the next word)")
     return fig
 
