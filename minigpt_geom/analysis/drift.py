@@ -206,5 +206,6 @@ def format_drift(result: DriftResult) -> str:
         if has_logp:
             line += f" {result.logp_next[layer]:>12.4f} {result.logp_current[layer]:>11.4f}"
         lines.append(line)
-    lines.append("drift = LN_f(x_l[t]) · (e_{t+1} − e_t) = log p_l(next) − log p_l(current); layer 0 = embedding")
+    lines.append("drift = ln_f(x_l[t]) · (e_{t+1} − e_t) = log p_l(next) − log p_l(current), through the model's own "
+                 "ln_f and unembedding; layer 0 = embedding")
     return "\n".join(lines)
