@@ -1,21 +1,25 @@
 """A compiled tokenizer for bulk work, beside the first-principles one: the same ids, checked, not assumed.
 
-`tokenizer.py` is the reference and the teaching code. For a corpus, Hugging Face `tokenizers` (Rust) reads
-the same vocab.json and merges.txt and runs the same byte-level BPE with the same pre-tokenising regex; it is
-an optional extra (`pip install "minigpt-geom[fast]"`). Which one reads a corpus is the backend:
+`tokenizer.py` is the reference and the teaching code. For a corpus, a compiled library reads the same
+vocab.json and merges.txt and runs the same byte-level BPE with the same pre-tokenising regex: tiktoken where it
+is installed, else Hugging Face `tokenizers`; both are the optional extra `pip install "minigpt-geom[fast]"`.
+Which one reads a corpus is the backend:
 
     reference   minigpt_geom.tokenizer.Tokenizer
-    fast        FastTokenizer (Hugging Face `tokenizers`)
+    fast        FastTokenizer (tiktoken, else Hugging Face `tokenizers`)
     auto        fast when `tokenizers` is installed, agrees with the reference on a sample, and encoded that
                 sample faster; else reference
 
 A fast backend is always compared with the reference on a sample of the corpus first (`choose_backend`).
 "Fast" is the hope, not a promise: the reference caches the pieces it has merged, and on the text of
-bench/prepare.py (Zipf words) it kept pace with `tokenizers`; hence auto's timing of both on the sample.
+bench/prepare.py (Zipf words) it kept pace with `tokenizers`, whose pre-tokeniser alone ran at about 1 MB/s on
+the stdlib's source, where tiktoken ran at 13 MB/s and the reference at 4 (one core); hence tiktoken first, and
+auto's timing of both on the sample.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -26,9 +30,12 @@ from typing import Iterable, Sequence
 from .corpus import PlainEncoder, encode_plain
 from .errors import InputError
 from .hub import resolve_file
-from .tokenizer import ENDOFTEXT, Tokenizer, replace_lone_surrogates
+from .files import read_text
+from .tokenizer import (ENDOFTEXT, GPT2_PATTERN, Tokenizer, bytes_to_unicode,
+                        replace_lone_surrogates)
 
 BACKENDS = ("auto", "reference", "fast")
+VOCAB_BYTES = 2**28  # the bound tokenizer.py reads vocab.json with (GPT-2's is 1 MB)
 SAMPLE_DOCUMENTS = 4  # documents drawn for the check at start
 SAMPLE_BYTES = 1 << 14  # bytes read from each: enough for thousands of pieces, a fraction of a second to encode
 # Text that exercises every branch of the pre-tokeniser and the byte table, checked besides the corpus sample.
@@ -40,11 +47,32 @@ class BackendWarning(UserWarning):
     """The fast backend was not used because it gave other ids than the reference."""
 
 
+def tiktoken_encoding(vocab_json: str | os.PathLike):
+    """tiktoken's BPE over the vocabulary of vocab.json, or None without tiktoken.
+
+    tiktoken merges first the adjacent pair whose merged token has the lowest rank; with rank = id that is the
+    order of merges.txt whenever ids follow it, as GPT-2's do (256 bytes, then one id per merge). A vocabulary
+    that does not is caught by the check at start (choose_backend), which compares the ids with the reference's."""
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    vocab = json.loads(read_text(vocab_json, VOCAB_BYTES))
+    ranks = {bytes(byte_of[c] for c in token): rank for token, rank in vocab.items()
+             if all(c in byte_of for c in token) and token != ENDOFTEXT}
+    return tiktoken.Encoding("minigpt_geom", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
+
+
 class FastTokenizer:
-    """GPT-2's byte-level BPE run by Hugging Face `tokenizers`: Tokenizer.encode_ordinary's ids, compiled."""
+    """GPT-2's byte-level BPE run by a compiled library: Tokenizer.encode_ordinary's ids, tiktoken or `tokenizers`."""
 
     def __init__(self, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike) -> None:
         """Build from the same vocab.json and merges.txt the reference reads."""
+        self.eot_token = json.loads(read_text(vocab_json, VOCAB_BYTES)).get(ENDOFTEXT)
+        self._tiktoken = tiktoken_encoding(vocab_json)
+        if self._tiktoken is not None:
+            return
         try:
             from tokenizers import Tokenizer as HFTokenizer
             from tokenizers import models, pre_tokenizers
@@ -57,7 +85,6 @@ class FastTokenizer:
         self._tokenizer = HFTokenizer(models.BPE(vocab, merges, cache_capacity=1 << 18))
         # The ByteLevel regex is GPT-2's (use_regex), and no space is added in front of a text.
         self._tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-        self.eot_token = vocab.get(ENDOFTEXT)
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> FastTokenizer:
@@ -66,6 +93,8 @@ class FastTokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text`, special-token text as plain text: the ids of Tokenizer.encode_ordinary."""
+        if self._tiktoken is not None:  # it replaces a lone surrogate by U+FFFD itself, as the reference does
+            return self._tiktoken.encode_ordinary(text)
         try:
             return self._tokenizer.encode(text, add_special_tokens=False).ids
         except TypeError:  # "must be str": a lone surrogate has no UTF-8 form; U+FFFD instead, as the reference does
