@@ -138,11 +138,6 @@ def write_ranges(path: Path, ids: np.ndarray, ranges: Iterable[tuple[int, int]])
     atomic_write(path, write)
 
 
-def write_tokens(path: Path, ids: np.ndarray) -> None:
-    """Write ids as raw uint16, atomically."""
-    write_ranges(path, np.asarray(ids, dtype=TOKEN_DTYPE), [(0, len(ids))])
-
-
 # ---- tokenising ----------------------------------------------------------------------------------
 
 

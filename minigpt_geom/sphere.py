@@ -123,12 +123,6 @@ class Geometry:
     scale_free: bool = False  # True when project(s·x) = project(x) for s > 0 (ε aside): only the direction counts
     symbol: str = r"\mathrm{N}"  # mathtext name of the map, as in $\mathrm{LN}_f(x_l)$; "" for the identity
 
-    @property
-    def angle(self) -> str:
-        """What the angular step between x_l and x_l+1 measures, in words."""
-        what = "x with its mean removed" if self.direction is centred_direction else "x itself"
-        return f"angle between {what}" + ("" if self.scale_free else " (the map reads magnitude too)")
-
 
 UNDECLARED = Geometry("not declared by the variant", "‖project(x)‖")
 SPHERE_IN_PLANE = Geometry("the sphere of radius √d in the hyperplane Σx = 0", "√d (ε aside)", centred_direction,

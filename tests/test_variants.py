@@ -263,8 +263,6 @@ def test_reach_uses_the_variants_own_bound_or_says_it_does_not_apply(variant):
     x = torch.randn(256, 48, generator=torch.Generator().manual_seed(1)) * 30  # far out: near the set's edge
     logits = model.unembed(model.ln_f(x)[0])
     assert bool((logits <= measures["tight_reach_bound"] + 1e-4).all())
-    closest = (measures["tight_reach_bound"] - logits).min()
-    assert float(closest) >= -1e-4
 
 
 def test_embeddings_command_says_in_one_line_why_it_does_not_apply(ln_free_folder, capsys, tmp_path):
@@ -302,13 +300,12 @@ def test_with_norm_and_fold_never_change_the_model_they_start_from(variant):
     name, model = variant
     idx = ids()
     before = model(idx)
-    copy = model.with_norm("layernorm").fold_ln()
+    model.with_norm("layernorm").fold_ln()
     folded = model.fold_ln()
     assert torch.equal(model(idx), before)  # bit for bit
     assert (folded(idx) - before).abs().max() <= TOLERANCE  # folding keeps the logits
     assert not folded.lm_head.tied and all(
         torch.equal(s.weight, torch.ones_like(s.weight)) for s in folded.norm_sites().values())
-    assert copy is not model
 
 
 @torch.inference_mode()

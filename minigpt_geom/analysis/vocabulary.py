@@ -86,10 +86,3 @@ def restrict(scores: Tensor, allowed: Tensor | None, dim: int = -1, largest: boo
     shape[dim] = -1
     fill = float("-inf") if largest else float("inf")
     return scores.masked_fill(~allowed.to(scores.device).view(shape), fill)
-
-
-def vocabulary_note(allowed: Tensor | None, min_count: int) -> str:
-    """A caption's words for the filter: '' when none, else how many words remain."""
-    if allowed is None:
-        return ""
-    return f"words seen ≥ {min_count}× ({int(allowed.sum())} of {allowed.numel()})"
