@@ -43,6 +43,14 @@ MAX_RUN_CHARS = 1 << 16  # longest run of pieces given to the tokenizer at once 
 SAFE_CUT = regex.compile(r"(?r)\s(?=\S)")  # searched from the end: the last place a new piece starts
 PIECE = regex.compile(GPT2_PATTERN)
 LONG_RUN = regex.compile(rf"\S{{{MAX_PIECE_CHARS}}}|\s{{{MAX_PIECE_CHARS}}}")  # every longer piece holds one
+# LONG_RUN costs as much as the BPE itself (about 13 MB/s), so a text is first tested on its UTF-8 bytes, where
+# a run of MAX_PIECE_CHARS characters is a run of at least as many bytes. Each table maps a byte to 1 where it
+# may belong to such a run: an ASCII byte by the pre-tokeniser's own \s, any byte >= 0x80 (part of a non-ASCII
+# character, which may be either) in both. No run of 1s that long: no long piece (str.translate and `in` run in C).
+_ASCII_SPACE = [byte for byte in range(128) if regex.match(r"\s", chr(byte))]
+_MAY_BE_TEXT = bytes(0 if byte in _ASCII_SPACE else 1 for byte in range(256))
+_MAY_BE_SPACE = bytes(1 if byte in _ASCII_SPACE or byte >= 0x80 else 0 for byte in range(256))
+_LONG_BYTES = b"\x01" * MAX_PIECE_CHARS
 
 
 def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN,
@@ -75,7 +83,9 @@ def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress: tqdm | Non
     with path.open("rb") as f:
         while block := f.read(chunk_bytes):
             text = carry + decoder.decode(block)
-            last = SAFE_CUT.search(text)  # the last "whitespace, then non-space"
+            # The last "whitespace, then non-space": none lies after the carry's first character, which is one
+            # (or the carry was cut without one), so only its last character and the new text are searched.
+            last = SAFE_CUT.search(text, max(len(carry) - 1, 0))
             cut = last.start() if last else 0
             if len(text) - cut > MAX_CARRY_CHARS:
                 cut = len(text)  # no safe place in a long stretch: cut it anyway
@@ -89,9 +99,15 @@ def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress: tqdm | Non
         yield carry
 
 
+def may_hold_long_piece(text: str) -> bool:
+    """False when no pre-tokeniser piece of `text` can be longer than MAX_PIECE_CHARS; True is only a maybe."""
+    data = text.encode("utf-8", "surrogatepass")  # a lone surrogate: three bytes >= 0x80, counted as either
+    return _LONG_BYTES in data.translate(_MAY_BE_TEXT) or _LONG_BYTES in data.translate(_MAY_BE_SPACE)
+
+
 def encode_plain(tokenizer: PlainEncoder, text: str) -> list[int]:
     """Token ids of corpus text, special-token text such as <|endoftext|> as plain text; long pieces cut."""
-    if not LONG_RUN.search(text):  # the usual case: no piece can be longer than MAX_PIECE_CHARS
+    if not may_hold_long_piece(text) or not LONG_RUN.search(text):  # usual: no piece longer than MAX_PIECE_CHARS
         return tokenizer.encode_ordinary(text)
     # A run of whole pieces encodes to the same ids alone as within its text: encode each run of short pieces
     # in one call, and each long piece in parts of MAX_PIECE_CHARS characters.

@@ -42,8 +42,8 @@ def start_worker(backend: str, vocab_json: Path, merges_txt: Path, separator: li
 def encode_document(document: Document) -> np.ndarray:
     """The ids of one document's texts, then the separator if the file ends with it: uint16 [n]."""
     texts, end_of_file = document
-    ids = [i for text in texts for i in encode_plain(_tokenizer, text)]
-    return np.array(ids + _separator if end_of_file else ids, dtype=TOKEN_DTYPE)
+    parts = [encode_plain(_tokenizer, text) for text in texts] + ([_separator] if end_of_file else [])
+    return np.concatenate([np.array(ids, dtype=TOKEN_DTYPE) for ids in parts] or [np.zeros(0, TOKEN_DTYPE)])
 
 
 def encode_documents(documents: Iterable[Document], backend: str, vocab_json: Path, merges_txt: Path,

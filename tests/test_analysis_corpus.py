@@ -82,3 +82,47 @@ def test_a_text_without_whitespace_is_encoded_in_bounded_runs(tokenizer, monkeyp
     pieces = corpus.PIECE.findall(text)  # the oracle: each piece alone, long ones in parts
     assert ids == [i for piece in pieces for start in range(0, len(piece), MAX_PIECE_CHARS)
                    for i in encode(piece[start:start + MAX_PIECE_CHARS])]
+
+
+def brute_force_chunks(text: str, block: int) -> list[str]:
+    """text_chunks' rule written out character by character: after each block, cut before the last whitespace
+    character that is followed by a non-space one (nothing before it is ever cut again)."""
+    chunks, start = [], 0
+    for end in range(block, len(text) + block, block):
+        seen = text[:end]
+        cuts = [i for i in range(start + 1, len(seen) - 1) if seen[i].isspace() and not seen[i + 1].isspace()]
+        if cuts:
+            chunks.append(text[start:cuts[-1]])
+            start = cuts[-1]
+    return chunks + ([text[start:]] if start < len(text) else [])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunks_are_cut_at_the_last_safe_place_of_what_was_read(tmp_path, seed):
+    import random
+
+    rng = random.Random(seed)
+    alphabet = ["a", "bc", " ", "  ", "\n", "\t", ".", "x" * 40]  # ASCII: a block of bytes is one of characters
+    text = "".join(rng.choice(alphabet) for _ in range(400))
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8")
+    block = rng.choice([7, 16, 33])
+    assert list(text_chunks(path, chunk_bytes=block)) == brute_force_chunks(text, block)
+
+
+def test_the_byte_test_for_long_pieces_misses_none_the_regex_finds():
+    import random
+
+    rng = random.Random(0)
+    # ASCII and Unicode whitespace (U+00A0, U+3000, U+0085), \x1c (whitespace to str.isspace, not to the
+    # pre-tokeniser), letters of 1-3 UTF-8 bytes, a lone surrogate
+    spaces, others = [" ", "\n", "\u00a0", "\u3000", "\x85"], ["\x1c", "a", "é", "日", "\ud800", "1", "."]
+    for _ in range(1000):
+        alphabet = rng.choice([spaces, others, spaces + others])  # runs of mixed whitespace, of mixed text, or both
+        lengths = rng.choice([[1, 3, 90, 300], [1, 3, 90]])  # long runs of one character, or only of several
+        text = "".join(rng.choice(alphabet) * rng.choice(lengths) for _ in range(rng.randint(1, 12)))
+        if corpus.LONG_RUN.search(text):
+            assert corpus.may_hold_long_piece(text), repr(text[:60])
+    ordinary = "To kill two birds with one stone, a café in 日本. " * 2000
+    assert not corpus.may_hold_long_piece(ordinary)  # text with short pieces takes the fast path
+    assert corpus.may_hold_long_piece("x" * MAX_PIECE_CHARS) and corpus.may_hold_long_piece("\u3000" * 300)
