@@ -56,13 +56,15 @@ def run_once(corpus: str, vocab: str, out: str, backend: str, workers: int) -> d
     start = time.perf_counter()
     tokens = prepare(corpus, vocab, out, backend=backend, workers=workers, progress=False)
     seconds = time.perf_counter() - start
+    peaks = {"rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # before the hashing below
+             "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     digest = hashlib.sha256()
     for name in ("train.bin", "val.bin"):
-        digest.update((Path(out) / name).read_bytes())
+        with (Path(out) / name).open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
     return {"seconds": seconds, "tokens": len(tokens.train) + len(tokens.val), "sha256": digest.hexdigest()[:16],
-            "backend": tokens.meta["tokenizer_backend"],
-            "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            "backend": tokens.meta["tokenizer_backend"], **peaks}
 
 
 def main() -> None:

@@ -128,13 +128,17 @@ def held_out_documents(counts: np.ndarray, val_fraction: float, seed: int) -> np
     return held if held.any() and taken < total else None
 
 
-def write_ranges(path: Path, ids: np.ndarray, ranges: Iterable[tuple[int, int]]) -> None:
-    """Write ids[a:b] for each (a, b), one after another, as raw uint16, atomically, a block at a time."""
+def write_ranges(path: Path, ids_file: Path, ranges: Iterable[tuple[int, int]]) -> None:
+    """Write ids[a:b] of the uint16 `ids_file` for each (a, b), one after another, atomically, COPY_IDS at a time
+    (read, not mapped: a mapping's pages would count in the process's memory, growing with the corpus)."""
+    itemsize = np.dtype(TOKEN_DTYPE).itemsize
+
     def write(temporary: Path) -> None:
-        with temporary.open("wb") as f:
+        with ids_file.open("rb") as source, temporary.open("wb") as f:
             for start, stop in ranges:
+                source.seek(start * itemsize)
                 for block in range(start, stop, COPY_IDS):
-                    f.write(ids[block:min(block + COPY_IDS, stop)].tobytes())
+                    f.write(source.read((min(block + COPY_IDS, stop) - block) * itemsize))
     atomic_write(path, write)
 
 
@@ -195,7 +199,6 @@ def write_split(ids_file: Path, out: Path, counts: np.ndarray, val_fraction: flo
                 corpus: str | os.PathLike) -> dict:
     """Copy the ids of `ids_file` (documents of `counts` ids each) into train.bin and val.bin; the split's meta."""
     total = int(counts.sum())
-    ids = np.memmap(ids_file, dtype=TOKEN_DTYPE, mode="r") if total else np.zeros(0, TOKEN_DTYPE)
     ends = np.cumsum(counts)
     held = held_out_documents(counts, val_fraction, split_seed) if split == "documents" else None
     if held is not None:
@@ -211,9 +214,8 @@ def write_split(ids_file: Path, out: Path, counts: np.ndarray, val_fraction: flo
         train, val = [(0, cut)], [(cut, total)]
         meta = {"split": "last", "documents": len(counts), "val_documents": 0}
     (out / "meta.json").unlink(missing_ok=True)  # earlier token files here: incomplete until the new meta.json
-    write_ranges(out / "train.bin", ids, train)
-    write_ranges(out / "val.bin", ids, val)
-    del ids  # unmap before the temporary is removed
+    write_ranges(out / "train.bin", ids_file, train)
+    write_ranges(out / "val.bin", ids_file, val)
     meta.update(train_tokens=sum(b - a for a, b in train), val_tokens=sum(b - a for a, b in val))
     return meta
 
