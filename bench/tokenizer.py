@@ -101,8 +101,8 @@ def load_candidates(folder: Path) -> dict:
     def ours():
         return Tokenizer.from_files(vocab, merges).encode
 
-    def ours_fast():
-        return FastTokenizer(vocab, merges).encode_ordinary
+    def ours_fast(library):
+        return lambda: FastTokenizer(vocab, merges, library=library).encode_ordinary
 
     def python_gpt2():
         if issubclass(transformers.GPT2Tokenizer, transformers.PreTrainedTokenizer):  # transformers < 5
@@ -126,7 +126,8 @@ def load_candidates(folder: Path) -> dict:
         return tiktoken.Encoding("bench", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={EOT: eot}).encode_ordinary
 
     python_name = "transformers GPT2Tokenizer (Python)"
-    candidates = {"minigpt_geom": ours, "minigpt_geom fast backend (tokenizers)": ours_fast, python_name: python_gpt2}
+    candidates = {"minigpt_geom": ours, "minigpt_geom fast backend (tiktoken)": ours_fast("tiktoken"),
+                  "minigpt_geom fast backend (tokenizers)": ours_fast("tokenizers"), python_name: python_gpt2}
     if not issubclass(transformers.GPT2Tokenizer, transformers.PreTrainedTokenizer):
         candidates["transformers GPT2Tokenizer (Rust, v5)"] = rust_gpt2
     candidates["tiktoken (Rust, 1 thread)"] = tik

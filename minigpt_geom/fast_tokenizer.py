@@ -7,25 +7,24 @@ Which one reads a corpus is the backend:
 
     reference   minigpt_geom.tokenizer.Tokenizer
     fast        FastTokenizer (tiktoken, else Hugging Face `tokenizers`)
-    auto        fast when `tokenizers` is installed, agrees with the reference on a sample, and encoded that
-                sample faster; else reference
+    auto        fast when one of the two is installed, agrees with the reference on a sample, and encoded
+                that sample faster; else reference
 
 A fast backend is always compared with the reference on a sample of the corpus first (`choose_backend`).
-"Fast" is the hope, not a promise: the reference caches the pieces it has merged, and on the text of
-bench/prepare.py (Zipf words) it kept pace with `tokenizers`, whose pre-tokeniser alone ran at about 1 MB/s on
-the stdlib's source, where tiktoken ran at 13 MB/s and the reference at 4 (one core); hence tiktoken first, and
-auto's timing of both on the sample.
+"Fast" is the hope, not a promise: the reference caches the pieces it has merged and can keep pace on a corpus
+of few distinct words, hence auto's timing of both on the sample. Why tiktoken comes first: bench/NOTES.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
 import time
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Sequence
 
 from .corpus import PlainEncoder, encode_plain
 from .errors import InputError
@@ -47,44 +46,67 @@ class BackendWarning(UserWarning):
     """The fast backend was not used because it gave other ids than the reference."""
 
 
-def tiktoken_encoding(vocab_json: str | os.PathLike):
-    """tiktoken's BPE over the vocabulary of vocab.json, or None without tiktoken.
+LIBRARIES = ("tiktoken", "tokenizers")  # in order of preference (bench/NOTES.md)
+
+
+def installed_library() -> str | None:
+    """The first of LIBRARIES that can be imported, or None."""
+    return next((name for name in LIBRARIES if importlib.util.find_spec(name) is not None), None)
+
+
+def tiktoken_encoder(vocab_json: str | os.PathLike) -> Callable[[str], list[int]]:
+    """tiktoken's BPE over the vocabulary of vocab.json.
 
     tiktoken merges first the adjacent pair whose merged token has the lowest rank; with rank = id that is the
     order of merges.txt whenever ids follow it, as GPT-2's do (256 bytes, then one id per merge). A vocabulary
-    that does not is caught by the check at start (choose_backend), which compares the ids with the reference's."""
-    try:
-        import tiktoken
-    except ImportError:
-        return None
+    that does not is caught by the check at start (choose_backend), which compares the ids with the reference's.
+    tiktoken replaces a lone surrogate by U+FFFD itself, as the reference does."""
+    import tiktoken
+
     byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
     vocab = json.loads(read_text(vocab_json, VOCAB_BYTES))
     ranks = {bytes(byte_of[c] for c in token): rank for token, rank in vocab.items()
              if all(c in byte_of for c in token) and token != ENDOFTEXT}
-    return tiktoken.Encoding("minigpt_geom", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    return tiktoken.Encoding("minigpt_geom", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={}).encode_ordinary
+
+
+def tokenizers_encoder(vocab_json: str | os.PathLike, merges_txt: str | os.PathLike) -> Callable[[str], list[int]]:
+    """Hugging Face `tokenizers`' BPE over vocab.json and merges.txt, read as they are."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    vocab, merges = models.BPE.read_file(str(vocab_json), str(merges_txt))
+    # No special tokens are registered: <|endoftext|> in a text is plain text, as in encode_ordinary.
+    # A large cache: a corpus repeats its words, and each cached piece skips its merges.
+    tokenizer = HFTokenizer(models.BPE(vocab, merges, cache_capacity=1 << 18))
+    # The ByteLevel regex is GPT-2's (use_regex), and no space is added in front of a text.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+    def encode(text: str) -> list[int]:
+        try:
+            return tokenizer.encode(text, add_special_tokens=False).ids
+        except TypeError:  # "must be str": a lone surrogate has no UTF-8 form; U+FFFD instead, as the reference does
+            return tokenizer.encode(replace_lone_surrogates(text), add_special_tokens=False).ids
+    return encode
 
 
 class FastTokenizer:
     """GPT-2's byte-level BPE run by a compiled library: Tokenizer.encode_ordinary's ids, tiktoken or `tokenizers`."""
 
-    def __init__(self, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike) -> None:
-        """Build from the same vocab.json and merges.txt the reference reads."""
+    def __init__(self, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike,
+                 library: str | None = None) -> None:
+        """Build from the same vocab.json and merges.txt the reference reads, with `library` (one of LIBRARIES;
+        by default the first installed)."""
+        self.library = library or installed_library()
+        if self.library is None:
+            raise InputError('the fast tokenizer backend needs tiktoken or Hugging Face `tokenizers`: '
+                             'pip install "minigpt-geom[fast]"', field="tokenizer_backend")
+        if self.library not in LIBRARIES:
+            raise ValueError(f"unknown library {library!r}: one of {', '.join(LIBRARIES)}")
         self.eot_token = json.loads(read_text(vocab_json, VOCAB_BYTES)).get(ENDOFTEXT)
-        self._tiktoken = tiktoken_encoding(vocab_json)
-        if self._tiktoken is not None:
-            return
-        try:
-            from tokenizers import Tokenizer as HFTokenizer
-            from tokenizers import models, pre_tokenizers
-        except ImportError:
-            raise InputError('the fast tokenizer backend needs Hugging Face `tokenizers`: '
-                             'pip install "minigpt-geom[fast]"', field="tokenizer_backend") from None
-        vocab, merges = models.BPE.read_file(str(vocab_json), str(merges_txt))
-        # No special tokens are registered: <|endoftext|> in a text is plain text, as in encode_ordinary.
-        # A large cache: a corpus repeats its words, and each cached piece skips its merges.
-        self._tokenizer = HFTokenizer(models.BPE(vocab, merges, cache_capacity=1 << 18))
-        # The ByteLevel regex is GPT-2's (use_regex), and no space is added in front of a text.
-        self._tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        self._encode = (tiktoken_encoder(vocab_json) if self.library == "tiktoken"
+                        else tokenizers_encoder(vocab_json, merges_txt))
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> FastTokenizer:
@@ -93,21 +115,12 @@ class FastTokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text`, special-token text as plain text: the ids of Tokenizer.encode_ordinary."""
-        if self._tiktoken is not None:  # it replaces a lone surrogate by U+FFFD itself, as the reference does
-            return self._tiktoken.encode_ordinary(text)
-        try:
-            return self._tokenizer.encode(text, add_special_tokens=False).ids
-        except TypeError:  # "must be str": a lone surrogate has no UTF-8 form; U+FFFD instead, as the reference does
-            return self._tokenizer.encode(replace_lone_surrogates(text), add_special_tokens=False).ids
+        return self._encode(text)
 
 
 def fast_available() -> bool:
-    """Whether Hugging Face `tokenizers` can be imported."""
-    try:
-        import tokenizers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether a compiled backend is installed: tiktoken or Hugging Face `tokenizers`."""
+    return installed_library() is not None
 
 
 def sample_texts(files: Sequence[Path], seed: int = 0) -> list[str]:

@@ -25,7 +25,7 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from bpe_files import EOT, textbook_bpe, train_bpe, write_vocab
 from minigpt_geom.errors import CheckpointError, InputError, WeightsNotFoundError
-from minigpt_geom.fast_tokenizer import FastTokenizer
+from minigpt_geom.fast_tokenizer import LIBRARIES, FastTokenizer
 from minigpt_geom.tokenizer import Tokenizer
 
 SAMPLES = [
@@ -378,11 +378,11 @@ def test_check_fits(ours):
         ours.check_fits(ours.n_vocab - 1)
 
 
-# ---- the fast backend (Hugging Face `tokenizers`): the reference's ids -----------------------------------
+# ---- the fast backend (tiktoken, or Hugging Face `tokenizers`): the reference's ids ---------------------
 
-@pytest.fixture(scope="session")
-def fast(files) -> FastTokenizer:
-    return FastTokenizer(files / "vocab.json", files / "merges.txt")
+@pytest.fixture(scope="session", params=LIBRARIES)
+def fast(files, request) -> FastTokenizer:
+    return FastTokenizer(files / "vocab.json", files / "merges.txt", library=request.param)
 
 
 @pytest.mark.parametrize("text", [*SAMPLES, SPECIAL, make_corpus(seed=1), *LONG_PIECES.values()])
@@ -398,10 +398,11 @@ def test_fast_backend_on_arbitrary_text(ours, fast, text):
     assert fast.encode_ordinary(text) == ours.encode_ordinary(text)
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("text", ["a" * 10_001, "7" * 10_001, " " * 10_000, "ab" * 5_000 + "a"])
-def test_fast_backend_on_long_runs(runs, tmp_path, text):
+def test_fast_backend_on_long_runs(runs, tmp_path, text, library):
     folder = tmp_path
     reference, tik = runs  # the same vocabulary, written again here for the fast backend to read
     write_vocab(folder, 40, "\n".join(f"{'a' * k} {'7' * k}{' ' * k}x {'ab' * k}" for k in range(1, 40)))
-    ids = FastTokenizer(folder / "vocab.json", folder / "merges.txt").encode_ordinary(text)
+    ids = FastTokenizer(folder / "vocab.json", folder / "merges.txt", library=library).encode_ordinary(text)
     assert ids == reference.encode_ordinary(text) == tik.encode_ordinary(text)
