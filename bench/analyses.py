@@ -143,8 +143,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-limit", type=int, help="qk on the first N words only (default: all 50257)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--report-tokens", type=int, default=64, help="tokens in the report's text (default: 64)")
-    parser.add_argument("--drift-windows", type=int, default=8, help="windows for drift (default: 8)")
-    parser.add_argument("--drift-context", type=int, default=256, help="tokens a drift window (default: 256)")
+    parser.add_argument("--drift-windows", type=int, default=4, help="windows for drift (default: 4, one batch)")
+    parser.add_argument("--drift-context", type=int, default=1024,
+                        help="tokens a drift window (default: 1024, the command's default: the model's context)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each drift contender, median kept (default: 3)")
 
 

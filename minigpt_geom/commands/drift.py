@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="stop after this many windows (of each process, under torchrun)")
     parser.add_argument("--logprobs", action="store_true",
                         help="also log p(next), log p(current) per layer: every layer's full-vocabulary softmax, "
-                             "measured at 3.4x a plain forward pass against 1.4x without (124M shape, 4 x 256 "
-                             "tokens, a loaded 2-core CPU; bench/analyses.py --only drift)")
+                             "measured at 5.9x a plain forward pass against 1.14x without (124M shape, the default "
+                             "4 x 1024 tokens a batch, a 2-core CPU; bench/analyses.py --only drift)")
     add_backend_argument(parser)
     add_figure_arguments(parser)
     return parser
