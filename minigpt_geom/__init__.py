@@ -10,7 +10,8 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-from .errors import CheckpointError, InputError, LNFreeWarning, MiniGPTGeomError, OutputError, WeightsNotFoundError
+from .errors import (CheckpointError, InputError, LNFreeWarning, MiniGPTGeomError, Note, OutputError,
+                     WeightsNotFoundError)
 
 if TYPE_CHECKING:
     from .cache import KVCache
@@ -30,7 +31,7 @@ LAZY = {"KVCache": "cache", "PRESETS": "config", "GPT2Config": "config", "Sampli
 __all__ = [
     "GPT2", "GPT2Config", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",
     "NORM_VARIANTS", "NormVariant", "register_norm", "reference_math",
-    "MiniGPTGeomError", "WeightsNotFoundError", "CheckpointError", "InputError", "OutputError", "LNFreeWarning",
+    "MiniGPTGeomError", "WeightsNotFoundError", "CheckpointError", "InputError", "OutputError", "Note", "LNFreeWarning",
 ]
 
 

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Callable, Collection
 
 from .commands import Parser, UsageError
-from .errors import LNFreeWarning
+from .errors import LNFreeWarning, Note
 
 COMMANDS = ("verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report",
             "compare", "prepare", "init", "train", "remove-ln")  # each the module commands/<name>.py, `-` as `_`
@@ -76,10 +76,11 @@ def chosen_command(argv: list[str]) -> list[str]:
 
 
 def one_line_notes(command: str) -> Callable[..., None]:
-    """A warnings.showwarning that prints this package's notes (LNFreeWarning) as one line naming the command,
-    without the Python source path and line; other warnings as Python does."""
+    """A warnings.showwarning that prints this package's notes (errors.Note: an LN-free file loaded, a tokenizer
+    backend not used) as one line naming the command, without the Python source path and line; other warnings
+    as Python does."""
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-        if issubclass(category, LNFreeWarning):
+        if issubclass(category, Note):
             print(f"minigpt-geom {command}: note: {message}", file=sys.stderr)
         else:
             sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

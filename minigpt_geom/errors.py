@@ -27,7 +27,11 @@ class OutputError(MiniGPTGeomError, OSError):
     """An output file or folder cannot be written (permissions, a full disk, a path that is not a folder)."""
 
 
-class LNFreeWarning(UserWarning):
+class Note(UserWarning):
+    """Something a user should know that is not an error; the command line prints it as one line."""
+
+
+class LNFreeWarning(Note):
     """A checkpoint with layer norm switched off inside (ε ≥ 1e10) was loaded as the exact norm="none" model.
 
     The command line prints it as one line; `warnings.simplefilter("ignore", LNFreeWarning)` silences it."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .corpus import PlainEncoder, encode_plain
-from .errors import InputError
+from .errors import InputError, Note
 from .hub import resolve_file
 from .files import read_text
 from .tokenizer import (ENDOFTEXT, GPT2_PATTERN, Tokenizer, bytes_to_unicode,
@@ -42,7 +42,7 @@ PROBE = ("Don't stop: it's 1,234.5 km/h!  Two  spaces,\ttabs\r\nand\n\nnewlines.
          "x'll 've 're <|endoftext|> ==== ---- ____ \u00a0\u3000 trailing   ")
 
 
-class BackendWarning(UserWarning):
+class BackendWarning(Note):
     """The fast backend was not used because it gave other ids than the reference."""
 
 

@@ -419,6 +419,21 @@ def test_an_ln_free_load_is_one_line_without_a_source_path(tiny_checkpoint, tmp_
         GPT2.from_pretrained(folder)
 
 
+def test_a_backend_that_disagrees_is_one_note_and_the_reference_reads_the_corpus(tiny_checkpoint, corpus, tmp_path,
+                                                                                 capsys, monkeypatch):
+    from minigpt_geom.fast_tokenizer import FastTokenizer
+
+    encode = FastTokenizer.encode_ordinary
+    monkeypatch.setattr(FastTokenizer, "encode_ordinary", lambda self, text: [*encode(self, text)[:-1], 0])
+    code, _, err = run(["prepare", str(corpus), "-o", str(tmp_path / "tokens"), "--tokenizer", str(tiny_checkpoint),
+                        "--tokenizer-backend", "auto"], capsys)
+    assert code == 0, err
+    [line] = err.splitlines()
+    assert line.startswith("minigpt-geom prepare: note: the fast tokenizer disagrees with the reference (token ")
+    assert line.endswith("): using the reference")
+    assert json.loads((tmp_path / "tokens" / "meta.json").read_text())["tokenizer_backend"] == "reference"
+
+
 def test_loading_commands_say_which_folder_the_weights_came_from(tiny_checkpoint, clean_env, tmp_path, capsys,
                                                                  monkeypatch):
     drop_in = Path(shutil.copytree(tiny_checkpoint, tmp_path / "elsewhere" / "gpt2"))
