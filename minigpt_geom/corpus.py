@@ -43,7 +43,7 @@ MAX_RUN_CHARS = 1 << 16  # longest run of pieces given to the tokenizer at once 
 SAFE_CUT = regex.compile(r"(?r)\s(?=\S)")  # searched from the end: the last place a new piece starts
 PIECE = regex.compile(GPT2_PATTERN)
 LONG_RUN = regex.compile(rf"\S{{{MAX_PIECE_CHARS}}}|\s{{{MAX_PIECE_CHARS}}}")  # every longer piece holds one
-# LONG_RUN costs as much as the BPE itself (about 13 MB/s), so a text is first tested on its UTF-8 bytes, where
+# LONG_RUN costs as much as the BPE itself (bench/NOTES.md), so a text is first tested on its UTF-8 bytes, where
 # a run of MAX_PIECE_CHARS characters is a run of at least as many bytes. Each table maps a byte to 1 where it
 # may belong to such a run: an ASCII byte by the pre-tokeniser's own \s, any byte >= 0x80 (part of a non-ASCII
 # character, which may be either) in both. No run of 1s that long: no long piece (str.translate and `in` run in C).
