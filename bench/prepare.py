@@ -1,7 +1,8 @@
 """Throughput and peak memory of `prepare` on a generated corpus: reference vs fast backend, one process vs every core.
 
     python bench/prepare.py                  # the full size: 200 MB, one file with whitespace, one without
-    python bench/prepare.py --megabytes 20   # a smaller corpus: the same runs, minutes instead of an hour
+    python bench/prepare.py --megabytes 20   # a smaller corpus: the same runs, a minute instead of seven
+    python bench/prepare.py --corpora spaced --repeats 3   # medians of 3 runs taken in turn, the spaced text only
 
 The text is lines drawn at random from --base-megabytes of bench/tokenizer.py's text (Zipf words, numbers,
 punctuation, code-ish lines, some Unicode), written as one file; the second corpus is the same text with every whitespace character removed, so that the reader
@@ -11,7 +12,8 @@ merges) is trained on that text with Hugging Face `tokenizers` and written in GP
 Each run is `data.prepare` in a fresh process, timed from the call to its return (reading, tokenising, the
 split, writing train.bin/val.bin). Peak RSS is that process's (`ru_maxrss`) and its largest worker's; a forked
 worker's figure counts the pages it shares with the main process, so main + workers × worker is an upper bound.
-Every run must write the same token files: the script checks their SHA-256.
+Every run must write the same token files: the table shows their SHA-256, and the script stops if they differ. With
+--repeats N each configuration runs N times, all taken in turn; the table gives the median time and the largest RSS.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["reference", "fast"], choices=["reference", "fast"])
     parser.add_argument("--workers", nargs="+", type=int, default=None,
                         help="process counts to compare (default: 1 and every core)")
+    parser.add_argument("--corpora", nargs="+", default=["spaced", "packed"], choices=["spaced", "packed"],
+                        help="with whitespace, without, or both (default)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each configuration, taken in turn; the median time is reported (default 1)")
     parser.add_argument("--run", nargs=5, metavar=("CORPUS", "VOCAB", "OUT", "BACKEND", "WORKERS"),
                         help=argparse.SUPPRESS)  # one configuration, in a child process
     args = parser.parse_args()
@@ -102,21 +108,28 @@ def main() -> None:
               f"merges + <|endoftext|> ({time.perf_counter() - start:.0f} s to generate); {cores} cores", flush=True)
         print(f"\n{'corpus':12} {'backend':10} {'processes':>9} {'MB/s':>7} {'seconds':>8} {'tokens':>11} "
               f"{'peak RSS main':>13} {'worker':>7}  token files", flush=True)
-        for corpus in corpora:
+        for corpus in (path for path in corpora if path.parent.name in args.corpora):
             megabytes = corpus.stat().st_size / 1e6
-            speeds = {}
-            for backend in args.backends:
-                for count in workers:
+            configurations = [(backend, count) for backend in args.backends for count in workers]
+            runs: dict[tuple[str, int], list[dict]] = {configuration: [] for configuration in configurations}
+            for _ in range(args.repeats):  # in turn, so that a change in the machine's load hits each alike
+                for backend, count in configurations:
                     out = folder / f"out-{corpus.parent.name}-{backend}-{count}"
-                    result = json.loads(subprocess.run(
+                    runs[backend, count].append(json.loads(subprocess.run(
                         [sys.executable, __file__, "--run", str(corpus), str(folder / "vocab"), str(out), backend,
-                         str(count)], check=True, capture_output=True, text=True).stdout)
-                    speeds[backend, count] = megabytes / result["seconds"]
-                    worker = f"{result['rss_worker_mb']:7.0f}" if count > 1 else f"{'-':>7}"
-                    print(f"{corpus.parent.name:12} {result['backend']:10} {count:9} {speeds[backend, count]:7.2f} "
-                          f"{result['seconds']:8.1f} {result['tokens']:11,} {result['rss_main_mb']:10.0f} MB "
-                          f"{worker}  {result['sha256']}", flush=True)
+                         str(count)], check=True, capture_output=True, text=True).stdout))
                     shutil_rmtree(out)
+            speeds = {}
+            for (backend, count), results in runs.items():
+                result = sorted(results, key=lambda r: r["seconds"])[len(results) // 2]  # the median run
+                speeds[backend, count] = megabytes / result["seconds"]
+                worker = f"{max(r['rss_worker_mb'] for r in results):7.0f}" if count > 1 else f"{'-':>7}"
+                hashes = sorted({r["sha256"] for r in results})
+                print(f"{corpus.parent.name:12} {result['backend']:10} {count:9} {speeds[backend, count]:7.2f} "
+                      f"{result['seconds']:8.1f} {result['tokens']:11,} {max(r['rss_main_mb'] for r in results):10.0f} "
+                      f"MB {worker}  {' '.join(hashes)}", flush=True)
+            if len({r["sha256"] for results in runs.values() for r in results}) > 1:
+                sys.exit(f"{corpus.parent.name}: the runs wrote different token files")
             for backend in args.backends:
                 if len(workers) > 1:
                     print(f"{corpus.parent.name}, {backend}: {workers[-1]} processes "
