@@ -82,7 +82,7 @@ def main() -> None:
 
 def compare(ours, theirs, batch: int, args: argparse.Namespace) -> None:
     """Time the three methods on one random prompt [batch, prompt_length] and print a table."""
-    from minigpt_geom.generate import Sampling, generate
+    from minigpt_geom.generation import Sampling, generate
 
     generator = torch.Generator().manual_seed(args.seed)
     prompt = torch.randint(0, ours.config.vocab_size, (batch, args.prompt_length), generator=generator).to(args.device)

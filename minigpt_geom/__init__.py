@@ -6,8 +6,6 @@ The names below are imported on first use (PEP 562), so that `import minigpt_geo
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from .errors import (CheckpointError, InputError, LNFreeWarning, MiniGPTGeomError, Note, OutputError,
@@ -17,14 +15,14 @@ if TYPE_CHECKING:
     from .cache import KVCache
     from .config import PRESETS, GPT2Config
     from .fused import reference_math
-    from .generate import Sampling, generate
+    from .generation import Sampling, generate
     from .model import GPT2
     from .sphere import NORM_VARIANTS, NormVariant, register_norm
     from .trace import Trace
     from .trace_request import TraceRequest
 
-LAZY = {"KVCache": "cache", "PRESETS": "config", "GPT2Config": "config", "Sampling": "generate",
-        "generate": "generate", "GPT2": "model", "NORM_VARIANTS": "sphere", "NormVariant": "sphere",
+LAZY = {"KVCache": "cache", "PRESETS": "config", "GPT2Config": "config", "Sampling": "generation",
+        "generate": "generation", "GPT2": "model", "NORM_VARIANTS": "sphere", "NormVariant": "sphere",
         "register_norm": "sphere", "Trace": "trace", "TraceRequest": "trace_request",
         "reference_math": "fused"}  # name -> the module that defines it
 
@@ -42,19 +40,6 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module(f".{LAZY[name]}", __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
-
-
-class Package(types.ModuleType):
-    """This package's module type: importing the submodule `generate` binds it on the package (the import system
-    does so), which would hide the function `generate` the package exports; the function is kept instead."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if isinstance(value, types.ModuleType) and LAZY.get(name) == name:
-            value = getattr(value, name)  # minigpt_geom.generate stays the function
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = Package
 
 
 def __dir__() -> list[str]:

@@ -37,7 +37,7 @@ from .distributed import ALONE, Processes, agree, barrier, start_processes, tota
 from .errors import InputError, MiniGPTGeomError
 from .export import (TrainingState, check_new_output, current_checkpoint, folder_lock, load_training_state, norm_spec,
                      save_checkpoint)
-from .generate import Sampling, generate
+from .generation import Sampling, generate
 from .memory import check_fits, training_bytes
 from .model import GPT2
 from .sphere import SphereNorm

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minigpt_geom import GPT2, InputError, KVCache
-from minigpt_geom.generate import Sampling, filter_top_k, filter_top_p, generate, generate_stream, next_token, stream_text
+from minigpt_geom.generation import Sampling, filter_top_k, filter_top_p, generate, generate_stream, next_token, stream_text
 
 TOLERANCE = 1e-4
 
