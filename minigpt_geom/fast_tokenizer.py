@@ -18,7 +18,6 @@ of few distinct words, hence auto's timing of both on the sample. Why tiktoken c
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import random
 import time
@@ -29,12 +28,9 @@ from typing import Callable, Sequence
 from .corpus import PlainEncoder, encode_plain
 from .errors import InputError, Note
 from .hub import resolve_file
-from .files import read_text
-from .tokenizer import (ENDOFTEXT, GPT2_PATTERN, Tokenizer, bytes_to_unicode,
-                        replace_lone_surrogates)
+from .tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer, replace_lone_surrogates
 
 BACKENDS = ("auto", "reference", "fast")
-VOCAB_BYTES = 2**28  # the bound tokenizer.py reads vocab.json with (GPT-2's is 1 MB)
 SAMPLE_DOCUMENTS = 4  # documents drawn for the check at start
 SAMPLE_BYTES = 1 << 14  # bytes read from each: enough for thousands of pieces, a fraction of a second to encode
 # Text that exercises every branch of the pre-tokeniser and the byte table, checked besides the corpus sample.
@@ -54,8 +50,8 @@ def installed_library() -> str | None:
     return next((name for name in LIBRARIES if importlib.util.find_spec(name) is not None), None)
 
 
-def tiktoken_encoder(vocab_json: str | os.PathLike) -> Callable[[str], list[int]]:
-    """tiktoken's BPE over the vocabulary of vocab.json.
+def tiktoken_encoder(reference: Tokenizer) -> Callable[[str], list[int]]:
+    """tiktoken's BPE over the reference's vocabulary (token bytes -> id, as Tokenizer.from_files read it).
 
     tiktoken merges first the adjacent pair whose merged token has the lowest rank; with rank = id that is the
     order of merges.txt whenever ids follow it, as GPT-2's do (256 bytes, then one id per merge). A vocabulary
@@ -63,11 +59,7 @@ def tiktoken_encoder(vocab_json: str | os.PathLike) -> Callable[[str], list[int]
     tiktoken replaces a lone surrogate by U+FFFD itself, as the reference does."""
     import tiktoken
 
-    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
-    vocab = json.loads(read_text(vocab_json, VOCAB_BYTES))
-    ranks = {bytes(byte_of[c] for c in token): rank for token, rank in vocab.items()
-             if all(c in byte_of for c in token) and token != ENDOFTEXT}
-    return tiktoken.Encoding("minigpt_geom", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+    return tiktoken.Encoding("minigpt_geom", pat_str=GPT2_PATTERN, mergeable_ranks=reference.encoder,
                              special_tokens={}).encode_ordinary
 
 
@@ -104,8 +96,9 @@ class FastTokenizer:
                              'pip install "minigpt-geom[fast]"', field="tokenizer_backend")
         if self.library not in LIBRARIES:
             raise ValueError(f"unknown library {library!r}: one of {', '.join(LIBRARIES)}")
-        self.eot_token = json.loads(read_text(vocab_json, VOCAB_BYTES)).get(ENDOFTEXT)
-        self._encode = (tiktoken_encoder(vocab_json) if self.library == "tiktoken"
+        reference = Tokenizer.from_files(vocab_json, merges_txt)  # the files read and checked once, by the reference
+        self.eot_token = reference.special_tokens.get(ENDOFTEXT)
+        self._encode = (tiktoken_encoder(reference) if self.library == "tiktoken"
                         else tokenizers_encoder(vocab_json, merges_txt))
 
     @classmethod
@@ -116,11 +109,6 @@ class FastTokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text`, special-token text as plain text: the ids of Tokenizer.encode_ordinary."""
         return self._encode(text)
-
-
-def fast_available() -> bool:
-    """Whether a compiled backend is installed: tiktoken or Hugging Face `tokenizers`."""
-    return installed_library() is not None
 
 
 def sample_texts(files: Sequence[Path], seed: int = 0) -> list[str]:
@@ -161,7 +149,7 @@ def choose_backend(source: str | os.PathLike, backend: str = "auto", files: Sequ
     if backend not in BACKENDS:
         raise InputError(f"unknown tokenizer backend {backend!r}: choose one of {', '.join(BACKENDS)}",
                          field="tokenizer_backend")
-    if backend == "reference" or (backend == "auto" and not fast_available()):
+    if backend == "reference" or (backend == "auto" and installed_library() is None):
         return "reference"
     sample = sample_texts(files)
     expected, reference_seconds = timed_ids(reference or Tokenizer.from_pretrained(source), sample)

@@ -454,6 +454,8 @@ def norm_profile_figure(trace: "Trace", batch: int = 0, *, variant: "NormVariant
 def drift_label(result: "DriftResult") -> str:
     """Mathtext of the drift, without its $ signs: the model's own ln_f map of x_l[t], dotted with e_{t+1} − e_t."""
     return result.state_map.strip("$") + r"\cdot(e_{t+1}-e_t)"
+
+
 VISIBLE_BAND = 0.01  # a ± standard-error band narrower than this share of the y range is not drawn
 
 
