@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Callable, Collection
 
 from .commands import Parser, UsageError
-from .errors import LNFreeWarning, Note
+from .errors import Note
 
 COMMANDS = ("verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report",
             "compare", "prepare", "init", "train", "remove-ln")  # each the module commands/<name>.py, `-` as `_`
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
             disable_progress_bars()  # a download's bars too: on a terminal only
         with warnings.catch_warnings():
-            warnings.simplefilter("always", LNFreeWarning)  # one note for each file loaded, never hidden
+            # A note for each file loaded and each backend set aside, never hidden; none with --quiet.
+            warnings.simplefilter("ignore" if getattr(args, "quiet", False) else "always", Note)
             warnings.showwarning = one_line_notes(args.command)
             return args.run(args) or 0
     except BrokenPipeError:  # output piped into a reader that stopped early (`| head`): end quietly

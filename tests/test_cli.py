@@ -415,6 +415,8 @@ def test_an_ln_free_load_is_one_line_without_a_source_path(tiny_checkpoint, tmp_
     assert code == 0, err
     assert err.splitlines() == [f"minigpt-geom lens: note: {folder / 'model.safetensors'}: layer norm is switched "
                                 f"off inside this file (ε = 1e+12); loaded as an exact norm='none' model"]
+    code, _, err = run(["lens", "--weights", str(folder), "-o", str(tmp_path / "lens"), "--no-plot", "--quiet"], capsys)
+    assert code == 0 and err == "", err  # --quiet: no notes on stderr
     with pytest.warns(LNFreeWarning, match="switched off"):  # in the API: a warning of its own category
         GPT2.from_pretrained(folder)
 
