@@ -153,7 +153,7 @@ def format_lens(lens: LensResult, words: Sequence[str], decode: Callable[[int], 
     k = lens.top_ids.shape[-1]
     for t in positions if positions is not None else range(len(words)):
         predicted = decode(int(lens.prediction[batch, t]))
-        tops = [" ".join(f"{decode(int(i))!r} {float(p):.2f}"
+        tops = [" ".join(f"{decode(int(i))!r} {float(p):.4g}"
                          for i, p in zip(lens.top_ids[layer, batch, t], lens.top_probs[layer, batch, t]))
                 for layer in range(lens.n_states)]
         width = max(len(f"top-{k} words (probability)"), *map(len, tops))
@@ -162,9 +162,9 @@ def format_lens(lens: LensResult, words: Sequence[str], decode: Callable[[int], 
                      f"{'rank':>6} {'KL':>7} {'step':>6} {'path':>6}")
         for layer, top in enumerate(tops):
             lines.append(
-                f"  {layer:>5}  {top:<{width}} {float(lens.prediction_prob[layer, batch, t]):>8.4f} "
-                f"{int(lens.prediction_rank[layer, batch, t]):>6} {float(lens.kl_to_final[layer, batch, t]):>7.3f} "
-                f"{float(lens.angular_step[layer, batch, t]):>6.3f} {float(lens.angular_path[layer, batch, t]):>6.3f}"
+                f"  {layer:>5}  {top:<{width}} {float(lens.prediction_prob[layer, batch, t]):>8.4g} "
+                f"{int(lens.prediction_rank[layer, batch, t]):>6} {float(lens.kl_to_final[layer, batch, t]):>7.4g} "
+                f"{float(lens.angular_step[layer, batch, t]):>6.4g} {float(lens.angular_path[layer, batch, t]):>6.4g}"
             )
         lines.append("")
     lines.append("KL = KL(final ‖ layer) in nats; step, path: angle in radians between the directions the norm "
