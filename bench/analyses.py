@@ -77,7 +77,7 @@ def synthetic_tokenizer(vocab_size: int, seed: int = 0):
     The official vocabulary cannot be downloaded here; the report's cost hardly depends on which words it is."""
     import random
 
-    from minigpt_geom.tokenizer import Tokenizer
+    from minigpt_geom.text.tokenizer import Tokenizer
 
     rng = random.Random(seed)
     tokens = [bytes([b]) for b in range(256)]

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import interleaved_seconds, random_checkpoint, timed  # noqa: E402
 
 from minigpt_geom import GPT2, fused, reference_math  # noqa: E402
-from minigpt_geom.attention import attend, attend_traced  # noqa: E402
-from minigpt_geom.block import gelu  # noqa: E402
-from minigpt_geom.sphere import sphere_projection  # noqa: E402
+from minigpt_geom.model.attention import attend, attend_traced  # noqa: E402
+from minigpt_geom.model.block import gelu  # noqa: E402
+from minigpt_geom.model.sphere import sphere_projection  # noqa: E402
 
 
 def reference(fn):

@@ -52,7 +52,7 @@ def timed(run: Callable[[], torch.Tensor], device: str) -> tuple[float, torch.Te
 
 def ours_folder(source: str) -> str:
     """The local folder our loader resolved for `source`, for transformers to read the same files."""
-    from minigpt_geom.hub import resolve_file
+    from minigpt_geom.io.hub import resolve_file
 
     return str(resolve_file(source, "config.json").parent)
 
@@ -82,7 +82,7 @@ def main() -> None:
 
 def compare(ours, theirs, batch: int, args: argparse.Namespace) -> None:
     """Time the three methods on one random prompt [batch, prompt_length] and print a table."""
-    from minigpt_geom.generation import Sampling, generate
+    from minigpt_geom.text.generation import Sampling, generate
 
     generator = torch.Generator().manual_seed(args.seed)
     prompt = torch.randint(0, ours.config.vocab_size, (batch, args.prompt_length), generator=generator).to(args.device)

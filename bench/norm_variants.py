@@ -31,9 +31,9 @@ from bpe_files import write_vocab  # noqa: E402
 
 from minigpt_geom import GPT2, GPT2Config, TraceRequest  # noqa: E402
 from minigpt_geom.analysis.lens import logit_lens  # noqa: E402
-from minigpt_geom.data import TokenData, windows  # noqa: E402
-from minigpt_geom.tokenizer import Tokenizer  # noqa: E402
-from minigpt_geom.train import TrainSettings, train  # noqa: E402
+from minigpt_geom.text.token_files import TokenData, windows  # noqa: E402
+from minigpt_geom.text.tokenizer import Tokenizer  # noqa: E402
+from minigpt_geom.training.loop import TrainSettings, train  # noqa: E402
 
 VARIANTS = ["layernorm", "rmsnorm", "sphere", "dyt", "none"]
 

@@ -53,7 +53,7 @@ def write_corpus(folder: Path, base: str, megabytes: float) -> tuple[Path, Path]
 
 def run_once(corpus: str, vocab: str, out: str, backend: str, workers: int) -> dict:
     """One prepare in this process: seconds, token count, SHA-256 of the token files, peak RSS (MB)."""
-    from minigpt_geom.data import prepare
+    from minigpt_geom.text.token_files import prepare
 
     start = time.perf_counter()
     tokens = prepare(corpus, vocab, out, backend=backend, workers=workers, progress=False)
@@ -93,7 +93,7 @@ def main() -> None:
 
     from tokenizer import make_text, write_vocabulary  # bench/tokenizer.py
 
-    from minigpt_geom.parallel_tokenize import available_cores
+    from minigpt_geom.text.parallel_tokenize import available_cores
 
     cores = available_cores()
     workers = args.workers or sorted({1, cores})

@@ -61,7 +61,7 @@ def write_vocabulary(text: str, num_merges: int, folder: Path) -> int:
     """Train merges with HF `tokenizers` and write vocab.json + merges.txt in GPT-2's layout; return #merges."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from minigpt_geom.tokenizer import bytes_to_unicode
+    from minigpt_geom.text.tokenizer import bytes_to_unicode
 
     trainer_tok = Tokenizer(models.BPE())
     trainer_tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -91,8 +91,8 @@ def load_candidates(folder: Path) -> dict:
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str
 
-    from minigpt_geom.fast_tokenizer import FastTokenizer
-    from minigpt_geom.tokenizer import Tokenizer
+    from minigpt_geom.text.fast_tokenizer import FastTokenizer
+    from minigpt_geom.text.tokenizer import Tokenizer
 
     transformers.logging.set_verbosity_error()  # no "sequence longer than 1024" warning
     vocab, merges = str(folder / "vocab.json"), str(folder / "merges.txt")

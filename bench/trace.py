@@ -26,8 +26,8 @@ from common import (forward_flops_per_token, gpu_or_not_measured, gpu_peak_flops
                     random_checkpoint, timed)
 
 from minigpt_geom import GPT2  # noqa: E402
-from minigpt_geom.attention import attend, merge_heads, split_heads  # noqa: E402
-from minigpt_geom.trace import TraceRequest  # noqa: E402
+from minigpt_geom.model.attention import attend, merge_heads, split_heads  # noqa: E402
+from minigpt_geom.model.trace import TraceRequest  # noqa: E402
 
 FULL = TraceRequest(states=True, patterns=True)
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import gpu_peak_flops, interleaved_seconds, random_checkpoint  # noqa: E402
 
 from minigpt_geom import GPT2  # noqa: E402
-from minigpt_geom.train import Logits, next_token_loss  # noqa: E402
+from minigpt_geom.training.loop import Logits, next_token_loss  # noqa: E402
 
 
 class LogitsOnly(torch.nn.Module):

@@ -5,7 +5,7 @@
 
 It needs no network and no weights: the corpus is the docstrings of Python's own standard library (every
 machine with Python has them), the tokenizer a byte-level BPE trained on them with Hugging Face `tokenizers`
-(in the test extra), the model a 4-layer GPT-2 trained on them with `minigpt_geom.train`. Every figure is
+(in the test extra), the model a 4-layer GPT-2 trained on them with `minigpt_geom.training.loop`. Every figure is
 then drawn by the command a user would run (`trajectory`, `lens`, `drift`, `svd`, `embeddings`, `probe`,
 `qk`, `report`), or, for the two the report alone draws, by `analysis.plots`. It writes DIR/gallery.md and
 its pictures under DIR/gallery/ (DIR = docs/ by default); the report's screenshot needs Chromium and is
@@ -94,13 +94,13 @@ def train_model(corpus: Path, tokenizer: Path, out: Path, steps: int, shape: dic
     """A GPT-2 of `shape` trained for `steps` steps of 16 windows of n_ctx tokens on the corpus: (the checkpoint
     folder, the folder of its token files, whose counts the rankings' --vocab-from reads)."""
     from minigpt_geom.config import GPT2Config
-    from minigpt_geom.model import GPT2
-    from minigpt_geom.tokenizer import Tokenizer
-    from minigpt_geom.train import TrainSettings, load_corpus, train
+    from minigpt_geom.model.gpt2 import GPT2
+    from minigpt_geom.text.tokenizer import Tokenizer
+    from minigpt_geom.training.loop import TrainSettings, load_corpus, train
 
     vocab = Tokenizer.from_pretrained(tokenizer).n_vocab
     model = GPT2(GPT2Config(vocab_size=vocab, **shape), seed=0)  # freshly initialised
-    from minigpt_geom.data import cache_folder
+    from minigpt_geom.text.token_files import cache_folder
 
     data = load_corpus(corpus, tokenizer, cache_dir=out.parent / "tokens", progress=False)
     settings = TrainSettings(steps=steps, batch_size=16, context=shape["n_ctx"], learning_rate=2e-3,
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus.mkdir(parents=True, exist_ok=True)
     steps, shape, dpi = (2, TINY_SHAPE, "30") if args.tiny else (args.steps, SHAPE, "100")
     if args.reuse and (work / "model" / "model.safetensors").is_file():
-        from minigpt_geom.data import cache_folder
+        from minigpt_geom.text.token_files import cache_folder
 
         weights, tokens = work / "model", cache_folder(corpus, work / "tokenizer", cache_dir=work / "tokens")
     else:

@@ -12,22 +12,23 @@ from .errors import (CheckpointError, InputError, LNFreeWarning, MiniGPTGeomErro
                      WeightsNotFoundError)
 
 if TYPE_CHECKING:
-    from .cache import KVCache
+    from .model.cache import KVCache
     from .config import PRESETS, GPT2Config
-    from .fused import reference_math
-    from .generation import Sampling, generate
-    from .model import GPT2
-    from .sphere import NORM_VARIANTS, NormVariant, register_norm
-    from .trace import Trace
-    from .trace_request import TraceRequest
+    from .model.fused import reference_math
+    from .text.generation import Sampling, generate
+    from .model.gpt2 import GPT2
+    from .model.sphere import NORM_VARIANTS, NormVariant, register_norm
+    from .model.trace import Trace
+    from .model.trace_request import TraceRequest
+    from .text.tokenizer import Tokenizer
 
-LAZY = {"KVCache": "cache", "PRESETS": "config", "GPT2Config": "config", "Sampling": "generation",
-        "generate": "generation", "GPT2": "model", "NORM_VARIANTS": "sphere", "NormVariant": "sphere",
-        "register_norm": "sphere", "Trace": "trace", "TraceRequest": "trace_request",
-        "reference_math": "fused"}  # name -> the module that defines it
+LAZY = {"KVCache": "model.cache", "PRESETS": "config", "GPT2Config": "config", "Sampling": "text.generation",
+        "generate": "text.generation", "GPT2": "model.gpt2", "NORM_VARIANTS": "model.sphere",
+        "NormVariant": "model.sphere", "register_norm": "model.sphere", "Trace": "model.trace",
+        "TraceRequest": "model.trace_request", "reference_math": "model.fused", "Tokenizer": "text.tokenizer"}  # name -> the module that defines it
 
 __all__ = [
-    "GPT2", "GPT2Config", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",
+    "GPT2", "GPT2Config", "Tokenizer", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",
     "NORM_VARIANTS", "NormVariant", "register_norm", "reference_math",
     "MiniGPTGeomError", "WeightsNotFoundError", "CheckpointError", "InputError", "OutputError", "Note", "LNFreeWarning",
 ]

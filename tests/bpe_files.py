@@ -1,6 +1,6 @@
 """Byte-level BPE vocabularies in GPT-2's file formats, trained by the tests themselves.
 
-Written independently of minigpt_geom.tokenizer, so that tests can compare it with tiktoken and
+Written independently of minigpt_geom.text.tokenizer, so that tests can compare it with tiktoken and
 Hugging Face `tokenizers` on the same files, and give random checkpoints a real tokenizer."""
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tokens(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
     """The corpus tokenised with the tests' tiny trained vocabulary (300 ids)."""
-    from minigpt_geom.data import prepare
+    from minigpt_geom.text.token_files import prepare
 
     folder = tmp_path_factory.mktemp("tokens")
     prepare(corpus, tiny_checkpoint, folder, progress=False)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from minigpt_geom import corpus
-from minigpt_geom.corpus import MAX_PIECE_CHARS, corpus_windows, encode_plain, text_chunks
+from minigpt_geom.text import corpus
+from minigpt_geom.text.corpus import MAX_PIECE_CHARS, corpus_windows, encode_plain, text_chunks
 from minigpt_geom.analysis.text import encode_text
 from minigpt_geom.errors import InputError
-from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.text.tokenizer import Tokenizer
 
 TEXT = "To kill two birds with one stone. The cat sat on the mat.\n"
 

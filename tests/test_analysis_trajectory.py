@@ -9,10 +9,10 @@ import random
 import numpy as np
 import pytest
 import torch
-from minigpt_geom.trace import TraceRequest
+from minigpt_geom.model.trace import TraceRequest
 
 from minigpt_geom import GPT2
-from minigpt_geom.corpus import corpus_files, corpus_windows, encode_plain, text_chunks, text_windows
+from minigpt_geom.text.corpus import corpus_files, corpus_windows, encode_plain, text_chunks, text_windows
 from minigpt_geom.analysis.drift import corpus_drift, drift_position_rows, text_drift
 from minigpt_geom.analysis.lens import lens_logits, logit_lens
 from minigpt_geom.analysis.text import encode_text, trace_text
@@ -20,7 +20,7 @@ from minigpt_geom.analysis.report import build_report, script_json
 from minigpt_geom.analysis.trajectory import choose_highlight, ln_f_points, pca_basis, word_trajectory
 from minigpt_geom.cli import main
 from minigpt_geom.errors import InputError
-from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.text.tokenizer import Tokenizer
 
 TEXT = "To kill two birds with one stone. The cat sat on the mat."
 CORPUS = [
@@ -433,8 +433,8 @@ def test_drift_bad_device_and_window_count(tiny_checkpoint, tmp_path, capsys):
 def test_compare_is_each_models_own_trace_and_lens_in_one_frame(tiny_checkpoint, tmp_path):
     from minigpt_geom.analysis.compare import compare_models
     from minigpt_geom.analysis.lens import logit_lens
-    from minigpt_geom.lnfree import calibrate_sigma, fix_sigma, fold_fixed_sigma
-    from minigpt_geom.tokenizer import Tokenizer
+    from minigpt_geom.model.lnfree import calibrate_sigma, fix_sigma, fold_fixed_sigma
+    from minigpt_geom.text.tokenizer import Tokenizer
 
     model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
     ids = torch.tensor([tokenizer.encode(TEXT)])
@@ -471,7 +471,7 @@ def test_compare_is_each_models_own_trace_and_lens_in_one_frame(tiny_checkpoint,
 
 def test_compare_of_models_of_other_shapes_and_one_with_itself(tiny_checkpoint, small_checkpoints, capsys, tmp_path):
     from minigpt_geom.analysis.compare import compare_models, unique_labels
-    from minigpt_geom.tokenizer import Tokenizer
+    from minigpt_geom.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
     model = GPT2.from_pretrained(tiny_checkpoint)

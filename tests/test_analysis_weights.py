@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from minigpt_geom.trace import TraceRequest
+from minigpt_geom.model.trace import TraceRequest
 
 from minigpt_geom import GPT2, InputError
 from minigpt_geom.analysis.circuits import (attention_update, block_heads, head_pattern, head_weights,
@@ -25,9 +25,9 @@ from minigpt_geom.analysis.qk import strongest_pairs, top_pairs
 from minigpt_geom.analysis.svd import (cumulative_share, head_svd, key_bias_words, nearest_words,
                                        plot_singular_values, singular_pair_words)
 from minigpt_geom.analysis.tables import format_csv, format_table, latex_escape
-from minigpt_geom.attention import attention_scores, split_heads
+from minigpt_geom.model.attention import attention_scores, split_heads
 from minigpt_geom.cli import main
-from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.text.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

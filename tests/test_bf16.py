@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from minigpt_geom import GPT2
-from minigpt_geom.sphere import centre, normalise, sphere_projection
-from minigpt_geom.trace import TraceRequest
+from minigpt_geom.model.sphere import centre, normalise, sphere_projection
+from minigpt_geom.model.trace import TraceRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 

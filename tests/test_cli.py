@@ -305,7 +305,7 @@ def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):
     from minigpt_geom import GPT2
     from minigpt_geom.analysis.lens import format_lens, logit_lens
     from minigpt_geom.analysis.text import trace_text
-    from minigpt_geom.tokenizer import Tokenizer
+    from minigpt_geom.text.tokenizer import Tokenizer
 
     model = GPT2.from_pretrained(tiny_checkpoint)
     ids, _, trace = trace_text(model, Tokenizer.from_pretrained(tiny_checkpoint), TEXT)
@@ -366,7 +366,7 @@ def modes(folder: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_outputs_honour_the_umask_and_a_replaced_file_keeps_its_mode(tiny_checkpoint, tmp_path):
-    from minigpt_geom.files import write_text
+    from minigpt_geom.io.files import write_text
 
     previous = os.umask(0o022)
     try:
@@ -423,7 +423,7 @@ def test_an_ln_free_load_is_one_line_without_a_source_path(tiny_checkpoint, tmp_
 
 def test_a_backend_that_disagrees_is_one_note_and_the_reference_reads_the_corpus(tiny_checkpoint, corpus, tmp_path,
                                                                                  capsys, monkeypatch):
-    from minigpt_geom.fast_tokenizer import FastTokenizer
+    from minigpt_geom.text.fast_tokenizer import FastTokenizer
 
     encode = FastTokenizer.encode_ordinary
     monkeypatch.setattr(FastTokenizer, "encode_ordinary", lambda self, text: [*encode(self, text)[:-1], 0])
@@ -451,7 +451,7 @@ def test_verify_configures_transformers_from_the_folders_own_config_json(tiny_ch
     from transformers import GPT2Config as HFConfig
 
     from minigpt_geom import GPT2
-    from minigpt_geom.checkpoint import checkpoint_files
+    from minigpt_geom.io.checkpoint import checkpoint_files
     from minigpt_geom.commands.verify import transformers_config
 
     built = transformers_config(checkpoint_files(tiny_checkpoint)[1], GPT2.from_pretrained(tiny_checkpoint))

@@ -12,13 +12,13 @@ import warnings
 import numpy as np
 import pytest
 
-from minigpt_geom import data
+from minigpt_geom.text import token_files as data
 from minigpt_geom.cli import main
-from minigpt_geom.corpus import corpus_files
-from minigpt_geom.data import cache_folder, load_tokens, prepare
+from minigpt_geom.text.corpus import corpus_files
+from minigpt_geom.text.token_files import cache_folder, load_tokens, prepare
 from minigpt_geom.errors import InputError
-from minigpt_geom.fast_tokenizer import BackendWarning, FastTokenizer, choose_backend, sample_texts
-from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.text.fast_tokenizer import BackendWarning, FastTokenizer, choose_backend, sample_texts
+from minigpt_geom.text.tokenizer import Tokenizer
 
 WORDS = ["the", "cat", "sat", "on", "mat", "café", "naïve", "中文", "😀", "it's", "don't", "42", "3.14", "<|endoftext|>",
          "def", "f(x):", "return", "x", "==", "!", "\t", "    "]

@@ -149,7 +149,7 @@ def fifo(path: Path) -> Path:
 @pytest.mark.parametrize("name", ["config.json", "vocab.json", "merges.txt"])
 def test_a_fifo_or_dev_zero_among_the_files_is_refused_at_once(checkpoint_copy, tiny_checkpoint, name, kind):
     """No input can hang a load (a FIFO with no writer) or fill memory (/dev/zero reports 0 bytes)."""
-    from minigpt_geom.tokenizer import Tokenizer
+    from minigpt_geom.text.tokenizer import Tokenizer
 
     folder = checkpoint_copy if name == "config.json" else \
         shutil.copytree(tiny_checkpoint, checkpoint_copy.parent / "tokenizer")
@@ -163,7 +163,7 @@ def test_a_fifo_or_dev_zero_among_the_files_is_refused_at_once(checkpoint_copy, 
 
 def test_trace_files_and_the_file_reader_refuse_what_is_not_a_regular_file(tmp_path):
     from minigpt_geom import Trace
-    from minigpt_geom.files import read_bytes, read_text
+    from minigpt_geom.io.files import read_bytes, read_text
 
     with deadline(20):
         with pytest.raises(InputError, match="is a FIFO"):
@@ -189,7 +189,7 @@ FILE_SIZE_LIMIT = """
 import resource, signal, sys, torch
 from safetensors.torch import save_file
 from minigpt_geom import OutputError
-from minigpt_geom.files import atomic_write
+from minigpt_geom.io.files import atomic_write
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as one on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 try:
@@ -204,7 +204,7 @@ def test_a_failed_write_is_an_output_error_from_python_and_from_safetensors(tmp_
     """Writing to /dev/full fails with ENOSPC, as on a full disk; safetensors, stopped by a file size limit,
     raises its own error type. Either way: OutputError, and the previous file stays."""
     from minigpt_geom import OutputError
-    from minigpt_geom.files import atomic_write
+    from minigpt_geom.io.files import atomic_write
 
     target = tmp_path / "model.safetensors"
     target.write_bytes(b"the previous checkpoint")

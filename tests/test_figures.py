@@ -30,8 +30,8 @@ from minigpt_geom.analysis.qk import strongest_pairs
 from minigpt_geom.analysis.svd import head_svd
 from minigpt_geom.analysis.trajectory import ln_f_points, word_trajectory
 from minigpt_geom.errors import InputError
-from minigpt_geom.tokenizer import Tokenizer
-from minigpt_geom.trace import TraceRequest
+from minigpt_geom.text.tokenizer import Tokenizer
+from minigpt_geom.model.trace import TraceRequest
 
 SHAPE = dict(n_layer=2, n_head=12, n_embd=48, n_positions=160, vocab_size=300)  # 12 heads: more than 10 colours
 TOKENS = 150
@@ -396,7 +396,7 @@ def test_norms_draw_the_sqrt_d_line_only_for_a_variant_that_has_that_radius(data
         fig = plots.norm_profile_figure(data["trace"], variant=variant)
         return [text.get_text() for legend in legends(fig) for text in legend.get_texts()]
 
-    from minigpt_geom.sphere import get_norm
+    from minigpt_geom.model.sphere import get_norm
 
     assert any(label.startswith(r"$\sqrt{d}$") for label in labels(get_norm("layernorm")))
     assert not any("sqrt{d}$ =" in label for label in labels(get_norm("dyt")) + labels(get_norm("none")))

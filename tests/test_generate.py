@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minigpt_geom import GPT2, InputError, KVCache
-from minigpt_geom.generation import Sampling, filter_top_k, filter_top_p, generate, generate_stream, next_token, stream_text
+from minigpt_geom.text.generation import Sampling, filter_top_k, filter_top_p, generate, generate_stream, next_token, stream_text
 
 TOLERANCE = 1e-4
 
@@ -216,7 +216,7 @@ def test_samples_follow_the_filtered_distribution():
 
 
 def test_stream_text_waits_for_whole_characters(tiny_checkpoint):
-    from minigpt_geom.tokenizer import Tokenizer
+    from minigpt_geom.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
     text = "The café sat on the mat 🙂 日本"
@@ -230,7 +230,7 @@ def test_stream_text_waits_for_whole_characters(tiny_checkpoint):
 
 def test_cli_generate_streams_the_continuation(tiny_checkpoint, capsys):
     from minigpt_geom.cli import main
-    from minigpt_geom.tokenizer import Tokenizer
+    from minigpt_geom.text.tokenizer import Tokenizer
 
     prompt = "The cat sat"
     argv = ["generate", "--weights", str(tiny_checkpoint), prompt, "--max-new-tokens", "20", "--seed", "3",

@@ -17,7 +17,7 @@ from minigpt_geom import GPT2
 LOAD_AND_PRINT = """
 import torch, sys
 from minigpt_geom import GPT2
-from minigpt_geom.hub import resolve_file
+from minigpt_geom.io.hub import resolve_file
 print(resolve_file("gpt2", "model.safetensors"))
 model = GPT2.from_pretrained("gpt2")
 idx = torch.arange(20).view(2, 10)
@@ -68,7 +68,7 @@ def test_preset_prefers_weights_drop_in(small_checkpoints, clean_env, tmp_path):
 OFFLINE_CASES = """
 import json, sys, time
 from minigpt_geom import GPT2
-from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.text.tokenizer import Tokenizer
 outcomes = {}
 for name, load, source in [(c[0], {"model": GPT2, "tokenizer": Tokenizer}[c[1]], c[2]) for c in json.loads(sys.argv[1])]:
     start = time.perf_counter()
@@ -155,7 +155,7 @@ def test_no_network_is_reported_in_seconds_with_every_missing_file(clean_env):
 
 
 def test_hub_ids_and_paths(tmp_path):
-    from minigpt_geom.hub import is_hub_id
+    from minigpt_geom.io.hub import is_hub_id
 
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     assert is_hub_id("openai-community/gpt2")

@@ -27,7 +27,7 @@ def exists(name: str) -> bool:
 
 
 def imported(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
-    """The minigpt_geom modules an import statement loads (`from . import fused` loads minigpt_geom.fused)."""
+    """The minigpt_geom modules an import statement loads (`from . import fused` loads minigpt_geom.model.fused)."""
     if isinstance(node, ast.Import):
         names = [alias.name for alias in node.names]
     else:
@@ -101,10 +101,10 @@ def test_no_import_cycle_not_even_for_type_checking():
 def test_the_graph_sees_every_kind_of_import():
     # the checks above are only as good as the graph: it must find a known import of each kind
     graph = import_graph()
-    assert graph["minigpt_geom.block"]["minigpt_geom.attention"] == "top"
-    assert graph["minigpt_geom.attention"]["minigpt_geom.fused"] == "top"  # `from . import fused`
-    assert graph["minigpt_geom.attention"]["minigpt_geom.cache"] == "type"
-    assert graph["minigpt_geom.model"]["minigpt_geom.checkpoint"] == "lazy"
+    assert graph["minigpt_geom.model.block"]["minigpt_geom.model.attention"] == "top"
+    assert graph["minigpt_geom.model.attention"]["minigpt_geom.model.fused"] == "top"  # `from . import fused`
+    assert graph["minigpt_geom.model.attention"]["minigpt_geom.model.cache"] == "type"
+    assert graph["minigpt_geom.model.gpt2"]["minigpt_geom.io.checkpoint"] == "lazy"
     assert cycles({"a": {"b": "type"}, "b": {"a": "top"}}) == [["a", "b", "a"]]
 
 

@@ -7,7 +7,7 @@ import transformers
 
 from conftest import SMALL, random_hf_model, save_transformers_layout
 from minigpt_geom import GPT2, TraceRequest
-from minigpt_geom.lnfree import (calibrate_sigma, fix_sigma, fold_fixed_sigma, from_ln_free_eps, removal_order,
+from minigpt_geom.model.lnfree import (calibrate_sigma, fix_sigma, fold_fixed_sigma, from_ln_free_eps, removal_order,
                                  removal_schedule, sites)
 
 TOLERANCE = 1e-4

@@ -11,7 +11,7 @@ import transformers
 from minigpt_geom import GPT2
 from minigpt_geom.analysis.norms import compare_norms
 from minigpt_geom.cli import main
-from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.text.tokenizer import Tokenizer
 
 TEXT = "To kill two birds with one stone, the cat sat on the mat."
 

@@ -11,9 +11,9 @@ CHECK = """
 import inspect, sys
 import minigpt_geom
 assert "torch" not in sys.modules, "import minigpt_geom loaded torch"
-import minigpt_geom.generation, minigpt_geom.commands.generate  # submodules bound on the package
+import minigpt_geom.text.generation, minigpt_geom.commands.generate  # submodules bound on the package
 from minigpt_geom import generate
-assert inspect.isfunction(generate) and minigpt_geom.generate is generate is minigpt_geom.generation.generate
+assert inspect.isfunction(generate) and minigpt_geom.generate is generate is minigpt_geom.text.generation.generate
 for name in minigpt_geom.__all__:
     value = getattr(minigpt_geom, name)
     assert not inspect.ismodule(value), name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from minigpt_geom.trace import TraceRequest
+from minigpt_geom.model.trace import TraceRequest
 
 from minigpt_geom import GPT2
 

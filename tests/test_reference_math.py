@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from minigpt_geom import GPT2, KVCache, TraceRequest, fused, reference_math
-from minigpt_geom.attention import attend, attend_traced
-from minigpt_geom.block import gelu
-from minigpt_geom.sphere import BUILT_IN, sphere_projection
+from minigpt_geom import GPT2, KVCache, TraceRequest, reference_math
+from minigpt_geom.model import fused
+from minigpt_geom.model.attention import attend, attend_traced
+from minigpt_geom.model.block import gelu
+from minigpt_geom.model.sphere import BUILT_IN, sphere_projection
 
 TOLERANCE = 1e-5
 FULL = TraceRequest(states=True, patterns=True)

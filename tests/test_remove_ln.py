@@ -8,11 +8,11 @@ import torch
 import transformers
 
 from minigpt_geom import GPT2
-from minigpt_geom.data import load_tokens
-from minigpt_geom.lnfree import sites
-from minigpt_geom.lnfree import ln_free_checkpoint
-from minigpt_geom.remove_ln import remove_layer_norm
-from minigpt_geom.train import TrainSettings
+from minigpt_geom.text.token_files import load_tokens
+from minigpt_geom.model.lnfree import sites
+from minigpt_geom.model.lnfree import ln_free_checkpoint
+from minigpt_geom.training.remove_ln import remove_layer_norm
+from minigpt_geom.training.loop import TrainSettings
 from tiny_training import FAST, tiny_model
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # every test here trains a model
@@ -71,7 +71,7 @@ def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm_its_schedule
     import csv
 
     from minigpt_geom.cli import main
-    from minigpt_geom.lnfree import removal_order, removal_schedule
+    from minigpt_geom.model.lnfree import removal_order, removal_schedule
 
     argv = ["remove-ln", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--steps", "6",
             "--batch-size", "4", "--context", "32", "--eval-interval", "6", "--eval-windows", "4",

@@ -25,8 +25,8 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from bpe_files import EOT, textbook_bpe, train_bpe, write_vocab
 from minigpt_geom.errors import CheckpointError, InputError, WeightsNotFoundError
-from minigpt_geom.fast_tokenizer import LIBRARIES, FastTokenizer
-from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.text.fast_tokenizer import LIBRARIES, FastTokenizer
+from minigpt_geom.text.tokenizer import Tokenizer
 
 SAMPLES = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",

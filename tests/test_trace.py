@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from minigpt_geom.trace import TraceRequest
+from minigpt_geom.model.trace import TraceRequest
 import torch.nn.functional as F
 
 from minigpt_geom import GPT2, NORM_VARIANTS, Trace, register_norm
-from minigpt_geom.sphere import centre
+from minigpt_geom.model.sphere import centre
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_attention_diagnostics_equal_recomputation_from_pattern(traced):
 def test_attention_diagnostics_in_query_blocks(model, idx, traced, monkeypatch):
     # T = 32 spans several blocks of 5 queries: the blockwise, causally truncated summaries must equal the
     # whole-pattern ones, with and without keeping the pattern.
-    monkeypatch.setattr("minigpt_geom.fused.QUERY_BLOCK", 5)
+    monkeypatch.setattr("minigpt_geom.model.fused.QUERY_BLOCK", 5)
     with torch.no_grad():
         logits, kept = model(idx, trace=TraceRequest(patterns=True))
         _, summarised = model(idx, trace=True)

@@ -19,10 +19,10 @@ from safetensors.torch import load_file
 
 from minigpt_geom import GPT2, GPT2Config
 from minigpt_geom.cli import main
-from minigpt_geom.data import load_tokens, prepare, windows
-from minigpt_geom.export import norm_spec
-from minigpt_geom.tokenizer import Tokenizer
-from minigpt_geom.train import TrainSettings, learning_rate, load_corpus, make_optimizer, read_log, train
+from minigpt_geom.text.token_files import load_tokens, prepare, windows
+from minigpt_geom.io.export import norm_spec
+from minigpt_geom.text.tokenizer import Tokenizer
+from minigpt_geom.training.loop import TrainSettings, learning_rate, load_corpus, make_optimizer, read_log, train
 from tiny_training import FAST, STDLIB_FILES, run, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,7 +243,7 @@ def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, cap
 
 
 def test_a_dyt_checkpoint_loads_with_its_variant_and_alpha(tiny_checkpoint, tmp_path):
-    from minigpt_geom.export import save_model
+    from minigpt_geom.io.export import save_model
 
     model = tiny_model(norm={"ln_1": "dyt", "ln_2": "dyt", "ln_f": "layernorm"})
     with torch.no_grad():

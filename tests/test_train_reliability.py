@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 
 from minigpt_geom import GPT2
 from minigpt_geom.cli import main
-from minigpt_geom.data import load_tokens
-from minigpt_geom.export import write_checkpoint
-from minigpt_geom.train import TrainingStopped, TrainSettings, read_log, train
+from minigpt_geom.text.token_files import load_tokens
+from minigpt_geom.io.export import write_checkpoint
+from minigpt_geom.training.loop import TrainingStopped, TrainSettings, read_log, train
 from tiny_training import FAST, run, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def one_line_error(capsys) -> str:
 
 KILL_AS_WEIGHTS_LAND = """
 import os, signal, sys
-import minigpt_geom.export as export
+import minigpt_geom.io.export as export
 from tiny_training import run, tiny_model
 
 original, landed = export.save_file, []
@@ -171,7 +171,7 @@ def test_resume_keeps_the_saved_settings_and_refuses_to_change_one(finished_run,
 
 
 def test_the_library_resumes_only_with_the_saved_settings(finished_run, tokens, tmp_path):
-    from minigpt_geom.train_settings import SettingError
+    from minigpt_geom.training.settings import SettingError
 
     out = tmp_path / "copy"
     shutil.copytree(finished_run, out, symlinks=True)
@@ -269,7 +269,7 @@ def test_ranks_started_with_different_steps_refuse_naming_the_rank_and_setting(t
 
 
 def test_a_collective_that_times_out_is_one_line_naming_the_rank():
-    from minigpt_geom.distributed import COLLECTIVE_TIMEOUT, Processes, ProcessGroupError, collective
+    from minigpt_geom.training.distributed import COLLECTIVE_TIMEOUT, Processes, ProcessGroupError, collective
 
     def timed_out():  # what gloo raises when a peer never arrives
         raise RuntimeError("[gloo/transport/tcp/pair.cc:534] Timed out waiting 300000ms for recv operation\nmore")

@@ -22,8 +22,8 @@ from minigpt_geom.analysis.lens import lens_logits, logit_lens
 from minigpt_geom.analysis.norms import compare_norms
 from minigpt_geom.cli import main
 from minigpt_geom.errors import InputError
-from minigpt_geom.export import save_model
-from minigpt_geom.lnfree import calibrate_sigma, fix_sigma
+from minigpt_geom.io.export import save_model
+from minigpt_geom.model.lnfree import calibrate_sigma, fix_sigma
 
 transformers = pytest.importorskip("transformers")
 
@@ -354,7 +354,7 @@ def test_a_norm_swap_is_never_seen_half_done(tiny_checkpoint):
 def test_a_folded_model_made_ln_free_keeps_its_logits(tiny_checkpoint, tmp_path):
     """fixed σ on a folded (untied) model: the ε = 1e12 format cannot hold its unembedding, so the export is
     the folded norm="none" model, which saves and loads back with the same logits."""
-    from minigpt_geom.lnfree import ln_free_checkpoint
+    from minigpt_geom.model.lnfree import ln_free_checkpoint
 
     model = GPT2.from_pretrained(tiny_checkpoint, fold_ln=True)
     for site, (sigma, _) in calibrate_sigma(model, [ids(seed=9)]).items():

@@ -16,8 +16,8 @@ from minigpt_geom.analysis.qk import query_key_sides, strongest_pairs
 from minigpt_geom.analysis.svd import head_svd, key_bias_words, singular_pair_words
 from minigpt_geom.analysis.vocabulary import allowed_words, word_counts
 from minigpt_geom.cli import main
-from minigpt_geom.data import prepare
-from minigpt_geom.tokenizer import Tokenizer
+from minigpt_geom.text.token_files import prepare
+from minigpt_geom.text.tokenizer import Tokenizer
 
 TEXTS = {"a.txt": SAMPLE, "more/b.txt": "the cat and the dog. " * 3, "binary.dat": None}
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from minigpt_geom import GPT2, GPT2Config
-from minigpt_geom.data import load_tokens
-from minigpt_geom.train import TrainSettings, train
+from minigpt_geom.text.token_files import load_tokens
+from minigpt_geom.training.loop import TrainSettings, train
 
 STDLIB_FILES = ["textwrap.py", "string.py", "shlex.py", "fnmatch.py", "bisect.py", "heapq.py"]  # the corpus
 SHAPE = dict(n_layer=2, n_head=2, n_embd=32, n_ctx=64)

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from ..model import GPT2
-    from ..tokenizer import Tokenizer
+    from ..model.gpt2 import GPT2
+    from ..text.tokenizer import Tokenizer
 
 
 def load_model_and_tokenizer(weights: str | os.PathLike, tokenizer: str | os.PathLike | None = None, *,
@@ -47,8 +47,8 @@ def load_model_and_tokenizer(weights: str | os.PathLike, tokenizer: str | os.Pat
     import torch
 
     from ..errors import CheckpointError
-    from ..model import GPT2
-    from ..tokenizer import Tokenizer
+    from ..model.gpt2 import GPT2
+    from ..text.tokenizer import Tokenizer
 
     if tokenizer is None:  # a single .safetensors file: look for vocab.json/merges.txt in its folder
         tokenizer = Path(weights).parent if Path(weights).is_file() else weights

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..attention import causal_mask
+from ..model.attention import causal_mask
 from ..errors import InputError
-from ..model import GPT2
+from ..model.gpt2 import GPT2
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..model import GPT2
-from ..sphere import geometry_summary
-from ..trace import TraceRequest
+from ..model.gpt2 import GPT2
+from ..model.sphere import geometry_summary
+from ..model.trace import TraceRequest
 from .lens import logit_lens
 from .text import encode_text, token_words
 from .trajectory import choose_highlight, ln_f_points, pca_basis, pca_project
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

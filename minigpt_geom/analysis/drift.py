@@ -28,9 +28,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..errors import InputError
-from ..model import GPT2
-from ..sphere import map_label
-from ..trace import TraceRequest
+from ..model.gpt2 import GPT2
+from ..model.sphere import map_label
+from ..model.trace import TraceRequest
 
 LOGSUMEXP_ROWS = 512  # rows of [rows, vocab] logits held at once for the softmax normaliser
 

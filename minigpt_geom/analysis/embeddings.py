@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..model import GPT2
+from ..model.gpt2 import GPT2
 from ..config import site_name
 from ..errors import InputError
-from ..sphere import SphereNorm
+from ..model.sphere import SphereNorm
 from .tables import Table, token_label
 from .vocabulary import restrict
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 # Column name -> how it is computed, for tables (e = a row of E, γ and β of ln_f).
 MEASURES = {

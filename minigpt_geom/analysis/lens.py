@@ -22,12 +22,12 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..model import GPT2
-from ..trace import Trace
+from ..model.gpt2 import GPT2
+from ..model.trace import Trace
 from .text import token_words, trace_text
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

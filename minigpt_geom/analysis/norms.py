@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import InputError
-from ..model import GPT2
-from ..sphere import NORM_VARIANTS, SphereNorm, get_norm
+from ..model.gpt2 import GPT2
+from ..model.sphere import NORM_VARIANTS, SphereNorm, get_norm
 from .tables import Table
 
 if TYPE_CHECKING:

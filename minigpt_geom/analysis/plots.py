@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import InputError, MiniGPTGeomError
-from ..files import atomic_write
+from ..io.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from torch import Tensor
 
-    from ..sphere import NormVariant
-    from ..trace import Trace
+    from ..model.sphere import NormVariant
+    from ..model.trace import Trace
     from .compare import Comparison
     from .drift import DriftResult
     from .embeddings import RankedWord

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..model import GPT2
+from ..model.gpt2 import GPT2
 from .circuits import (HeadWeights, block_heads, check_layer, ln_1_embeddings, query_key_matrix,
                        value_bias_output, value_output_matrix)
 from .lens import lens_logits
@@ -31,7 +31,7 @@ from .vocabulary import restrict
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 PAPER_LAYERS = (0, 5, 11)
 QUERY_KEY, KEY_VALUE = "query-key", "key-value"

@@ -21,14 +21,14 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..model import GPT2
+from ..model.gpt2 import GPT2
 from .circuits import head_weights, ln_1_embeddings
 from .tables import Table, token_label
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from ..model import GPT2
-from ..sphere import geometry_summary
+from ..model.gpt2 import GPT2
+from ..model.sphere import geometry_summary
 from . import plots
 from .circuits import check_head, check_layer
 from .drift import text_drift
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from tqdm import tqdm
 
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 TEMPLATE = "report_template.html"
 REPORT_STEPS = 4  # forward pass; lens and trajectory; figures; drift

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..model import GPT2
+from ..model.gpt2 import GPT2
 from . import plots
 from .circuits import HeadWeights, check_head, check_layer, head_weights, key_bias_direction, ln_1_embeddings
 from .tables import Table, token_label
@@ -32,7 +32,7 @@ from .vocabulary import restrict
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 CIRCUITS = ("QK", "VO")
 

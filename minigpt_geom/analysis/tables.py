@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..files import write_text
+from ..io.files import write_text
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 TABLE_STYLES = ("text", "markdown", "latex")
 SUFFIXES = {"text": "txt", "markdown": "md", "latex": "tex"}

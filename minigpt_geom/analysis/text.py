@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..model import GPT2
-from ..trace import Trace, TraceRequest
+from ..model.gpt2 import GPT2
+from ..model.trace import Trace, TraceRequest
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 
 def longest_token_bytes(tokenizer: Tokenizer) -> int:

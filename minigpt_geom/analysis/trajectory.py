@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, MiniGPTGeomError
-from ..model import GPT2
-from ..sphere import map_label
+from ..model.gpt2 import GPT2
+from ..model.sphere import map_label
 
 PAPER_WORD = " one"  # the word whose path the paper draws
 UMAP_VOCAB_FIT = 10_000  # the paper fits UMAP on the first 10,000 normalised embeddings

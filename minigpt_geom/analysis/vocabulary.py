@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..corpus import corpus_files
+from ..text.corpus import corpus_files
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 TOKEN_DTYPE = np.uint16  # the token files of data.py: raw uint16 ids
 

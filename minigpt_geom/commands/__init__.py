@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Iterator
 from ..analysis.plots import FORMATS as FIGURE_FORMATS
 from ..analysis.tables import TABLE_STYLES
 from ..errors import InputError, MiniGPTGeomError, OutputError
-from ..files import atomic_write, new_file_mode
+from ..io.files import atomic_write, new_file_mode
 
 if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
     from tqdm import tqdm
 
-    from ..model import GPT2
-    from ..tokenizer import Tokenizer
-    from ..distributed import Processes
+    from ..model.gpt2 import GPT2
+    from ..text.tokenizer import Tokenizer
+    from ..training.distributed import Processes
 
 DTYPES = ("float32", "bfloat16", "float16")
 FILE_PATTERN = "*.txt"  # the files of a corpus folder that drift, prepare, train and remove-ln read
@@ -215,7 +215,7 @@ def processes_for(args: argparse.Namespace) -> Iterator[Processes]:
     leaves the process group, whatever happened."""
     import torch.distributed as dist
 
-    from ..distributed import start_processes
+    from ..training.distributed import start_processes
 
     processes = start_processes(usable_device(args.device))
     try:
@@ -227,7 +227,7 @@ def processes_for(args: argparse.Namespace) -> Iterator[Processes]:
 
 def weights_folder(source: str | os.PathLike) -> Path:
     """The folder the weights of `source` (a preset, hub id, folder or file) are read from, resolved."""
-    from ..checkpoint import checkpoint_files
+    from ..io.checkpoint import checkpoint_files
 
     return checkpoint_files(source)[0].parent.resolve()
 
@@ -242,7 +242,7 @@ def load_model(args: argparse.Namespace) -> GPT2:
     """The GPT2 of --weights, on --device in --dtype (the device checked first)."""
     import torch
 
-    from ..model import GPT2
+    from ..model.gpt2 import GPT2
 
     return GPT2.from_pretrained(args.weights, device=usable_device(args.device), dtype=getattr(torch, args.dtype))
 

@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Stream the corpus through the model; print the per-layer table, write the CSVs and figures."""
-    from ..corpus import corpus_bytes, corpus_files, corpus_windows
-    from ..fast_tokenizer import corpus_tokenizer
+    from ..text.corpus import corpus_bytes, corpus_files, corpus_windows
+    from ..text.fast_tokenizer import corpus_tokenizer
     from ..analysis.drift import corpus_drift, drift_position_rows, drift_rows, format_drift
     from ..analysis.tables import Table, write_csv
     from ..errors import InputError

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..analysis.text import encode_text
     from ..errors import CheckpointError, InputError
-    from ..generation import Sampling, generate_stream, stream_text
+    from ..text.generation import Sampling, generate_stream, stream_text
 
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)  # checked before the model loads
     model, tokenizer = load_model_and_tokenizer(args, announce=False)  # stdout is the text alone

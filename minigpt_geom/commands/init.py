@@ -15,7 +15,7 @@ SUMMARY = "write a freshly initialised checkpoint"
 
 def norm_argument(text: str) -> str | dict[str, str]:
     """argparse type for --norm: a variant name, or a JSON mapping site -> name such as '{"ln_f": "none"}'."""
-    from ..sphere import get_norm
+    from ..model.sphere import get_norm
 
     try:
         spec = json.loads(text) if text.lstrip().startswith("{") else text
@@ -59,10 +59,10 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     import torch
 
     from ..config import PRESETS, GPT2Config
-    from ..lnfree import sites
-    from ..memory import check_fits, model_bytes
-    from ..model import GPT2
-    from ..train import check_norm_spec
+    from ..model.lnfree import sites
+    from ..training.memory import check_fits, model_bytes
+    from ..model.gpt2 import GPT2
+    from ..training.loop import check_norm_spec
 
     base = PRESETS[args.init] if args.init else GPT2Config()
     sizes = {name: getattr(args, name) for name in ("n_layer", "n_head", "n_embd", "n_ctx")
@@ -90,8 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write model.safetensors, config.json, vocab.json and merges.txt (GPT-2 shape unless told otherwise)."""
-    from ..export import check_new_output, save_model
-    from ..tokenizer import ENDOFTEXT, Tokenizer
+    from ..io.export import check_new_output, save_model
+    from ..text.tokenizer import ENDOFTEXT, Tokenizer
 
     check_new_output(output_folder(args.out), overwrite=args.overwrite)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)

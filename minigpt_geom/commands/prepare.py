@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Tokenise and report the token counts."""
-    from ..data import prepare
+    from ..text.token_files import prepare
     from . import output_folder
 
     with corpus_options():

@@ -41,10 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Remove layer norm; under torchrun every process runs this and rank 0 writes the files."""
-    from ..export import check_new_output
-    from ..model import GPT2
-    from ..remove_ln import check_removable, control_run, remove_layer_norm
-    from ..train import load_corpus
+    from ..io.export import check_new_output
+    from ..model.gpt2 import GPT2
+    from ..training.remove_ln import check_removable, control_run, remove_layer_norm
+    from ..training.loop import load_corpus
 
     if args.resume and args.overwrite:
         raise InputError("--resume continues the run in DIR/run, --overwrite starts it again: give one")

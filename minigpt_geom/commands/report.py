@@ -42,7 +42,7 @@ def report_path(out: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Build the page and write it."""
     from ..analysis.report import REPORT_STEPS, build_report
-    from ..files import write_text
+    from ..io.files import write_text
 
     require_matplotlib(args)
     path = report_path(args.out)

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError
-from ..train_settings import SettingError, TrainSettings, settings_from_saved
+from ..training.settings import SettingError, TrainSettings, settings_from_saved
 from . import add_command, add_quiet_argument, processes_for, show_progress, whole_number
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 
 if TYPE_CHECKING:
-    from ..model import GPT2
+    from ..model.gpt2 import GPT2
 
 DEFAULT_SHAPE = dict(n_layer=4, n_head=4, n_embd=64, n_ctx=64)  # the model `train CORPUS -o DIR` trains
 DEFAULT_TOKENIZER = "gpt2"
@@ -88,7 +88,7 @@ def setting_flag(name: str) -> str:
 def settings_from_arguments(args: argparse.Namespace) -> TrainSettings:
     """The TrainSettings the options name (a resumed run's saved ones, changed where allowed); errors name
     the option."""
-    from ..export import read_saved_state
+    from ..io.export import read_saved_state
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if getattr(args, f.name, None) is not None}
     with options_named():
@@ -109,7 +109,7 @@ def one_line_warnings(command: str) -> Iterator[None]:
     """The run's warnings (ScheduleWarning) as one line on stderr each, `minigpt-geom train: warning: …`."""
     import warnings
 
-    from ..train import ScheduleWarning
+    from ..training.loop import ScheduleWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", ScheduleWarning)
@@ -131,10 +131,10 @@ def options_named() -> Iterator[None]:
 
 def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     """(model, tokenizer source): the run saved in --out, the weights given, or a new model."""
-    from ..lnfree import sites
-    from ..model import GPT2
-    from ..tokenizer import Tokenizer
-    from ..train import check_norm_spec
+    from ..model.lnfree import sites
+    from ..model.gpt2 import GPT2
+    from ..text.tokenizer import Tokenizer
+    from ..training.loop import check_norm_spec
 
     new = wants_new_model(args)
     if args.resume:
@@ -158,8 +158,8 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files."""
-    from ..export import check_new_output
-    from ..train import load_corpus, train
+    from ..io.export import check_new_output
+    from ..training.loop import load_corpus, train
 
     if args.resume and args.overwrite:
         raise InputError("--resume continues the run in -o DIR, --overwrite starts it again: give one")

@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     import torch
     import transformers
 
-    from ..checkpoint import ConfigFile
-    from ..model import GPT2
+    from ..io.checkpoint import ConfigFile
+    from ..model.gpt2 import GPT2
 
 SUMMARY = "compare logits with transformers.GPT2LMHeadModel"
 
@@ -57,7 +57,7 @@ def reference_model(source: str, model: GPT2, device: torch.device) -> torch.nn.
     import torch
     from safetensors.torch import load_file
 
-    from ..checkpoint import checkpoint_files
+    from ..io.checkpoint import checkpoint_files
     from ..errors import MiniGPTGeomError
 
     try:

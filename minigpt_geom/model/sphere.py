@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import fused
-from .errors import InputError
+from ..errors import InputError
 
 # (x [..., d], eps, **learned scalars) -> point [..., d]
 Projection = Callable[..., Tensor]

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .config import site_name
+from ..config import site_name
 from .fold import fold_model
 from .sphere import SphereDiagnostics, SphereNorm, get_norm
 
 if TYPE_CHECKING:
-    from .model import GPT2
+    from .gpt2 import GPT2
 
 LN_FREE_EPS = 1e12  # the published convention: layer norm switched off, √ε = 1e6 multiplies γ
 LN_FREE_THRESHOLD = 1e10  # an ε from here up means "layer norm switched off": no real σ² comes near it

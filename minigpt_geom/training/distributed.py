@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .errors import InputError, MiniGPTGeomError
+from ..errors import InputError, MiniGPTGeomError
 
 COLLECTIVE_TIMEOUT = timedelta(minutes=5)  # the longest a rank waits for the others at one collective
 

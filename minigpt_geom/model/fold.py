@@ -19,7 +19,7 @@ from torch import Tensor
 from .sphere import SphereNorm, get_norm
 
 if TYPE_CHECKING:
-    from .model import GPT2
+    from .gpt2 import GPT2
 
 
 @torch.no_grad()

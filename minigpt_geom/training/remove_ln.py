@@ -22,12 +22,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .data import TokenData, windows
-from .errors import InputError
-from .export import check_new_output, save_model
-from .lnfree import calibrate_sigma, fix_sigma, ln_free_checkpoint, removal_order, removal_schedule, sites
-from .model import GPT2
-from .train import LogRow, TrainSettings, train
+from ..text.token_files import TokenData, windows
+from ..errors import InputError
+from ..io.export import check_new_output, save_model
+from ..model.lnfree import calibrate_sigma, fix_sigma, ln_free_checkpoint, removal_order, removal_schedule, sites
+from ..model.gpt2 import GPT2
+from .loop import LogRow, TrainSettings, train
 
 CALIBRATION_WINDOWS = 8  # training windows whose σ is averaged when a site is switched
 SIGMA_FIELDS = ["site", "step", "sigma"]

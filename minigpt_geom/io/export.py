@@ -44,12 +44,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import NORM_KEY, all_finite, read_config_json, read_header
-from .config import GPT2Config
-from .errors import CheckpointError, InputError, OutputError
+from ..config import GPT2Config
+from ..errors import CheckpointError, InputError, OutputError
 from .files import umask
 from .hub import resolve_file
-from .model import GPT2
-from .sphere import NormSpec, SphereNorm
+from ..model.gpt2 import GPT2
+from ..model.sphere import NormSpec, SphereNorm
 
 CHECKPOINT_LINK = "checkpoint"  # DIR/checkpoint -> the current checkpoint folder
 MODEL_FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # linked from DIR, in writing order

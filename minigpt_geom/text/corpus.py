@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 
 import regex
 
-from .errors import InputError
+from ..errors import InputError
 from .tokenizer import GPT2_PATTERN
 
 if TYPE_CHECKING:

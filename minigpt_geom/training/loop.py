@@ -32,17 +32,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from .data import TokenData, cache_folder, load_tokens, prepare, windows
+from ..text.token_files import TokenData, cache_folder, load_tokens, prepare, windows
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
-from .errors import InputError, MiniGPTGeomError
-from .export import (TrainingState, check_new_output, current_checkpoint, folder_lock, load_training_state, norm_spec,
+from ..errors import InputError, MiniGPTGeomError
+from ..io.export import (TrainingState, check_new_output, current_checkpoint, folder_lock, load_training_state, norm_spec,
                      save_checkpoint)
-from .generation import Sampling, generate
+from ..text.generation import Sampling, generate
 from .memory import check_fits, training_bytes
-from .model import GPT2
-from .sphere import SphereNorm
-from .tokenizer import ENDOFTEXT, Tokenizer
-from .train_settings import SettingError, TrainSettings, learning_rate, schedule_warning, settings_from_saved
+from ..model.gpt2 import GPT2
+from ..model.sphere import SphereNorm
+from ..text.tokenizer import ENDOFTEXT, Tokenizer
+from .settings import SettingError, TrainSettings, learning_rate, schedule_warning, settings_from_saved
 
 
 class ScheduleWarning(UserWarning):

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from .block import Block
 from .cache import KVCache
-from .config import GPT2Config, site_name
-from .errors import InputError
+from ..config import GPT2Config, site_name
+from ..errors import InputError
 from .sphere import NormSpec, SphereNorm, norm_for_site
 from .trace import Trace
 from .trace_request import TraceRequest, as_request
@@ -169,7 +169,7 @@ class GPT2(nn.Module):
 
         norm=None keeps the checkpoint's own variant (GPT-2's layer norm unless its config.json names another;
         a file with layer norm switched off by ε = 1e12 becomes an exact norm="none" model)."""
-        from .checkpoint import load_pretrained
+        from ..io.checkpoint import load_pretrained
 
         from .fold import fold_model
 

@@ -25,15 +25,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from .config import LIMITS, GPT2Config, check_count, check_epsilon, norm_site_names
-from .errors import CheckpointError, InputError, LNFreeWarning, WeightsNotFoundError
+from ..config import LIMITS, GPT2Config, check_count, check_epsilon, norm_site_names
+from ..errors import CheckpointError, InputError, LNFreeWarning, WeightsNotFoundError
 from .files import read_bytes
 from .hub import resolve_file
-from .lnfree import from_ln_free_eps, is_ln_free_eps
-from .sphere import NormSpec, get_norm, norm_for_site
+from ..model.lnfree import from_ln_free_eps, is_ln_free_eps
+from ..model.sphere import NormSpec, get_norm, norm_for_site
 
 if TYPE_CHECKING:
-    from .model import GPT2
+    from ..model.gpt2 import GPT2
 
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # safetensors' names of the dtypes a parameter may be stored in
 MASK_BUFFER = re.compile(r"h\.[0-9]+\.attn\.(bias|masked_bias)")  # causal masks, not parameters: never read

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .cache import KVCache
-from .errors import InputError
+from ..model.cache import KVCache
+from ..errors import InputError
 
 if TYPE_CHECKING:
-    from .model import GPT2
+    from ..model.gpt2 import GPT2
     from .tokenizer import Tokenizer
 
 

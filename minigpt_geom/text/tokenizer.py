@@ -28,9 +28,9 @@ from typing import Literal
 
 import regex
 
-from .errors import CheckpointError, InputError, WeightsNotFoundError
-from .files import read_text
-from .hub import resolve_file
+from ..errors import CheckpointError, InputError, WeightsNotFoundError
+from ..io.files import read_text
+from ..io.hub import resolve_file
 
 # GPT-2's pre-tokenisation: contractions, optional space + letters, optional space + digits,
 # optional space + other symbols, then whitespace (a run of spaces gives its last space to the next word).

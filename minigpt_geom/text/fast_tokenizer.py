@@ -5,7 +5,7 @@ vocab.json and merges.txt and runs the same byte-level BPE with the same pre-tok
 is installed, else Hugging Face `tokenizers`; both are the optional extra `pip install "minigpt-geom[fast]"`.
 Which one reads a corpus is the backend:
 
-    reference   minigpt_geom.tokenizer.Tokenizer
+    reference   minigpt_geom.text.tokenizer.Tokenizer
     fast        FastTokenizer (tiktoken, else Hugging Face `tokenizers`)
     auto        fast when one of the two is installed, agrees with the reference on a sample, and encoded
                 that sample faster; else reference
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .corpus import PlainEncoder, encode_plain
-from .errors import InputError, Note
-from .hub import resolve_file
+from ..errors import InputError, Note
+from ..io.hub import resolve_file
 from .tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer, replace_lone_surrogates
 
 BACKENDS = ("auto", "reference", "fast")

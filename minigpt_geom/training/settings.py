@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from .errors import InputError
+from ..errors import InputError
 
 
 class SettingError(InputError):

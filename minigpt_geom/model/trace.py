@@ -24,10 +24,10 @@ from torch import Tensor
 
 from .attention import AttentionDiagnostics
 from .block import BlockDiagnostics
-from .errors import InputError
-from .files import atomic_write, regular_file
+from ..errors import InputError
+from ..io.files import atomic_write, regular_file
 from .sphere import SphereDiagnostics
-from .trace_request import TraceRequest, as_request  # noqa: F401  (re-exported: minigpt_geom.trace.TraceRequest)
+from .trace_request import TraceRequest, as_request  # noqa: F401  (re-exported: minigpt_geom.model.trace.TraceRequest)
 
 
 # ---- generic helpers over the (nested) diagnostics dataclasses ------------------------------------

@@ -10,8 +10,8 @@ import os
 
 import torch
 
-from .config import GPT2Config
-from .errors import InputError
+from ..config import GPT2Config
+from ..errors import InputError
 
 FLOAT32 = 4  # bytes
 

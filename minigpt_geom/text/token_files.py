@@ -40,10 +40,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .corpus import CHUNK_BYTES, corpus_bytes, corpus_files, text_chunks
-from .errors import InputError
+from ..errors import InputError
 from .fast_tokenizer import choose_backend
-from .files import atomic_write, write_text
-from .hub import resolve_file
+from ..io.files import atomic_write, write_text
+from ..io.hub import resolve_file
 from .parallel_tokenize import TOKEN_DTYPE, Document, encode_documents
 from .tokenizer import ENDOFTEXT, Tokenizer
 

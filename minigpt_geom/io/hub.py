@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import WeightsNotFoundError
+from ..errors import WeightsNotFoundError
 
 PRESET_REPOS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 # Files one loader reads together: when one is missing, the others missing with it are named in the same error.

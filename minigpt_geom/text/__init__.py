@@ -1,0 +1,5 @@
+"""Text in and out of the model: the byte-level BPE tokenizer and its fast backend, reading a corpus, token files
+for training, and generation (sampling with the KV cache).
+
+May import: the base, `io` and `model`. Never training, analyses or commands.
+"""
