@@ -15,7 +15,7 @@ What every figure keeps to:
     cannot draw (CJK, emoji with matplotlib's bundled DejaVu Sans) are written as escapes ('\\u4e16'), so
     that drawing never warns about missing glyphs and the picture is the same on every machine;
   - maths in mathtext ($\\mathrm{LN}_f(x_l)$), labels that say what the points are for the model's own norm
-    variant (sphere.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
+    variant (variants.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
     that was not measured.
 """
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor
 
-    from ..model.sphere import NormVariant
+    from ..model.variants import NormVariant
     from ..model.trace import Trace
     from .compare import Comparison
     from .drift import DriftResult
@@ -319,7 +319,7 @@ def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[
     1 to the vocabulary. Rows are `positions` (default: lens_positions(T, max_rows), every k-th position of a
     long text, so that the figure stays about a page tall); draw pages with positions=range(start, start +
     max_rows). Columns are as wide as the widest word, up to 1 in; a longer token is written whole in a
-    smaller font. `points` is the mathtext of what ln_f makes of x_l (sphere.map_label), for the title."""
+    smaller font. `points` is the mathtext of what ln_f makes of x_l (variants.map_label), for the title."""
     from matplotlib.colors import LogNorm
 
     T = len(words)

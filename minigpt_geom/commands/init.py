@@ -15,7 +15,7 @@ SUMMARY = "write a freshly initialised checkpoint"
 
 def norm_argument(text: str) -> str | dict[str, str]:
     """argparse type for --norm: a variant name, or a JSON mapping site -> name such as '{"ln_f": "none"}'."""
-    from ..model.sphere import get_norm
+    from ..model.variants import get_norm
 
     try:
         spec = json.loads(text) if text.lstrip().startswith("{") else text

@@ -30,7 +30,7 @@ from ..errors import CheckpointError, InputError, LNFreeWarning, WeightsNotFound
 from .files import read_bytes
 from .hub import resolve_file
 from ..model.lnfree import from_ln_free_eps, is_ln_free_eps
-from ..model.sphere import NormSpec, get_norm, norm_for_site
+from ..model.variants import NormSpec, get_norm, norm_for_site
 
 if TYPE_CHECKING:
     from ..model.gpt2 import GPT2

@@ -49,7 +49,8 @@ from ..errors import CheckpointError, InputError, OutputError
 from .files import umask
 from .hub import resolve_file
 from ..model.gpt2 import GPT2
-from ..model.sphere import NormSpec, SphereNorm
+from ..model.norm_site import SphereNorm
+from ..model.variants import NormSpec
 
 CHECKPOINT_LINK = "checkpoint"  # DIR/checkpoint -> the current checkpoint folder
 MODEL_FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # linked from DIR, in writing order

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .sphere import SphereNorm, get_norm
+from .norm_site import SphereNorm
+
+from .variants import get_norm
 
 if TYPE_CHECKING:
     from .gpt2 import GPT2

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from ..config import site_name
 from .fold import fold_model
-from .sphere import SphereDiagnostics, SphereNorm, get_norm
+from .norm_site import SphereDiagnostics, SphereNorm
+from .variants import get_norm
 
 if TYPE_CHECKING:
     from .gpt2 import GPT2

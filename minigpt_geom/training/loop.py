@@ -40,7 +40,7 @@ from ..io.export import (TrainingState, check_new_output, current_checkpoint, fo
 from ..text.generation import Sampling, generate
 from .memory import check_fits, training_bytes
 from ..model.gpt2 import GPT2
-from ..model.sphere import SphereNorm
+from ..model.norm_site import SphereNorm
 from ..text.tokenizer import ENDOFTEXT, Tokenizer
 from .settings import SettingError, TrainSettings, learning_rate, schedule_warning, settings_from_saved
 
