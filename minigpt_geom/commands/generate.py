@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_command, add_model_arguments, load_model_and_tokenizer, seed, source_line, whole_number
+from .arguments import add_command, add_model_arguments, seed, whole_number
+from .loading import load_model_and_tokenizer, source_line
 
 SUMMARY = "continue a prompt, streaming the text"
 
