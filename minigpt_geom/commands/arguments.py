@@ -93,7 +93,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, tokenizer: bool = True)
     if tokenizer:
         group.add_argument("--tokenizer", metavar="SOURCE",
                            help="where vocab.json and merges.txt are (default: beside the weights)")
-    group.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps … (default: cpu)")
+    group.add_argument("--device", default="cpu",
+                       help="torch device: cpu, cuda, cuda:1, mps …, or auto: cuda if available, else mps, else cpu "
+                            "(default: cpu)")
     group.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' precision (default: float32)")
     add_quiet_argument(group)
 
@@ -110,10 +112,22 @@ def add_pattern_argument(parser: argparse.ArgumentParser | argparse._ArgumentGro
                         help=f"files of a corpus folder to read, at any depth, e.g. '*.py' (default: {FILE_PATTERN})")
 
 
-def add_text_argument(parser: argparse.ArgumentParser, what: str = "the text to run through the model") -> None:
-    """The positional text of a command that reads one, the paper's example by default."""
-    parser.add_argument("text", nargs="?", default=PAPER_PROMPT,
-                        help=f"{what}, at most the model's context (default: {PAPER_PROMPT!r})")
+class JoinWords(argparse.Action):
+    """A positional text given as one quoted argument or as several words: the words joined by single spaces,
+    so `lens To kill two birds` reads "To kill two birds" (the shell has already split it at the spaces)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        """Store the words joined; argparse passes the default itself when no word was given."""
+        setattr(namespace, self.dest, values if isinstance(values, str) else " ".join(values))
+
+
+def add_text_argument(parser: argparse.ArgumentParser, what: str = "the text to run through the model",
+                      default: str = PAPER_PROMPT, name: str = "text") -> None:
+    """The positional text of a command that reads one (the paper's example by default): quoted, or as words."""
+    shown = f"{default!r}" if default else "empty"
+    parser.add_argument(name, nargs="*", default=default, action=JoinWords, metavar=name.upper(),
+                        help=f"{what}, at most the model's context; quoted, or as plain words joined by spaces "
+                             f"(default: {shown})")
 
 
 def add_output_argument(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:

@@ -22,9 +22,12 @@ if TYPE_CHECKING:
 
 
 def usable_device(name: str) -> torch.device:
-    """torch.device(name) if this machine can allocate on it, else InputError."""
+    """torch.device(name) if this machine can allocate on it, else InputError; `auto` is the first of cuda,
+    mps and cpu that this machine has."""
     import torch
 
+    if name == "auto":
+        return auto_device()
     try:
         device = torch.device(name)
         torch.empty(0, device=device)
@@ -34,6 +37,18 @@ def usable_device(name: str) -> torch.device:
     if device.type == "meta":
         raise InputError("--device 'meta' holds no numbers; try --device cpu")
     return device
+
+
+def auto_device() -> torch.device:
+    """cuda when a GPU is usable, else Apple's mps, else the cpu: what `--device auto` means."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 @contextmanager
