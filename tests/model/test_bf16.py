@@ -22,7 +22,7 @@ from minigpt_geom.model.fused import FUSED
 from minigpt_geom.model.sphere import centre, normalise
 from minigpt_geom.model.trace import TraceRequest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
