@@ -27,6 +27,21 @@ class OutputError(MiniGPTGeomError, OSError):
     """An output file or folder cannot be written (permissions, a full disk, a path that is not a folder)."""
 
 
+class MissingDependencyError(MiniGPTGeomError, ImportError):
+    """An optional library that one feature needs is not installed; the message names the pip command."""
+
+
+def import_optional(module: str, feature: str, package: str | None = None) -> object:
+    """The module named `module`, or MissingDependencyError: `feature` needs `pip install package`."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"{feature} needs {package or module}: pip install {package or module}"
+                                     ) from None
+
+
 class Note(UserWarning):
     """Something a user should know that is not an error; the command line prints it as one line."""
 
