@@ -459,6 +459,19 @@ def test_an_ln_free_load_is_one_line_without_a_source_path(tiny_checkpoint, tmp_
         GPT2.from_pretrained(folder)
 
 
+def test_tokenizer_backend_help_says_what_the_code_does(tiny_checkpoint):
+    """--tokenizer-backend's help names the fast libraries in the order the code tries them (tiktoken first)."""
+    from minigpt_geom.text.fast_tokenizer import LIBRARIES, FastTokenizer, installed_library
+
+    assert installed_library() == LIBRARIES[0] == "tiktoken"  # both installed by the test extra: tiktoken chosen
+    assert FastTokenizer.from_pretrained(tiny_checkpoint).library == "tiktoken"
+    for name in ("prepare", "train", "drift"):
+        help_text = " ".join(subcommands()[name]._option_string_actions["--tokenizer-backend"].help.split())
+        fast = help_text[help_text.index("fast:"):help_text.index("auto:")]
+        assert fast.index("tiktoken") < fast.index("tokenizers"), name
+        assert "encodes the sample faster" in help_text, name  # auto also times them (choose_backend)
+
+
 def test_a_backend_that_disagrees_is_one_note_and_the_reference_reads_the_corpus(tiny_checkpoint, corpus, tmp_path,
                                                                                  capsys, monkeypatch):
     from minigpt_geom.text.fast_tokenizer import FastTokenizer
