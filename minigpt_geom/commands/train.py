@@ -23,7 +23,6 @@ from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 if TYPE_CHECKING:
     from ..model.gpt2 import GPT2
 
-DEFAULT_SHAPE = dict(n_layer=4, n_head=4, n_embd=64, n_ctx=64)  # the model `train CORPUS -o DIR` trains
 DEFAULT_TOKENIZER = "gpt2"
 
 SUMMARY = "train or fine-tune a GPT-2 on a text corpus"
@@ -180,10 +179,7 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
             check_norm_spec(args.norm, list(model.norm_sites()))
             model.set_norm(args.norm)
         return model, args.tokenizer or args.weights
-    tokenizer = args.tokenizer or DEFAULT_TOKENIZER
-    if not new:  # `train CORPUS -o DIR`: the small default model
-        for name, value in DEFAULT_SHAPE.items():
-            setattr(args, name, value)
+    tokenizer = args.tokenizer or DEFAULT_TOKENIZER  # a new model: DEFAULT_SHAPE, as `init` makes it
     return new_model_from_arguments(args, Tokenizer.from_pretrained(tokenizer).n_vocab), tokenizer
 
 
