@@ -31,15 +31,16 @@ class MissingDependencyError(MiniGPTGeomError, ImportError):
     """An optional library that one feature needs is not installed; the message names the pip command."""
 
 
-def import_optional(module: str, feature: str, package: str | None = None) -> object:
-    """The module named `module`, or MissingDependencyError: `feature` needs `pip install package`."""
+def import_optional(module: str, feature: str, package: str | None = None, otherwise: str = "") -> object:
+    """The module named `module`, or MissingDependencyError: `feature` needs `pip install package`, `otherwise`."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingDependencyError(f"{feature} needs {package or module}: pip install {package or module}"
-                                     ) from None
+        package = package or module
+        raise MissingDependencyError(f"{feature} needs {package}: pip install {package}"
+                                     + (f", or {otherwise}" if otherwise else "")) from None
 
 
 class Note(UserWarning):

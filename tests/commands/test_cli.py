@@ -301,6 +301,18 @@ def test_figures_need_matplotlib_unless_no_plot(tiny_checkpoint, tmp_path, capsy
     assert sorted(p.name for p in out.iterdir()) == ["lens.csv", "trajectory.csv"]
 
 
+def test_umap_without_umap_learn_stops_before_loading_the_model(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    import minigpt_geom.commands.trajectory as trajectory
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now raises ImportError
+    monkeypatch.setattr(trajectory, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model was loaded"))
+    out = tmp_path / "trajectory"
+    code, stdout, err = run(["trajectory", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--umap"], capsys)
+    check_one_line_error(code, err, "trajectory")
+    assert err.endswith("--umap needs umap-learn: pip install umap-learn, or leave out --umap for PCA\n")
+    assert stdout == "" and not out.exists()
+
+
 # ---- figures ----------------------------------------------------------------------------------------------------
 
 def png_size(path: Path) -> tuple[int, int]:
