@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import (add_command, add_model_arguments, add_text_argument, load_model_and_tokenizer, positive_int, seed,
-               source_line, whole_number)
+from .arguments import add_command, add_model_arguments, add_text_argument, positive_int, seed, whole_number
+from .loading import load_model_and_tokenizer, source_line
 
 SUMMARY = "continue a prompt (or a file of prompts), streaming the text"
 MAX_PROMPTS_BYTES = 2**24  # a file of prompts is read whole: 16 MiB is thousands of pages of prompts
