@@ -131,6 +131,21 @@ def word_label(word: str) -> str:
     return text.replace("$", r"\$")
 
 
+def mathtext_problem(label: str) -> str | None:
+    """Why matplotlib cannot draw the user's `label` ('$$': "Expected end of text"), or None: text with an even
+    number of unescaped `$` is parsed as mathtext, and a parse error would end the figure half-way."""
+    from matplotlib import cbook
+    from matplotlib.mathtext import MathTextParser
+
+    if not cbook.is_math_text(label):
+        return None
+    try:
+        MathTextParser("path").parse(label)
+    except ValueError as error:  # the parser's message ends with its own one-line reason
+        return (str(error).strip().splitlines() or ["not mathtext"])[-1].removeprefix("ParseException: ")
+    return None
+
+
 def short_label(word: str, most: int = 14) -> str:
     """word_label cut to at most `most` characters of the word, the cut marked with "…" and the full length
     ("'==========…' (64 chars)"), so that one long token cannot spill across the cells beside it."""
@@ -244,7 +259,8 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
         left, right = fig, None
     ax = left.add_subplot(projection="3d", computed_zorder=False)  # drawn in call order: the red path on top
     others = np.delete(coords, h, axis=1).transpose(1, 0, 2)  # [T−1, L+1, 3]: one polyline per other word
-    ax.add_collection3d(Line3DCollection(list(others), colors="0.6", linewidths=0.5, alpha=fade(T) / 2))
+    if len(others):  # a one-token text has no other word
+        ax.add_collection3d(Line3DCollection(list(others), colors="0.6", linewidths=0.5, alpha=fade(T) / 2))
     points = ax.scatter(*coords.reshape(-1, 3).T, c=np.repeat(np.arange(n_states), T), cmap="viridis",
                         s=min(8.0, max(2.0, 800 / T)), alpha=0.5, depthshade=False)
     path = coords[:, h]  # [L+1, 3]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_command, add_model_arguments, load_model_and_tokenizer, seed, source_line, whole_number
+from . import (add_command, add_model_arguments, index, load_model_and_tokenizer, non_negative, positive_int, probability,
+               seed, source_line, utf8_text)
 
 SUMMARY = "continue a prompt, streaming the text"
 
@@ -16,13 +17,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                          "Continue a prompt with a KV cache, printing each piece of text as soon as it is complete; "
                          "stop at <|endoftext|> or after --max-new-tokens. The text streams, so there is no "
                          "progress bar.")
-    parser.add_argument("prompt", nargs="?", default="", help="text to continue (empty: start after <|endoftext|>)")
+    parser.add_argument("prompt", nargs="?", default="", type=utf8_text, help="text to continue (empty: start after <|endoftext|>)")
     add_model_arguments(parser)
-    parser.add_argument("--max-new-tokens", type=whole_number, default=50,
+    parser.add_argument("--max-new-tokens", type=index, default=50,
                         help="at most this many tokens; prompt + new tokens must fit the context (default: 50)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1)")
-    parser.add_argument("--top-k", type=whole_number, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="sample among the smallest set with mass ≥ p")
+    parser.add_argument("--temperature", type=non_negative, default=1.0, help="0 = greedy (default: 1)")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=probability, default=None, help="sample among the smallest set with mass ≥ p")
     parser.add_argument("--seed", type=seed, default=None, help="for reproducible samples (default: random)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every position at every step (slow)")
     return parser

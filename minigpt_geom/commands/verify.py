@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from . import (add_command, add_model_arguments, check_fits, load_model, positive_int, progress_bar, seed,
-               source_line)
+from . import (add_command, add_model_arguments, check_fits, load_model, non_negative, positive_int, progress_bar,
+               seed, source_line)
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--length", type=positive_int, default=128,
                         help="tokens per sequence, capped at the context (default: 128)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the random tokens (default: 0)")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
+    parser.add_argument("--tolerance", type=non_negative, default=1e-4,
                         help="largest |Δlogit| accepted (default: 1e-4, for float32; raise it for float16/bfloat16)")
     return parser
 
