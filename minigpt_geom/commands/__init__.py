@@ -5,7 +5,7 @@ check the arguments (argparse, sizes against the memory they need), the output f
 matplotlib when it draws; load the model and tokenizer (validating --device and --dtype); run the analysis;
 only then write: every output into a temporary folder, moved into the output folder together at the end.
 
-The options every command spells the same way (README's "Commands" section, tests/test_cli.py holds them):
+The options every command spells the same way (README's "Commands" section, tests/commands/test_cli.py holds them):
 --weights, --tokenizer, --device, --dtype, --quiet, --pattern, a positional text defaulting to PAPER_PROMPT,
 -o/--out, and for figures --format, --dpi, --no-plot. Nothing here imports torch at import time.
 """
@@ -160,7 +160,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, tokenizer: bool = True)
     if tokenizer:
         group.add_argument("--tokenizer", metavar="SOURCE",
                            help="where vocab.json and merges.txt are (default: beside the weights)")
-    group.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps … (default: cpu)")
+    group.add_argument("--device", default="cpu",
+                       help="torch device: cpu, cuda, cuda:1, mps …, or auto: cuda if available, else mps, else cpu "
+                            "(default: cpu)")
     group.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' precision (default: float32)")
     add_quiet_argument(group)
 
@@ -177,10 +179,22 @@ def add_pattern_argument(parser: argparse.ArgumentParser | argparse._ArgumentGro
                         help=f"files of a corpus folder to read, at any depth, e.g. '*.py' (default: {FILE_PATTERN})")
 
 
-def add_text_argument(parser: argparse.ArgumentParser, what: str = "the text to run through the model") -> None:
-    """The positional text of a command that reads one, the paper's example by default."""
-    parser.add_argument("text", nargs="?", default=PAPER_PROMPT, type=utf8_text,
-                        help=f"{what}, at most the model's context (default: {PAPER_PROMPT!r})")
+class JoinWords(argparse.Action):
+    """A positional text given as one quoted argument or as several words: the words joined by single spaces,
+    so `lens To kill two birds` reads "To kill two birds" (the shell has already split it at the spaces)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        """Store the words joined; argparse passes the default itself when no word was given."""
+        setattr(namespace, self.dest, values if isinstance(values, str) else " ".join(values))
+
+
+def add_text_argument(parser: argparse.ArgumentParser, what: str = "the text to run through the model",
+                      default: str = PAPER_PROMPT, name: str = "text") -> None:
+    """The positional text of a command that reads one (the paper's example by default): quoted, or as words."""
+    shown = f"{default!r}" if default else "empty"
+    parser.add_argument(name, nargs="*", default=default, action=JoinWords, metavar=name.upper(), type=utf8_text,
+                        help=f"{what}, at most the model's context; quoted, or as plain words joined by spaces "
+                             f"(default: {shown})")
 
 
 def add_output_argument(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
@@ -240,9 +254,12 @@ def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
 # ---- loading -----------------------------------------------------------------------------------------------
 
 def usable_device(name: str) -> torch.device:
-    """torch.device(name) if this machine can allocate on it, else InputError."""
+    """torch.device(name) if this machine can allocate on it, else InputError; `auto` is the first of cuda,
+    mps and cpu that this machine has."""
     import torch
 
+    if name == "auto":
+        return auto_device()
     try:
         device = torch.device(name)
         torch.empty(0, device=device)
@@ -252,6 +269,18 @@ def usable_device(name: str) -> torch.device:
     if device.type == "meta":
         raise InputError("--device 'meta' holds no numbers; try --device cpu")
     return device
+
+
+def auto_device() -> torch.device:
+    """cuda when a GPU is usable, else Apple's mps, else the cpu: what `--device auto` means."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 @contextmanager
