@@ -18,7 +18,7 @@ import warnings
 from types import ModuleType
 from typing import Callable, Collection
 
-from .commands import JoinWords, Parser, UsageError
+from .commands.arguments import JoinWords, Parser, UsageError
 from .errors import Note
 
 COMMANDS = ("verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report",

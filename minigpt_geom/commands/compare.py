@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
-               load_model_and_tokenizer, output_file, output_folder, progress_bar, report_written, require_matplotlib,
-               staged_outputs, utf8_text, word, write_figure)
+from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
+                        utf8_text, word)
+from .loading import load_model_and_tokenizer
+from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
+                      write_figure)
 
 SUMMARY = "models side by side on one text: norms, radii, angular path, logit lens, trajectories in one 3-D frame"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import (add_command, add_model_arguments, add_text_argument, index, load_model_and_tokenizer, non_negative,
-               positive_int, probability, seed, source_line, utf8_text)
+from .arguments import (add_command, add_model_arguments, add_text_argument, index, non_negative, positive_int,
+                        probability, seed, utf8_text)
+from .loading import load_model_and_tokenizer, source_line
 
 SUMMARY = "continue a prompt (or a file of prompts), streaming the text"
 MAX_PROMPTS_BYTES = 2**24  # a file of prompts is read whole: 16 MiB is thousands of pages of prompts

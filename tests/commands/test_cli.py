@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from minigpt_geom.cli import build_parser, main
-from minigpt_geom.commands import InputError, OutputError, output_file
+from minigpt_geom.commands.outputs import output_file
+from minigpt_geom.errors import InputError, OutputError
 
 TEXT = "To kill two birds with one stone. The cat sat on the mat."
 WRITERS = {  # command -> arguments that make it write files, given the checkpoint and -o
@@ -126,7 +127,7 @@ def test_every_text_command_reads_unquoted_words_as_one_text(tiny_checkpoint, ca
 
 
 def test_device_auto_takes_the_best_device_this_machine_has(tiny_checkpoint, capsys, monkeypatch):
-    from minigpt_geom.commands import usable_device
+    from minigpt_geom.commands.loading import usable_device
 
     expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
     assert usable_device("auto").type == expected
@@ -503,12 +504,12 @@ def test_verify_configures_transformers_from_the_folders_own_config_json(tiny_ch
 def test_size_options_are_checked_against_the_memory_they_need(tiny_checkpoint, capsys):
     import torch
 
-    from minigpt_geom.commands import check_fits
+    from minigpt_geom.training.memory import check_fits
 
     with pytest.raises(InputError, match=r"--chunk-size 9 needs about 1073741824\.0 GiB on cpu, more than the "):
         check_fits("--chunk-size 9", 2**60, torch.device("cpu"))
     code, _, err = run(["verify", "--weights", str(tiny_checkpoint), "--batch", "10000000"], capsys)
     check_one_line_error(code, err, "verify")
-    assert "--batch 10000000 --length 64 needs about" in err and "lower it" in err
+    assert "--batch 10000000 --length 64 needs about" in err and "choose a smaller size" in err
     code, _, err = run(["qk", "--weights", str(tiny_checkpoint), "--chunk-size", "1000000000", "-k", "2"], capsys)
     assert code == 0, err  # a chunk larger than the vocabulary is the vocabulary: 300 × 300 scores
