@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
-from ..model.sphere import geometry_summary
+from ..model.variants import geometry_summary
 from ..model.trace import TraceRequest
 from .lens import logit_lens
 from .text import encode_text, token_words

@@ -20,7 +20,7 @@ DEFAULT_SHAPE = dict(n_layer=4, n_head=4, n_embd=64, n_ctx=64)
 
 def norm_argument(text: str) -> str | dict[str, str]:
     """argparse type for --norm: a variant name, or a JSON mapping site -> name such as '{"ln_f": "none"}'."""
-    from ..model.sphere import get_norm
+    from ..model.variants import get_norm
 
     try:
         spec = parse_json(text) if text.lstrip().startswith("{") else text

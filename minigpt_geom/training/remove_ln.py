@@ -29,7 +29,7 @@ from ..config import site_name
 from ..errors import InputError
 from ..model.gpt2 import GPT2
 from ..model.lnfree import fix_sigma, ln_free_checkpoint
-from ..model.sphere import SphereDiagnostics
+from ..model.norm_site import SphereDiagnostics
 from ..text.token_files import TokenData, windows
 from .loop import LogRow, TrainSettings, train
 from .run_folder import check_new_output

@@ -15,7 +15,7 @@ What every figure keeps to:
     cannot draw (CJK, emoji with matplotlib's bundled DejaVu Sans) are written as escapes ('\\u4e16'), so
     that drawing never warns about missing glyphs and the picture is the same on every machine;
   - maths in mathtext ($\\mathrm{LN}_f(x_l)$), labels that say what the points are for the model's own norm
-    variant (sphere.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
+    variant (variants.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
     that was not measured.
 
 One module per family of figures (trajectory, lens, attention, sphere, drift, weights, compare), on
