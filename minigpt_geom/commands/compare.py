@@ -6,8 +6,7 @@ import argparse
 
 from .arguments import add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument
 from .loading import load_model_and_tokenizer
-from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
-                      write_figure)
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs, write_figure
 
 SUMMARY = "models side by side on one text: norms, radii, angular path, logit lens, trajectories in one 3-D frame"
 
@@ -35,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.compare import compare_models, unique_labels
     from ..analysis.tables import Table, write_csv
 
-    require_matplotlib(args)
-    out = output_folder(args.out)
+    out = checked_output(args)
     sources = [args.weights, *args.against]
     names = unique_labels(sources, args.labels)
     with progress_bar(args, len(sources) + 1, "compare") as bar:
