@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
-from ..model.sphere import NORM_VARIANTS, get_norm
+from ..model.variants import NORM_VARIANTS, get_norm
 from .tables import Table
 
 if TYPE_CHECKING:

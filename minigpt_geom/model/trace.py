@@ -24,7 +24,7 @@ from .attention import AttentionDiagnostics
 from .block import BlockDiagnostics
 from ..errors import InputError, import_optional
 from ..io.trace_files import Layout, read_tensor_file, write_tensor_file
-from .sphere import SphereDiagnostics
+from .norm_site import SphereDiagnostics
 from .trace_request import TraceRequest, as_request  # noqa: F401  (re-exported: minigpt_geom.model.trace.TraceRequest)
 
 if TYPE_CHECKING:
