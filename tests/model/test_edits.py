@@ -14,7 +14,7 @@ import torch
 
 from minigpt_geom import GPT2, InputError, KVCache, Sampling, TraceRequest, generate, reference_math
 from minigpt_geom.model.edits import SITES, Ablate, Add, FreezeScale, Rotate, Scale, Set
-from minigpt_geom.model.variants import BUILT_IN
+from minigpt_geom.model.variants import BUILT_IN, NORM_VARIANTS, register_norm
 
 TOLERANCE = 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -328,10 +328,18 @@ def edits_for(variant_model, other):
     return edits
 
 
-@pytest.mark.parametrize("norm", sorted(BUILT_IN))
+@pytest.fixture(scope="module")
+def registered():
+    """A user's variant, registered for these tests only: a centred clip, with no declared geometry."""
+    register_norm("test_edits_clip", lambda x, eps: (x - x.mean(dim=-1, keepdim=True)).clamp(-1, 1))
+    yield "test_edits_clip"
+    NORM_VARIANTS.pop("test_edits_clip")
+
+
+@pytest.mark.parametrize("norm", [*sorted(BUILT_IN), "registered"])
 @torch.no_grad()
-def test_reference_and_fused_apply_edits_alike(model, norm):
-    variant = model.with_norm(norm)
+def test_reference_and_fused_apply_edits_alike(model, norm, registered):
+    variant = model.with_norm(registered if norm == "registered" else norm)
     idx = torch.randint(0, 101, (2, 9), generator=torch.Generator().manual_seed(4))
     _, other = variant(idx.flip(1), trace=TraceRequest(capture=("resid_pre", "mlp_out", "resid_pre"), states=True))
     edits = edits_for(variant, other)
