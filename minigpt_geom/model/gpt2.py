@@ -106,6 +106,14 @@ class GPT2(nn.Module):
     def run(self, idx: Tensor, trace: TraceRequest | None = None, cache: KVCache | None = None,
             last_only: bool = False) -> Tensor | tuple[Tensor, Trace]:
         """The forward pass on ids already checked (`forward` checks them; generation checks once per call)."""
+        x_hat, traced = self.final_points(idx, trace, cache)
+        logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
+        return logits if trace is None else (logits, traced)
+
+    def final_points(self, idx: Tensor, trace: TraceRequest | None = None, cache: KVCache | None = None
+                     ) -> tuple[Tensor, Trace | None]:
+        """x̂ = LN_f(x_L) [B, T, d] of ids already checked, and the Trace when `trace` asks for one: the forward
+        pass up to the unembedding (training unembeds x̂ a chunk of positions at a time: training/loss.py)."""
         start = cache.length if cache is not None else 0
         x = self.wte(idx) + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))  # x_0
         keep_states = trace is not None and trace.states
@@ -116,10 +124,9 @@ class GPT2(nn.Module):
             if keep_states:
                 states.append(x)
         x_hat, ln_f = self.ln_f(x, trace)
-        logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
         if trace is None:
-            return logits
-        return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None)
+            return x_hat, None
+        return x_hat, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None)
 
     def unembed(self, x_hat: Tensor) -> Tensor:
         """x̂ = ln_f(x) [..., d] -> logits [..., vocab] through the one unembedding (tied E, or folded)."""
