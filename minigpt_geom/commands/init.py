@@ -1,4 +1,5 @@
-"""`minigpt-geom init -o DIR`: a freshly initialised GPT-2 checkpoint (with its tokenizer), to try every command on."""
+"""`minigpt-geom init -o DIR`: a freshly initialised GPT-2 checkpoint (with its tokenizer), to try every command on:
+train's new model (4 layers, d = 64) unless --init PRESET or a size says otherwise."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from . import add_command, output_folder, positive_int
+from .arguments import add_command, positive_int
+from .outputs import output_folder
 
 SUMMARY = "write a freshly initialised checkpoint"
+# A new model's shape unless --init or a size says otherwise, for `init` and `train` alike: small enough to train
+# on a laptop's CPU (3.4 M parameters with GPT-2's tokenizer, most of them the embedding); --init gpt2 for 124M.
+DEFAULT_SHAPE = dict(n_layer=4, n_head=4, n_embd=64, n_ctx=64)
 
 
 def norm_argument(text: str) -> str | dict[str, str]:
@@ -36,11 +41,14 @@ def add_architecture_arguments(parser: argparse.ArgumentParser, fine_tune: bool 
     from ..config import PRESETS
 
     group = parser.add_argument_group("shape (of a new model) and norm" if fine_tune else "shape and norm")
+    shape = DEFAULT_SHAPE
     group.add_argument("--init", choices=sorted(PRESETS), metavar="PRESET",
-                       help=f"the shape of a published GPT-2: {', '.join(PRESETS)}")
+                       help=f"the shape of a published GPT-2: {', '.join(PRESETS)} (default: {shape['n_layer']} "
+                            f"layers, {shape['n_head']} heads, d = {shape['n_embd']}, context {shape['n_ctx']})")
     for name, meaning in (("n-layer", "number of blocks"), ("n-head", "heads per block"),
                           ("n-embd", "width d of the residual stream"), ("n-ctx", "context length in tokens")):
-        group.add_argument(f"--{name}", type=positive_int, metavar="N", help=meaning)
+        group.add_argument(f"--{name}", type=positive_int, metavar="N",
+                           help=f"{meaning}, instead of the preset's or the default's")
     group.add_argument("--norm", type=norm_argument, default=None, metavar="VARIANT",
                        help='norm variant of every site (layernorm, rmsnorm, sphere, dyt, none …) or a JSON '
                             'mapping such as \'{"ln_f": "none"}\' (default: layernorm'
@@ -59,21 +67,20 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     import torch
 
     from ..config import PRESETS, GPT2Config
-    from ..model.lnfree import sites
     from ..training.memory import check_fits, model_bytes
     from ..model.gpt2 import GPT2
     from ..training.loop import check_norm_spec
 
-    base = PRESETS[args.init] if args.init else GPT2Config()
+    base = PRESETS[args.init] if args.init else replace(GPT2Config(), **DEFAULT_SHAPE)
     sizes = {name: getattr(args, name) for name in ("n_layer", "n_head", "n_embd", "n_ctx")
              if getattr(args, name) is not None}
     try:
         config = replace(base, vocab_size=vocab_size, **sizes)
     except ValueError as error:
         raise InputError(str(error)) from None
-    check_fits(2 * model_bytes(config), torch.device("cpu"), f"a model of {config}")  # built, then copied to save
+    check_fits(f"a model of {config}", 2 * model_bytes(config), torch.device("cpu"))  # built, then copied to save
     model = GPT2(config, norm=args.norm or "layernorm", seed=args.seed or 0)
-    check_norm_spec(args.norm, sites(model))
+    check_norm_spec(args.norm, list(model.norm_sites()))
     return model
 
 
@@ -89,14 +96,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write model.safetensors, config.json, vocab.json and merges.txt (GPT-2 shape unless told otherwise)."""
-    from ..io.export import check_new_output, save_model
+    """Write model.safetensors, config.json, vocab.json and merges.txt (DEFAULT_SHAPE unless told otherwise)."""
+    from ..training.run_folder import check_new_output
     from ..text.tokenizer import ENDOFTEXT, Tokenizer
 
     check_new_output(output_folder(args.out), overwrite=args.overwrite)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)
     model = new_model_from_arguments(args, tokenizer.n_vocab)
-    folder = save_model(model, args.out, args.tokenizer, tokenizer.special_tokens.get(ENDOFTEXT))
+    folder = model.save_pretrained(args.out, args.tokenizer, tokenizer.special_tokens.get(ENDOFTEXT))
     print(f"wrote {folder / 'model.safetensors'} (a new GPT-2 of {model.config.n_layer} layers, "
           f"d = {model.config.n_embd}, {model.num_parameters():,} parameters; config.json and the tokenizer beside it)")
     return 0

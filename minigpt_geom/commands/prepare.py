@@ -6,7 +6,8 @@ import argparse
 from contextlib import contextmanager
 from typing import Iterator
 
-from . import add_command, add_pattern_argument, add_quiet_argument, show_progress, whole_number
+from .arguments import add_command, add_pattern_argument, add_quiet_argument, whole_number
+from .outputs import show_progress
 
 SUMMARY = "tokenise a corpus for training"
 
@@ -31,9 +32,11 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     """--tokenizer-backend: which tokenizer reads a corpus (the ids are the same)."""
     parser.add_argument("--tokenizer-backend", choices=BACKENDS, default="auto",
-                        help="reference: the first-principles BPE; fast: Hugging Face `tokenizers` (pip install "
-                             "'minigpt-geom[fast]'), checked against the reference on a sample first; auto: fast if "
-                             "installed and it agrees (default: auto)")
+                        help="reference: the first-principles BPE; fast: tiktoken, else Hugging Face tokenizers "
+                             "(the first installed: pip install 'minigpt-geom[fast]') on the same vocab.json and "
+                             "merges.txt, refused unless it gives the reference's ids on a sample of the corpus; "
+                             "auto: fast when it gives those ids and encodes the sample faster, else reference "
+                             "(default: auto)")
 
 
 def corpus_settings(args: argparse.Namespace) -> dict:
@@ -76,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Tokenise and report the token counts."""
     from ..text.token_files import prepare
-    from . import output_folder
+    from .outputs import output_folder
 
     with corpus_options():
         data = prepare(args.corpus, args.tokenizer, output_folder(args.out), progress=show_progress(args),

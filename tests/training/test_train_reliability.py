@@ -3,7 +3,6 @@ as small as it can be, on the tiny model of tiny_training.py."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -14,18 +13,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 import torch
 from safetensors.torch import load_file, save_file
 
 from minigpt_geom import GPT2
 from minigpt_geom.cli import main
 from minigpt_geom.text.token_files import load_tokens
-from minigpt_geom.io.export import write_checkpoint
+from minigpt_geom.io.checkpoint_folder import write_checkpoint
 from minigpt_geom.training.loop import TrainingStopped, TrainSettings, read_log, train
 from tiny_training import FAST, run, tiny_model
 
-ROOT = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -56,16 +56,16 @@ def one_line_error(capsys) -> str:
 
 KILL_AS_WEIGHTS_LAND = """
 import os, signal, sys
-import minigpt_geom.io.export as export
+import minigpt_geom.io.model_files as model_files
 from tiny_training import run, tiny_model
 
-original, landed = export.save_file, []
+original, landed = model_files.save_file, []
 def save_then_die(tensors, path, metadata=None):
     original(tensors, path, metadata=metadata)
     landed.append(path)
     if sum(p.endswith("model.safetensors") for p in landed) == 2:  # the second checkpoint's weights are down
         os.kill(os.getpid(), signal.SIGKILL)
-export.save_file = save_then_die
+model_files.save_file = save_then_die
 run(tiny_model(), sys.argv[1], sys.argv[2], sys.argv[3], steps=6, eval_interval=2, micro_batch=4)
 """
 
@@ -93,6 +93,31 @@ def test_killed_as_the_weights_land_the_run_resumes_to_the_uninterrupted_weights
         assert torch.equal(a, b), name
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink()) == ["step-000006"]
     assert [row.step for row in read_log(out / "log.csv")] == list(range(7))
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_says_which_checkpoint_was_kept_and_how_to_resume(tokens, tiny_checkpoint, tmp_path, capsys):
+    import shlex
+    import time
+
+    out = tmp_path / "run"
+    argv = train_argv(tokens, tiny_checkpoint, out, "--steps", "100000", "--eval-interval", "1", "--pattern", "*.txt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "minigpt_geom", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint").is_symlink() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, err
+    [line] = err.splitlines()
+    kept = int(os.readlink(out / "checkpoint").removeprefix("step-"))
+    prefix = f"minigpt-geom train: interrupted: {out} keeps the checkpoint of step {kept}; continue with: minigpt-geom "
+    assert line.startswith(prefix), line
+    resume = shlex.split(line.removeprefix(prefix))
+    assert resume == ["train", str(tokens), "--tokenizer", str(tiny_checkpoint), "-o", str(out), "--resume"]
+    assert main([*resume, "--steps", str(kept + 1), "--quiet"]) == 0  # it continues, one step more
+    assert [row.step for row in read_log(out / "log.csv")][-1] == kept + 1
 
 
 def test_a_signal_during_a_checkpoint_waits_until_it_is_complete(tmp_path):
@@ -126,8 +151,7 @@ def test_a_failed_checkpoint_leaves_the_previous_one(tmp_path):
 def test_a_second_process_on_the_same_folder_refuses(tokens, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    with open(out / "run.lock", "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first process holds it
+    with FileLock(out / "run.lock"):  # as the first process holds it
         assert main(train_argv(tokens, tiny_checkpoint, out)) == 2
     assert "another process is running in" in one_line_error(capsys)
     assert not (out / "checkpoint").exists()
@@ -296,9 +320,9 @@ def test_a_norm_mapping_naming_no_site_is_refused(norm, named, tokens, tiny_chec
 def test_sizes_that_cannot_fit_are_refused_before_allocating(tokens, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["init", "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--n-embd", "65536", "--n-head", "1"]) == 2
-    assert "a model of" in (err := one_line_error(capsys)) and "GiB, more than the" in err
+    assert "a model of" in (err := one_line_error(capsys)) and "GiB on cpu, more than the" in err
     assert main(train_argv(tokens, tiny_checkpoint, out, "--batch-size", "100000000")) == 2
-    assert "a training step" in (err := one_line_error(capsys)) and "GiB, more than the" in err
+    assert "a training step" in (err := one_line_error(capsys)) and "GiB on cpu, more than the" in err
     assert not out.exists()
 
 

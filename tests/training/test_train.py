@@ -20,12 +20,12 @@ from safetensors.torch import load_file
 from minigpt_geom import GPT2, GPT2Config
 from minigpt_geom.cli import main
 from minigpt_geom.text.token_files import load_tokens, prepare, windows
-from minigpt_geom.io.export import norm_spec
+from minigpt_geom.model.pretrained import norm_spec
 from minigpt_geom.text.tokenizer import Tokenizer
 from minigpt_geom.training.loop import TrainSettings, learning_rate, load_corpus, make_optimizer, read_log, train
 from tiny_training import FAST, STDLIB_FILES, run, tiny_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -206,7 +206,7 @@ def test_init_command_writes_a_checkpoint_every_loader_reads(tiny_checkpoint, tm
 
 
 def test_train_corpus_out_trains_the_documented_default_model(tokens, tiny_checkpoint, tmp_path, capsys):
-    from minigpt_geom.commands.train import DEFAULT_SHAPE
+    from minigpt_geom.commands.init import DEFAULT_SHAPE
 
     out = tmp_path / "run"
     assert main(["train", str(tokens), "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--steps", "2",
@@ -218,6 +218,10 @@ def test_train_corpus_out_trains_the_documented_default_model(tokens, tiny_check
 
     helps = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert f"{DEFAULT_SHAPE['n_layer']} layers, d = {DEFAULT_SHAPE['n_embd']}" in " ".join(helps.split())
+    assert main(["init", "-o", str(tmp_path / "init"), "--tokenizer", str(tiny_checkpoint)]) == 0  # init agrees
+    assert GPT2.from_pretrained(tmp_path / "init").config == config
+    init_help = " ".join(build_parser()._subparsers._group_actions[0].choices["init"].format_help().split())
+    assert f"(default: {DEFAULT_SHAPE['n_layer']} layers, {DEFAULT_SHAPE['n_head']} heads, d = " in init_help
 
 
 @pytest.mark.subprocess
@@ -243,14 +247,13 @@ def test_two_processes_end_where_one_does(tokens, tiny_checkpoint, tmp_path, cap
 
 
 def test_a_dyt_checkpoint_loads_with_its_variant_and_alpha(tiny_checkpoint, tmp_path):
-    from minigpt_geom.io.export import save_model
 
     model = tiny_model(norm={"ln_1": "dyt", "ln_2": "dyt", "ln_f": "layernorm"})
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".alpha"):
                 p.fill_(0.5 + 0.01 * int(name.split(".")[1]))  # a different α per layer
-    save_model(model, tmp_path, tiny_checkpoint)
+    model.save_pretrained(tmp_path, tiny_checkpoint)
     loaded = GPT2.from_pretrained(tmp_path)  # the variant comes from config.json, α from the file
     assert loaded.h[1].ln_2.variant.name == "dyt" and loaded.ln_f.variant.name == "layernorm"
     assert loaded.h[1].ln_2.alpha.item() == pytest.approx(0.51)
