@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from . import add_command, add_pattern_argument, add_quiet_argument, positive_int
+from .arguments import add_command, add_pattern_argument, add_quiet_argument, positive_int
 
 SUMMARY = "train a byte-level BPE tokenizer (vocab.json, merges.txt) on a corpus"
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..text.bpe_training import BASE_TOKENS, train_bpe, write_bpe
     from ..text.corpus import corpus_files
-    from . import output_folder, report_written, show_progress, staged_outputs
+    from .outputs import output_folder, report_written, show_progress, staged_outputs
     from .prepare import corpus_options
 
     if args.vocab_size < BASE_TOKENS:

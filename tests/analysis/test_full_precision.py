@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from minigpt_geom import GPT2
-from minigpt_geom.analysis import load_model_and_tokenizer, tables
+from minigpt_geom.analysis import tables
+from minigpt_geom.text.pretrained import load_model_and_tokenizer
 from minigpt_geom.analysis.lens import text_lens
 from minigpt_geom.analysis.report import build_report
 from minigpt_geom.analysis.tables import format_csv, significant
