@@ -6,7 +6,8 @@
         stop  if the loss or ‖g‖ is not finite (the last checkpoint, all finite, stays)
         g     = g · min(1, clip / ‖g‖)                                            (gradient clipping)
         θ     = AdamW(θ, g, lr), weight decay on the matrices only
-        every log_interval steps: a row of log.csv; every eval_interval: validation loss, a sample, a checkpoint
+        every log_interval steps: a row of log.csv; every eval_interval: validation loss (not finite: stop
+        before saving, the last checkpoint stays), a sample, a checkpoint
 
 Under `torchrun --nproc_per_node N` every process draws the same global batch of windows (one seeded
 generator) and takes its own slice of it; DistributedDataParallel averages the gradients, so N processes
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from ..text.token_files import TokenData, cache_folder, load_tokens, prepare, windows
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
-from ..errors import InputError, MiniGPTGeomError
+from ..errors import CheckpointError, InputError, MiniGPTGeomError
 from ..io.checkpoint_folder import current_checkpoint
 from ..model.pretrained import norm_spec
 from .optimizer_state import TrainingState, load_training_state, save_checkpoint
@@ -242,12 +243,24 @@ def append_log(path: Path, row: LogRow) -> None:
 
 
 def read_log(path: Path) -> list[LogRow]:
-    """The rows of a log.csv written by append_log (none if it does not exist)."""
+    """The rows of a log.csv written by append_log (none if it does not exist); CheckpointError naming the line
+    of one that is damaged (it is left as it is, for the user to repair or move away)."""
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return [LogRow(int(r["step"]), *(float(r[k]) if r.get(k) else None for k in LOG_FIELDS[1:]))
-                for r in csv.DictReader(f)]
+    rows, line = [], 1
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != LOG_FIELDS:
+                raise ValueError(f"its header is not {','.join(LOG_FIELDS)}")
+            for line, r in enumerate(reader, start=2):
+                if None in r or None in r.values():  # more cells than the header, or fewer
+                    raise ValueError(f"it has {len(LOG_FIELDS)} columns, this row another number")
+                rows.append(LogRow(int(r["step"]), *(float(r[k]) if r[k] else None for k in LOG_FIELDS[1:])))
+    except (ValueError, csv.Error) as error:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{path} is damaged at line {line} ({' '.join(str(error).split())[:120]}): repair "
+                              f"it, or move it away to resume with a new log") from None
+    return rows
 
 
 # ---- the run -----------------------------------------------------------------------------------------
@@ -316,6 +329,8 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
         val_loss = None
         if evaluating:
             val_loss = evaluate(loss, data.val, context, settings.eval_windows, micro_batch, processes, autocast)
+            if not math.isfinite(val_loss):  # the same sum in every process: all stop, before any file is written
+                raise stopped(out, step, f"the validation loss ({val_loss:.4g}) is not finite", "before saving")
             if processes.main:
                 sample = sample_text(model, tokenizer, settings.sample_tokens, settings.seed) \
                     if settings.sample_tokens else ""
@@ -339,10 +354,7 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
         try:
             result = train_step(trained, optimizer, data.train, starts, context, settings, processes, autocast)
         except TrainingStopped as error:
-            saved = current_checkpoint(out)
-            kept = f"{out} keeps its last checkpoint, {saved.name}" if saved else "no checkpoint was saved"
-            raise TrainingStopped(f"step {step}: {error}; the run stopped before this update ({kept}): "
-                                  f"try a lower learning rate") from None
+            raise stopped(out, step, str(error), "before this update") from None
         tokens_per_second = settings.batch_size * context / (time.perf_counter() - began)  # loss is synced
         row = LogRow(step, result.loss, val_loss, rate, tokens_per_second, result.grad_norm)
         log.append(row)
@@ -353,6 +365,13 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
     bar.close()
     barrier(processes)  # the files are complete when every process returns
     return log
+
+
+def stopped(out: Path, step: int, problem: str, when: str) -> TrainingStopped:
+    """The error that ends a run whose numbers stopped being finite, naming the checkpoint that stays."""
+    saved = current_checkpoint(out)
+    kept = f"{out} keeps its last checkpoint, {saved.name}" if saved else "no checkpoint was saved"
+    return TrainingStopped(f"step {step}: {problem}; the run stopped {when} ({kept}): try a lower learning rate")
 
 
 def logged(row: LogRow, settings: TrainSettings) -> bool:
