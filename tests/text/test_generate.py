@@ -8,6 +8,7 @@ import torch
 
 from minigpt_geom import GPT2, InputError, KVCache
 from minigpt_geom.text.generation import Sampling, filter_top_k, filter_top_p, generate, generate_stream, next_token, stream_text
+from helpers import SMALL
 
 TOLERANCE = 1e-4
 
@@ -17,8 +18,8 @@ def random_prompt(batch: int, length: int, vocab: int, seed: int = 0) -> torch.T
 
 
 @pytest.fixture(scope="module")
-def small_model(small_checkpoints) -> GPT2:
-    return GPT2.from_pretrained(small_checkpoints["official"])
+def small_model(tiny_checkpoint) -> GPT2:
+    return GPT2.from_pretrained(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def lively(tmp_path_factory):
     With tied embeddings a small random GPT-2 mostly repeats its last input token. Position vectors ten
     times larger, token vectors and attention weights three times larger make the continuation wander
     and depend on the prompt, so a token-for-token comparison means something."""
-    from conftest import SMALL, random_hf_model, save_official_layout
+    from helpers import SMALL, random_hf_model, save_official_layout
 
     hf_model = random_hf_model(seed=0, **SMALL)
     with torch.no_grad():
@@ -47,7 +48,7 @@ def lively(tmp_path_factory):
 
 @torch.no_grad()
 def test_cached_logits_equal_full_recomputation(small_model):
-    idx = random_prompt(3, 20, 101)
+    idx = random_prompt(3, 20, SMALL["vocab_size"])
     full = small_model(idx)  # [3, 20, vocab]
     cache = KVCache(small_model.config.n_layer, small_model.config.n_ctx)
     pieces = [small_model(idx[:, :5], cache=cache)]  # prefill: the first 5 positions
@@ -56,30 +57,30 @@ def test_cached_logits_equal_full_recomputation(small_model):
     for t in range(9, 20):  # then one position at a time
         pieces.append(small_model(idx[:, t : t + 1], cache=cache))
     assert cache.length == 20
-    assert all(k.shape == (3, 4, 32, 12) and v.shape == k.shape for k, v in ((c.keys, c.values) for c in cache.layers))
+    assert all(k.shape == (3, 4, 64, 12) and v.shape == k.shape for k, v in ((c.keys, c.values) for c in cache.layers))
     worst = (torch.cat(pieces, dim=1) - full).abs().max().item()
     print(f"worst |Δlogits| cached vs full = {worst:.2e}")
     assert worst <= TOLERANCE
 
 
 def test_cache_does_not_change_samples(small_model):
-    prompt = random_prompt(2, 6, 101)
+    prompt = random_prompt(2, 6, SMALL["vocab_size"])
     settings = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "seed": 3}
     with_cache = generate(small_model, prompt, 20, Sampling(**settings))
     assert torch.equal(with_cache, generate(small_model, prompt, 20, Sampling(**settings), use_cache=False))
 
 
 def test_context_is_never_exceeded(small_model):
-    prompt = random_prompt(1, 8, 101)
-    assert generate(small_model, prompt, 24, Sampling(temperature=0)).shape == (1, 32)  # exactly n_ctx = 32
-    with pytest.raises(InputError, match=r"8 tokens \+ 25 new tokens = 33 .* context of 32 .* at most 24"):
-        generate(small_model, prompt, 25)
-    with pytest.raises(InputError, match="context of 32"):
-        generate_stream(small_model, prompt, 25)  # raised at the call, not at the first next()
+    prompt = random_prompt(1, 8, SMALL["vocab_size"])
+    assert generate(small_model, prompt, 56, Sampling(temperature=0)).shape == (1, 64)  # exactly n_ctx = 64
+    with pytest.raises(InputError, match=r"8 tokens \+ 57 new tokens = 65 .* context of 64 .* at most 56"):
+        generate(small_model, prompt, 57)
+    with pytest.raises(InputError, match="context of 64"):
+        generate_stream(small_model, prompt, 57)  # raised at the call, not at the first next()
 
 
 def test_bad_settings_are_input_errors(small_model):
-    prompt = random_prompt(1, 4, 101)
+    prompt = random_prompt(1, 4, SMALL["vocab_size"])
     for bad in ({"max_new_tokens": -1}, {"temperature": -0.5}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}):
         n = bad.pop("max_new_tokens", 3)
         with pytest.raises(InputError):
@@ -92,7 +93,7 @@ def test_bad_settings_are_input_errors(small_model):
 
 def test_greedy_matches_transformers(lively):
     hf_model, model = lively
-    prompt = random_prompt(4, 8, 101, seed=1)
+    prompt = random_prompt(4, 8, SMALL["vocab_size"], seed=1)
     ours = generate(model, prompt, 20, Sampling(temperature=0))
     theirs = hf_model.generate(prompt, do_sample=False, max_new_tokens=20, eos_token_id=None, pad_token_id=0)
     assert torch.equal(ours, theirs)
@@ -121,7 +122,7 @@ def eos_ending_rows_at_different_steps(rows: list[list[int]]) -> int:
 @pytest.mark.slow
 def test_eos_stops_each_sequence_like_transformers(lively):
     hf_model, model = lively
-    prompt = random_prompt(4, 8, 101, seed=1)
+    prompt = random_prompt(4, 8, SMALL["vocab_size"], seed=1)
     free = generate(model, prompt, 20, Sampling(temperature=0))[:, 8:].tolist()  # [4, 20], no eos
     for eos in (eos_ending_rows_at_different_steps(free), first_new_token_index(free[2], 2)[1]):
         ours = generate(model, prompt, 20, Sampling(temperature=0), eos_id=eos)
@@ -136,7 +137,7 @@ def test_eos_stops_each_sequence_like_transformers(lively):
 
 def test_eos_stops_a_single_sequence_early(lively):
     _, model = lively
-    prompt = random_prompt(1, 8, 101, seed=1)
+    prompt = random_prompt(1, 8, SMALL["vocab_size"], seed=1)
     free = generate(model, prompt, 20, Sampling(temperature=0))[0, 8:].tolist()
     k, eos = first_new_token_index(free, 4)
     stopped = generate(model, prompt, 20, Sampling(temperature=0), eos_id=eos)[0, 8:].tolist()
@@ -148,7 +149,7 @@ def test_eos_stops_a_single_sequence_early(lively):
 
 def test_seeded_sampling_is_reproducible_and_private(lively):
     _, model = lively
-    prompt = random_prompt(2, 4, 101)
+    prompt = random_prompt(2, 4, SMALL["vocab_size"])
     rng_before = torch.get_rng_state()
     torch.manual_seed(1)
     first = generate(model, prompt, 24, Sampling(seed=7))
@@ -165,7 +166,7 @@ def test_seeded_sampling_is_reproducible_and_private(lively):
 
 def test_top_k_1_is_greedy(lively):
     _, model = lively
-    prompt = random_prompt(2, 6, 101, seed=2)
+    prompt = random_prompt(2, 6, SMALL["vocab_size"], seed=2)
     greedy = generate(model, prompt, 20, Sampling(temperature=0))
     assert torch.equal(generate(model, prompt, 20, Sampling(temperature=1.3, top_k=1, seed=0)), greedy)
     assert torch.equal(generate(model, prompt, 20, Sampling(top_p=1e-6, seed=0)), greedy)  # the nucleus of one token
