@@ -32,9 +32,11 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     """--tokenizer-backend: which tokenizer reads a corpus (the ids are the same)."""
     parser.add_argument("--tokenizer-backend", choices=BACKENDS, default="auto",
-                        help="reference: the first-principles BPE; fast: Hugging Face `tokenizers` (pip install "
-                             "'minigpt-geom[fast]'), checked against the reference on a sample first; auto: fast if "
-                             "installed and it agrees (default: auto)")
+                        help="reference: the first-principles BPE; fast: tiktoken, else Hugging Face tokenizers "
+                             "(the first installed: pip install 'minigpt-geom[fast]') on the same vocab.json and "
+                             "merges.txt, refused unless it gives the reference's ids on a sample of the corpus; "
+                             "auto: fast when it gives those ids and encodes the sample faster, else reference "
+                             "(default: auto)")
 
 
 def corpus_settings(args: argparse.Namespace) -> dict:

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
                                **corpus_settings(args))
         options = dict(device=processes.device, resume=args.resume, overwrite=args.overwrite,
                        progress=show_progress(args))
-        log = remove_layer_norm(model, data, tokenizer, args.out, settings, **options)
+        with resume_hint(args, args.out / "run", processes.main, "weights"):
+            log = remove_layer_norm(model, data, tokenizer, args.out, settings, **options)
         control = None
         if args.control:  # the same weights, the same batches, layer norm kept
             start = args.out / "control" if args.resume else args.weights
