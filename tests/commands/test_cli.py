@@ -397,6 +397,8 @@ def training_argv(command: str, corpus: Path, weights: Path, out: Path) -> list[
 
 
 @pytest.mark.slow
+@requires("matplotlib")  # every command runs: report draws, verify compares with transformers
+@requires("transformers")
 def test_no_command_writes_a_carriage_return_to_a_stderr_that_is_not_a_terminal(tiny_checkpoint, tmp_path, capsys,
                                                                                monkeypatch):
     """tqdm draws with \\r; into a file or a pipe that turns one error into three lines. Every command runs with
