@@ -25,7 +25,7 @@ SMALL = dict(n_layer=2, n_head=4, n_embd=48, n_positions=64, vocab_size=300)
 FULL_124M = dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257)
 
 EXTRAS = {"transformers": "hf", "matplotlib": "plot", "tiktoken": "fast", "tokenizers": "fast", "hypothesis": "test",
-          "pandas": "test"}
+          "pandas": "test", "transformer_lens": "lens"}
 
 
 def needs(module: str) -> ModuleType:
