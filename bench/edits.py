@@ -87,10 +87,11 @@ def child(contender: str, folder: str, device: str, repeats: int, out: str) -> N
 
         model = GPT2.from_pretrained(folder, device=device).eval()
         sweep = lambda: ours_sweep(model, clean, corrupt)  # noqa: E731
+        model(corrupt)  # warm-up: one plain pass
     else:
         bridge = load_bridge(folder, device)
         sweep = lambda: lens_sweep(bridge, clean, corrupt)  # noqa: E731
-    sweep()  # warm-up
+        bridge(corrupt)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
