@@ -379,6 +379,21 @@ def test_embeddings_command(tiny_checkpoint, tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_probe_rows_are_labelled_with_the_probed_tokens(tiny_checkpoint, tmp_path, capsys):
+    """--leading-space probes ' stone': the rows say ' stone', the token probed, not 'stone'."""
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    argv = ["--weights", str(tiny_checkpoint), "--layer", "1", "-k", "2", "-o", str(tmp_path), "--no-plot"]
+    assert main(["probe", "stone", *argv, "--leading-space", "--style", "markdown"]) == 0
+    printed = capsys.readouterr().out
+    assert "| ' stone' | sum |" in printed and "| 'stone' |" not in printed
+    rows = read_csv(tmp_path / "probe.csv")
+    words = {(row[3], int(row[4])) for row in rows[1:]}
+    assert words == {(" stone", tokenizer.encode(" stone")[0])}
+    assert all(tokenizer.decode([token]) == word for word, token in words)  # each row names its own token
+    assert main(["probe", "one", *argv]) == 0  # without the space: 'one', as probed
+    assert {row[3] for row in read_csv(tmp_path / "probe.csv")[1:]} == {"one"}
+
+
 @pytest.mark.slow
 def test_probe_command(tiny_checkpoint, tmp_path, capsys):
     assert main(["probe", "one", "he", "zebra", "--weights", str(tiny_checkpoint), "-k", "3", "-o", str(tmp_path)]) == 0
@@ -391,7 +406,7 @@ def test_probe_command(tiny_checkpoint, tmp_path, capsys):
     # the default noun list with leading spaces, printed; and errors without a traceback
     argv = ["probe", "--weights", str(tiny_checkpoint), "--leading-space", "--layer", "1", "--style", "markdown"]
     assert main(argv) == 0
-    assert "| stone | sum |" in capsys.readouterr().out
+    assert "| ' stone' | sum |" in capsys.readouterr().out
     assert main(["probe", "--weights", str(tiny_checkpoint)]) == 2  # no noun is one token without a space
     assert main(["probe", "one", "--weights", str(tiny_checkpoint), "--layer", "5"]) == 2
     assert "layer 5 does not exist" in capsys.readouterr().err
