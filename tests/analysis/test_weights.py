@@ -250,10 +250,12 @@ def test_svd_tables_match_numpy(model, circuit):
 
         rows = singular_pair_words(model, svd, n_pairs=20, k=3)
         assert len(rows) == r  # 20 asked, d_head = 12 exist
+        assert [row.rank for row in rows] == list(range(1, r + 1))  # rank 1: the largest singular value
         for row in rows:
-            assert row.singular_value == pytest.approx(S[row.rank])
-            assert list(row.left) == list(np_top(left_words @ (U[:, row.rank] * S[row.rank]), 3))
-            assert list(row.right) == list(np_top(right_words @ V[:, row.rank], 3))
+            i = row.rank - 1
+            assert row.singular_value == pytest.approx(S[i])
+            assert list(row.left) == list(np_top(left_words @ (U[:, i] * S[i]), 3))
+            assert list(row.right) == list(np_top(right_words @ V[:, i], 3))
 
 
 def test_word_counts_are_clipped_to_the_vocabulary(model):
