@@ -19,7 +19,8 @@ from minigpt_geom.analysis.circuits import ln_1_embeddings
 from minigpt_geom.analysis.drift import text_drift
 from minigpt_geom.analysis.embeddings import (distance_note, distance_table, reach_caption, reachability,
                                              sphere_distances)
-from minigpt_geom.analysis.lens import lens_logits, logit_lens
+from minigpt_geom.analysis.lens import angle_note, format_lens, lens_logits, logit_lens
+from minigpt_geom.analysis.report import model_summary
 from minigpt_geom.analysis.norms import compare_norms
 from minigpt_geom.cli import main
 from minigpt_geom.errors import InputError
@@ -293,6 +294,21 @@ def test_the_distance_table_names_the_variants_projection_and_scale(variant):
     scaled = E * radius / np.linalg.norm(E, axis=1).mean()
     [row] = [r for r in rows if r.setting == "scaled"]
     np.testing.assert_allclose(row.l2_mean, np.linalg.norm(scaled - target, axis=1).mean(), rtol=1e-4)
+
+
+def test_the_labels_of_the_lens_and_the_report_fit_the_variant(variant):
+    """The lens footer says how the model's own ln_1 reads the angle; the report's header gives √d only for a
+    model with a sphere of that radius (not DyT's box, not an LN-free model)."""
+    name, model = variant
+    note = angle_note(model)
+    assert f"ln_1 ({model.h[0].ln_1.variant.name})" in note
+    assert ("along its sphere" in note) == (name in ("layernorm", "rmsnorm", "sphere"))
+    assert ("centred" in note) == (name in ("layernorm", "sphere", "fixed_sigma"))
+    summary = model_summary(model)
+    assert ("√d = 6.928" in summary) == (name in ("layernorm", "rmsnorm", "sphere")), summary  # √48
+    lens = logit_lens(model, model(ids(seed=3), trace=TraceRequest(states=True))[1], k=2)
+    footer = format_lens(lens, ["a"] * lens.top_ids.shape[2], str, positions=[0], angle=note).splitlines()[-1]
+    assert note in footer and "for layer norm" not in footer
 
 
 def test_embeddings_on_an_ln_free_model_ranks_by_the_norms_that_still_apply(ln_free_folder, capsys, tmp_path):
