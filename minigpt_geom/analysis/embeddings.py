@@ -16,7 +16,7 @@ the words), and "scaled" means scaled to the radius of its set: √d on the sphe
 (DyT's box) the mean norm of the projected rows; (b) takes ln_f's γ, β (1 and 0 for a variant without them)
 and the rows of the model's own unembedding (E, or after a fold W with its bias b added to β·e), and the
 tight bound is the supremum of p·(γ⊙e) over the variant's own output set, its support function h
-(sphere.Geometry.support): √d‖centre(a)‖ on layer norm's sphere, √d‖a‖ on RMSNorm's, ‖a‖₁ on DyT's box.
+(geometry.Geometry.support): √d‖centre(a)‖ on layer norm's sphere, √d‖a‖ on RMSNorm's, ‖a‖₁ on DyT's box.
 A variant whose outputs fill an unbounded set (fixed σ, none: an LN-free model) has no set to measure E
 against and reaches every word: (a) and the two bounds do not apply there, and the rankings by ‖e‖, ‖γ⊙e‖
 and their β·e terms, which still do, are all that (b) holds.
@@ -35,7 +35,7 @@ from torch import Tensor
 from ..model.gpt2 import GPT2
 from ..config import site_name
 from ..errors import InputError
-from ..model.sphere import SphereNorm
+from ..model.norm_site import SphereNorm
 from .tables import Table, significant, token_label
 from .vocabulary import restrict
 

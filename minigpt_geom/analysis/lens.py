@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
-from ..model.sphere import centred_direction
+from ..model.geometry import centred_direction
 from ..model.trace import Trace
 from .text import token_words, trace_text
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..errors import InputError, import_optional
 from ..model.gpt2 import GPT2
-from ..model.sphere import map_label
+from ..model.variants import map_label
 
 PAPER_WORD = " one"  # the word whose path the paper draws
 UMAP_VOCAB_FIT = 10_000  # the paper fits UMAP on the first 10,000 normalised embeddings

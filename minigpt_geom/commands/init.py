@@ -4,12 +4,12 @@ train's new model (4 layers, d = 64) unless --init PRESET or a size says otherwi
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from .arguments import add_command, positive_int
+from ..io.files import parse_json
+from .arguments import add_command, positive_int, seed
 from .outputs import output_folder
 
 SUMMARY = "write a freshly initialised checkpoint"
@@ -20,11 +20,11 @@ DEFAULT_SHAPE = dict(n_layer=4, n_head=4, n_embd=64, n_ctx=64)
 
 def norm_argument(text: str) -> str | dict[str, str]:
     """argparse type for --norm: a variant name, or a JSON mapping site -> name such as '{"ln_f": "none"}'."""
-    from ..model.sphere import get_norm
+    from ..model.variants import get_norm
 
     try:
-        spec = json.loads(text) if text.lstrip().startswith("{") else text
-    except json.JSONDecodeError as error:
+        spec = parse_json(text) if text.lstrip().startswith("{") else text
+    except ValueError as error:  # malformed, or nested too deeply
         raise argparse.ArgumentTypeError(f"not a JSON mapping: {error}") from None
     names = spec.values() if isinstance(spec, dict) else [spec]
     for name in names:
@@ -53,7 +53,7 @@ def add_architecture_arguments(parser: argparse.ArgumentParser, fine_tune: bool 
                        help='norm variant of every site (layernorm, rmsnorm, sphere, dyt, none …) or a JSON '
                             'mapping such as \'{"ln_f": "none"}\' (default: layernorm'
                             + ("; fine-tuning: the weights\' own)" if fine_tune else ")"))
-    group.add_argument("--seed", type=int, default=None,
+    group.add_argument("--seed", type=seed, default=None,
                        help=f"seed of the initialisation{' and batches' if fine_tune else ''} (default: 0)")
 
 

@@ -26,7 +26,7 @@ from .attention import AttentionDiagnostics
 from .block import BlockDiagnostics
 from ..errors import InputError, import_optional
 from ..io.files import atomic_write, regular_file
-from .sphere import SphereDiagnostics
+from .norm_site import SphereDiagnostics
 from .trace_request import TraceRequest, as_request  # noqa: F401  (re-exported: minigpt_geom.model.trace.TraceRequest)
 
 if TYPE_CHECKING:
