@@ -218,7 +218,7 @@ def test_word_selection_and_default_blocks(tokenizer):
     assert kept == [("one", tokenizer.encode("one")[0]), ("he", tokenizer.encode("he")[0])]
     assert dropped == ["stone", "zebra"]
     kept, dropped = single_token_words(tokenizer, ["stone", "town", "one"], leading_space=True)
-    assert [w for w, _ in kept] == ["stone", "town"] and dropped == ["one"]
+    assert [w for w, _ in kept] == [" stone", " town"] and dropped == ["one"]  # the texts probed, the words dropped
     assert default_layers(12) == [0, 5, 11]
     assert default_layers(2) == [0, 1]
     assert default_layers(1) == [0]
