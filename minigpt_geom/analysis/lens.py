@@ -90,7 +90,7 @@ def logit_lens(model: GPT2, trace: Trace, k: int = 5) -> LensResult:
         fields["prob"].append(target[..., 0].exp())
         fields["rank"].append((logp > target).sum(dim=-1) + 1)
         fields["entropy"].append(-(p * logp).sum(dim=-1))
-        fields["kl"].append((final_p * (final_logp - logp)).sum(dim=-1))
+        fields["kl"].append((final_p * (final_logp - logp)).sum(dim=-1).clamp_min(0))  # KL ≥ 0: −1e-9 is rounding
     step, path = angular_steps(trace)
     stack = lambda name: torch.stack(fields[name])  # noqa: E731
     return LensResult(

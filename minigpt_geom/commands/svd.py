@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             stem = f"svd_layer{layer}_{circuit.lower()}"
             written += write_table(output_file(stage, stem), tables)
             if not args.no_plot:
-                title = f"singular values of $W_{{{circuit}}}$ per head, layer {layer} (grey: the other heads)"
+                title = f"singular values of $W_{{{circuit}}}$ per head, layer {layer}"
                 written.append(plot_singular_values(result.spectra[layer, circuit],
                                                     output_file(stage, f"{stem}_spectrum.{args.format}"), title,
                                                     dpi=args.dpi, circuit=circuit))

@@ -341,6 +341,7 @@ def test_table_styles():
     assert "1.500" in format_table(header, rows, "text")  # 4 significant digits
     latex = format_table(header, rows, "latex", caption="W_QK")
     assert r"\_z" in latex and r"$\sigma$" in latex and r"W\_QK" in latex
+    assert latex.splitlines()[0] == r"% needs \usepackage{booktabs} (\toprule, \midrule, \bottomrule)"
     assert latex_escape("naïve café") == "naïve café"  # UTF-8, which LaTeX reads as is
     assert latex_escape("a\nb") == r"a\textbackslash{}x0ab"  # control characters spelled as Python does
     assert list(csv.reader(io.StringIO(format_csv(header, rows)))) == [["a", "σ"], ["x|y", "1.5"], ["_z", ""]]
