@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from ..text.token_files import TokenData, cache_folder, load_tokens, prepare, windows
+from ..text.token_files import TokenData, cache_folder, check_tokenizer, load_tokens, prepare, windows
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
 from ..errors import InputError, MiniGPTGeomError
 from ..io.export import (TrainingState, check_new_output, current_checkpoint, folder_lock, load_training_state, norm_spec,
@@ -263,6 +263,7 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     process calls it, with the same settings (checked)."""
     processes = start_processes(device)
     out = Path(out)
+    check_tokenizer(data, tokenizer_source)
     context = settings.context or model.config.n_ctx
     micro_batch = settings.micro_batch or max(settings.batch_size // processes.world, 1)
     agree({**asdict(settings), "model": asdict(model.config), "norm": norm_spec(model), "resume": resume,
