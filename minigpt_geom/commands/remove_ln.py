@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Remove layer norm; under torchrun every process runs this and rank 0 writes the files."""
-    from ..io.export import check_new_output
+    from ..training.run_folder import check_new_output
     from ..model.gpt2 import GPT2
     from ..training.remove_ln import check_removable, control_run, remove_layer_norm
     from ..training.loop import load_corpus

@@ -88,7 +88,7 @@ def setting_flag(name: str) -> str:
 def settings_from_arguments(args: argparse.Namespace) -> TrainSettings:
     """The TrainSettings the options name (a resumed run's saved ones, changed where allowed); errors name
     the option."""
-    from ..io.export import read_saved_state
+    from ..training.optimizer_state import read_saved_state
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if getattr(args, f.name, None) is not None}
     with options_named():
@@ -131,7 +131,6 @@ def options_named() -> Iterator[None]:
 
 def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     """(model, tokenizer source): the run saved in --out, the weights given, or a new model."""
-    from ..model.lnfree import sites
     from ..model.gpt2 import GPT2
     from ..text.tokenizer import Tokenizer
     from ..training.loop import check_norm_spec
@@ -146,7 +145,7 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     if args.weights:
         model = GPT2.from_pretrained(args.weights)
         if args.norm:
-            check_norm_spec(args.norm, sites(model))
+            check_norm_spec(args.norm, list(model.norm_sites()))
             model.set_norm(args.norm)
         return model, args.tokenizer or args.weights
     tokenizer = args.tokenizer or DEFAULT_TOKENIZER
@@ -158,7 +157,7 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files."""
-    from ..io.export import check_new_output
+    from ..training.run_folder import check_new_output
     from ..training.loop import load_corpus, train
 
     if args.resume and args.overwrite:
