@@ -221,16 +221,18 @@ def keep_aside(path: Path, aside: Path) -> Path | None:
 @contextmanager
 def folder_lock(folder: str | os.PathLike, name: str) -> Iterator[Path]:
     """Hold the lock file folder/name while the block runs (filelock's flock: the kernel releases it however the
-    process ends), creating the folder; OutputError, one line, if another process holds it."""
+    process ends), creating the folder; OutputError, one line, if another process (or thread) holds it."""
     import filelock  # 30 ms: imported by the commands that write a folder, not by --help
 
     folder = Path(folder)
-    lock = filelock.FileLock(folder / name, timeout=0)
+    # one lock object per file in this process, re-entered by the thread that holds it (a run that writes a
+    # checkpoint), refused to any other; 0o666 less the umask, as any file we create
+    lock = filelock.FileLock(folder / name, timeout=0, mode=0o666, is_singleton=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except filelock.Timeout:
-        raise OutputError(f"another process is writing into {folder} (it holds {folder / name}): wait for it to "
+        raise OutputError(f"another process is running in {folder} (it holds {folder / name}): wait for it to "
                           f"end, or give another folder") from None
     except OSError as error:  # a file where the folder should be, a read-only parent
         raise OutputError(f"cannot lock the folder {folder}: {error.strerror or error}") from None

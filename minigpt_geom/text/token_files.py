@@ -88,6 +88,36 @@ def check_tokenizer(data: TokenData, tokenizer_source: str | os.PathLike) -> Non
                          f"{tokenizer_source}) or give the one they were made with")
 
 
+# What decides the data a run trains on, from meta.json: (what it is called, the setting that chooses it).
+PROVENANCE = {"files": ("corpus files", "corpus"), "pattern": ("pattern", "pattern"),
+              "tokenizer": ("tokenizer", "tokenizer"), "val_fraction": ("held-out fraction", "val_fraction"),
+              "split": ("held-out split", "split"), "split_seed": ("split seed", "split_seed")}
+
+
+def provenance(meta: dict) -> dict:
+    """The corpus's files (names, sizes, times), the pattern, the tokenizer's fingerprint and the split of token
+    files, from their meta.json: what a resumed run must train on again."""
+    return {key: meta.get(key) for key in PROVENANCE}
+
+
+def check_same_data(saved: dict, data: TokenData) -> None:
+    """InputError naming the first way `data` differs from the data a saved run trained on (its provenance)."""
+    now = provenance(data.meta)
+    for key, (what, field) in PROVENANCE.items():
+        if saved.get(key) != now[key]:
+            if key == "files":
+                before, after = ({Path(name).name for name, *_ in files or []} for files in (saved[key], now[key]))
+                change = (f"{len(saved[key] or [])} files then, {len(now[key] or [])} now"
+                          + (f" ({sorted(before ^ after)[0]} in one only)" if before ^ after else
+                             ", of other sizes or times"))
+            elif key == "tokenizer":
+                change = f"sha256 {str(saved[key])[:12]}… then, {str(now[key])[:12]}… now"
+            else:
+                change = f"{saved.get(key)!r} then, {now[key]!r} now"
+            raise InputError(f"the saved run trained on other data: its {what} differ{'' if key == 'files' else 's'} "
+                             f"({change}); resume on the same corpus, tokenizer and split", field=field)
+
+
 def corpus_key(files: list[Path], tokenizer_id: str, val_fraction: float, split: str = "documents",
                split_seed: int = 0) -> str:
     """A name for the token files of these files: it changes when a file's name, size or mtime does, or
