@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from . import add_command, output_folder, positive_int
+from .arguments import add_command, positive_int
+from .outputs import output_folder
 
 SUMMARY = "write a freshly initialised checkpoint"
 
@@ -70,7 +71,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
         config = replace(base, vocab_size=vocab_size, **sizes)
     except ValueError as error:
         raise InputError(str(error)) from None
-    check_fits(2 * model_bytes(config), torch.device("cpu"), f"a model of {config}")  # built, then copied to save
+    check_fits(f"a model of {config}", 2 * model_bytes(config), torch.device("cpu"))  # built, then copied to save
     model = GPT2(config, norm=args.norm or "layernorm", seed=args.seed or 0)
     check_norm_spec(args.norm, list(model.norm_sites()))
     return model

@@ -13,7 +13,9 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from . import add_command, processes_for, show_progress
+from .arguments import add_command
+from .loading import processes_for
+from .outputs import show_progress
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 from .train import add_run_arguments, check_outside, one_line_warnings, options_named, settings_from_arguments
 

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError
 from ..training.settings import SettingError, TrainSettings, settings_from_saved
-from . import add_command, add_quiet_argument, processes_for, show_progress, whole_number
+from .arguments import add_command, add_quiet_argument, whole_number
+from .loading import processes_for
+from .outputs import show_progress
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 

@@ -388,8 +388,8 @@ def check_run(model: GPT2, data: TokenData, settings: TrainSettings, context: in
     if settings.batch_size % (micro_batch * processes.world):
         raise SettingError("batch_size", f"({settings.batch_size} windows) does not split into micro-batches of "
                            f"{micro_batch} on {processes.world} process(es)")
-    check_fits(training_bytes(model.config, micro_batch, context), processes.device,
-               f"a training step of micro-batch {micro_batch} × {context} tokens")
+    check_fits(f"a training step of micro-batch {micro_batch} × {context} tokens",
+               training_bytes(model.config, micro_batch, context), processes.device)
     if data.meta["vocab_size"] > model.config.vocab_size:  # every id < vocab_size: no check at each step
         raise InputError(f"the token files use ids up to {data.meta['vocab_size'] - 1}, beyond the model's "
                          f"vocabulary of {model.config.vocab_size}: tokenise with the model's tokenizer")

@@ -295,9 +295,9 @@ def test_a_norm_mapping_naming_no_site_is_refused(norm, named, tokens, tiny_chec
 def test_sizes_that_cannot_fit_are_refused_before_allocating(tokens, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["init", "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--n-embd", "65536", "--n-head", "1"]) == 2
-    assert "a model of" in (err := one_line_error(capsys)) and "GiB, more than the" in err
+    assert "a model of" in (err := one_line_error(capsys)) and "GiB on cpu, more than the" in err
     assert main(train_argv(tokens, tiny_checkpoint, out, "--batch-size", "100000000")) == 2
-    assert "a training step" in (err := one_line_error(capsys)) and "GiB, more than the" in err
+    assert "a training step" in (err := one_line_error(capsys)) and "GiB on cpu, more than the" in err
     assert not out.exists()
 
 
