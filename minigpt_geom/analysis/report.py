@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..model.gpt2 import GPT2
-from ..model.sphere import geometry_summary
+from ..model.variants import geometry_summary
 from . import plots
 from .circuits import check_head, check_layer
 from .drift import text_drift

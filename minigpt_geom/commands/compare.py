@@ -6,10 +6,9 @@ import argparse
 
 from ..errors import InputError
 from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
-                        path_text)
+                        path_text, utf8_text, word)
 from .loading import load_model_and_tokenizer
-from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
-                      write_figure)
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs, write_figure
 
 SUMMARY = "models side by side on one text: norms, radii, angular path, logit lens, trajectories in one 3-D frame"
 
@@ -27,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--mixed-vocabularies", action="store_true",
                         help="compare models whose vocabularies differ, feeding each the ids of --weights' tokenizer "
                              "(otherwise refused: the same ids are other words to them)")
-    parser.add_argument("--labels", nargs="+", metavar="NAME",
+    parser.add_argument("--labels", nargs="+", metavar="NAME", type=utf8_text,
                         help="a name for each model, --weights first (default: each source's folder name)")
-    parser.add_argument("--word", help="the word whose paths are drawn bold (default: ' one', else the last)")
+    parser.add_argument("--word", type=word, help="the word whose paths are drawn bold (default: ' one', else the last)")
     add_output_argument(parser, "compare.csv and compare.FORMAT", default="compare")
     add_figure_arguments(parser)
     return parser
@@ -51,10 +50,15 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.compare import compare_models, unique_labels
     from ..analysis.tables import Table, write_csv
 
-    require_matplotlib(args)
-    out = output_folder(args.out)
+    out = checked_output(args)
     sources = [args.weights, *args.against]
     names = unique_labels(sources, args.labels)
+    if not args.no_plot:  # the legend draws each label as mathtext: a parse error would end the figure
+        from ..analysis.plots import mathtext_problem
+
+        for label in args.labels or []:
+            if problem := mathtext_problem(label):
+                raise InputError(f"--labels {label!r} is not valid mathtext ({problem}): write a literal $ as \\$")
     with progress_bar(args, len(sources) + 1, "compare") as bar:
         model, tokenizer = load_model_and_tokenizer(args)
         models = {names[0]: model}

@@ -69,6 +69,9 @@ def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN,
         what = not_regular(path.stat().st_mode) if path.exists() else None  # a FIFO, a device: not "missing"
         problem = f"is {what}, not" if what else "does not exist:"
         raise InputError(f"corpus {path} {problem} a text file or a folder of text files", field="corpus")
+    if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:  # rglob would leave the folder
+        raise InputError(f"the pattern {pattern!r} must name files inside the corpus folder (relative, without "
+                         f"'..')", field="pattern")
     excluded = [Path(folder).resolve() for folder in [*exclude, *token_folders(path)]]
     files = sorted(
         p for p in path.rglob(pattern)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..text.token_files import (TokenData, cache_folder, check_same_data, check_tokenizer, load_tokens, prepare,
                                 provenance, windows)
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
-from ..errors import InputError, MiniGPTGeomError, Note
+from ..errors import CheckpointError, InputError, MiniGPTGeomError, Note
 from ..io.checkpoint_folder import LOCK_FILE, current_checkpoint
 from ..io.files import folder_lock, write_text
 from ..io.owned import check_owned, record
@@ -255,12 +255,24 @@ def append_log(path: Path, row: LogRow) -> None:
 
 
 def read_log(path: Path) -> list[LogRow]:
-    """The rows of a log.csv written by append_log (none if it does not exist)."""
+    """The rows of a log.csv written by append_log (none if it does not exist); CheckpointError naming the line
+    of one that is damaged (it is left as it is, for the user to repair or move away)."""
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return [LogRow(int(r["step"]), *(float(r[k]) if r.get(k) else None for k in LOG_FIELDS[1:]))
-                for r in csv.DictReader(f)]
+    rows, line = [], 1
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != LOG_FIELDS:
+                raise ValueError(f"its header is not {','.join(LOG_FIELDS)}")
+            for line, r in enumerate(reader, start=2):
+                if None in r or None in r.values():  # more cells than the header, or fewer
+                    raise ValueError(f"it has {len(LOG_FIELDS)} columns, this row another number")
+                rows.append(LogRow(int(r["step"]), *(float(r[k]) if r[k] else None for k in LOG_FIELDS[1:])))
+    except (ValueError, csv.Error) as error:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{path} is damaged at line {line} ({' '.join(str(error).split())[:120]}): repair "
+                              f"it, or move it away to resume with a new log") from None
+    return rows
 
 
 # ---- the run -----------------------------------------------------------------------------------------
