@@ -77,6 +77,7 @@ def test_defect_13_a_move_that_fails_half_way_puts_back_what_it_replaced(tmp_pat
     ["drift", ""],
     ["prepare", "", "-o", "tokens"],
     ["train", "", "-o", "run"],
+    ["tokenizer", "", "--vocab-size", "300", "-o", "bpe"],
     ["init", "-o", ""],
     ["lens", TEXT, "--weights", ""],
 ])
