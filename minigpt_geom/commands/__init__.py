@@ -5,7 +5,7 @@ check the arguments (argparse, sizes against the memory they need), the output f
 matplotlib when it draws; load the model and tokenizer (validating --device and --dtype); run the analysis;
 only then write: every output into a temporary folder, moved into the output folder together at the end.
 
-The options every command spells the same way (README's "Commands" section, tests/test_cli.py holds them):
+The options every command spells the same way (README's "Commands" section, tests/commands/test_cli.py holds them):
 --weights, --tokenizer, --device, --dtype, --quiet, --pattern, a positional text defaulting to PAPER_PROMPT,
 -o/--out, and for figures --format, --dpi, --no-plot. Nothing here imports torch at import time.
 """

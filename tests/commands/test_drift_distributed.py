@@ -14,7 +14,7 @@ from bpe_files import SAMPLE
 
 from minigpt_geom.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_numbers(path: Path) -> list[list[float]]:

@@ -24,8 +24,8 @@ from minigpt_geom.io.export import write_checkpoint
 from minigpt_geom.training.loop import TrainingStopped, TrainSettings, read_log, train
 from tiny_training import FAST, run, tiny_model
 
-ROOT = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

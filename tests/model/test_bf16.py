@@ -21,7 +21,7 @@ from minigpt_geom import GPT2
 from minigpt_geom.model.sphere import centre, normalise, sphere_projection
 from minigpt_geom.model.trace import TraceRequest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

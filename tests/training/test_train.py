@@ -25,7 +25,7 @@ from minigpt_geom.text.tokenizer import Tokenizer
 from minigpt_geom.training.loop import TrainSettings, learning_rate, load_corpus, make_optimizer, read_log, train
 from tiny_training import FAST, STDLIB_FILES, run, tiny_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
