@@ -19,10 +19,10 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..analysis.plots import FORMATS as FIGURE_FORMATS
-from ..analysis.tables import TABLE_STYLES
+from ..analysis.tables import TABLE_STYLES, Table, write_csv
 from ..errors import InputError, MiniGPTGeomError, OutputError
 from ..io.files import atomic_write, new_file_mode
 
@@ -190,6 +190,25 @@ def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--word", help="token to highlight, e.g. ' one' (default: ' one' if present, else the last)")
     group.add_argument("--position", type=whole_number,
                        help="position of the token to highlight (negative counts from the end)")
+
+
+def add_contrast_arguments(parser: argparse.ArgumentParser, answer: str, wrong: str,
+                           metric: str = "logit_diff") -> None:
+    """--answer, --wrong and --metric: what a causal experiment measures (analysis/metric.py); `answer` and
+    `wrong` say what each word is when it is not given."""
+    group = parser.add_argument_group("what is measured")
+    group.add_argument("--answer", metavar="WORD", help=f"the word the prompt should lead to, one token, e.g. "
+                                                        f"' Paris' (default: {answer})")
+    group.add_argument("--wrong", metavar="WORD", help=f"the word it is measured against, one token (default: {wrong})")
+    group.add_argument("--metric", default=metric, choices=("logit_diff", "probability"),
+                       help=f"logit difference answer − wrong, or the answer's probability (default: {metric})")
+
+
+def add_batch_argument(parser: argparse.ArgumentParser) -> None:
+    """--batch-size N: edited copies of the prompt run in one forward pass."""
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="edited copies of the prompt per forward pass (default: as many as an eighth of the "
+                             "device's memory holds)")
 
 
 # ---- loading -----------------------------------------------------------------------------------------------
@@ -382,3 +401,16 @@ def report_written(out: Path, paths: list[Path]) -> None:
     """Print where each output went (`paths` as staged_outputs wrote them, moved into `out` since)."""
     for path in paths:
         print(f"wrote {Path(out) / path.name}")
+
+
+def write_experiment(args: argparse.Namespace, out: Path, stem: str, table: Table, records: list[dict],
+                     figure: Callable[[], Figure]) -> int:
+    """What every causal experiment does last: print `table` in --style, then write
+    stem.csv (the records, full precision) and, unless --no-plot, the figure as stem.FORMAT, together."""
+    print(table.format(args.style), end="")
+    with staged_outputs(out) as stage:
+        written = [write_csv(output_file(stage, f"{stem}.csv"), Table.from_records(records))]
+        if not args.no_plot:
+            written.append(write_figure(figure(), output_file(stage, f"{stem}.{args.format}"), args.dpi))
+    report_written(out, written)
+    return 0
