@@ -18,12 +18,14 @@ from ..training.memory import available_bytes
 BUDGET_SHARE = 8  # a sweep takes at most 1/8 of the device's memory by default: room for the model and the rest
 
 
-def row_bytes(config: GPT2Config, T: int, element_size: int = 4) -> int:
+def row_bytes(config: GPT2Config, T: int, element_size: int = 4, all_positions: bool = False) -> int:
     """Memory one row of T tokens holds at the peak of an inference forward pass, within a factor of about two:
     the residual, q, k, v and a head's output (6Td), the MLP's hidden layer and its GELU (8Td), the scores and
-    the pattern (2HT²), the last position's logits (V); doubled for what the allocator keeps around."""
+    the pattern (2HT²), the logits of the last position (V) or of every position (TV, twice: a loss's
+    log-softmax beside them); doubled for what the allocator keeps around."""
     d, H = config.n_embd, config.n_head
-    return 2 * element_size * (14 * T * d + 2 * H * T * T + config.vocab_size)
+    logits = 2 * T * config.vocab_size if all_positions else config.vocab_size
+    return 2 * element_size * (14 * T * d + 2 * H * T * T + logits)
 
 
 def memory_budget(device: torch.device) -> int:
@@ -31,11 +33,12 @@ def memory_budget(device: torch.device) -> int:
     return available_bytes(device) // BUDGET_SHARE
 
 
-def rows_per_pass(config: GPT2Config, T: int, budget: int, element_size: int = 4) -> int:
+def rows_per_pass(config: GPT2Config, T: int, budget: int, element_size: int = 4, all_positions: bool = False
+                  ) -> int:
     """How many rows of T tokens one forward pass may hold within `budget` bytes (at least one)."""
     if budget <= 0:
         raise InputError(f"the memory budget must be positive, got {budget} bytes", "budget")
-    return max(1, budget // row_bytes(config, T, element_size))
+    return max(1, budget // row_bytes(config, T, element_size, all_positions))
 
 
 def chunks(n: int, size: int) -> Iterator[range]:

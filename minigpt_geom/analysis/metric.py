@@ -81,3 +81,19 @@ def single_token(tokenizer: Tokenizer, word: str, option: str) -> int:
         hint = f" (did you mean {' ' + word!r}, with its leading space?)"
     pieces = ", ".join(repr(tokenizer.decode([i])) for i in ids)
     raise InputError(f"{option} {word!r} is {len(ids)} tokens ({pieces or 'none'}), not one{hint}", option)
+
+
+def choose_contrast(tokenizer: Tokenizer, logits: Tensor, answer: str | None, wrong: str | None,
+                    metric: str = "logit_diff", wrong_logits: Tensor | None = None) -> tuple[Contrast, str, str]:
+    """The contrast the words name, or by default the most likely word of `logits` [V] as the answer and the
+    most likely other word of `wrong_logits` (default: `logits`) as the wrong one; with the two words' texts."""
+    answer_id = single_token(tokenizer, answer, "--answer") if answer is not None else int(logits.argmax())
+    if wrong is not None:
+        wrong_id = single_token(tokenizer, wrong, "--wrong")
+    else:
+        others = (logits if wrong_logits is None else wrong_logits).float().clone()
+        others[answer_id] = float("-inf")
+        wrong_id = int(others.argmax())
+    contrast = Contrast(answer_id, wrong_id, metric)
+    contrast.check(logits.shape[-1])
+    return contrast, tokenizer.decode([answer_id]), tokenizer.decode([wrong_id])

@@ -17,13 +17,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .metric import METRIC_WORDS, Contrast, normalised
+from ..model.edits import Set
+from ..model.gpt2 import GPT2
+from ..model.trace_request import TraceRequest
+from .batching import chunks, memory_budget, rows_per_pass
+from .metric import METRIC_WORDS, Contrast, choose_contrast, normalised
 from .tables import Table
+from .text import encode_text, token_words
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from ..text.tokenizer import Tokenizer
 
 SITES = {"resid_pre": ("layer", "position"), "head_out": ("layer", "head")}
 SITE_WORDS = {"resid_pre": "the residual stream x_l entering block l, one position at a time",
@@ -78,6 +89,74 @@ def check_pair(clean: Sequence[int], corrupted: Sequence[int]) -> None:
                          "moves each position to the same position, so both must have the same number of tokens")
 
 
+# ---- the sweep ---------------------------------------------------------------------------------------------
+
+def pass_rows(model: GPT2, T: int, rows: int | None, all_positions: bool = False) -> int:
+    """Rows per forward pass: `rows` if given, else as many as the memory budget of the model's device holds."""
+    if rows is not None:
+        return rows
+    weight = model.wte.weight
+    return rows_per_pass(model.config, T, memory_budget(weight.device), weight.element_size(), all_positions)
+
+
+@torch.inference_mode()
+def patch_sweep(model: GPT2, clean: Tensor, corrupted: Tensor, contrast: Contrast, *, site: str = "resid_pre",
+                rows: int | None = None, progress: tqdm | None = None) -> tuple[Tensor, float, float, int]:
+    """Patch every place of `site` from the clean run [1, T] into the corrupted one [1, T]:
+    (values [L, T] or [L, H], m_clean, m_corrupted, forward passes run).
+
+    One traced pass keeps the clean run's values at the site; then copy r of the corrupted prompt has place r
+    (layer r // P, position or head r % P) set to its clean value, `rows` copies a pass (default: the memory
+    budget's), one Set edit per layer naming its (row, place) pairs. One more row, unedited, measures the
+    corrupted run itself."""
+    check_site(site)
+    check_pair(clean[0], corrupted[0])
+    contrast.check(model.config.vocab_size)
+    L, T = model.config.n_layer, clean.shape[1]
+    P = T if site == "resid_pre" else model.config.n_head
+    logits, source = model(clean, trace=TraceRequest(capture=(site,)), last_only=True)
+    m_clean = float(contrast.measure(logits[0, -1]))
+    n = L * P + 1  # every place, then the corrupted run as it is
+    size = pass_rows(model, T, rows)
+    if progress is not None:
+        progress.reset(total=1 + -(-n // size))
+        progress.update()
+    measured = torch.empty(n)
+    for chunk in chunks(n, size):
+        cells = torch.tensor([c for c in chunk if c < n - 1], dtype=torch.long)
+        edits = []
+        for layer in cells.div(P, rounding_mode="floor").unique().tolist():
+            mine = cells[cells // P == layer]  # this layer's cells, and the rows of this pass that hold them
+            place = {"positions" if site == "resid_pre" else "head": mine % P}
+            edits.append(Set(site, layer=layer, rows=mine - chunk.start, source=source, **place))
+        batch = corrupted.expand(len(chunk), T)
+        measured[chunk.start:chunk.stop] = contrast.measure(model(batch, edits=edits, last_only=True)[:, -1]).cpu()
+        if progress is not None:
+            progress.update()
+    passes = 1 + -(-n // size)
+    return measured[:-1].view(L, P), m_clean, float(measured[-1]), passes
+
+
+def text_patching(model: GPT2, tokenizer: Tokenizer, clean: str, corrupted: str, answer: str | None = None,
+                  wrong: str | None = None, *, metric: str = "logit_diff", site: str = "resid_pre",
+                  rows_per_pass: int | None = None, progress: tqdm | None = None) -> PatchingResult:
+    """Patching of two texts of the same length in tokens. The answer defaults to the clean prompt's most likely
+    next word, the wrong word to the corrupted prompt's most likely other word."""
+    check_site(site)
+    clean_ids = encode_text(tokenizer, clean, model.config.n_ctx)
+    corrupted_ids = encode_text(tokenizer, corrupted, model.config.n_ctx)
+    check_pair(clean_ids, corrupted_ids)
+    device = model.wte.weight.device
+    pair = torch.tensor([clean_ids, corrupted_ids], device=device)
+    with torch.inference_mode():
+        logits = model(pair, last_only=True)[:, -1]  # both prompts' next-word logits, for the default words
+    contrast, answer_word, wrong_word = choose_contrast(tokenizer, logits[0], answer, wrong, metric, logits[1])
+    values, m_clean, m_corrupted, passes = patch_sweep(model, pair[:1], pair[1:], contrast, site=site,
+                                                       rows=rows_per_pass, progress=progress)
+    return PatchingResult(site, contrast, values, m_clean, m_corrupted, tuple(token_words(tokenizer, clean_ids)),
+                          tuple(token_words(tokenizer, corrupted_ids)), answer_word, wrong_word, passes + 1)
+
+
 # ---- tables ---------------------------------------------------------------------------------------------
 
 def patching_rows(result: PatchingResult) -> list[dict]:
@@ -108,8 +187,3 @@ def patching_matrix(result: PatchingResult) -> Table:
                f"{result.corrupted:.4g}, 1 = clean {result.clean:.4g}); rows are layers, columns "
                f"{'positions' if result.site == 'resid_pre' else 'heads'}")
     return Table(header, rows, caption)
-
-
-def as_ids(ids: Sequence[int] | Tensor, device: torch.device) -> Tensor:
-    """A prompt's ids as a [1, T] int64 tensor on `device`."""
-    return torch.as_tensor(list(map(int, ids)), dtype=torch.long, device=device).unsqueeze(0)
