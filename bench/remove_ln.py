@@ -23,7 +23,8 @@ from norm_variants import token_data, vocabulary
 
 from minigpt_geom import GPT2, GPT2Config
 from minigpt_geom.training.distributed import ALONE
-from minigpt_geom.model.lnfree import calibrate_sigma, fix_sigma
+from minigpt_geom.model.lnfree import fix_sigma
+from minigpt_geom.training.remove_ln import calibrate_sigma
 from minigpt_geom.training.remove_ln import calibration_batch, control_run, remove_layer_norm
 from minigpt_geom.text.tokenizer import Tokenizer
 from minigpt_geom.training.loop import TrainSettings, evaluate, train

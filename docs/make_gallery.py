@@ -124,7 +124,8 @@ def run(*argv: str) -> None:
 
 def python_figures(weights: Path, out: Path, dpi: int) -> None:
     """The two figures only the report draws: the norms across layers and one head's attention pattern."""
-    from minigpt_geom.analysis import load_model_and_tokenizer, plots
+    from minigpt_geom.analysis import plots
+    from minigpt_geom.text.pretrained import load_model_and_tokenizer
     from minigpt_geom.analysis.text import token_words, trace_text
 
     model, tokenizer = load_model_and_tokenizer(str(weights))

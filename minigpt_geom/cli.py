@@ -15,7 +15,7 @@ import warnings
 from types import ModuleType
 from typing import Callable, Collection
 
-from .commands import Parser, UsageError
+from .commands.arguments import JoinWords, Parser, UsageError
 from .errors import Note
 
 COMMANDS = ("verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report",
@@ -75,6 +75,14 @@ def chosen_command(argv: list[str]) -> list[str]:
     return [word for word in argv if not word.startswith("-")][:1]
 
 
+def stray_words_hint(args: argparse.Namespace, extra: list[str]) -> str:
+    """What to do when words of a text came after an option (`lens To kill --top-k 3 two birds`)."""
+    texts = [a.dest for a in args.parser._actions if isinstance(a, JoinWords)]
+    if texts and any(not word.startswith("-") for word in extra):
+        return f" (the {texts[0]}'s words go together before the options, or quote the whole {texts[0]})"
+    return ""
+
+
 def one_line_notes(command: str) -> Callable[..., None]:
     """A warnings.showwarning that prints this package's notes (errors.Note: an LN-free file loaded, a tokenizer
     backend not used) as one line naming the command, without the Python source path and line; other warnings
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, extra = build_parser(chosen_command(argv)).parse_known_args(argv)
         if extra:  # reported by the subcommand, whose options they were meant to be
-            args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.parser.error(f"unrecognized arguments: {' '.join(extra)}{stray_words_hint(args, extra)}")
     except UsageError as error:
         print(f"{error.prog}: error: {error}", file=sys.stderr)
         return 2

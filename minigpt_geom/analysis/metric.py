@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from ..text.tokenizer import Tokenizer
 
 METRICS = ("logit_diff", "probability")
-METRIC_MATH = {"logit_diff": r"$z_{\mathrm{answer}} - z_{\mathrm{wrong}}$", "probability": r"$p(\mathrm{answer})$"}
 METRIC_WORDS = {"logit_diff": "logit difference answer − wrong", "probability": "p(answer)"}
 
 

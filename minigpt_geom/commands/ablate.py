@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_batch_argument, add_command, add_contrast_arguments, add_figure_arguments, add_model_arguments,
-               add_output_argument, add_style_argument, add_text_argument, load_model_and_tokenizer, output_folder,
-               progress_bar, require_matplotlib, seed, write_experiment)
+from .arguments import (add_batch_argument, add_command, add_contrast_arguments, add_figure_arguments,
+                        add_model_arguments, add_output_argument, add_style_argument, add_text_argument, seed)
+from .loading import load_model_and_tokenizer
+from .outputs import output_folder, progress_bar, require_matplotlib, write_experiment
 
 SUMMARY = "head ablation: each head's output zeroed, averaged or resampled, and what the model loses"
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.passes} forward passes")
 
     def figure():
-        from ..analysis.causal_plots import ablation_figure
+        from ..analysis.plots import ablation_figure
 
         return ablation_figure(result)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_contrast_arguments, add_figure_arguments, add_model_arguments, add_output_argument,
-               add_style_argument, add_text_argument, load_model_and_tokenizer, output_folder, require_matplotlib,
-               whole_number, write_experiment)
+from .arguments import (add_command, add_contrast_arguments, add_figure_arguments, add_model_arguments,
+                        add_output_argument, add_style_argument, add_text_argument, whole_number)
+from .loading import load_model_and_tokenizer
+from .outputs import output_folder, require_matplotlib, write_experiment
 
 SUMMARY = "direct logit attribution: each head's and MLP's share of z_answer − z_wrong through ln_f, scale frozen"
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     table = attribution_table(result)
 
     def figure():
-        from ..analysis.causal_plots import attribution_figure
+        from ..analysis.plots import attribution_figure
 
         return attribution_figure(result)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
-               load_model_and_tokenizer, output_file, output_folder, progress_bar, report_written, require_matplotlib,
-               staged_outputs, write_figure)
+from .arguments import add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument
+from .loading import load_model_and_tokenizer
+from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
+                      write_figure)
 
 SUMMARY = "models side by side on one text: norms, radii, angular path, logit lens, trajectories in one 3-D frame"
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_pattern_argument,
-               check_fits, load_model_and_tokenizer, output_file, output_folder, positive_int, processes_for,
-               progress_bar, report_written, require_matplotlib, staged_outputs, whole_number, write_figure)
+from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument,
+                        add_pattern_argument, positive_int, whole_number)
+from .loading import load_model_and_tokenizer, processes_for
+from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
+                      write_figure)
 
 from .prepare import add_backend_argument, corpus_options
 
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..text.fast_tokenizer import corpus_tokenizer
     from ..analysis.drift import corpus_drift, drift_position_rows, drift_rows, format_drift
     from ..analysis.tables import Table, write_csv
+    from ..training.memory import check_fits
     from ..errors import InputError
 
     require_matplotlib(args)

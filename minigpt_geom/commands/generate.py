@@ -1,25 +1,39 @@
-"""`minigpt-geom generate "prompt"`: continue a prompt, printing the text as each token is chosen."""
+"""`minigpt-geom generate "prompt"`: continue a prompt, printing the text as each token is chosen; or continue
+every line of a file of prompts (`--prompts FILE`), printing each prompt's text in turn."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import add_command, add_model_arguments, load_model_and_tokenizer, seed, source_line, whole_number
+from .arguments import add_command, add_model_arguments, add_text_argument, positive_int, seed, whole_number
+from .loading import load_model_and_tokenizer, source_line
 
-SUMMARY = "continue a prompt, streaming the text"
+SUMMARY = "continue a prompt (or a file of prompts), streaming the text"
+MAX_PROMPTS_BYTES = 2**24  # a file of prompts is read whole: 16 MiB is thousands of pages of prompts
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `generate` subcommand."""
     parser = add_command(subparsers, "generate", SUMMARY,
                          "Continue a prompt with a KV cache, printing each piece of text as soon as it is complete; "
-                         "stop at <|endoftext|> or after --max-new-tokens. The text streams, so there is no "
-                         "progress bar.")
-    parser.add_argument("prompt", nargs="?", default="", help="text to continue (empty: start after <|endoftext|>)")
+                         "stop at <|endoftext|>, at a --stop string or after --max-new-tokens. Past the model's "
+                         "context the window slides: the model reads the last n_ctx tokens, re-encoded from "
+                         "position 0 (--window-step). With --prompts FILE every line is a prompt, run in batches "
+                         "of prompts of one length, and each prompt's text is printed under a line "
+                         "'==> prompt N <=='. The text streams, so there is no progress bar.")
+    add_text_argument(parser, "text to continue (empty: start after <|endoftext|>)", default="", name="prompt")
     add_model_arguments(parser)
+    parser.add_argument("--prompts", metavar="FILE",
+                        help="continue every non-blank line of FILE ('-': standard input) instead of one prompt")
     parser.add_argument("--max-new-tokens", type=whole_number, default=50,
-                        help="at most this many tokens; prompt + new tokens must fit the context (default: 50)")
+                        help="at most this many tokens; past the context the window slides (default: 50)")
+    parser.add_argument("--stop", nargs="+", default=[], metavar="TEXT",
+                        help="end a continuation before the first of these strings (not printed), e.g. --stop "
+                             "'\\n\\n' written with the shell's $'\\n\\n'")
+    parser.add_argument("--window-step", type=positive_int, default=1, metavar="S",
+                        help="past the context, re-encode the window once every S tokens (1: every token reads the "
+                             "full context, as nanoGPT does; larger is faster; default: 1)")
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1)")
     parser.add_argument("--top-k", type=whole_number, default=None, help="sample among the k most likely tokens")
     parser.add_argument("--top-p", type=float, default=None, help="sample among the smallest set with mass ≥ p")
@@ -28,34 +42,47 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    """Print the prompt, then each new piece of text as soon as it is complete; stop at <|endoftext|>."""
-    import torch
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompts to continue: the one on the command line, or every non-blank line of --prompts."""
+    from ..errors import InputError
+    from ..io.files import read_text
 
-    from ..analysis.text import encode_text
-    from ..errors import CheckpointError, InputError
-    from ..text.generation import Sampling, generate_stream, stream_text
+    if args.prompts is None:
+        return [args.prompt]
+    if args.prompt:
+        raise InputError("give one prompt or --prompts FILE, not both")
+    try:
+        text = sys.stdin.read() if args.prompts == "-" else read_text(args.prompts, MAX_PROMPTS_BYTES)
+    except UnicodeDecodeError:
+        raise InputError(f"--prompts {args.prompts} is not UTF-8 text") from None
+    prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise InputError(f"--prompts {args.prompts} holds no prompt (one a line)")
+    return prompts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the prompt, then each new piece of text as soon as it is complete (several prompts: each in turn)."""
+    from ..text.generation import Sampling, check_stop_strings, stream_completions
 
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)  # checked before the model loads
+    check_stop_strings(args.stop)
+    prompts = read_prompts(args)
     model, tokenizer = load_model_and_tokenizer(args, announce=False)  # stdout is the text alone
-    try:
-        eos_id = tokenizer.eot_token
-    except CheckpointError:  # a vocabulary without <|endoftext|>: run to max_new_tokens
-        eos_id = None
-    if args.prompt:
-        prompt_ids = encode_text(tokenizer, args.prompt, model.config.n_ctx, allowed_special="all")
-    elif eos_id is not None:
-        prompt_ids = [eos_id]  # GPT-2's unconditional samples start after a document boundary
-    else:
-        raise InputError("an empty prompt starts after <|endoftext|>, which this vocabulary lacks: give a prompt")
-    idx = torch.tensor([prompt_ids], device=model.wte.weight.device)  # [1, T]
-    tokens = generate_stream(model, idx, args.max_new_tokens, sampling, eos_id=eos_id, use_cache=not args.no_cache)
-    new_ids = (i for i in (int(token[0]) for token in tokens) if i != eos_id)  # the stream ends after eos
-    print(args.prompt, end="", flush=True)
-    for text in stream_text(tokenizer, new_ids):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    print()
+    pieces = stream_completions(model, tokenizer, prompts, args.max_new_tokens, sampling, stop=args.stop,
+                                use_cache=not args.no_cache, window_step=args.window_step)
+    if args.prompts is None:  # one prompt: its text as it comes
+        print(args.prompt, end="", flush=True)
+        for _, text in pieces:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        print()
+    else:  # the batches interleave prompts: each prompt's text once it is whole, in the file's order
+        texts = [""] * len(prompts)
+        for number, text in pieces:
+            texts[number] += text
+        for number, (prompt, text) in enumerate(zip(prompts, texts), start=1):
+            print(f"==> prompt {number} <==\n{prompt}{text}")
     if not args.quiet:
         print(f"minigpt-geom generate: {source_line(args.weights)}", file=sys.stderr)
     return 0

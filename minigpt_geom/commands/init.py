@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from . import add_command, output_folder, positive_int
+from .arguments import add_command, positive_int
+from .outputs import output_folder
 
 SUMMARY = "write a freshly initialised checkpoint"
 
@@ -59,7 +60,6 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     import torch
 
     from ..config import PRESETS, GPT2Config
-    from ..model.lnfree import sites
     from ..training.memory import check_fits, model_bytes
     from ..model.gpt2 import GPT2
     from ..training.loop import check_norm_spec
@@ -71,9 +71,9 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
         config = replace(base, vocab_size=vocab_size, **sizes)
     except ValueError as error:
         raise InputError(str(error)) from None
-    check_fits(2 * model_bytes(config), torch.device("cpu"), f"a model of {config}")  # built, then copied to save
+    check_fits(f"a model of {config}", 2 * model_bytes(config), torch.device("cpu"))  # built, then copied to save
     model = GPT2(config, norm=args.norm or "layernorm", seed=args.seed or 0)
-    check_norm_spec(args.norm, sites(model))
+    check_norm_spec(args.norm, list(model.norm_sites()))
     return model
 
 
@@ -90,13 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write model.safetensors, config.json, vocab.json and merges.txt (GPT-2 shape unless told otherwise)."""
-    from ..io.export import check_new_output, save_model
+    from ..training.run_folder import check_new_output
     from ..text.tokenizer import ENDOFTEXT, Tokenizer
 
     check_new_output(output_folder(args.out), overwrite=args.overwrite)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)
     model = new_model_from_arguments(args, tokenizer.n_vocab)
-    folder = save_model(model, args.out, args.tokenizer, tokenizer.special_tokens.get(ENDOFTEXT))
+    folder = model.save_pretrained(args.out, args.tokenizer, tokenizer.special_tokens.get(ENDOFTEXT))
     print(f"wrote {folder / 'model.safetensors'} (a new GPT-2 of {model.config.n_layer} layers, "
           f"d = {model.config.n_embd}, {model.num_parameters():,} parameters; config.json and the tokenizer beside it)")
     return 0

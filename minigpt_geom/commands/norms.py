@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_model_arguments, add_style_argument, add_text_argument, load_model_and_tokenizer,
-               progress_bar)
+from .arguments import add_command, add_model_arguments, add_style_argument, add_text_argument
+from .loading import load_model_and_tokenizer
+from .outputs import progress_bar
 
 SUMMARY = "KL, top-1 agreement and perplexity of each norm variant against the model's own"
 

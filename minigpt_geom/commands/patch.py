@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_batch_argument, add_command, add_contrast_arguments, add_figure_arguments, add_model_arguments,
-               add_output_argument, add_style_argument, load_model_and_tokenizer, output_folder, progress_bar,
-               require_matplotlib, write_experiment)
+from .arguments import (add_batch_argument, add_command, add_contrast_arguments, add_figure_arguments,
+                        add_model_arguments, add_output_argument, add_style_argument)
+from .loading import load_model_and_tokenizer
+from .outputs import output_folder, progress_bar, require_matplotlib, write_experiment
 
 SUMMARY = "activation patching: which layer and position (or head) carries a clean prompt's answer"
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.passes} forward passes")
 
     def figure():
-        from ..analysis.causal_plots import patching_figure
+        from ..analysis.plots import patching_figure
 
         return patching_figure(result)
 

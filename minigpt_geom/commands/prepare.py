@@ -6,7 +6,8 @@ import argparse
 from contextlib import contextmanager
 from typing import Iterator
 
-from . import add_command, add_pattern_argument, add_quiet_argument, show_progress, whole_number
+from .arguments import add_command, add_pattern_argument, add_quiet_argument, whole_number
+from .outputs import show_progress
 
 SUMMARY = "tokenise a corpus for training"
 
@@ -76,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Tokenise and report the token counts."""
     from ..text.token_files import prepare
-    from . import output_folder
+    from .outputs import output_folder
 
     with corpus_options():
         data = prepare(args.corpus, args.tokenizer, output_folder(args.out), progress=show_progress(args),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-               add_vocabulary_arguments, allowed_words, index, load_model_and_tokenizer, output_file, output_folder,
-               positive_int, progress_bar, report_written, require_matplotlib, staged_outputs, write_figure)
+from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
+                        add_vocabulary_arguments, index, positive_int)
+from .loading import allowed_words, load_model_and_tokenizer
+from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
+                      write_figure)
 
 SUMMARY = "experiment 2: which words each head attends to from a word, and what it writes"
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-               add_vocabulary_arguments, allowed_words, check_fits, index, load_model_and_tokenizer, output_file,
-               output_folder, positive_int, progress_bar, report_written, require_matplotlib, staged_outputs,
-               write_figure)
+from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
+                        add_vocabulary_arguments, index, positive_int)
+from .loading import allowed_words, load_model_and_tokenizer
+from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
+                      write_figure)
 
 SUMMARY = "a head's top query-key word pairs over the full vocabulary (V² scores, in chunks)"
 
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the top pairs; with --out also write them."""
     from ..analysis.qk import pairs_caption, pairs_csv_table, pairs_table, strongest_pairs
     from ..analysis.tables import write_csv, write_table
+    from ..training.memory import check_fits
 
     out = output_folder(args.out) if args.out else None
     if out is not None:

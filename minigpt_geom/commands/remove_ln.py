@@ -13,7 +13,9 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from . import add_command, processes_for, show_progress
+from .arguments import add_command
+from .loading import processes_for
+from .outputs import show_progress
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 from .train import add_run_arguments, check_outside, one_line_warnings, options_named, settings_from_arguments
 
@@ -41,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Remove layer norm; under torchrun every process runs this and rank 0 writes the files."""
-    from ..io.export import check_new_output
+    from ..training.run_folder import check_new_output
     from ..model.gpt2 import GPT2
     from ..training.remove_ln import check_removable, control_run, remove_layer_norm
     from ..training.loop import load_corpus

@@ -6,9 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
-from . import (add_command, add_dpi_argument, add_highlight_arguments, add_model_arguments, add_text_argument, index,
-               load_model_and_tokenizer, make_output_folder, output_file, output_folder, positive_int, progress_bar,
-               require_matplotlib)
+from .arguments import (add_command, add_dpi_argument, add_highlight_arguments, add_model_arguments, add_text_argument,
+                        index, positive_int)
+from .loading import load_model_and_tokenizer
+from .outputs import make_output_folder, output_file, output_folder, progress_bar, require_matplotlib
 
 SUMMARY = "an HTML page: trajectories (rotatable 3-D), logit lens, norms, attention, drift"
 

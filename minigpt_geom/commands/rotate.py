@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_contrast_arguments, add_figure_arguments, add_model_arguments, add_output_argument,
-               add_style_argument, add_text_argument, index, load_model_and_tokenizer, output_folder, positive_int,
-               require_matplotlib, whole_number, write_experiment)
+from .arguments import (add_command, add_contrast_arguments, add_figure_arguments, add_model_arguments,
+                        add_output_argument, add_style_argument, add_text_argument, index, positive_int, whole_number)
+from .loading import load_model_and_tokenizer
+from .outputs import output_folder, require_matplotlib, write_experiment
 
 SUMMARY = "moving a word: turn its point on a norm site's sphere toward another word, and read p(answer) by angle"
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                            position=args.position, layers=args.layer, site=args.site, steps=args.steps)
 
     def figure():
-        from ..analysis.causal_plots import rotation_figure
+        from ..analysis.plots import rotation_figure
 
         return rotation_figure(result)
 

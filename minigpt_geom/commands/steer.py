@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument, index,
-               load_model_and_tokenizer, output_folder, positive_int, require_matplotlib, seed, whole_number,
-               write_experiment)
+from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument,
+                        add_style_argument, index, positive_int, seed, whole_number)
+from .loading import load_model_and_tokenizer
+from .outputs import output_folder, require_matplotlib, write_experiment
 
 SUMMARY = "steering (ActAdd): generate with c·(x_l(plus) − x_l(minus)) added to the residual stream at block l"
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     table = steering_table(result)
 
     def figure():
-        from ..analysis.causal_plots import steering_figure
+        from ..analysis.plots import steering_figure
 
         return steering_figure(result)
 

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError
 from ..training.settings import SettingError, TrainSettings, settings_from_saved
-from . import add_command, add_quiet_argument, processes_for, show_progress, whole_number
+from .arguments import add_command, add_quiet_argument, whole_number
+from .loading import processes_for
+from .outputs import show_progress
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 
@@ -88,7 +90,7 @@ def setting_flag(name: str) -> str:
 def settings_from_arguments(args: argparse.Namespace) -> TrainSettings:
     """The TrainSettings the options name (a resumed run's saved ones, changed where allowed); errors name
     the option."""
-    from ..io.export import read_saved_state
+    from ..training.optimizer_state import read_saved_state
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if getattr(args, f.name, None) is not None}
     with options_named():
@@ -131,7 +133,6 @@ def options_named() -> Iterator[None]:
 
 def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     """(model, tokenizer source): the run saved in --out, the weights given, or a new model."""
-    from ..model.lnfree import sites
     from ..model.gpt2 import GPT2
     from ..text.tokenizer import Tokenizer
     from ..training.loop import check_norm_spec
@@ -146,7 +147,7 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     if args.weights:
         model = GPT2.from_pretrained(args.weights)
         if args.norm:
-            check_norm_spec(args.norm, sites(model))
+            check_norm_spec(args.norm, list(model.norm_sites()))
             model.set_norm(args.norm)
         return model, args.tokenizer or args.weights
     tokenizer = args.tokenizer or DEFAULT_TOKENIZER
@@ -158,7 +159,7 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files."""
-    from ..io.export import check_new_output
+    from ..training.run_folder import check_new_output
     from ..training.loop import load_corpus, train
 
     if args.resume and args.overwrite:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import (add_command, add_figure_arguments, add_highlight_arguments, add_model_arguments, add_output_argument,
-               add_text_argument, load_model_and_tokenizer, output_file, output_folder, positive_int, progress_bar,
-               report_written, require_matplotlib, seed, staged_outputs, write_figure)
+from .arguments import (add_command, add_figure_arguments, add_highlight_arguments, add_model_arguments,
+                        add_output_argument, add_text_argument, positive_int, seed)
+from .loading import load_model_and_tokenizer
+from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
+                      write_figure)
 
 SUMMARY = "experiment 4: the words' trajectories on the sphere, in 3-D"
 

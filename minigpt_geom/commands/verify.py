@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from . import (add_command, add_model_arguments, check_fits, load_model, positive_int, progress_bar, seed,
-               source_line)
+from .arguments import add_command, add_model_arguments, positive_int, seed
+from .loading import load_model, source_line
+from .outputs import progress_bar
 
 if TYPE_CHECKING:
     import torch
@@ -79,6 +80,8 @@ def reference_model(source: str, model: GPT2, device: torch.device) -> torch.nn.
 def run(args: argparse.Namespace) -> int:
     """Print max and mean |Δlogits| and top-1 agreement; non-zero exit above tolerance."""
     import torch
+
+    from ..training.memory import check_fits
 
     with progress_bar(args, 4, "verify") as bar, torch.inference_mode():
         model = load_model(args)

@@ -7,6 +7,9 @@ hostile file cannot ask for a huge model. The two layouts differ only in names:
   official      wte.weight, h.0.attn.c_attn.weight, h.0.attn.bias (a causal-mask buffer), ln_f.bias
   transformers  transformer.wte.weight, …, maybe lm_head.weight (the tied embedding again)
 Linear weights are [in, out] in both, which is the layout our `Affine` keeps: nothing is transposed.
+
+What is read comes back as tensors and a `GPT2Config` (`read_checkpoint`, then `fill_tensors` into the tensors
+the caller built); the model class and its norm registry are model/pretrained.py's, which builds the model.
 """
 
 from __future__ import annotations
@@ -15,25 +18,19 @@ import json
 import math
 import os
 import re
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from ..config import LIMITS, GPT2Config, check_count, check_epsilon, norm_site_names
-from ..errors import CheckpointError, InputError, LNFreeWarning, WeightsNotFoundError
+from ..config import LIMITS, GPT2Config, check_count, check_epsilon
+from ..errors import CheckpointError, WeightsNotFoundError
 from .files import read_bytes
 from .hub import resolve_file
-from ..model.lnfree import from_ln_free_eps, is_ln_free_eps
-from ..model.sphere import NormSpec, get_norm, norm_for_site
-
-if TYPE_CHECKING:
-    from ..model.gpt2 import GPT2
 
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # safetensors' names of the dtypes a parameter may be stored in
 MASK_BUFFER = re.compile(r"h\.[0-9]+\.attn\.(bias|masked_bias)")  # causal masks, not parameters: never read
@@ -53,6 +50,7 @@ IMPLEMENTED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),  # GPT-
                "model_type": ("gpt2",)}
 SIZES_IN_CONFIG_JSON = {"n_layer": "n_layer", "n_embd": "n_embd", "n_positions": "n_ctx", "n_ctx": "n_ctx",
                         "vocab_size": "vocab_size"}  # config.json key -> GPT2Config field, checked against shapes
+NormNames = Union[str, dict[str, str]]  # config.json's NORM_KEY: a variant name, or site -> name
 
 
 @dataclass(frozen=True)
@@ -266,37 +264,53 @@ def infer_config(path: Path, entries: dict[str, TensorInfo], config_file: Config
     return config
 
 
-def optional_shapes(config: GPT2Config, norm: NormSpec, untied: bool) -> dict[str, tuple[int, ...]]:
-    """Tensors a file may hold or not: the norm variants' learned scalars, `h.0.ln_1.alpha`, [] each (a
-    checkpoint trained with layer norm has none: they start at the variant's initial values), and an untied
-    unembedding's bias (transformers writes none: it starts at 0)."""
-    shapes = {f"{site}.{name}": () for site in norm_site_names(config.n_layer)
-              for name in norm_for_site(norm, site).parameters}
-    return shapes | ({"lm_head.bias": (config.vocab_size,)} if untied else {})
-
-
-def checkpoint_norm(config_file: ConfigFile | None) -> NormSpec | None:
-    """The norm variant(s) a checkpoint was trained with, from config.json's "minigpt_geom_norm" (None: GPT-2's)."""
+def stated_norm(config_file: ConfigFile | None) -> NormNames | None:
+    """The norm variant name(s) config.json states under "minigpt_geom_norm" (None: GPT-2's layer norm), checked
+    to be a name or {site: name}; whether such variants exist is the model's to say (model/pretrained.py)."""
     stated = config_file.values.get(NORM_KEY) if config_file is not None else None
-    if stated is None:
-        return None
-    valid = isinstance(stated, str) or (isinstance(stated, dict) and all(
+    valid = stated is None or isinstance(stated, str) or (isinstance(stated, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in stated.items()))
     if not valid:
         raise CheckpointError(f"{config_file.path}: {NORM_KEY} must be a variant name or {{site: name}}, got {stated!r}")
-    try:
-        norm_for_site(stated, "ln_f")
-        for value in ([stated] if isinstance(stated, str) else stated.values()):
-            get_norm(value)
-    except InputError as error:
-        raise CheckpointError(f"{config_file.path}: {error}") from None
     return stated
 
 
-def check_tensors(path: Path, entries: dict[str, TensorInfo], lm_head: TensorInfo | None,
-                  config: GPT2Config, norm: NormSpec = "layernorm", untied: bool = False) -> None:
-    """Refuse the file unless its names, shapes and dtypes are those of a GPT-2 of `config` (nothing is built)."""
-    optional = optional_shapes(config, norm, untied)
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint as far as its header and config.json tell, nothing allocated yet: the file, the GPT-2 shape
+    its tensors give, each tensor under our name, the unembedding (a tied copy of wte to compare, or untied), and
+    the norm variant name(s) config.json states (None: GPT-2's layer norm)."""
+
+    path: Path
+    config: GPT2Config
+    entries: dict[str, TensorInfo]
+    lm_head: TensorInfo | None  # lm_head.weight stored again beside a tied wte: checked equal to it
+    untied: bool
+    norm: NormNames | None
+    config_path: Path | None  # where config.json was read, for errors about what it states
+
+
+def read_checkpoint(source: str | os.PathLike) -> Checkpoint:
+    """Resolve `source` (a preset, hub id, folder or .safetensors file) and read its header and config.json:
+    the shape and names are checked, no tensor is read (`check_tensors`, then `fill_tensors`)."""
+    path, config_file = checkpoint_files(source)
+    header = read_header(path)
+    untied = is_untied(config_file)
+    entries = model_entries(path, header, untied)
+    config = infer_config(path, entries, config_file)
+    return Checkpoint(path, config, entries, None if untied else lm_head_entry(header), untied,
+                      stated_norm(config_file), config_file.path if config_file is not None else None)
+
+
+def check_tensors(checkpoint: Checkpoint, scalars: Iterable[str] = ()) -> None:
+    """Refuse the file unless its names, shapes and dtypes are those of a GPT-2 of its config (nothing is built).
+
+    `scalars` names the norm variants' learned scalars (`h.0.ln_1.alpha`, 0-d) the file may hold: a checkpoint
+    trained with layer norm has none, and they start at the variant's initial values. An untied unembedding's
+    bias may be absent too (transformers writes none: it starts at 0)."""
+    path, entries, lm_head, config = checkpoint.path, checkpoint.entries, checkpoint.lm_head, checkpoint.config
+    untied = checkpoint.untied
+    optional = {name: () for name in scalars} | ({"lm_head.bias": (config.vocab_size,)} if untied else {})
     expected = expected_shapes(config) | ({"lm_head.weight": (config.vocab_size, config.n_embd)} if untied else {})
     expected |= {name: shape for name, shape in optional.items() if name in entries}
     missing = [name for name in expected if name not in entries]
@@ -378,43 +392,16 @@ def check_tied(reader: TensorReader, lm_head: TensorInfo, wte: Tensor) -> None:
             raise CheckpointError(f"{reader.path}: lm_head.weight differs from wte.weight; GPT-2 ties them")
 
 
-def load_weights(model: torch.nn.Module, path: Path, entries: dict[str, TensorInfo],
-                 lm_head: TensorInfo | None = None) -> None:
-    """Copy each checked tensor into the parameter of the same name; parameters the file lacks are left as built."""
-    params = dict(model.named_parameters())
-    absent = [name for name in entries if name not in params or params[name].shape != entries[name].shape]
-    if absent:  # expected_shapes and the model disagree: a bug here, not a bad file
-        raise RuntimeError(f"{type(model).__name__} lacks parameters expected_shapes lists: {absent[:8]}")
-    reader = TensorReader(path)
+@torch.no_grad()
+def fill_tensors(checkpoint: Checkpoint, targets: Mapping[str, Tensor]) -> None:
+    """Copy each checked tensor into the target of the same name (a model's parameters, built to the checkpoint's
+    config), casting to its dtype; targets the file lacks are left as they are."""
+    entries = checkpoint.entries
+    absent = [name for name in entries if name not in targets or targets[name].shape != entries[name].shape]
+    if absent:  # expected_shapes and the caller disagree: a bug here, not a bad file
+        raise RuntimeError(f"no target of the checkpoint's shape for the checked tensors {absent[:8]}")
+    reader = TensorReader(checkpoint.path)
     for name, info in entries.items():
-        copy_tensor(reader, info, params[name].data, name)
-    if lm_head is not None:
-        check_tied(reader, lm_head, params["wte.weight"].data)
-
-
-def load_pretrained(cls: type[GPT2], source: str | os.PathLike, *, device: str | torch.device, dtype: torch.dtype,
-                    norm: NormSpec | None) -> GPT2:
-    """Build a `cls` of the checkpoint's shape and fill it from the file (see GPT2.from_pretrained).
-
-    norm=None takes the checkpoint's own: config.json's "minigpt_geom_norm", else GPT-2's layer norm; a file
-    in the LN-free convention (ε ≥ 1e10) then loads as the exact norm="none" model it stands for."""
-    path, config_file = checkpoint_files(source)
-    header = read_header(path)
-    untied = is_untied(config_file)
-    entries = model_entries(path, header, untied)
-    config = infer_config(path, entries, config_file)
-    lm_head = None if untied else lm_head_entry(header)
-    stated = checkpoint_norm(config_file)
-    chosen = norm if norm is not None else stated or "layernorm"
-    check_tensors(path, entries, lm_head, config, chosen, untied)  # every name and shape, before any memory is spent
-    ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps) and not untied
-    with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
-        model = cls(config, norm=chosen, seed=None).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
-        if untied:
-            model.lm_head.untie(model.wte.weight)  # W and b are then filled from lm_head.weight, lm_head.bias
-    load_weights(model, path, entries, lm_head)
-    if ln_free:
-        warnings.warn(f"{path}: layer norm is switched off inside this file (ε = {config.ln_eps:g}); loaded as an "
-                      f"exact norm='none' model", LNFreeWarning, stacklevel=3)
-        model = from_ln_free_eps(model)
-    return model.to(device=device, dtype=dtype).eval()
+        copy_tensor(reader, info, targets[name], name)
+    if checkpoint.lm_head is not None:
+        check_tied(reader, checkpoint.lm_head, targets["wte.weight"])

@@ -45,3 +45,8 @@ class KVCache:
     def length(self) -> int:
         """Positions cached so far (the position of the next token)."""
         return self.layers[0].length
+
+    def clear(self) -> None:
+        """Forget every position (the buffers stay, to be overwritten): generation's sliding window restarts here."""
+        for layer in self.layers:
+            layer.length = 0

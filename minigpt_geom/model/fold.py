@@ -11,15 +11,10 @@ ln_f is read by the unembedding, logits = y Eᵀ: it becomes untied, W = Eᵀ fo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .sphere import SphereNorm, get_norm
-
-if TYPE_CHECKING:
-    from .gpt2 import GPT2
 
 
 @torch.no_grad()
@@ -38,8 +33,8 @@ def fold_site(norm: SphereNorm, weight: Tensor, bias: Tensor) -> None:
 
 
 @torch.no_grad()
-def fold_model(model: GPT2) -> GPT2:
-    """Fold every site of `model` in place into the map that reads it; the unembedding becomes untied."""
+def fold_model(model: nn.Module) -> nn.Module:
+    """Fold every site of `model` (a GPT2: gpt2.py imports this module, so it is not named here) in place into the map that reads it; the unembedding becomes untied."""
     for block in model.h:
         fold_site(block.ln_1, block.attn.c_attn.weight, block.attn.c_attn.bias)
         fold_site(block.ln_2, block.mlp.c_fc.weight, block.mlp.c_fc.bias)

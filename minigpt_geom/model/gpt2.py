@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,8 @@ from .block import Block
 from .cache import KVCache
 from ..config import GPT2Config, site_name
 from ..errors import InputError
+from .fold import fold_model
+from .pretrained import load_pretrained, save_pretrained
 from .sphere import NormSpec, SphereNorm, norm_for_site
 from .trace import Trace
 from .trace_request import TraceRequest, as_request
@@ -169,12 +172,14 @@ class GPT2(nn.Module):
 
         norm=None keeps the checkpoint's own variant (GPT-2's layer norm unless its config.json names another;
         a file with layer norm switched off by ε = 1e12 becomes an exact norm="none" model)."""
-        from ..io.checkpoint import load_pretrained
-
-        from .fold import fold_model
-
         model = load_pretrained(cls, source, device=device, dtype=dtype, norm=norm)
         return fold_model(model) if fold_ln else model
+
+    def save_pretrained(self, folder: str | os.PathLike, tokenizer_source: str | os.PathLike,
+                        eot_id: int | None = None) -> Path:
+        """Write config.json, the tokenizer's files (copied from `tokenizer_source`) and model.safetensors into
+        `folder` as one checkpoint that from_pretrained and transformers load."""
+        return save_pretrained(self, folder, tokenizer_source, eot_id)
 
     def norm_sites(self) -> dict[str, SphereNorm]:
         """Every norm site by name, in forward order: h.0.ln_1, h.0.ln_2, …, ln_f."""
@@ -182,9 +187,8 @@ class GPT2(nn.Module):
 
     def set_norm(self, norm: NormSpec) -> "GPT2":
         """Swap the norm variant of every site (or of the sites a mapping names) in place."""
-        for name, module in self.named_modules():
-            if isinstance(module, SphereNorm):
-                module.set_variant(norm_for_site(norm, name))
+        for name, module in self.norm_sites().items():
+            module.set_variant(norm_for_site(norm, name))
         return self
 
     def with_norm(self, norm: NormSpec) -> "GPT2":
@@ -195,8 +199,6 @@ class GPT2(nn.Module):
     def fold_ln(self) -> "GPT2":
         """A copy with every site's γ, β folded into the linear map that reads it (fold.py); this model is left
         as it is. Blocks then read bare projections, and the unembedding becomes γ ⊙ E with bias Eβ."""
-        from .fold import fold_model
-
         return fold_model(copy.deepcopy(self))
 
     def num_parameters(self) -> int:
@@ -221,8 +223,7 @@ def init_weights(model: GPT2, seed: int = 0) -> GPT2:
             p.zero_()
         elif name.endswith("weight"):  # γ of a norm site
             p.fill_(1.0)
-    for module in model.modules():
-        if isinstance(module, SphereNorm):
-            for scalar, initial in module.variant.parameters.items():
-                getattr(module, scalar).fill_(initial)
+    for module in model.norm_sites().values():
+        for scalar, initial in module.variant.parameters.items():
+            getattr(module, scalar).fill_(initial)
     return model

@@ -5,14 +5,26 @@
     choose    x_t+1 ~ softmax(filter(logits / τ))      or argmax when τ = 0 (greedy); see `Sampling`
 
 Without the cache every step recomputes every earlier position: O(T²) work for T tokens instead of O(T).
-The prompt plus the new tokens must fit the context: `prompt + max_new_tokens > n_ctx` is an InputError
-(asked up front, so a generation never stops half-way for lack of positions).
+
+Past the context, a sliding window, as nanoGPT's sampling does: the model reads the last n_ctx tokens at
+positions 0 … n_ctx − 1 (GPT-2's positions are absolute, so a key computed at position p cannot move to p − 1).
+When the cache is full it is restarted: the window's last n_ctx − s + 1 tokens are re-encoded from position 0
+(a prefill) and the next s − 1 tokens are decoded with the cache again (s = `window_step`). With s = 1, the
+default, every token past the context reads the full n_ctx tokens before it, the tokens of nanoGPT's crop
+`idx[:, -n_ctx:]` at every step, at the price of one n_ctx-token forward pass per token; a larger s re-encodes
+once every s tokens, and the tokens just after a restart read n_ctx − s + 1 tokens. A prompt longer than the
+context is cropped the same way: the model reads its last n_ctx tokens.
+
+Text in, text out: `generate_text` encodes a batch of prompts, stops each continuation at <|endoftext|> or at
+the first of its stop strings (left out of the text), and returns the new text of each. GPT-2's positions are
+absolute and the model takes no padding mask, so prompts of the same length in tokens run as one batch, and
+prompts of different lengths in separate batches: each continuation is the one its prompt would get alone.
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +33,8 @@ from torch import Tensor
 
 from ..model.cache import KVCache
 from ..errors import InputError
+
+from .tokenizer import ENDOFTEXT
 
 if TYPE_CHECKING:
     from ..model.gpt2 import GPT2
@@ -91,44 +105,46 @@ def next_token(logits: Tensor, sampling: Sampling, generator: torch.Generator | 
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def check_length(model: GPT2, idx: Tensor, max_new_tokens: int) -> None:
-    """Raise InputError unless idx is valid input and the prompt plus max_new_tokens fits the context."""
-    model.check_input(idx)
+def check_length(model: GPT2, idx: Tensor, max_new_tokens: int, window_step: int = 1) -> None:
+    """Raise InputError unless the window of idx the model reads is valid input, max_new_tokens ≥ 0 and
+    1 ≤ window_step ≤ n_ctx."""
+    model.check_input(idx[:, -model.config.n_ctx:])  # a longer prompt is cropped: the model never reads the rest
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be a whole number ≥ 0, got {max_new_tokens}")
-    T, n_ctx = idx.shape[1], model.config.n_ctx
-    if T + max_new_tokens > n_ctx:
-        raise InputError(
-            f"prompt of {T} tokens + {max_new_tokens} new tokens = {T + max_new_tokens} is longer than the "
-            f"context of {n_ctx} positions; ask for at most {max(n_ctx - T, 0)} new tokens or shorten the prompt"
-        )
+    n_ctx = model.config.n_ctx
+    if not (isinstance(window_step, int) and 1 <= window_step <= n_ctx):
+        raise InputError(f"window_step must be a whole number from 1 to the context of {n_ctx}, got {window_step}")
 
 
 # ---- the generation loop ----------------------------------------------------------------------
 
 
 def generate_stream(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling = Sampling(), *,
-                    eos_id: int | None = None, use_cache: bool = True) -> Iterator[Tensor]:
+                    eos_id: int | None = None, use_cache: bool = True, window_step: int = 1) -> Iterator[Tensor]:
     """Yield the next token of each sequence, ids [B], as soon as it is chosen; prompt idx [B, T].
 
     A sequence that produced `eos_id` is finished: it yields `eos_id` from then on, and the stream ends
-    once every sequence is finished (or after max_new_tokens). Bad input raises InputError here, before the
-    first token is asked for; the ids are checked once, not at every step."""
-    check_length(model, idx, max_new_tokens)
+    once every sequence is finished (or after max_new_tokens). Past the context the window slides (see the
+    module doc; `window_step` s). Bad input raises InputError here, before the first token is asked for; the
+    ids are checked once, not at every step."""
+    check_length(model, idx, max_new_tokens, window_step)
     idx = idx.to(model.wte.weight.device).long()  # a CPU prompt for a CUDA model: sample where the logits are
-    return decode_loop(model, idx, max_new_tokens, sampling, sampling.generator(idx.device), eos_id, use_cache)
+    return decode_loop(model, idx, max_new_tokens, sampling, sampling.generator(idx.device), eos_id, use_cache,
+                       window_step)
 
 
 @torch.inference_mode()
 def decode_loop(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling, generator: torch.Generator,
-                eos_id: int | None, use_cache: bool) -> Iterator[Tensor]:
-    """The loop behind generate_stream (input already checked): prefill, then one position per step."""
+                eos_id: int | None, use_cache: bool, window_step: int = 1) -> Iterator[Tensor]:
+    """The loop behind generate_stream (input already checked): prefill, then one position per step, the
+    cache restarted on the last n_ctx − window_step + 1 tokens whenever it is full."""
     if max_new_tokens == 0:
         return
+    n_ctx = model.config.n_ctx
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # [B]
-    cache = KVCache(model.config.n_layer, model.config.n_ctx) if use_cache else None
-    sequence = idx  # [B, T + t], only kept without the cache
-    logits = model.run(idx, cache=cache, last_only=True)[:, -1]  # prefill: every prompt position at once -> [B, V]
+    cache = KVCache(model.config.n_layer, n_ctx) if use_cache else None
+    window = idx[:, -n_ctx:]  # [B, ≤ n_ctx]: the last tokens, all the model can read
+    logits = model.run(window, cache=cache, last_only=True)[:, -1]  # prefill: every position at once -> [B, V]
     for step in range(max_new_tokens):
         token = next_token(logits, sampling, generator)  # [B], always a valid id: no check needed
         if eos_id is not None:
@@ -137,34 +153,152 @@ def decode_loop(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Samplin
         yield token
         if step == max_new_tokens - 1 or (eos_id is not None and bool(finished.all())):
             return
-        if use_cache:
+        window = torch.cat([window, token[:, None]], dim=1)[:, -n_ctx:]
+        if cache is not None and cache.length < n_ctx:
             logits = model.run(token[:, None], cache=cache)[:, -1]  # one new position; the cache grows by one
+        elif cache is not None:  # full: restart from position 0 on the window's last n_ctx − s + 1 tokens
+            cache.clear()
+            logits = model.run(window[:, window_step - 1:], cache=cache, last_only=True)[:, -1]
         else:
-            sequence = torch.cat([sequence, token[:, None]], dim=1)
-            logits = model.run(sequence, last_only=True)[:, -1]  # recompute every position
+            logits = model.run(window, last_only=True)[:, -1]  # recompute every position of the window
 
 
 def generate(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling = Sampling(), *,
-             eos_id: int | None = None, use_cache: bool = True) -> Tensor:
+             eos_id: int | None = None, use_cache: bool = True, window_step: int = 1) -> Tensor:
     """Prompt idx [B, T] -> idx followed by n ≤ max_new_tokens new tokens, [B, T + n] (see generate_stream)."""
-    tokens = list(generate_stream(model, idx, max_new_tokens, sampling, eos_id=eos_id, use_cache=use_cache))
+    tokens = list(generate_stream(model, idx, max_new_tokens, sampling, eos_id=eos_id, use_cache=use_cache,
+                                  window_step=window_step))
     return torch.cat([idx.long(), torch.stack(tokens, dim=1).to(idx.device)], dim=1) if tokens else idx.long()
 
 
 # ---- ids to text, as they arrive ----------------------------------------------------------------
 
 
-def stream_text(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
-    """Yield the new complete text after each id; a character whose UTF-8 bytes span ids waits for its last byte.
+class TextStream:
+    """One sequence's new text as its ids arrive: whole UTF-8 characters only, cut before its first stop string.
 
-    `tokenizer.decode_bytes(ids)` gives the raw bytes; an incremental UTF-8 decoder holds back an
-    unfinished multi-byte character instead of printing U+FFFD for each half (bytes that can never
-    become valid UTF-8 do become U+FFFD, as in `tokenizer.decode`)."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    `push(id)` returns the text that can be shown now. A character whose bytes span ids waits for its last
+    byte (an incremental UTF-8 decoder: bytes that can never become valid UTF-8 become U+FFFD, as in
+    `tokenizer.decode`), and text that might be the start of a stop string waits until it is clear: the
+    longest end of the text that begins some stop string is held back, so a stop string split across ids
+    is still found and never shown. After a stop string `done` is set and later ids are ignored."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.stop = check_stop_strings(stop)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.held = ""  # text held back: it might begin a stop string
+        self.done = False
+
+    def push(self, token_id: int) -> str:
+        """The text that token_id completes and that is clear of every stop string ("" if none yet)."""
+        if self.done:
+            return ""
+        return self.release(self.held + self.decoder.decode(self.tokenizer.decode_bytes([token_id])))
+
+    def finish(self) -> str:
+        """The text still held back at the end of the sequence (an unfinished character as U+FFFD); then done."""
+        if self.done:
+            return ""
+        text = self.release(self.held + self.decoder.decode(b"", final=True))
+        text, self.held, self.done = text + self.held, "", True  # no stop string can complete any more
+        return text
+
+    def release(self, text: str) -> str:
+        """Cut `text` at its first stop string (done), or hold back its end that could begin one."""
+        found = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        if found:
+            self.done, self.held = True, ""
+            return text[:min(found)]
+        keep = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        self.held = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+
+def check_stop_strings(stop: Sequence[str]) -> tuple[str, ...]:
+    """The stop strings as a tuple; InputError for an empty one or a bare string (a string is not a list)."""
+    if isinstance(stop, str):
+        raise InputError(f"stop must be a list of strings, got the string {stop!r}: write [{stop!r}]")
+    stop = tuple(stop)
+    if not all(isinstance(s, str) and s for s in stop):
+        raise InputError(f"every stop string must be a non-empty string, got {list(stop)!r}")
+    return stop
+
+
+def stream_text(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
+    """Yield the new complete text after each id; a character whose UTF-8 bytes span ids waits for its last byte."""
+    stream = TextStream(tokenizer)
     for i in ids:
-        text = decoder.decode(tokenizer.decode_bytes([i]))
+        text = stream.push(i)
         if text:
             yield text
-    tail = decoder.decode(b"", final=True)
+    tail = stream.finish()
     if tail:
         yield tail
+
+
+# ---- text in, text out: a batch of prompts ------------------------------------------------------------
+
+
+def stream_completions(model: GPT2, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                       sampling: Sampling = Sampling(), *, stop: Sequence[str] = (), use_cache: bool = True,
+                       window_step: int = 1) -> Iterator[tuple[int, str]]:
+    """Yield (prompt number, new text) as each piece of each prompt's continuation is complete.
+
+    Each continuation ends at <|endoftext|> (when the vocabulary has it), at its first stop string (left out)
+    or after max_new_tokens. An empty prompt starts after <|endoftext|>, as GPT-2's unconditional samples do.
+    Prompts of one length in tokens run as one batch, the batches in the order their first prompt comes;
+    every argument is checked here, before the first piece is asked for."""
+    if isinstance(prompts, str):
+        raise InputError(f"prompts must be a list of strings, got the string {prompts!r}: write [{prompts!r}]")
+    check_stop_strings(stop)
+    eos_id = tokenizer.special_tokens.get(ENDOFTEXT)
+    batches: dict[int, list[int]] = {}  # length in tokens -> the prompts of that length
+    encoded = [prompt_ids(tokenizer, prompt, eos_id) for prompt in prompts]
+    for number, ids in enumerate(encoded):
+        batches.setdefault(len(ids), []).append(number)
+    streams = [generate_stream(model, torch.tensor([encoded[n] for n in numbers]), max_new_tokens, sampling,
+                               eos_id=eos_id, use_cache=use_cache, window_step=window_step)
+               for numbers in batches.values()]  # every batch checked here, before any runs
+    return completion_pieces(tokenizer, list(batches.values()), streams, stop, eos_id)
+
+
+def completion_pieces(tokenizer: Tokenizer, batches: list[list[int]], streams: list[Iterator[Tensor]],
+                      stop: Sequence[str], eos_id: int | None) -> Iterator[tuple[int, str]]:
+    """The loop behind stream_completions: each batch's token stream as text, prompt by prompt."""
+    for numbers, tokens in zip(batches, streams):
+        texts = [TextStream(tokenizer, stop) for _ in numbers]
+        for token in tokens:
+            for number, text, i in zip(numbers, texts, token.tolist()):
+                piece = text.finish() if i == eos_id else text.push(i)
+                if piece:
+                    yield number, piece
+            if all(text.done for text in texts):
+                break  # every row stopped (eos or a stop string): no more tokens are computed
+        for number, text in zip(numbers, texts):
+            piece = text.finish()
+            if piece:
+                yield number, piece
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str, eos_id: int | None) -> list[int]:
+    """A prompt's ids (special tokens such as <|endoftext|> read as such); [eos] for an empty prompt."""
+    if not isinstance(prompt, str):
+        raise InputError(f"a prompt must be a string, got {type(prompt).__name__}")
+    if prompt:
+        return tokenizer.encode(prompt, allowed_special="all")
+    if eos_id is None:
+        raise InputError("an empty prompt starts after <|endoftext|>, which this vocabulary lacks: give a prompt")
+    return [eos_id]
+
+
+def generate_text(model: GPT2, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                  sampling: Sampling = Sampling(), *, stop: Sequence[str] = (), use_cache: bool = True,
+                  window_step: int = 1) -> list[str]:
+    """The new text after each prompt, in order (see stream_completions): a batch of prompts in, their
+    continuations out, each ending at <|endoftext|>, before its first stop string, or after max_new_tokens."""
+    texts = [""] * len(prompts)
+    for number, piece in stream_completions(model, tokenizer, prompts, max_new_tokens, sampling, stop=stop,
+                                            use_cache=use_cache, window_step=window_step):
+        texts[number] += piece
+    return texts

@@ -11,7 +11,7 @@
 Under `torchrun --nproc_per_node N` every process draws the same global batch of windows (one seeded
 generator) and takes its own slice of it; DistributedDataParallel averages the gradients, so N processes
 follow the path of a single one with the same global batch. The run owns its folder: run.lock is held
-from start to end, and a checkpoint is written as one unit (export.py).
+from start to end, and a checkpoint is written as one unit (io/checkpoint_folder.py).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from tqdm import tqdm
 from ..text.token_files import TokenData, cache_folder, load_tokens, prepare, windows
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
 from ..errors import InputError, MiniGPTGeomError
-from ..io.export import (TrainingState, check_new_output, current_checkpoint, folder_lock, load_training_state, norm_spec,
-                     save_checkpoint)
+from ..io.checkpoint_folder import current_checkpoint
+from ..model.pretrained import norm_spec
+from .optimizer_state import TrainingState, load_training_state, save_checkpoint
+from .run_folder import check_new_output, folder_lock
 from ..text.generation import Sampling, generate
 from .memory import check_fits, training_bytes
 from ..model.gpt2 import GPT2
-from ..model.sphere import SphereNorm
 from ..text.tokenizer import ENDOFTEXT, Tokenizer
 from .settings import SettingError, TrainSettings, learning_rate, schedule_warning, settings_from_saved
 
@@ -95,8 +96,8 @@ def make_optimizer(model: GPT2, settings: TrainSettings) -> torch.optim.AdamW:
 
 def freeze_unused(model: GPT2) -> None:
     """γ and β of a site whose variant has no affine map (sphere, none) get no gradient: leave them out."""
-    for module in model.modules():
-        if isinstance(module, SphereNorm) and not module.variant.affine:
+    for module in model.norm_sites().values():
+        if not module.variant.affine:
             module.weight.requires_grad_(False)
             module.bias.requires_grad_(False)
 
@@ -367,8 +368,8 @@ def check_run(model: GPT2, data: TokenData, settings: TrainSettings, context: in
     if settings.batch_size % (micro_batch * processes.world):
         raise SettingError("batch_size", f"({settings.batch_size} windows) does not split into micro-batches of "
                            f"{micro_batch} on {processes.world} process(es)")
-    check_fits(training_bytes(model.config, micro_batch, context), processes.device,
-               f"a training step of micro-batch {micro_batch} × {context} tokens")
+    check_fits(f"a training step of micro-batch {micro_batch} × {context} tokens",
+               training_bytes(model.config, micro_batch, context), processes.device)
     if data.meta["vocab_size"] > model.config.vocab_size:  # every id < vocab_size: no check at each step
         raise InputError(f"the token files use ids up to {data.meta['vocab_size'] - 1}, beyond the model's "
                          f"vocabulary of {model.config.vocab_size}: tokenise with the model's tokenizer")

@@ -37,19 +37,25 @@ def training_bytes(config: GPT2Config, micro_batch: int, context: int) -> int:
     return 4 * model_bytes(config) + activations + logits
 
 
-def available_bytes(device: torch.device) -> int:
-    """The memory of `device`: a GPU's total, or the machine's physical memory for the CPU (and others)."""
+def available_bytes(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on `device`, the one memory probe: a GPU's free memory, the system's
+    MemAvailable on Linux, else the physical memory; None when the system does not say."""
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        return torch.cuda.mem_get_info(device)[0]
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: no basis to refuse
-        return 2**63
+        with open("/proc/meminfo", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: the physical memory, if the OS says
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
 
 
-def check_fits(needed: int, device: torch.device, what: str) -> None:
-    """InputError when `needed` bytes exceed what `device` has (`what` says what would not fit)."""
-    have = available_bytes(device)
-    if needed > have:
-        raise InputError(f"{what} needs about {needed / 2**30:,.1f} GiB, more than the "
-                         f"{have / 2**30:,.1f} GiB of {device.type}: choose a smaller size")
+def check_fits(what: str, needed: int, device: torch.device) -> None:
+    """InputError before allocating when `what` (an option, a model, a step) needs more than `device` has
+    (`needed` bytes, an estimate)."""
+    available = available_bytes(device)
+    if available is not None and needed > available:
+        raise InputError(f"{what} needs about {needed / 2**30:.1f} GiB on {device}, more than the "
+                         f"{available / 2**30:.1f} GiB available: choose a smaller size")

@@ -1,5 +1,6 @@
 """Removing layer norm by fine-tuning (Heimersheim 2024): switch the sites to fixed σ one after another while
-training goes on, then write the result as a model that needs no layer norm.
+training goes on, each σ_s measured on the current weights, then write the result as a model that needs no
+layer norm (the fixed-σ map and its fold are the model's: model/lnfree.py).
 
     step 0 … 10 %     fine-tune with layer norm
     10 % … 60 %       at each scheduled step, measure a site's σ on the current weights and fix it there
@@ -16,21 +17,82 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from tqdm import tqdm
 
-from ..text.token_files import TokenData, windows
+from ..config import site_name
 from ..errors import InputError
-from ..io.export import check_new_output, save_model
-from ..model.lnfree import calibrate_sigma, fix_sigma, ln_free_checkpoint, removal_order, removal_schedule, sites
 from ..model.gpt2 import GPT2
+from ..model.lnfree import fix_sigma, ln_free_checkpoint
+from ..model.sphere import SphereDiagnostics
+from ..text.token_files import TokenData, windows
 from .loop import LogRow, TrainSettings, train
+from .run_folder import check_new_output
 
 CALIBRATION_WINDOWS = 8  # training windows whose σ is averaged when a site is switched
 SIGMA_FIELDS = ["site", "step", "sigma"]
+
+
+# ---- calibration ----------------------------------------------------------------------------------
+
+
+def site_sigma(site: SphereDiagnostics, d: int) -> Tensor:
+    """σ of each token at a site, from its diagnostics: σ² = ‖x‖²/d − μ² = (‖x‖² − mean_component²)/d."""
+    return ((site.input_norm.double() ** 2 - site.mean_component.double() ** 2) / d).clamp_min(0).sqrt()
+
+
+@torch.no_grad()
+def calibrate_sigma(model: GPT2, batches: Iterable[Tensor]) -> dict[str, tuple[float, float]]:
+    """{site: (mean σ over positions ≥ 1, mean σ at position 0)} of each site's input, over windows [B, T].
+
+    Measured with the traced forward pass itself. Position 0 is kept apart: GPT-2's first residual vector is
+    far longer than the rest, so it would dominate the average."""
+    totals = {name: [0.0, 0.0] for name in model.norm_sites()}
+    rest = first = 0  # positions counted
+    for idx in batches:
+        _, trace = model(idx, trace=True)
+        sigmas = {"ln_f": site_sigma(trace.ln_f, model.config.n_embd)}  # [B, T]
+        for kind in ("ln_1", "ln_2"):
+            stacked = site_sigma(getattr(trace, kind), model.config.n_embd)  # [L, B, T]
+            sigmas.update({site_name(layer, kind): stacked[layer] for layer in range(trace.n_layer)})
+        for name, sigma in sigmas.items():
+            totals[name][0] += sigma[:, 1:].sum().item()
+            totals[name][1] += sigma[:, 0].sum().item()
+        rest, first = rest + idx.shape[0] * (idx.shape[1] - 1), first + idx.shape[0]
+    if not first:
+        raise ValueError("calibrate_sigma needs at least one window")
+    return {name: (a / max(rest, 1), b / first) for name, (a, b) in totals.items()}
+
+
+# ---- the removal schedule ------------------------------------------------------------------------------
+
+
+def removal_order(model: GPT2) -> list[str]:
+    """Sites in the order they are switched to fixed σ: every MLP site (ln_2), then every attention site
+    (ln_1), then ln_f, each from the first layer to the last (modelled on Heimersheim's schedule)."""
+    n = model.config.n_layer
+    return [site_name(i, "ln_2") for i in range(n)] + [site_name(i, "ln_1") for i in range(n)] + ["ln_f"]
+
+
+def removal_schedule(order: list[str], steps: int, start: float = 0.1, stop: float = 0.6) -> dict[int, list[str]]:
+    """{step: sites switched at that step}: evenly spaced from `start` to `stop` of the run, so the model
+    fine-tunes a while with layer norm, then a site at a time, then with no layer norm at all."""
+    if steps < 1:
+        raise ValueError(f"a removal needs at least one step, got {steps}")
+    first, last = round(start * steps), max(round(stop * steps), round(start * steps))
+    schedule: dict[int, list[str]] = {}
+    for i, site in enumerate(order):
+        step = first + (round(i * (last - first) / (len(order) - 1)) if len(order) > 1 else 0)
+        schedule.setdefault(min(step, steps - 1), []).append(site)
+    return schedule
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
 
 
 def calibration_batch(data: TokenData, context: int, step: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -90,8 +152,8 @@ def switcher(model: GPT2, data: TokenData, settings: TrainSettings, progress: bo
 
 def check_removable(model: GPT2) -> None:
     """InputError for a model with no layer norm left to remove (an LN-free checkpoint, or norm="none")."""
-    if not any(model.get_submodule(site).variant.name in ("layernorm", "fixed_sigma") for site in sites(model)):
-        kinds = sorted({model.get_submodule(site).variant.name for site in sites(model)})
+    kinds = sorted({site.variant.name for site in model.norm_sites().values()})
+    if not {"layernorm", "fixed_sigma"} & set(kinds):
         raise InputError(f"this model has no layer norm to remove (its sites are {', '.join(kinds)})")
 
 
@@ -109,7 +171,7 @@ def remove_layer_norm(model: GPT2, data: TokenData, tokenizer_source: str | os.P
     log = train(model, data, tokenizer_source, run, settings, device=device, resume=resume, overwrite=overwrite,
                 progress=progress, before_step=switcher(model, data, settings, progress, run / "sigma.csv"))
     if is_main():
-        save_model(ln_free_checkpoint(model), out, tokenizer_source)
+        ln_free_checkpoint(model).save_pretrained(out, tokenizer_source)
     return log
 
 

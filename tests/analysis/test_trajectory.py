@@ -433,7 +433,8 @@ def test_drift_bad_device_and_window_count(tiny_checkpoint, tmp_path, capsys):
 def test_compare_is_each_models_own_trace_and_lens_in_one_frame(tiny_checkpoint, tmp_path):
     from minigpt_geom.analysis.compare import compare_models
     from minigpt_geom.analysis.lens import logit_lens
-    from minigpt_geom.model.lnfree import calibrate_sigma, fix_sigma, fold_fixed_sigma
+    from minigpt_geom.model.lnfree import fix_sigma, fold_fixed_sigma
+    from minigpt_geom.training.remove_ln import calibrate_sigma
     from minigpt_geom.text.tokenizer import Tokenizer
 
     model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)

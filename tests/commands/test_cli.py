@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from minigpt_geom.cli import build_parser, main
-from minigpt_geom.commands import InputError, OutputError, output_file
+from minigpt_geom.commands.outputs import output_file
+from minigpt_geom.errors import InputError, OutputError
 
 TEXT = "To kill two birds with one stone. The cat sat on the mat."
 WRITERS = {  # command -> arguments that make it write files, given the checkpoint and -o
@@ -104,6 +105,43 @@ def test_one_convention_over_every_parser():
     assert not build_parser().allow_abbrev
 
 
+def test_every_text_command_reads_unquoted_words_as_one_text(tiny_checkpoint, capsys, tmp_path, monkeypatch):
+    """`minigpt-geom lens To kill two birds`: the shell's words joined by spaces, for every parser with a text."""
+    words, readers = ["To", "kill", "two", "birds"], []
+    for name, parser in subcommands().items():
+        for action in [a for a in parser._actions if a.dest in ("text", "prompt")]:
+            readers.append(name)
+            required = ["--against", "x"] if name == "compare" else []
+            args, extra = parser.parse_known_args([*words, *required])
+            assert (getattr(args, action.dest), extra) == ("To kill two birds", []), name
+            assert getattr(parser.parse_known_args(["one quoted text", *required])[0], action.dest) == "one quoted text"
+            assert getattr(parser.parse_known_args(required)[0], action.dest) == action.default, name
+    assert set(readers) == TEXT_COMMANDS | {"generate"}
+    code, _, err = run(["lens", "To", "kill", "--weights", str(tiny_checkpoint), "two", "birds"], capsys)
+    check_one_line_error(code, err, "lens")  # words after an option: what to do instead
+    assert "unrecognized arguments: two birds (the text's words go together before the options, or quote" in err
+    monkeypatch.chdir(tmp_path)
+    unquoted = run(["norms", "To", "kill", "two", "birds", "--weights", str(tiny_checkpoint)], capsys)
+    assert unquoted == run(["norms", "To kill two birds", "--weights", str(tiny_checkpoint)], capsys)
+    assert unquoted[0] == 0 and unquoted != run(["norms", "To kill", "--weights", str(tiny_checkpoint)], capsys)
+
+
+def test_device_auto_takes_the_best_device_this_machine_has(tiny_checkpoint, capsys, monkeypatch):
+    from minigpt_geom.commands.loading import usable_device
+
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert usable_device("auto").type == expected
+    code, out, err = run(["norms", "--weights", str(tiny_checkpoint), "--device", "auto", "--variants", "rmsnorm"],
+                         capsys)
+    assert code == 0, err
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert usable_device("auto") == torch.device("mps")  # no GPU of NVIDIA's: Apple's
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert usable_device("auto") == torch.device("cuda")  # cuda first
+    assert "auto" in subcommands()["lens"]._option_string_actions["--device"].help
+
+
 NO_TORCH = """
 import contextlib, io, json, sys
 from minigpt_geom.cli import main
@@ -163,7 +201,8 @@ BAD_FOR_ALL = [
 BAD_FOR_ONE = [
     ["verify", "--batch", "-1"], ["verify", "--length", "0"], ["verify", "--seed", str(2**64)],
     ["generate", "--temperature", "nan"], ["generate", "--temperature", "-1"], ["generate", "--seed", str(2**64)],
-    ["generate", "--top-p", "2"], ["generate", "--max-new-tokens", "1000"], ["generate", "--top-k", "0"],
+    ["generate", "--top-p", "2"], ["generate", "--window-step", "1000"], ["generate", "--top-k", "0"],
+    ["generate", "--stop", ""], ["generate", "--prompts", "/nonexistent/prompts.txt"],
     ["norms", "--variants", "nope"], ["lens", "--top-k", "0"], ["trajectory", "--word", "zebra"],
     ["trajectory", "--position", "99"], ["trajectory", "--seed", "-1"], ["report", "--layer", "7"],
     ["report", "--head", "-1"], ["svd", "--layer", "9"], ["svd", "--dpi", "0"], ["qk", "--query-position", "64"],
@@ -465,12 +504,12 @@ def test_verify_configures_transformers_from_the_folders_own_config_json(tiny_ch
 def test_size_options_are_checked_against_the_memory_they_need(tiny_checkpoint, capsys):
     import torch
 
-    from minigpt_geom.commands import check_fits
+    from minigpt_geom.training.memory import check_fits
 
     with pytest.raises(InputError, match=r"--chunk-size 9 needs about 1073741824\.0 GiB on cpu, more than the "):
         check_fits("--chunk-size 9", 2**60, torch.device("cpu"))
     code, _, err = run(["verify", "--weights", str(tiny_checkpoint), "--batch", "10000000"], capsys)
     check_one_line_error(code, err, "verify")
-    assert "--batch 10000000 --length 64 needs about" in err and "lower it" in err
+    assert "--batch 10000000 --length 64 needs about" in err and "choose a smaller size" in err
     code, _, err = run(["qk", "--weights", str(tiny_checkpoint), "--chunk-size", "1000000000", "-k", "2"], capsys)
     assert code == 0, err  # a chunk larger than the vocabulary is the vocabulary: 300 × 300 scores

@@ -7,8 +7,8 @@ import transformers
 
 from conftest import SMALL, random_hf_model, save_transformers_layout
 from minigpt_geom import GPT2, TraceRequest
-from minigpt_geom.model.lnfree import (calibrate_sigma, fix_sigma, fold_fixed_sigma, from_ln_free_eps, removal_order,
-                                 removal_schedule, sites)
+from minigpt_geom.model.lnfree import fix_sigma, fold_fixed_sigma, from_ln_free_eps
+from minigpt_geom.training.remove_ln import calibrate_sigma, removal_order, removal_schedule
 
 TOLERANCE = 1e-4
 
@@ -34,7 +34,7 @@ def test_calibrated_sigma_is_the_mean_token_sigma(small_checkpoints):
     model = GPT2.from_pretrained(small_checkpoints["official"])
     batches = windows()
     scales = calibrate_sigma(model, batches)
-    assert set(scales) == set(sites(model)) and len(scales) == 2 * 2 + 1
+    assert set(scales) == set(model.norm_sites()) and len(scales) == 2 * 2 + 1
     # brute force: ln_f reads x_L; σ of each token is the population standard deviation of its row
     states = torch.cat([model(b, trace=TraceRequest(states=True))[1].states[-1] for b in batches])  # [B, T, d]
     sigma = states.double().var(-1, unbiased=False).sqrt()
@@ -50,7 +50,7 @@ def test_folded_export_gives_the_fixed_sigma_logits(small_checkpoints):
         fix_sigma(model, site, sigma)
     idx = windows(1, seed=1)[0]
     folded = fold_fixed_sigma(model)
-    assert all(folded.get_submodule(s).variant.name == "none" for s in sites(folded))
+    assert all(s.variant.name == "none" for s in folded.norm_sites().values())
     assert (folded(idx) - model(idx)).abs().max() <= TOLERANCE
     # and the fixed-σ model is a real change from layer norm, not a no-op
     assert (GPT2.from_pretrained(small_checkpoints["official"])(idx) - model(idx)).abs().max() > 1e-2
@@ -69,7 +69,7 @@ def test_ln_free_eps_checkpoint_matches_transformers(tmp_path):
     idx = windows(1, seed=2)[0]
     with pytest.warns(UserWarning, match="layer norm is switched off inside this file"):  # said once, at load
         model = GPT2.from_pretrained(tmp_path)
-    assert all(model.get_submodule(s).variant.name == "none" for s in sites(model))
+    assert all(s.variant.name == "none" for s in model.norm_sites().values())
     assert (model(idx) - reference(idx).logits).abs().max() <= TOLERANCE
     # asked for explicitly, the same file runs its (switched-off) layer norms: the same logits again
     as_stored = GPT2.from_pretrained(tmp_path, norm="layernorm")
@@ -80,7 +80,7 @@ def test_ln_free_eps_checkpoint_matches_transformers(tmp_path):
 def test_removal_schedule_switches_every_site_once_in_order(small_checkpoints):
     model = GPT2.from_pretrained(small_checkpoints["official"])
     order = removal_order(model)
-    assert order == ["h.0.ln_2", "h.1.ln_2", "h.0.ln_1", "h.1.ln_1", "ln_f"] and set(order) == set(sites(model))
+    assert order == ["h.0.ln_2", "h.1.ln_2", "h.0.ln_1", "h.1.ln_1", "ln_f"] and set(order) == set(model.norm_sites())
     for steps in (1, 4, 50, 1000):
         schedule = removal_schedule(order, steps)
         switched = [site for step in sorted(schedule) for site in schedule[step]]

@@ -22,8 +22,8 @@ from minigpt_geom.analysis.lens import lens_logits, logit_lens
 from minigpt_geom.analysis.norms import compare_norms
 from minigpt_geom.cli import main
 from minigpt_geom.errors import InputError
-from minigpt_geom.io.export import save_model
-from minigpt_geom.model.lnfree import calibrate_sigma, fix_sigma
+from minigpt_geom.model.lnfree import fix_sigma
+from minigpt_geom.training.remove_ln import calibrate_sigma
 
 transformers = pytest.importorskip("transformers")
 
@@ -277,11 +277,11 @@ def test_embeddings_command_says_in_one_line_why_it_does_not_apply(ln_free_folde
 def test_load_save_load_is_exact(variant, tiny_checkpoint, tmp_path):
     name, model = variant
     idx = ids()
-    save_model(model, tmp_path / "saved", tiny_checkpoint)
+    model.save_pretrained(tmp_path / "saved", tiny_checkpoint)
     again = GPT2.from_pretrained(tmp_path / "saved")
     assert torch.equal(again(idx), model(idx))
     assert [s.variant.name for s in again.norm_sites().values()] == [s.variant.name for s in model.norm_sites().values()]
-    save_model(again, tmp_path / "twice", tiny_checkpoint)
+    again.save_pretrained(tmp_path / "twice", tiny_checkpoint)
     assert torch.equal(GPT2.from_pretrained(tmp_path / "twice")(idx), model(idx))
 
 
@@ -362,7 +362,7 @@ def test_a_folded_model_made_ln_free_keeps_its_logits(tiny_checkpoint, tmp_path)
     idx = ids()
     with torch.no_grad():
         expected = model(idx)
-        save_model(ln_free_checkpoint(model), tmp_path, tiny_checkpoint)
+        ln_free_checkpoint(model).save_pretrained(tmp_path, tiny_checkpoint)
         assert (GPT2.from_pretrained(tmp_path)(idx) - expected).abs().max() <= TOLERANCE
 
 

@@ -1,5 +1,6 @@
 """Generation: the KV cache gives the logits of a full recomputation, greedy decoding matches
-`transformers`, sampling is reproducible and filters exactly, and `minigpt-geom generate` streams text."""
+`transformers` (past the context too, with nanoGPT's sliding window), sampling is reproducible and filters
+exactly, stop strings and batches of prompts give each prompt's own text, and `minigpt-geom generate` streams it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from minigpt_geom import GPT2, InputError, KVCache
-from minigpt_geom.text.generation import Sampling, filter_top_k, filter_top_p, generate, generate_stream, next_token, stream_text
+from minigpt_geom.text.generation import (Sampling, TextStream, filter_top_k, filter_top_p, generate, generate_stream,
+                                         generate_text, next_token, stream_text)
 
 TOLERANCE = 1e-4
 
@@ -69,13 +71,41 @@ def test_cache_does_not_change_samples(small_model):
     assert torch.equal(with_cache, generate(small_model, prompt, 20, Sampling(**settings), use_cache=False))
 
 
-def test_context_is_never_exceeded(small_model):
-    prompt = random_prompt(1, 8, 101)
-    assert generate(small_model, prompt, 24, Sampling(temperature=0)).shape == (1, 32)  # exactly n_ctx = 32
-    with pytest.raises(InputError, match=r"8 tokens \+ 25 new tokens = 33 .* context of 32 .* at most 24"):
-        generate(small_model, prompt, 25)
-    with pytest.raises(InputError, match="context of 32"):
-        generate_stream(small_model, prompt, 25)  # raised at the call, not at the first next()
+@torch.no_grad()
+def crop_loop_on_transformers(hf_model, prompt: torch.Tensor, n: int, keep: int, sampling: Sampling) -> torch.Tensor:
+    """Tokens by the sliding-window rule, restated on transformers without a cache: the model reads the tokens
+    since the window's start, which moves to the last `keep` tokens whenever more than n_ctx would be read
+    (keep = n_ctx: nanoGPT's crop `idx[:, -n_ctx:]` at every step). Drawn as generate draws them (next_token,
+    one generator seeded alike), so equal logits give equal samples."""
+    n_ctx, generator = hf_model.config.n_positions, sampling.generator(torch.device("cpu"))
+    sequence, start = prompt, max(0, prompt.shape[1] - n_ctx)
+    for _ in range(n):
+        if sequence.shape[1] - start > n_ctx:
+            start = sequence.shape[1] - keep
+        logits = hf_model(sequence[:, start:]).logits[:, -1]
+        sequence = torch.cat([sequence, next_token(logits, sampling, generator)[:, None]], dim=1)
+    return sequence
+
+
+@pytest.mark.slow
+def test_generation_slides_past_the_context_as_nanogpt_does(lively):
+    hf_model, model = lively
+    n_ctx, sampling = model.config.n_ctx, Sampling(temperature=1.5, seed=0)  # 32; hot: no loop of one token
+    prompt = random_prompt(2, 8, 101, seed=1)
+    oracle = crop_loop_on_transformers(hf_model, prompt, 60, n_ctx, sampling)  # 68 tokens: 36 past the context
+    assert torch.equal(generate(model, prompt, 60, sampling), oracle)
+    assert torch.equal(generate(model, prompt, 60, sampling, use_cache=False), oracle)
+    assert min(len(set(row)) for row in oracle[:, n_ctx:].tolist()) >= 5  # a real continuation past the context
+    for step in (5,):  # the cache restarted every `step` tokens on the last n_ctx − step + 1
+        ours = generate(model, prompt, 60, sampling, window_step=step)
+        assert torch.equal(ours, crop_loop_on_transformers(hf_model, prompt, 60, n_ctx - step + 1, sampling)), step
+        assert not torch.equal(ours, oracle)  # a shorter context after each restart: other samples
+    long_prompt = random_prompt(1, 45, 101, seed=2)  # longer than the context: the model reads its last 32
+    ours = generate(model, long_prompt, 10, sampling)
+    assert ours.shape == (1, 55) and torch.equal(ours[:, :45], long_prompt)
+    assert torch.equal(ours, crop_loop_on_transformers(hf_model, long_prompt, 10, n_ctx, sampling))
+    with pytest.raises(InputError, match="window_step"):
+        generate_stream(model, prompt, 5, window_step=n_ctx + 1)  # raised at the call, not at the first next()
 
 
 def test_bad_settings_are_input_errors(small_model):
@@ -252,6 +282,91 @@ def test_cli_generate_empty_prompt_and_errors(tiny_checkpoint, capsys):
 
     assert main(["generate", "--weights", str(tiny_checkpoint), "--max-new-tokens", "5", "--seed", "0"]) == 0
     assert capsys.readouterr().err.startswith("minigpt-geom generate: weights: ")  # where they came from, at the end
-    assert main(["generate", "--weights", str(tiny_checkpoint), "hello", "--max-new-tokens", "100"]) == 2
+    assert main(["generate", "--weights", str(tiny_checkpoint), "hello", "--max-new-tokens", "5", "--window-step",
+                 "65"]) == 2
     error = capsys.readouterr().err
-    assert "context of 64 positions" in error and error.count("\n") == 1
+    assert "context of 64" in error and error.count("\n") == 1
+    assert main(["generate", "--weights", str(tiny_checkpoint), "hello", "--prompts", "-"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+# ---- 5. text in, text out: stop strings and a batch of prompts ------------------------------------------
+
+
+class CharacterTokenizer:
+    """Ids are bytes: enough for TextStream, whose stop strings are then found in any split of the text."""
+
+    def decode_bytes(self, ids):
+        return bytes(ids)
+
+
+def shown_text(text: str, stop: list[str]) -> tuple[str, bool]:
+    """What a TextStream shows of `text`'s bytes pushed one by one, and whether it is done."""
+    stream, shown = TextStream(CharacterTokenizer(), stop), ""
+    for i in text.encode("utf-8"):
+        shown += stream.push(i)
+    return shown + stream.finish(), stream.done
+
+
+def test_text_stream_cuts_before_the_first_stop_string():
+    assert shown_text("Hello world. Bye", ["."]) == ("Hello world", True)
+    assert shown_text("one two\n\nthree", ["\n\n", "three"]) == ("one two", True)  # the earliest of them
+    assert shown_text("abcab", ["abd"]) == ("abcab", True)  # a held-back start that never completes: shown
+    assert shown_text("café ☕ done", ["☕"]) == ("café ", True)  # a stop string split across bytes
+    assert shown_text("no stop here", ["STOP"]) == ("no stop here", True)
+    stream = TextStream(CharacterTokenizer(), ["world"])  # nothing that may begin a stop string is shown early
+    assert [stream.push(i) for i in b"hello wor"] == ["h", "e", "l", "l", "o", " ", "", "", ""]
+    assert stream.push(ord("m")) == "worm" and not stream.done
+    with pytest.raises(InputError, match="list of strings"):
+        TextStream(CharacterTokenizer(), "\n")
+    with pytest.raises(InputError, match="non-empty"):
+        TextStream(CharacterTokenizer(), [""])
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    from minigpt_geom.text.tokenizer import Tokenizer
+
+    return GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+
+
+def test_a_batch_of_prompts_gives_each_prompt_its_own_continuation(tiny):
+    model, tokenizer = tiny
+    prompts = ["The cat sat", "The one", "", "the one", "A"]
+    lengths = [len(tokenizer.encode(p)) for p in prompts if p]
+    assert len(set(lengths)) < len(lengths) < len(prompts)  # some prompts share a batch, some run alone
+    texts = generate_text(model, tokenizer, prompts, 12, Sampling(temperature=0))
+    eot = tokenizer.eot_token
+    for prompt, text in zip(prompts, texts):  # each as the ids-level generate gives it alone
+        ids = tokenizer.encode(prompt) if prompt else [eot]
+        new = generate(model, torch.tensor([ids]), 12, Sampling(temperature=0), eos_id=eot)[0, len(ids):].tolist()
+        assert text == tokenizer.decode(new[:new.index(eot)] if eot in new else new), prompt
+    assert len(set(texts)) > 1
+    stop = texts[1][3:5]  # a stop string inside the second continuation: it ends there, without it
+    stopped = generate_text(model, tokenizer, prompts, 12, Sampling(temperature=0), stop=[stop])
+    assert stopped[1] == texts[1][:texts[1].index(stop)]
+    assert all(s == t[:t.index(stop)] if stop in t else s == t for s, t in zip(stopped, texts))
+    with pytest.raises(InputError, match="list of strings"):
+        generate_text(model, tokenizer, "The cat", 5)
+
+
+@pytest.mark.slow
+def test_cli_generate_reads_words_stop_strings_and_a_file_of_prompts(tiny, tiny_checkpoint, tmp_path, capsys):
+    from minigpt_geom.cli import main
+
+    model, tokenizer = tiny
+    common = ["--weights", str(tiny_checkpoint), "--temperature", "0", "--max-new-tokens", "80", "--quiet"]
+    assert main(["generate", "The", "cat", "sat", *common]) == 0  # unquoted words: one prompt; 80 > the context
+    whole = capsys.readouterr().out
+    assert whole == "The cat sat" + generate_text(model, tokenizer, ["The cat sat"], 80, Sampling(temperature=0))[0] \
+        + "\n"
+    common[common.index("80")] = "20"
+    stop = whole[len("The cat sat") + 4:][:3]
+    assert main(["generate", "The cat sat", "--stop", stop, "XYZ", *common]) == 0
+    assert capsys.readouterr().out == whole[:whole.index(stop, len("The cat sat"))] + "\n"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The cat sat\n\nTo kill two birds\n", encoding="utf-8")
+    assert main(["generate", "--prompts", str(prompts), *common]) == 0
+    expected = generate_text(model, tokenizer, ["The cat sat", "To kill two birds"], 20, Sampling(temperature=0))
+    assert capsys.readouterr().out == (f"==> prompt 1 <==\nThe cat sat{expected[0]}\n"
+                                       f"==> prompt 2 <==\nTo kill two birds{expected[1]}\n")

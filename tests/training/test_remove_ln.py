@@ -9,7 +9,6 @@ import transformers
 
 from minigpt_geom import GPT2
 from minigpt_geom.text.token_files import load_tokens
-from minigpt_geom.model.lnfree import sites
 from minigpt_geom.model.lnfree import ln_free_checkpoint
 from minigpt_geom.training.remove_ln import remove_layer_norm
 from minigpt_geom.training.loop import TrainSettings
@@ -31,11 +30,11 @@ def removed(tokens, tiny_checkpoint, tmp_path_factory):
 
 def test_every_site_ends_fixed_and_the_run_goes_on(removed):
     model, out, log = removed
-    assert all(model.get_submodule(site).variant.name == "fixed_sigma" for site in sites(model))
-    assert all(model.get_submodule(site).sigma.item() > 0 for site in sites(model))
+    assert all(site.variant.name == "fixed_sigma" for site in model.norm_sites().values())
+    assert all(site.sigma.item() > 0 for site in model.norm_sites().values())
     assert (out / "run" / "log.csv").is_file() and log[-1].step == 20
     resumed = GPT2.from_pretrained(out / "run")  # the run's own checkpoint keeps the fixed-σ sites and their σ
-    assert all(resumed.get_submodule(site).variant.name == "fixed_sigma" for site in sites(resumed))
+    assert all(site.variant.name == "fixed_sigma" for site in resumed.norm_sites().values())
 
 
 @torch.no_grad()
@@ -45,7 +44,7 @@ def test_export_gives_the_fixed_sigma_logits_here_and_in_transformers(removed):
     expected = model.eval()(idx)
     with pytest.warns(UserWarning, match="switched off"):
         ln_free = GPT2.from_pretrained(out)
-    assert all(ln_free.get_submodule(site).variant.name == "none" for site in sites(ln_free))
+    assert all(site.variant.name == "none" for site in ln_free.norm_sites().values())
     assert (ln_free(idx) - expected).abs().max() <= TOLERANCE
     reference = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
     assert (reference(idx).logits - expected).abs().max() <= TOLERANCE
@@ -71,7 +70,7 @@ def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm_its_schedule
     import csv
 
     from minigpt_geom.cli import main
-    from minigpt_geom.model.lnfree import removal_order, removal_schedule
+    from minigpt_geom.training.remove_ln import removal_order, removal_schedule
 
     argv = ["remove-ln", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--steps", "6",
             "--batch-size", "4", "--context", "32", "--eval-interval", "6", "--eval-windows", "4",
@@ -79,7 +78,7 @@ def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm_its_schedule
     assert main(argv) == 0
     with pytest.warns(UserWarning, match="switched off"):
         model = GPT2.from_pretrained(tmp_path)
-    assert all(model.get_submodule(site).variant.name == "none" for site in sites(model))
+    assert all(site.variant.name == "none" for site in model.norm_sites().values())
     assert (tmp_path / "vocab.json").is_file() and (tmp_path / "run" / "log.csv").is_file()
 
     with (tmp_path / "run" / "sigma.csv").open() as f:  # site, step, σ: the schedule as it happened
@@ -93,7 +92,7 @@ def test_cli_remove_ln_writes_a_model_that_loads_without_layer_norm_its_schedule
 
     out = capsys.readouterr().out.splitlines()
     control = GPT2.from_pretrained(tmp_path / "control")  # the control kept layer norm and trained as long
-    assert all(control.get_submodule(site).variant.name == "layernorm" for site in sites(control))
+    assert all(site.variant.name == "layernorm" for site in control.norm_sites().values())
     assert out[-2].startswith("step 6: validation loss") and "without layer norm" in out[-2]
     assert out[-1].startswith("step 6: validation loss") and "with layer norm kept (the control run" in out[-1]
 
@@ -122,7 +121,7 @@ def test_train_fine_tunes_an_ln_free_checkpoint_and_saves_what_loads_back(remove
     with pytest.warns(UserWarning, match="switched off"):
         before = GPT2.from_pretrained(ln_free)
     after = GPT2.from_pretrained(out)  # the norm="none" model with its own unembedding, as trained
-    assert all(after.get_submodule(site).variant.name == "none" for site in sites(after))
+    assert all(site.variant.name == "none" for site in after.norm_sites().values())
     assert not after.lm_head.tied and not torch.equal(after.lm_head.weight, before.lm_head.weight)
     idx = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

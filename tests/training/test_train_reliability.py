@@ -3,7 +3,6 @@ as small as it can be, on the tiny model of tiny_training.py."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -14,13 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 import torch
 from safetensors.torch import load_file, save_file
 
 from minigpt_geom import GPT2
 from minigpt_geom.cli import main
 from minigpt_geom.text.token_files import load_tokens
-from minigpt_geom.io.export import write_checkpoint
+from minigpt_geom.io.checkpoint_folder import write_checkpoint
 from minigpt_geom.training.loop import TrainingStopped, TrainSettings, read_log, train
 from tiny_training import FAST, run, tiny_model
 
@@ -56,16 +56,16 @@ def one_line_error(capsys) -> str:
 
 KILL_AS_WEIGHTS_LAND = """
 import os, signal, sys
-import minigpt_geom.io.export as export
+import minigpt_geom.io.model_files as model_files
 from tiny_training import run, tiny_model
 
-original, landed = export.save_file, []
+original, landed = model_files.save_file, []
 def save_then_die(tensors, path, metadata=None):
     original(tensors, path, metadata=metadata)
     landed.append(path)
     if sum(p.endswith("model.safetensors") for p in landed) == 2:  # the second checkpoint's weights are down
         os.kill(os.getpid(), signal.SIGKILL)
-export.save_file = save_then_die
+model_files.save_file = save_then_die
 run(tiny_model(), sys.argv[1], sys.argv[2], sys.argv[3], steps=6, eval_interval=2, micro_batch=4)
 """
 
@@ -126,8 +126,7 @@ def test_a_failed_checkpoint_leaves_the_previous_one(tmp_path):
 def test_a_second_process_on_the_same_folder_refuses(tokens, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    with open(out / "run.lock", "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first process holds it
+    with FileLock(out / "run.lock"):  # as the first process holds it
         assert main(train_argv(tokens, tiny_checkpoint, out)) == 2
     assert "another process is running in" in one_line_error(capsys)
     assert not (out / "checkpoint").exists()
@@ -296,9 +295,9 @@ def test_a_norm_mapping_naming_no_site_is_refused(norm, named, tokens, tiny_chec
 def test_sizes_that_cannot_fit_are_refused_before_allocating(tokens, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["init", "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--n-embd", "65536", "--n-head", "1"]) == 2
-    assert "a model of" in (err := one_line_error(capsys)) and "GiB, more than the" in err
+    assert "a model of" in (err := one_line_error(capsys)) and "GiB on cpu, more than the" in err
     assert main(train_argv(tokens, tiny_checkpoint, out, "--batch-size", "100000000")) == 2
-    assert "a training step" in (err := one_line_error(capsys)) and "GiB, more than the" in err
+    assert "a training step" in (err := one_line_error(capsys)) and "GiB on cpu, more than the" in err
     assert not out.exists()
 
 

@@ -13,19 +13,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .metric import METRIC_MATH
-from .plots import CELL_FONT, as_array, new_figure, short_label, thinned, word_label
+from .labels import CELL_FONT, short_label, word_label
+from .style import as_array, new_figure, thinned
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .ablation import AblationResult
-    from .attribution import Attribution
-    from .patching import PatchingResult
-    from .rotation import RotationResult
-    from .steering import SteeringResult
+    from ..ablation import AblationResult
+    from ..attribution import Attribution
+    from ..patching import PatchingResult
+    from ..rotation import RotationResult
+    from ..steering import SteeringResult
 
+METRIC_MATH = {"logit_diff": r"$z_{\mathrm{answer}} - z_{\mathrm{wrong}}$", "probability": r"$p(\mathrm{answer})$"}
 NUMBERED_CELLS = 400  # maps with at most this many cells have their values written in them
 DIVERGING = "RdBu_r"  # red = positive (restores the answer, raises the loss), blue = negative
 
@@ -109,7 +110,7 @@ def ablation_figure(result: "AblationResult") -> "Figure":
 def attribution_figure(result: "Attribution") -> "Figure":
     """Direct logit attribution: one bar per component summed over a block (embeddings, each block's attention
     and MLP, the rest) beside the heads' own map; one scale in logits for both panels, centred on 0."""
-    from .attribution import layer_totals
+    from ..attribution import layer_totals
 
     totals = layer_totals(result)
     heads = as_array(result.heads)  # [L, H]

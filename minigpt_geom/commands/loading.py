@@ -1,0 +1,113 @@
+"""What a command loads, from its arguments: the device checked before anything is built, the model and its
+tokenizer (text/pretrained.py's one loader), the line that says where the weights came from, and this
+process's place among torchrun's. torch is imported inside the functions, so that `--help` never loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..model.gpt2 import GPT2
+    from ..text.tokenizer import Tokenizer
+    from ..training.distributed import Processes
+
+
+def usable_device(name: str) -> torch.device:
+    """torch.device(name) if this machine can allocate on it, else InputError; `auto` is the first of cuda,
+    mps and cpu that this machine has."""
+    import torch
+
+    if name == "auto":
+        return auto_device()
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # a bad name; CUDA not compiled in, no driver, no such GPU
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0]  # its first sentence
+        raise InputError(f"--device {name!r} cannot be used here ({reason}); try --device cpu") from None
+    if device.type == "meta":
+        raise InputError("--device 'meta' holds no numbers; try --device cpu")
+    return device
+
+
+def auto_device() -> torch.device:
+    """cuda when a GPU is usable, else Apple's mps, else the cpu: what `--device auto` means."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@contextmanager
+def processes_for(args: argparse.Namespace) -> Iterator[Processes]:
+    """This process's place among torchrun's (alone without torchrun) on the checked --device; at the end it
+    leaves the process group, whatever happened."""
+    import torch.distributed as dist
+
+    from ..training.distributed import start_processes
+
+    processes = start_processes(usable_device(args.device))
+    try:
+        yield processes
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def weights_folder(source: str | os.PathLike) -> Path:
+    """The folder the weights of `source` (a preset, hub id, folder or file) are read from, resolved."""
+    from ..io.checkpoint import checkpoint_files
+
+    return checkpoint_files(source)[0].parent.resolve()
+
+
+def source_line(source: str | os.PathLike) -> str:
+    """`weights: SOURCE from FOLDER`, the line every loading command prints: where the files really came from
+    (a preset's drop-in folder, the hub cache, …)."""
+    return f"weights: {source} from {weights_folder(source)}"
+
+
+def load_model(args: argparse.Namespace) -> GPT2:
+    """The GPT2 of --weights, on --device in --dtype (the device checked first)."""
+    import torch
+
+    from ..model.gpt2 import GPT2
+
+    return GPT2.from_pretrained(args.weights, device=usable_device(args.device), dtype=getattr(torch, args.dtype))
+
+
+def load_model_and_tokenizer(args: argparse.Namespace, announce: bool = True) -> tuple[GPT2, Tokenizer]:
+    """(GPT2, Tokenizer) from --weights and --tokenizer, on --device in --dtype (the device checked first);
+    with `announce`, prints where the weights came from (the first line of the command's output)."""
+    import torch
+
+    from ..text.pretrained import load_model_and_tokenizer as load
+
+    device = usable_device(args.device)
+    loaded = load(args.weights, args.tokenizer, device=device, dtype=getattr(torch, args.dtype))
+    if announce:
+        print(source_line(args.weights))
+    return loaded
+
+
+def allowed_words(args: argparse.Namespace, tokenizer: Tokenizer, model: GPT2) -> torch.Tensor | None:
+    """The mask [V] of --vocab-from's words seen --min-count times, on the model's device; None without it."""
+    if not args.vocab_from:
+        return None
+    from ..analysis.vocabulary import allowed_words as mask, word_counts
+
+    counts = word_counts(args.vocab_from, tokenizer, model.config.vocab_size)
+    return mask(counts, args.min_count, device=model.wte.weight.device)
