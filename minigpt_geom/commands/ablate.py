@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `ablate` subcommand."""
     parser = add_command(
         subparsers, "ablate", SUMMARY,
-        "Replace one head's output (before W_O, every position) by zero, by its mean over the reference texts, or "
-        "by its output on a reference text of the same length (resample), for every head in turn, all in a few "
+        "Replace one head's output (before W_O, every position) by zero, by its mean over the reference texts at each "
+        "position, or by its output on one of them drawn at random (resample), for every head in turn, all in a few "
         "batched forward passes. Measures the text's next-token loss, or with --answer the metric of the answer "
         "at the last position. Prints the change per head; writes ablate.csv and the map ablate.FORMAT.")
     add_text_argument(parser)
@@ -25,9 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--method", default="zero", choices=("zero", "mean", "resample"),
                         help="what replaces a head's output (default: zero)")
     parser.add_argument("--reference", nargs="+", metavar="TEXT",
-                        help="texts of the reference batch, for mean (default: the text itself) and resample "
-                             "(required: texts of the same number of tokens as the text)")
-    parser.add_argument("--seed", type=seed, default=0, help="which reference text each resampled copy reads "
+                        help="the reference texts of mean and resample, each the same number of tokens as the text")
+    parser.add_argument("--seed", type=seed, default=0, help="which reference text each resampled head reads "
                                                              "(default: 0)")
     add_contrast_arguments(parser, answer="none: the next-token loss over the text is measured",
                            wrong="the second most likely next word")

@@ -150,7 +150,8 @@ def rotation_figure(result: "RotationResult") -> "Figure":
     ax = fig.add_subplot()
     colours = colormaps["viridis"](np.linspace(0.0, 0.9, len(result.layers)))
     for i, layer in enumerate(result.layers):
-        ax.plot(angles, values[i], "o-", color=colours[i], markersize=3, label=f"layer {layer}")
+        ax.plot(angles, values[i], "o-", color=colours[i], markersize=3,
+                label="ln_f" if layer is None else f"block {layer}")
     ax.set_xticks([0, math.pi / 8, math.pi / 4, 3 * math.pi / 8, math.pi / 2],
                   ["0", r"$\pi/8$", r"$\pi/4$", r"$3\pi/8$", r"$\pi/2$"])
     ax.set_xlabel(r"angle $\theta$ the point is turned by (radius kept)")
@@ -160,7 +161,7 @@ def rotation_figure(result: "RotationResult") -> "Figure":
     ax.grid(alpha=0.3)
     ax.set_title(f"{word_label(result.words[result.position])} (position {result.position}) turned toward "
                  f"{word_label(result.toward_word)} on its {result.site} site's own set", fontsize=10)
-    ax.legend(fontsize=7, ncols=max(1, math.ceil(len(result.layers) / 12)), title="site of block")
+    ax.legend(fontsize=7, ncols=max(1, math.ceil(len(result.layers) / 12)), title=f"{result.site} of")
     return fig
 
 
