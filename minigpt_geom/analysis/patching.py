@@ -140,14 +140,22 @@ def patch_sweep(model: GPT2, clean: Tensor, corrupted: Tensor, contrast: Contras
 def text_patching(model: GPT2, tokenizer: Tokenizer, clean: str, corrupted: str, answer: str | None = None,
                   wrong: str | None = None, *, metric: str = "logit_diff", site: str = "resid_pre",
                   rows_per_pass: int | None = None, progress: tqdm | None = None) -> PatchingResult:
-    """Patching of two texts of the same length in tokens. The answer defaults to the clean prompt's most likely
-    next word, the wrong word to the corrupted prompt's most likely other word."""
+    """Patching of two texts of the same length in tokens (ids_patching)."""
     check_site(site)
-    clean_ids = encode_text(tokenizer, clean, model.config.n_ctx)
-    corrupted_ids = encode_text(tokenizer, corrupted, model.config.n_ctx)
+    ids = [encode_text(tokenizer, text, model.config.n_ctx) for text in (clean, corrupted)]
+    return ids_patching(model, tokenizer, *ids, answer, wrong, metric=metric, site=site, rows_per_pass=rows_per_pass,
+                        progress=progress)
+
+
+def ids_patching(model: GPT2, tokenizer: Tokenizer, clean_ids: Sequence[int], corrupted_ids: Sequence[int],
+                 answer: str | None = None, wrong: str | None = None, *, metric: str = "logit_diff",
+                 site: str = "resid_pre", rows_per_pass: int | None = None, progress: tqdm | None = None
+                 ) -> PatchingResult:
+    """Patching of two prompts' ids. The answer defaults to the clean prompt's most likely next word, the wrong
+    word to the corrupted prompt's most likely other word."""
+    check_site(site)
     check_pair(clean_ids, corrupted_ids)
-    device = model.wte.weight.device
-    pair = torch.tensor([clean_ids, corrupted_ids], device=device)
+    pair = torch.tensor([list(clean_ids), list(corrupted_ids)], device=model.wte.weight.device)
     with torch.inference_mode():
         logits = model(pair, last_only=True)[:, -1]  # both prompts' next-word logits, for the default words
     contrast, answer_word, wrong_word = choose_contrast(tokenizer, logits[0], answer, wrong, metric, logits[1])
@@ -155,6 +163,15 @@ def text_patching(model: GPT2, tokenizer: Tokenizer, clean: str, corrupted: str,
                                                        rows=rows_per_pass, progress=progress)
     return PatchingResult(site, contrast, values, m_clean, m_corrupted, tuple(token_words(tokenizer, clean_ids)),
                           tuple(token_words(tokenizer, corrupted_ids)), answer_word, wrong_word, passes + 1)
+
+
+def nearest_word(model: GPT2, token: int, vocabulary: int | None = None) -> int:
+    """The word whose unembedding row points most nearly as `token`'s does (cosine; itself excluded), among the
+    first `vocabulary` ids: a corruption that keeps the text's length and most of its sense."""
+    rows = model.unembedding_rows()[:vocabulary].detach().float()
+    cosine = torch.nn.functional.cosine_similarity(rows, rows[token][None], dim=-1)
+    cosine[token] = float("-inf")
+    return int(cosine.argmax())
 
 
 # ---- tables ---------------------------------------------------------------------------------------------

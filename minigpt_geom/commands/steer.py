@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument,
-                        add_style_argument, index, positive_int, seed, whole_number)
+                        add_style_argument, add_text_argument, index, positive_int, seed, whole_number)
 from .loading import load_model_and_tokenizer
 from .outputs import output_folder, require_matplotlib, write_experiment
 
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "add --coefficient times their difference to the residual stream at that block, at every position of the "
         "prompt and of every generated token. Prints the continuation without and with the vector and the words it "
         "promotes and demotes most; writes steer.csv and the bars steer.FORMAT.")
-    parser.add_argument("prompt", help="the text to continue")
+    add_text_argument(parser, "the text to continue", name="prompt")
     add_model_arguments(parser)
     parser.add_argument("--plus", required=True, metavar="TEXT", help="what to steer toward, e.g. ' Love'")
     parser.add_argument("--minus", required=True, metavar="TEXT", help="what to steer away from, e.g. ' Hate'")
