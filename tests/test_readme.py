@@ -24,7 +24,7 @@ CORPUS = "texts"  # the folder README's drift example reads
 TOUR = ROOT / "docs" / "tour.md"
 TOUR_STEPS = 2  # the tour's training budget here: every step runs, the model learns nothing worth looking at
 TOUR_FIGURES = ["1_reach.png", "2_sphere.png", "3_attention.png", "4_residual.png", "5_trajectory.png", "6_lens.png",
-                "7_drift.png"]
+                "7_drift.png", "8_patching.png", "8_rotation.png"]
 
 
 def blocks(language: str, text: str = README) -> list[str]:
