@@ -5,12 +5,12 @@
 
 It needs no network and no weights: the corpus is the docstrings of Python's own standard library (every
 machine with Python has them), the tokenizer a byte-level BPE trained on them with Hugging Face `tokenizers`
-(in the test extra), the model a 4-layer GPT-2 trained on them with `minigpt_geom.training.loop`. Every figure is
-then drawn by the command a user would run (`trajectory`, `lens`, `drift`, `svd`, `embeddings`, `probe`,
-`qk`, `patch`, `attribute`, `report`), or, for the two the report alone draws, by `analysis.plots`. It writes
-DIR/gallery.md and its pictures under DIR/gallery/ (DIR = docs/ by default); the report's screenshot needs Chromium and is
-left out, saying so, without it. A figure of the code before issue 18, kept under DIR/gallery/before/ by
-hand, is shown beside its new form when it is there.
+(in the test extra), the model a 4-layer GPT-2 trained on them with `minigpt_geom.training.loop`. Every
+figure is then drawn by the command a user would run (`trajectory`, `lens`, `drift`, `svd`, `embeddings`,
+`probe`, `qk`, `patch`, `attribute`, `report`), or, for the two the report alone draws, by `analysis.plots`.
+It writes DIR/gallery.md and its pictures under DIR/gallery/ (DIR = docs/ by default); the report's
+screenshot needs Chromium and is left out, saying so, without it. A figure of the code before issue 18,
+kept under DIR/gallery/before/ by hand, is shown beside its new form when it is there.
 """
 
 from __future__ import annotations
