@@ -1,5 +1,5 @@
-"""The fast path against the reference math: each kernel of minigpt_geom/fused.py beside the computation it
-replaces, at GPT-2 124M's sizes, then the whole forward pass with the switch on and off.
+"""The fast path against the reference math: each kernel of minigpt_geom/model/fused.py beside the computation
+it replaces, at GPT-2 124M's sizes, then the whole forward pass with each kernel set (model.kernels).
 
     python bench/fused.py                  # CPU float32: kernels, forward 1x1024 untraced and traced
     python bench/fused.py --query-blocks   # also the traced loop's block size, 32-256 (how QUERY_BLOCK was chosen)
@@ -22,14 +22,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import interleaved_seconds, random_checkpoint, timed  # noqa: E402
 
-from minigpt_geom import GPT2, fused, reference_math  # noqa: E402
-from minigpt_geom.model.attention import attend, attend_traced  # noqa: E402
-from minigpt_geom.model.block import gelu  # noqa: E402
-from minigpt_geom.model.sphere import sphere_projection  # noqa: E402
+from minigpt_geom import GPT2, reference_math  # noqa: E402
+from minigpt_geom.model import fused  # noqa: E402
+from minigpt_geom.model.fused import FUSED  # noqa: E402
+from minigpt_geom.model.kernels import REFERENCE  # noqa: E402
 
 
 def reference(fn):
-    """fn with the switch off: the reference math."""
+    """fn under reference_math(): a model's forward pass runs the reference math."""
     def call():
         with reference_math():
             return fn()
@@ -49,28 +49,28 @@ def kernels(device: torch.device, repeats: int) -> None:
     for rows in (1, 1024):
         x = torch.randn(rows, 768, device=device, generator=g)
         row(f"layer norm steps 1-2, {rows}x768", interleaved_seconds({
-            "fused": timed(lambda: sphere_projection(x, 1e-5), device),
-            "reference": timed(reference(lambda: sphere_projection(x, 1e-5)), device)}, repeats))
+            "fused": timed(lambda: FUSED.sphere_projection(x, 1e-5), device),
+            "reference": timed(lambda: REFERENCE.sphere_projection(x, 1e-5), device)}, repeats))
     u = torch.randn(1024, 3072, device=device, generator=g)
     row("GELU, 1024x3072", interleaved_seconds({
-        "fused": timed(lambda: gelu(u), device),
-        "reference": timed(reference(lambda: gelu(u)), device),
+        "fused": timed(lambda: FUSED.gelu(u), device),
+        "reference": timed(lambda: REFERENCE.gelu(u), device),
         "F.gelu(tanh)": timed(lambda: F.gelu(u, approximate="tanh"), device)}, repeats))
     for T, S in ((1024, 1024), (1, 1024)):
         q = torch.randn(1, 12, T, 64, device=device, generator=g)
         k, v = (torch.randn(1, 12, S, 64, device=device, generator=g) for _ in range(2))
         row(f"attention, T={T} S={S}", interleaved_seconds({
-            "fused": timed(lambda: attend(q, k, v), device),
-            "reference": timed(reference(lambda: attend(q, k, v)), device)}, repeats))
+            "fused": timed(lambda: FUSED.attend(q, k, v), device),
+            "reference": timed(lambda: REFERENCE.attend(q, k, v), device)}, repeats))
     q = torch.randn(1, 12, 1024, 64, device=device, generator=g)
     row("attention traced, T=S=1024", interleaved_seconds({
-        "fused": timed(lambda: attend_traced(q, k, v, False), device),
-        "reference": timed(reference(lambda: attend_traced(q, k, v, False)), device)}, repeats))
-    assert math.isfinite(float(attend(q, k, v).sum()))
+        "fused": timed(lambda: FUSED.attend_traced(q, k, v, False), device),
+        "reference": timed(lambda: REFERENCE.attend_traced(q, k, v, False), device)}, repeats))
+    assert math.isfinite(float(FUSED.attend(q, k, v).sum()))
 
 
 def forward(model: GPT2, device: torch.device, repeats: int) -> None:
-    """The whole forward pass at 1x1024, untraced and traced, with the switch on and off."""
+    """The whole forward pass at 1x1024, untraced and traced, on each kernel set."""
     idx = torch.randint(0, model.config.vocab_size, (1, 1024), device=device)
     for trace in (None, True):
         row(f"forward 1x1024, {'traced' if trace else 'untraced'}", interleaved_seconds({

@@ -26,18 +26,19 @@ from common import (forward_flops_per_token, gpu_or_not_measured, gpu_peak_flops
                     random_checkpoint, timed)
 
 from minigpt_geom import GPT2  # noqa: E402
-from minigpt_geom.model.attention import attend, merge_heads, split_heads  # noqa: E402
+from minigpt_geom.model.attention import merge_heads, split_heads  # noqa: E402
+from minigpt_geom.model.fused import FUSED  # noqa: E402
 from minigpt_geom.model.trace import TraceRequest  # noqa: E402
 
 FULL = TraceRequest(states=True, patterns=True)
 
 
 def plain_forward(model: GPT2, idx: torch.Tensor) -> torch.Tensor:
-    """The forward pass written straight through: embeddings, blocks, ln_f, unembedding."""
+    """The forward pass written straight through on the fused kernels: embeddings, blocks, ln_f, unembedding."""
     x = model.wte(idx) + model.wpe(torch.arange(idx.shape[1], device=idx.device))
     for block in model.h:
         q, k, v = (split_heads(p, block.attn.n_head) for p in block.attn.c_attn(block.ln_1(x)[0]).chunk(3, dim=-1))
-        x = x + block.attn.c_proj(merge_heads(attend(q, k, v)))
+        x = x + block.attn.c_proj(merge_heads(FUSED.attend(q, k, v)))
         x = x + block.mlp(block.ln_2(x)[0])
     return model.unembed(model.ln_f(x)[0])
 

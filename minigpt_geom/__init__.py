@@ -14,18 +14,18 @@ from .errors import (CheckpointError, InputError, LNFreeWarning, MiniGPTGeomErro
 if TYPE_CHECKING:
     from .model.cache import KVCache
     from .config import PRESETS, GPT2Config
-    from .model.fused import reference_math
+    from .model.kernels import reference_math
     from .text.generation import Sampling, generate
     from .model.gpt2 import GPT2
-    from .model.sphere import NORM_VARIANTS, NormVariant, register_norm
+    from .model.variants import NORM_VARIANTS, NormVariant, register_norm
     from .model.trace import Trace
     from .model.trace_request import TraceRequest
     from .text.tokenizer import Tokenizer
 
 LAZY = {"KVCache": "model.cache", "PRESETS": "config", "GPT2Config": "config", "Sampling": "text.generation",
-        "generate": "text.generation", "GPT2": "model.gpt2", "NORM_VARIANTS": "model.sphere",
-        "NormVariant": "model.sphere", "register_norm": "model.sphere", "Trace": "model.trace",
-        "TraceRequest": "model.trace_request", "reference_math": "model.fused", "Tokenizer": "text.tokenizer"}  # name -> the module that defines it
+        "generate": "text.generation", "GPT2": "model.gpt2", "NORM_VARIANTS": "model.variants",
+        "NormVariant": "model.variants", "register_norm": "model.variants", "Trace": "model.trace",
+        "TraceRequest": "model.trace_request", "reference_math": "model.kernels", "Tokenizer": "text.tokenizer"}  # name -> the module that defines it
 
 __all__ = [
     "GPT2", "GPT2Config", "Tokenizer", "KVCache", "PRESETS", "Trace", "TraceRequest", "Sampling", "generate",

@@ -1,7 +1,9 @@
 """The `minigpt-geom` command line: the subcommands, in the order `--help` lists them, and one error policy.
 
-Expected failures (missing weights, bad checkpoints, bad input or arguments, outputs that cannot be written)
-are printed as one line on stderr, exit code 2. Nothing here imports torch: `--help`, `--version` and argument
+Expected failures (missing weights, bad checkpoints, bad input or arguments, outputs that cannot be written,
+memory that runs out despite the estimates, a lost torchrun peer) are printed as one line on stderr, exit code 2.
+Output that the terminal's encoding cannot show is written as Python escapes (\u2016), never an error. Nothing
+here imports torch: `--help`, `--version` and argument
 errors answer at once, and only the command that runs builds its full parser and imports what it needs.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import warnings
 from types import ModuleType
@@ -95,10 +98,30 @@ def one_line_notes(command: str) -> Callable[..., None]:
     return show
 
 
+def out_of_memory(error: BaseException) -> str | None:
+    """What a failed allocation says, in one line, when `error` is one (MemoryError, torch's allocators'
+    RuntimeError, CUDA's OutOfMemoryError); None for any other error."""
+    text = " ".join(str(error).split())
+    allocator = "can't allocate memory" in text or "out of memory" in text.lower()
+    if not (isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and allocator)):
+        return None
+    asked = re.search(r"tried to allocate ([0-9.]+ ?[KMGT]?i?B|[0-9]+ bytes)", text)
+    return "out of memory" + (f" (an allocation of {asked[1]} failed)" if asked else "")
+
+
+def writable_anywhere() -> None:
+    """stdout and stderr write what their encoding cannot show as escapes (PYTHONIOENCODING=ascii, a C locale),
+    instead of raising UnicodeEncodeError half-way through a table."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script and of `python -m minigpt_geom`."""
     from .errors import MiniGPTGeomError
 
+    writable_anywhere()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args, extra = build_parser(chosen_command(argv)).parse_known_args(argv)
@@ -129,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (MemoryError, RuntimeError) as error:  # an allocation the size checks did not foresee (ulimit -v, …)
+        if (problem := out_of_memory(error)) is None:
+            raise
+        print(f"minigpt-geom {args.command}: error: {problem}: choose smaller sizes or free memory", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 # Plausible upper bounds: far beyond any published GPT-2 (xl: 48 layers, 1600 wide, 1024 positions, 50257 words),
 # small enough that a hostile file or config cannot ask for a model that fills memory.
 LIMITS = {"n_layer": 1000, "n_embd": 2**16, "n_head": 2**16, "n_ctx": 2**20, "vocab_size": 2**21}
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: the model computes in float32, so no ε or scale beyond it
 
 
 def check_count(name: str, value: object, limit: int) -> None:
@@ -20,13 +21,15 @@ def check_count(name: str, value: object, limit: int) -> None:
 
 
 def check_epsilon(name: str, value: object) -> None:
-    """Raise TypeError unless value is a real number, ValueError unless it is finite and > 0.
+    """Raise TypeError unless value is a real number, ValueError unless 0 < value ≤ float32's largest.
 
     Large values are legitimate: LN-free checkpoints switch layer norm off with ε = 1e12 (see lnfree.py)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     if not 0 < value < math.inf:  # ε ≤ 0, NaN or inf makes σ² + ε zero or NaN for some x: every logit NaN
         raise ValueError(f"{name} must be finite and > 0, got {value}")
+    if value > FLOAT32_MAX:  # σ² + ε is computed in float32: ε = 1e300 would be inf there
+        raise ValueError(f"{name} must be at most float32's largest, {FLOAT32_MAX:.4g}, got {value:g}")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,22 @@ class OutputError(MiniGPTGeomError, OSError):
     """An output file or folder cannot be written (permissions, a full disk, a path that is not a folder)."""
 
 
+class MissingDependencyError(MiniGPTGeomError, ImportError):
+    """An optional library that one feature needs is not installed; the message names the pip command."""
+
+
+def import_optional(module: str, feature: str, package: str | None = None, otherwise: str = "") -> object:
+    """The module named `module`, or MissingDependencyError: `feature` needs `pip install package`, `otherwise`."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = package or module
+        raise MissingDependencyError(f"{feature} needs {package}: pip install {package}"
+                                     + (f", or {otherwise}" if otherwise else "")) from None
+
+
 class Note(UserWarning):
     """Something a user should know that is not an error; the command line prints it as one line."""
 

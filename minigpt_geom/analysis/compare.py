@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
-from ..model.sphere import geometry_summary
+from ..model.variants import geometry_summary
 from ..model.trace import TraceRequest
 from .lens import logit_lens
 from .text import encode_text, token_words
@@ -100,8 +100,8 @@ def unique_labels(sources: Sequence[str], labels: Sequence[str] | None = None) -
         if len(labels) != len(sources):
             raise InputError(f"--labels gives {len(labels)} names for {len(sources)} models")
         names = list(labels)
-    else:
-        names = [os.path.basename(os.path.normpath(str(s))) or str(s) for s in sources]
+    else:  # folder names are drawn as they are: a `$` in one is not mathtext
+        names = [(os.path.basename(os.path.normpath(str(s))) or str(s)).replace("$", r"\$") for s in sources]
     counts = {n: names.count(n) for n in names}
     seen: dict[str, int] = {}
     unique = []

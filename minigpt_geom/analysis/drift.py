@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
-from ..model.sphere import map_label
+from ..model.variants import map_label
 from ..model.trace import TraceRequest
 
 LOGSUMEXP_ROWS = 512  # rows of [rows, vocab] logits held at once for the softmax normaliser

@@ -14,7 +14,7 @@
 Both read the model's own sites. (a) projects E with block 0's ln_1 projection (the first site that reads
 the words); (b) takes ln_f's γ, β (1 and 0 for a variant without them) and the rows of the model's own
 unembedding (E, or after a fold W with its bias b added to β·e), and the tight bound is the supremum of
-p·(γ⊙e) over the variant's own output set, its support function h (sphere.Geometry.support): √d‖centre(a)‖
+p·(γ⊙e) over the variant's own output set, its support function h (geometry.Geometry.support): √d‖centre(a)‖
 on layer norm's sphere, √d‖a‖ on RMSNorm's, ‖a‖₁ on DyT's box. A variant whose outputs fill an unbounded set
 (fixed σ, none) reaches every word: there the analysis does not apply and says so.
 """
@@ -32,7 +32,7 @@ from torch import Tensor
 from ..model.gpt2 import GPT2
 from ..config import site_name
 from ..errors import InputError
-from ..model.sphere import SphereNorm
+from ..model.norm_site import SphereNorm
 from .tables import Table, token_label
 from .vocabulary import restrict
 

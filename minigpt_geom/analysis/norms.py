@@ -15,7 +15,8 @@ import torch
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
-from ..model.sphere import NORM_VARIANTS, SphereNorm, get_norm
+from ..model.norm_site import SphereNorm
+from ..model.variants import NORM_VARIANTS, get_norm
 from .tables import Table
 
 if TYPE_CHECKING:

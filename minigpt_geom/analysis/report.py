@@ -33,7 +33,7 @@ import torch
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
-from ..model.sphere import geometry_summary
+from ..model.variants import geometry_summary
 from . import plots
 from .attribution import text_attribution
 from .circuits import check_head, check_layer

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..errors import import_optional
 from ..io.files import write_text
 
 if TYPE_CHECKING:
+    import pandas
+
     from ..text.tokenizer import Tokenizer
 
 TABLE_STYLES = ("text", "markdown", "latex")
@@ -90,6 +93,14 @@ class Table:
     def csv(self) -> str:
         """The table as CSV text (floats in full)."""
         return format_csv(self.header, self.rows)
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """The table as a pandas DataFrame, every value in full, the caption in `.attrs["caption"]` (pandas is
+        not a dependency: pip install pandas)."""
+        frame = import_optional("pandas", "Table.to_dataframe()").DataFrame(
+            [list(row) for row in self.rows], columns=list(self.header))
+        frame.attrs["caption"] = self.caption
+        return frame
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], style: str = "text",

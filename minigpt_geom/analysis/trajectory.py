@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError, MiniGPTGeomError
+from ..errors import InputError, import_optional
 from ..model.gpt2 import GPT2
-from ..model.sphere import map_label
+from ..model.variants import map_label
 
 PAPER_WORD = " one"  # the word whose path the paper draws
 UMAP_VOCAB_FIT = 10_000  # the paper fits UMAP on the first 10,000 normalised embeddings
@@ -99,10 +99,7 @@ def pca_project(points: Tensor, mean: Tensor, components: Tensor) -> np.ndarray:
 
 def umap_project(points: np.ndarray, fit_points: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """points [N, d] -> [N, 3] by a UMAP fitted on fit_points (or on the points themselves), seeded."""
-    try:
-        import umap
-    except ImportError:
-        raise MiniGPTGeomError("UMAP needs umap-learn: pip install umap-learn (or leave out --umap for PCA)") from None
+    umap = import_optional("umap", "UMAP", "umap-learn", "leave out --umap for PCA")
     reducer = umap.UMAP(n_components=3, random_state=seed)
     if fit_points is None:
         return reducer.fit_transform(points)

@@ -7,6 +7,7 @@ naming the option. Nothing here imports torch or matplotlib: `--help` stays fast
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..analysis.plots.style import FORMATS as FIGURE_FORMATS
@@ -59,12 +60,56 @@ def positive_int(text: str) -> int:
     return value
 
 
+def not_negative(value: int | float) -> int | float:
+    """value, or a usage error if it is below 0."""
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
+    return value
+
+
 def index(text: str) -> int:
     """argparse type for a layer, head or position: an integer ≥ 0 (the model checks the upper end)."""
-    value = whole_number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return not_negative(whole_number(text))
+
+
+def real_number(text: str) -> float:
+    """A finite real number, or a usage error (float() also takes nan and inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+def non_negative(text: str) -> float:
+    """argparse type for a tolerance or a temperature: a finite number ≥ 0."""
+    return not_negative(real_number(text))
+
+
+def probability(text: str) -> float:
+    """argparse type for a probability mass such as top-p: a number in (0, 1]."""
+    value = real_number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def utf8_text(text: str) -> str:
+    """argparse type for text to tokenise: UTF-8 on the command line (Python keeps each other byte as a lone
+    surrogate, U+DC80 to U+DCFF, which no file or tokenizer can take)."""
+    bad = next((i for i, c in enumerate(text) if "\udc80" <= c <= "\udcff"), None)
+    if bad is not None:
+        raise argparse.ArgumentTypeError(f"is not UTF-8 text: byte {ord(text[bad]) - 0xdc00:#04x} at character {bad}")
+    return text
+
+
+def word(text: str) -> str:
+    """argparse type for a token named by its text (--word): non-empty UTF-8."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty: give one of the text's tokens, e.g. ' one'")
+    return utf8_text(text)
 
 
 def seed(text: str) -> int:
@@ -125,7 +170,7 @@ def add_text_argument(parser: argparse.ArgumentParser, what: str = "the text to 
                       default: str = PAPER_PROMPT, name: str = "text") -> None:
     """The positional text of a command that reads one (the paper's example by default): quoted, or as words."""
     shown = f"{default!r}" if default else "empty"
-    parser.add_argument(name, nargs="*", default=default, action=JoinWords, metavar=name.upper(),
+    parser.add_argument(name, nargs="*", default=default, action=JoinWords, metavar=name.upper(), type=utf8_text,
                         help=f"{what}, at most the model's context; quoted, or as plain words joined by spaces "
                              f"(default: {shown})")
 
@@ -169,7 +214,7 @@ def add_style_argument(parser: argparse.ArgumentParser) -> None:
 def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
     """--word WORD | --position N: the token whose path is highlighted."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--word", help="token to highlight, e.g. ' one' (default: ' one' if present, else the last)")
+    group.add_argument("--word", type=word, help="token to highlight, e.g. ' one' (default: ' one' if present, else the last)")
     group.add_argument("--position", type=whole_number,
                        help="position of the token to highlight (negative counts from the end)")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument
+from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
+                        utf8_text, word)
 from .loading import load_model_and_tokenizer
 from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
                       write_figure)
@@ -22,9 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_model_arguments(parser)
     parser.add_argument("--against", required=True, nargs="+", metavar="SOURCE",
                         help="the other models (presets, hub ids, directories or .safetensors files); same tokenizer")
-    parser.add_argument("--labels", nargs="+", metavar="NAME",
+    parser.add_argument("--labels", nargs="+", metavar="NAME", type=utf8_text,
                         help="a name for each model, --weights first (default: each source's folder name)")
-    parser.add_argument("--word", help="the word whose paths are drawn bold (default: ' one', else the last)")
+    parser.add_argument("--word", type=word, help="the word whose paths are drawn bold (default: ' one', else the last)")
     add_output_argument(parser, "compare.csv and compare.FORMAT", default="compare")
     add_figure_arguments(parser)
     return parser
@@ -34,11 +35,18 @@ def run(args: argparse.Namespace) -> int:
     """Print the per-layer table of every model; write compare.csv (and the figure)."""
     from ..analysis.compare import compare_models, unique_labels
     from ..analysis.tables import Table, write_csv
+    from ..errors import InputError
 
     require_matplotlib(args)
     out = output_folder(args.out)
     sources = [args.weights, *args.against]
     names = unique_labels(sources, args.labels)
+    if not args.no_plot:  # the legend draws each label as mathtext: a parse error would end the figure
+        from ..analysis.plots import mathtext_problem
+
+        for label in args.labels or []:
+            if problem := mathtext_problem(label):
+                raise InputError(f"--labels {label!r} is not valid mathtext ({problem}): write a literal $ as \\$")
     with progress_bar(args, len(sources) + 1, "compare") as bar:
         model, tokenizer = load_model_and_tokenizer(args)
         models = {names[0]: model}

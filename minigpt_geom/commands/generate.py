@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .arguments import add_command, add_model_arguments, add_text_argument, positive_int, seed, whole_number
+from .arguments import (add_command, add_model_arguments, add_text_argument, index, non_negative, positive_int,
+                        probability, seed, utf8_text)
 from .loading import load_model_and_tokenizer, source_line
 
 SUMMARY = "continue a prompt (or a file of prompts), streaming the text"
@@ -26,17 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_model_arguments(parser)
     parser.add_argument("--prompts", metavar="FILE",
                         help="continue every non-blank line of FILE ('-': standard input) instead of one prompt")
-    parser.add_argument("--max-new-tokens", type=whole_number, default=50,
+    parser.add_argument("--max-new-tokens", type=index, default=50,
                         help="at most this many tokens; past the context the window slides (default: 50)")
-    parser.add_argument("--stop", nargs="+", default=[], metavar="TEXT",
+    parser.add_argument("--stop", nargs="+", default=[], metavar="TEXT", type=utf8_text,
                         help="end a continuation before the first of these strings (not printed), e.g. --stop "
                              "'\\n\\n' written with the shell's $'\\n\\n'")
     parser.add_argument("--window-step", type=positive_int, default=1, metavar="S",
                         help="past the context, re-encode the window once every S tokens (1: every token reads the "
                              "full context, as nanoGPT does; larger is faster; default: 1)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1)")
-    parser.add_argument("--top-k", type=whole_number, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="sample among the smallest set with mass ≥ p")
+    parser.add_argument("--temperature", type=non_negative, default=1.0, help="0 = greedy (default: 1)")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=probability, default=None, help="sample among the smallest set with mass ≥ p")
     parser.add_argument("--seed", type=seed, default=None, help="for reproducible samples (default: random)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every position at every step (slow)")
     return parser
@@ -52,7 +53,13 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompt:
         raise InputError("give one prompt or --prompts FILE, not both")
     try:
-        text = sys.stdin.read() if args.prompts == "-" else read_text(args.prompts, MAX_PROMPTS_BYTES)
+        if args.prompts == "-":  # standard input, bounded as a file is: `< /dev/zero` must not fill the memory
+            data = sys.stdin.buffer.read(MAX_PROMPTS_BYTES + 1)
+            if len(data) > MAX_PROMPTS_BYTES:
+                raise InputError(f"--prompts - gives more than {MAX_PROMPTS_BYTES:,} bytes, the most read")
+            text = data.decode("utf-8")
+        else:
+            text = read_text(args.prompts, MAX_PROMPTS_BYTES)
     except UnicodeDecodeError:
         raise InputError(f"--prompts {args.prompts} is not UTF-8 text") from None
     prompts = [line for line in text.splitlines() if line.strip()]

@@ -1,26 +1,30 @@
-"""`minigpt-geom init -o DIR`: a freshly initialised GPT-2 checkpoint (with its tokenizer), to try every command on."""
+"""`minigpt-geom init -o DIR`: a freshly initialised GPT-2 checkpoint (with its tokenizer), to try every command on:
+train's new model (4 layers, d = 64) unless --init PRESET or a size says otherwise."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from .arguments import add_command, positive_int
+from ..io.files import parse_json
+from .arguments import add_command, positive_int, seed
 from .outputs import output_folder
 
 SUMMARY = "write a freshly initialised checkpoint"
+# A new model's shape unless --init or a size says otherwise, for `init` and `train` alike: small enough to train
+# on a laptop's CPU (3.4 M parameters with GPT-2's tokenizer, most of them the embedding); --init gpt2 for 124M.
+DEFAULT_SHAPE = dict(n_layer=4, n_head=4, n_embd=64, n_ctx=64)
 
 
 def norm_argument(text: str) -> str | dict[str, str]:
     """argparse type for --norm: a variant name, or a JSON mapping site -> name such as '{"ln_f": "none"}'."""
-    from ..model.sphere import get_norm
+    from ..model.variants import get_norm
 
     try:
-        spec = json.loads(text) if text.lstrip().startswith("{") else text
-    except json.JSONDecodeError as error:
+        spec = parse_json(text) if text.lstrip().startswith("{") else text
+    except ValueError as error:  # malformed, or nested too deeply
         raise argparse.ArgumentTypeError(f"not a JSON mapping: {error}") from None
     names = spec.values() if isinstance(spec, dict) else [spec]
     for name in names:
@@ -37,16 +41,19 @@ def add_architecture_arguments(parser: argparse.ArgumentParser, fine_tune: bool 
     from ..config import PRESETS
 
     group = parser.add_argument_group("shape (of a new model) and norm" if fine_tune else "shape and norm")
+    shape = DEFAULT_SHAPE
     group.add_argument("--init", choices=sorted(PRESETS), metavar="PRESET",
-                       help=f"the shape of a published GPT-2: {', '.join(PRESETS)}")
+                       help=f"the shape of a published GPT-2: {', '.join(PRESETS)} (default: {shape['n_layer']} "
+                            f"layers, {shape['n_head']} heads, d = {shape['n_embd']}, context {shape['n_ctx']})")
     for name, meaning in (("n-layer", "number of blocks"), ("n-head", "heads per block"),
                           ("n-embd", "width d of the residual stream"), ("n-ctx", "context length in tokens")):
-        group.add_argument(f"--{name}", type=positive_int, metavar="N", help=meaning)
+        group.add_argument(f"--{name}", type=positive_int, metavar="N",
+                           help=f"{meaning}, instead of the preset's or the default's")
     group.add_argument("--norm", type=norm_argument, default=None, metavar="VARIANT",
                        help='norm variant of every site (layernorm, rmsnorm, sphere, dyt, none …) or a JSON '
                             'mapping such as \'{"ln_f": "none"}\' (default: layernorm'
                             + ("; fine-tuning: the weights\' own)" if fine_tune else ")"))
-    group.add_argument("--seed", type=int, default=None,
+    group.add_argument("--seed", type=seed, default=None,
                        help=f"seed of the initialisation{' and batches' if fine_tune else ''} (default: 0)")
 
 
@@ -64,7 +71,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     from ..model.gpt2 import GPT2
     from ..training.loop import check_norm_spec
 
-    base = PRESETS[args.init] if args.init else GPT2Config()
+    base = PRESETS[args.init] if args.init else replace(GPT2Config(), **DEFAULT_SHAPE)
     sizes = {name: getattr(args, name) for name in ("n_layer", "n_head", "n_embd", "n_ctx")
              if getattr(args, name) is not None}
     try:
@@ -89,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write model.safetensors, config.json, vocab.json and merges.txt (GPT-2 shape unless told otherwise)."""
+    """Write model.safetensors, config.json, vocab.json and merges.txt (DEFAULT_SHAPE unless told otherwise)."""
     from ..training.run_folder import check_new_output
     from ..text.tokenizer import ENDOFTEXT, Tokenizer
 

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update()
         if not args.no_plot:
             from ..analysis import plots
-            from ..model.sphere import map_label
+            from ..model.variants import map_label
 
             ranks = next_word_ranks(model, trace.states[:, 0], tokenizer.encode(args.text)) if len(words) > 1 else None
             figure = plots.lens_grid_figure(lens, words, decode, next_ranks=ranks,

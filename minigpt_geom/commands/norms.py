@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..analysis.norms import compare_norms, norms_table
     from ..analysis.text import encode_text
-    from ..model.sphere import NORM_VARIANTS
+    from ..model.variants import NORM_VARIANTS
 
     variants = args.variants or list(NORM_VARIANTS)
     with progress_bar(args, 2 + len(variants), "norms") as bar:

@@ -6,7 +6,7 @@ import argparse
 from contextlib import contextmanager
 from typing import Iterator
 
-from .arguments import add_command, add_pattern_argument, add_quiet_argument, whole_number
+from .arguments import add_command, add_pattern_argument, add_quiet_argument, seed
 from .outputs import show_progress
 
 SUMMARY = "tokenise a corpus for training"
@@ -23,7 +23,7 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
                         help="documents: whole documents (files, or 1 MiB parts of longer ones) drawn at random with "
                              "--split-seed; last: the last F of the tokens, i.e. the alphabetically last files "
                              "(default: documents)")
-    parser.add_argument("--split-seed", type=whole_number, default=0, metavar="N",
+    parser.add_argument("--split-seed", type=seed, default=0, metavar="N",
                         help="seed of the held-out documents' draw, apart from training's --seed (default: 0)")
     add_pattern_argument(parser)
     add_backend_argument(parser)
@@ -32,9 +32,11 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     """--tokenizer-backend: which tokenizer reads a corpus (the ids are the same)."""
     parser.add_argument("--tokenizer-backend", choices=BACKENDS, default="auto",
-                        help="reference: the first-principles BPE; fast: Hugging Face `tokenizers` (pip install "
-                             "'minigpt-geom[fast]'), checked against the reference on a sample first; auto: fast if "
-                             "installed and it agrees (default: auto)")
+                        help="reference: the first-principles BPE; fast: tiktoken, else Hugging Face tokenizers "
+                             "(the first installed: pip install 'minigpt-geom[fast]') on the same vocab.json and "
+                             "merges.txt, refused unless it gives the reference's ids on a sample of the corpus; "
+                             "auto: fast when it gives those ids and encodes the sample faster, else reference "
+                             "(default: auto)")
 
 
 def corpus_settings(args: argparse.Namespace) -> dict:
@@ -44,7 +46,7 @@ def corpus_settings(args: argparse.Namespace) -> dict:
 
 
 CORPUS_OPTIONS = {"pattern": "--pattern", "val_fraction": "--val-fraction", "split": "--val-split",
-                  "tokenizer_backend": "--tokenizer-backend"}
+                  "split_seed": "--split-seed", "tokenizer_backend": "--tokenizer-backend"}
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-                        add_vocabulary_arguments, index, positive_int)
+                        add_vocabulary_arguments, index, positive_int, utf8_text)
 from .loading import allowed_words, load_model_and_tokenizer
 from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
                       write_figure)
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "For each word (default: ~100 common nouns) that is one token, per head and for the layer's sum: the "
         "top-k keys of Ẽ[n] W_QK Ẽᵀ with ‖q‖ = ‖Ẽ[n] W_QK‖, and the top-k words of ln_f(E[n] + u_h + b_O) Eᵀ "
         "with ‖u_h‖. With --out, the tables and one figure per layer of each head's best match.")
-    parser.add_argument("words", nargs="*", help="words to probe (default: the built-in common nouns)")
+    parser.add_argument("words", nargs="*", type=utf8_text, help="words to probe (default: the built-in common nouns)")
     add_model_arguments(parser)
     add_output_argument(parser, "the tables (.txt, .md, .tex), probe.csv and probe_layerL.FORMAT")
     parser.add_argument("--layer", type=index, nargs="+", metavar="L",

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from .arguments import add_command
+from .arguments import add_command, seed
 from .loading import processes_for
 from .outputs import show_progress
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="folder for the LN-free checkpoint (the run's own files go into DIR/run)")
     parser.add_argument("--tokenizer", default=None, metavar="SOURCE",
                         help="where vocab.json and merges.txt are (default: the weights source)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the batches and calibration windows (default: 0)")
+    parser.add_argument("--seed", type=seed, default=None, help="seed of the batches and calibration windows (default: 0)")
     parser.add_argument("--control", action="store_true",
                         help="also fine-tune with layer norm kept (DIR/control) and print both losses")
     add_run_arguments(parser)
@@ -45,13 +45,15 @@ def run(args: argparse.Namespace) -> int:
     """Remove layer norm; under torchrun every process runs this and rank 0 writes the files."""
     from ..training.run_folder import check_new_output
     from ..model.gpt2 import GPT2
-    from ..training.remove_ln import check_removable, control_run, remove_layer_norm
+    from ..training.remove_ln import check_removable, check_steps, control_run, remove_layer_norm
     from ..training.loop import load_corpus
 
     if args.resume and args.overwrite:
         raise InputError("--resume continues the run in DIR/run, --overwrite starts it again: give one")
     run_args = argparse.Namespace(**{**vars(args), "out": args.out / "run"})  # the saved settings are the run's
     settings = settings_from_arguments(run_args)
+    with options_named():
+        check_steps(settings)
     check_outside(args.corpus, args.out)
     check_new_output(args.out, resume=args.resume, overwrite=args.overwrite)  # before any work
     tokenizer = args.tokenizer or args.weights
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                                **corpus_settings(args))
         options = dict(device=processes.device, resume=args.resume, overwrite=args.overwrite,
                        progress=show_progress(args))
-        log = remove_layer_norm(model, data, tokenizer, args.out, settings, **options)
+        with resume_hint(args, args.out / "run", processes.main, "weights"):
+            log = remove_layer_norm(model, data, tokenizer, args.out, settings, **options)
         control = None
         if args.control:  # the same weights, the same batches, layer norm kept
             start = args.out / "control" if args.resume else args.weights

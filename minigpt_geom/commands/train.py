@@ -25,7 +25,6 @@ from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 if TYPE_CHECKING:
     from ..model.gpt2 import GPT2
 
-DEFAULT_SHAPE = dict(n_layer=4, n_head=4, n_embd=64, n_ctx=64)  # the model `train CORPUS -o DIR` trains
 DEFAULT_TOKENIZER = "gpt2"
 
 SUMMARY = "train or fine-tune a GPT-2 on a text corpus"
@@ -122,6 +121,38 @@ def one_line_warnings(command: str) -> Iterator[None]:
         yield
 
 
+RESUME_OPTIONS = ("tokenizer", "pattern", "val_fraction", "val_split", "split_seed", "tokenizer_backend", "data_cache",
+                  "device")  # what --resume still reads from the command line, when not the default
+
+
+@contextmanager
+def resume_hint(args: argparse.Namespace, run_folder: Path, main: bool, *keep: str) -> Iterator[None]:
+    """On Ctrl-C (SIGINT, which waits for a checkpoint being written): one line saying which checkpoint the run
+    folder kept and the command that continues it; then the interrupt goes on (exit code 130)."""
+    import re
+    import shlex
+
+    from ..io.checkpoint_folder import current_checkpoint
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        if main:
+            kept = current_checkpoint(run_folder)
+            step = re.match(r"step-0*(\d+)", kept.name) if kept is not None else None
+            if step is None:
+                print(f"minigpt-geom {args.command}: interrupted before the first checkpoint: nothing to resume in "
+                      f"{args.out}", file=sys.stderr)
+            else:
+                given = [(a.option_strings[-1], getattr(args, a.dest)) for a in args.parser._actions
+                         if a.dest in (*keep, *RESUME_OPTIONS) and getattr(args, a.dest) != a.default]
+                words = [args.command, args.corpus, *(w for option, v in given for w in (option, str(v))),
+                         "-o", str(args.out), "--resume"]
+                print(f"minigpt-geom {args.command}: interrupted: {args.out} keeps the checkpoint of step "
+                      f"{step.group(1)}; continue with: minigpt-geom {shlex.join(words)}", file=sys.stderr)
+        raise
+
+
 @contextmanager
 def options_named() -> Iterator[None]:
     """A SettingError raised inside names the option, not the field (`--lr`, not `learning_rate`)."""
@@ -150,10 +181,7 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
             check_norm_spec(args.norm, list(model.norm_sites()))
             model.set_norm(args.norm)
         return model, args.tokenizer or args.weights
-    tokenizer = args.tokenizer or DEFAULT_TOKENIZER
-    if not new:  # `train CORPUS -o DIR`: the small default model
-        for name, value in DEFAULT_SHAPE.items():
-            setattr(args, name, value)
+    tokenizer = args.tokenizer or DEFAULT_TOKENIZER  # a new model: DEFAULT_SHAPE, as `init` makes it
     return new_model_from_arguments(args, Tokenizer.from_pretrained(tokenizer).n_vocab), tokenizer
 
 
@@ -172,8 +200,9 @@ def run(args: argparse.Namespace) -> int:
         with corpus_options():
             data = load_corpus(args.corpus, tokenizer_source, processes, cache_dir=args.data_cache, exclude=[args.out],
                                progress=show_progress(args), **corpus_settings(args))
-        log = train(model, data, tokenizer_source, args.out, settings, device=processes.device, resume=args.resume,
-                    overwrite=args.overwrite, progress=show_progress(args))
+        with resume_hint(args, args.out, processes.main):
+            log = train(model, data, tokenizer_source, args.out, settings, device=processes.device,
+                        resume=args.resume, overwrite=args.overwrite, progress=show_progress(args))
     if processes.main:
         print(f"step {log[-1].step}: validation loss {log[-1].val_loss:.4f}; saved in {args.out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import import_optional
 from .arguments import (add_command, add_figure_arguments, add_highlight_arguments, add_model_arguments,
                         add_output_argument, add_text_argument, positive_int, seed)
 from .loading import load_model_and_tokenizer
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.trajectory import choose_highlight, trajectory_rows, word_trajectory
 
     require_matplotlib(args)
+    if args.umap:  # before any work, as every missing library
+        import_optional("umap", "--umap", "umap-learn", "leave out --umap for PCA")
     out = output_folder(args.out)
     with progress_bar(args, 3 if args.no_plot else 4, "trajectory") as bar:
         model, tokenizer = load_model_and_tokenizer(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from .arguments import add_command, add_model_arguments, positive_int, seed
+from .arguments import add_command, add_model_arguments, non_negative, positive_int, seed
 from .loading import load_model, source_line
 from .outputs import progress_bar
 
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--length", type=positive_int, default=128,
                         help="tokens per sequence, capped at the context (default: 128)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the random tokens (default: 0)")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
+    parser.add_argument("--tolerance", type=non_negative, default=1e-4,
                         help="largest |Δlogit| accepted (default: 1e-4, for float32; raise it for float16/bfloat16)")
     return parser
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..config import LIMITS, GPT2Config, check_count, check_epsilon
 from ..errors import CheckpointError, WeightsNotFoundError
-from .files import read_bytes
+from .files import parse_json, read_bytes
 from .hub import resolve_file
 
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # safetensors' names of the dtypes a parameter may be stored in
@@ -166,10 +166,10 @@ def read_config_json(path: Path) -> ConfigFile:
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
     try:
-        values = json.loads(raw.decode("utf-8"))
+        values = parse_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise CheckpointError(f"{path} is not UTF-8 text") from None
-    except (ValueError, RecursionError) as error:  # JSONDecodeError, or an integer of over 4300 digits
+    except ValueError as error:  # malformed, nested too deeply, or an integer of over 4300 digits
         raise CheckpointError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(values, dict):
         raise CheckpointError(f"{path} holds a JSON {type(values).__name__}, expected an object {{key: value}}")

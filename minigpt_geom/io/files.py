@@ -4,6 +4,7 @@ write never leaves a truncated file or destroys a good one, with the permissions
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
@@ -58,6 +59,15 @@ def read_bytes(path: str | os.PathLike, max_bytes: int, *, error: type[Exception
 def read_text(path: str | os.PathLike, max_bytes: int, *, error: type[Exception] = InputError) -> str:
     """read_bytes decoded as UTF-8 (UnicodeDecodeError passes, for the caller to name the file)."""
     return read_bytes(path, max_bytes, error=error).decode("utf-8")
+
+
+def parse_json(text: str | bytes) -> object:
+    """json.loads, every way it can fail a ValueError for the caller to name the file: malformed JSON, an integer
+    of more than 4300 digits, and nesting deeper than the parser's recursion ([[[[… 100,000 deep)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
 
 
 # ---- writing -----------------------------------------------------------------------------------------------

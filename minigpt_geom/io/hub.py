@@ -25,13 +25,15 @@ PROBE_TIMEOUT_S = 5  # one HEAD request; hf_hub_download itself retries an unrea
 
 
 def drop_in_dirs(name: str) -> list[Path]:
-    """Folders searched for an offline copy of preset `name`, in order."""
+    """Folders searched for an offline copy of preset `name`, in order, each once (run from the repository's
+    root, ./weights and the repository's weights/ are one folder)."""
     roots = []
     if os.environ.get("MINIGPT_GEOM_WEIGHTS"):
         roots.append(Path(os.environ["MINIGPT_GEOM_WEIGHTS"]))
     roots.append(Path.cwd() / "weights")
-    roots.append(Path(__file__).resolve().parent.parent / "weights")  # editable install: repo/weights
-    return [root / name for root in roots]
+    roots.append(Path(__file__).resolve().parents[2] / "weights")  # editable install: repo/weights (repo/minigpt_geom/io)
+    folders = [root / name for root in roots]
+    return [folder for i, folder in enumerate(folders) if folder.resolve() not in {f.resolve() for f in folders[:i]}]
 
 
 def looks_like_path(source: str) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from . import fused
+from .fused import FUSED, Kernels, Summaries
 from .linear import Affine
 
 if TYPE_CHECKING:
@@ -55,8 +55,6 @@ def attention_pattern(q: Tensor, k: Tensor) -> Tensor:
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Σ_j a_ij v_j for causal attention: [B, H, T, d_head]."""
-    if fused.enabled:  # the same sum in one kernel that never stores the [T, S] pattern
-        return fused.attend(q, k, v)
     return attention_pattern(q, k).to(v.dtype) @ v
 
 
@@ -73,15 +71,13 @@ class AttentionDiagnostics:
     pattern: Tensor | None = None  # a_ij itself, when the trace asks for patterns
 
 
-def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool) -> tuple[Tensor, AttentionDiagnostics]:
-    """`attend`, with the pattern a = softmax(s) summarised per query (and kept whole if asked)."""
-    if fused.enabled:  # a block of queries at a time, the summaries from the scores (fused.py)
-        heads, summaries, kept = fused.attend_traced(q, k, v, keep_patterns)
-        return heads, AttentionDiagnostics(*summaries, kept)
+def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool
+                  ) -> tuple[Tensor, Summaries, Tensor | None]:
+    """`attend`, with the pattern a = softmax(s) summarised per query: (entropy, max weight, first-key weight),
+    and a itself [B, H, T, S] if asked to keep it."""
     a = attention_pattern(q, k)  # [B, H, T, S], 0 on the masked keys
     entropy = -torch.special.xlogy(a, a).sum(dim=-1)  # −Σ_j a_ij log a_ij, with 0 log 0 = 0
-    diagnostics = AttentionDiagnostics(entropy, a.amax(dim=-1), a[..., 0], a if keep_patterns else None)
-    return a.to(v.dtype) @ v, diagnostics
+    return a.to(v.dtype) @ v, (entropy, a.amax(dim=-1), a[..., 0]), a if keep_patterns else None
 
 
 # ---- the module -----------------------------------------------------------------------------------
@@ -96,8 +92,8 @@ class SelfAttention(nn.Module):
         self.c_attn = Affine(d, 3 * d)
         self.c_proj = Affine(d, d)
 
-    def forward(self, x_hat: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None
-                ) -> tuple[Tensor, AttentionDiagnostics | None]:
+    def forward(self, x_hat: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None,
+                kernels: Kernels = FUSED) -> tuple[Tensor, AttentionDiagnostics | None]:
         """x̂ [B, T, d] -> (attention update [B, T, d], diagnostics when tracing, else None).
 
         With a cache, x̂ holds only the new positions; their keys and values join the cached ones."""
@@ -105,6 +101,7 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.append(k, v)
         if trace is None:
-            return self.c_proj(merge_heads(attend(q, k, v))), None
-        heads, diagnostics = attend_traced(q, k, v, trace.patterns)
-        return self.c_proj(merge_heads(heads)), diagnostics
+            heads = kernels.attend(q, k, v)
+            return self.c_proj(merge_heads(heads)), None
+        heads, summaries, pattern = kernels.attend_traced(q, k, v, trace.patterns)
+        return self.c_proj(merge_heads(heads)), AttentionDiagnostics(*summaries, pattern)

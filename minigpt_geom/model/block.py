@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import fused
 from .attention import AttentionDiagnostics, SelfAttention
+from .fused import FUSED, Kernels
 from .linear import Affine
-from .sphere import NormVariant, SphereDiagnostics, SphereNorm, vector_norm
+from .norm_site import SphereDiagnostics, SphereNorm
+from .sphere import vector_norm
+from .variants import NormVariant
 
 if TYPE_CHECKING:
     from .cache import LayerCache
@@ -28,8 +30,6 @@ if TYPE_CHECKING:
 
 def gelu(u: Tensor) -> Tensor:
     """GPT-2's tanh GELU: ½u(1 + tanh(√(2/π)(u + 0.044715u³)))."""
-    if fused.enabled:  # the same function as u·σ(2z) in place (½(1 + tanh z) = σ(2z))
-        return fused.gelu(u)
     return 0.5 * u * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u**3)))
 
 
@@ -41,9 +41,9 @@ class MLP(nn.Module):
         self.c_fc = Affine(d, 4 * d)
         self.c_proj = Affine(4 * d, d)
 
-    def forward(self, x_hat: Tensor) -> Tensor:
+    def forward(self, x_hat: Tensor, kernels: Kernels = FUSED) -> Tensor:
         """x̂ [B, T, d] -> [B, T, d]."""
-        return self.c_proj(gelu(self.c_fc(x_hat)))
+        return self.c_proj(kernels.gelu(self.c_fc(x_hat)))
 
 
 # ---- diagnostics ----------------------------------------------------------------------------------
@@ -97,14 +97,14 @@ class Block(nn.Module):
         self.ln_2 = SphereNorm(d, eps, norms[1])
         self.mlp = MLP(d)
 
-    def forward(self, x: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None
-                ) -> tuple[Tensor, BlockDiagnostics | None]:
-        """x_l [B, T, d] -> (x_l+1, diagnostics when tracing, else None)."""
-        x_hat, ln_1 = self.ln_1(x, trace)
-        attention_update, attention = self.attn(x_hat, trace, cache)
+    def forward(self, x: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None,
+                kernels: Kernels = FUSED) -> tuple[Tensor, BlockDiagnostics | None]:
+        """x_l [B, T, d] -> (x_l+1, diagnostics when tracing, else None), with the given kernel set."""
+        x_hat, ln_1 = self.ln_1(x, trace, kernels)
+        attention_update, attention = self.attn(x_hat, trace, cache, kernels)
         x_mid = x + attention_update
-        x_hat, ln_2 = self.ln_2(x_mid, trace)
-        mlp_update = self.mlp(x_hat)
+        x_hat, ln_2 = self.ln_2(x_mid, trace, kernels)
+        mlp_update = self.mlp(x_hat, kernels)
         x_next = x_mid + mlp_update
         if trace is None:
             return x_next, None

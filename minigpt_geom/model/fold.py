@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .sphere import SphereNorm, get_norm
+from .norm_site import SphereNorm
+
+from .variants import get_norm
 
 
 @torch.no_grad()

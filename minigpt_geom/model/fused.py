@@ -1,37 +1,39 @@
 """The fast path: fused kernels for the math that sphere.py, attention.py and block.py write out step by step.
 
-One switch chooses between the two: `fused.enabled` (True by default). The reference computation runs with
+`Kernels` names the steps that have two implementations; `FUSED` is the set of this file's kernels, and
+kernels.py pairs it with the reference set. Each model chooses its set (`model.kernels = "reference"`, or
+`with minigpt_geom.reference_math(): ...` for every model in the block); its forward pass reads the choice once
+and hands the set to each step, which calls e.g. `kernels.attend(q, k, v)`.
 
-    with minigpt_geom.reference_math():
-        logits = model(idx)
-
-Each kernel here computes exactly what the reference function beside its call computes (tests hold the two
-to 1e-5); it is faster because it fuses steps or never stores the [T, S] attention pattern. The block sizes
-below were tuned by measurement: bench/NOTES.md has the figures and the commands that give them.
+Each kernel here computes exactly what the reference function it replaces computes (tests hold the two to
+1e-5); it is faster because it fuses steps or never stores the [T, S] attention pattern. The block sizes below
+were tuned by measurement: bench/NOTES.md has the figures and the commands that give them.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-enabled = True  # the one switch: True runs the kernels below, False the reference math
+# (entropy, max weight, first-key weight) of each query's pattern, each [B, H, T]
+Summaries = tuple[Tensor, Tensor, Tensor]
 
 
-@contextmanager
-def reference_math() -> Iterator[None]:
-    """Run the reference math (explicit scores, centre -> normalise, GELU's formula) inside the `with` block."""
-    global enabled
-    previous, enabled = enabled, False
-    try:
-        yield
-    finally:
-        enabled = previous
+@dataclass(frozen=True)
+class Kernels:
+    """One implementation of each step that has two: the reference math (kernels.REFERENCE) or fused kernels."""
+
+    name: str
+    sphere_projection: Callable[[Tensor, float], Tensor]  # layer norm's steps 1-2: centre, normalise (sphere.py)
+    gelu: Callable[[Tensor], Tensor]  # GPT-2's tanh GELU (block.py)
+    attend: Callable[[Tensor, Tensor, Tensor], Tensor]  # Σ_j a_ij v_j, causal (attention.py)
+    # (q, k, v, keep pattern) -> (Σ_j a_ij v_j, summaries of a, a [B, H, T, S] if kept else None)
+    attend_traced: Callable[[Tensor, Tensor, Tensor, bool], tuple[Tensor, Summaries, Tensor | None]]
 
 
 # ---- sphere.py: steps 1-2 of layer norm ------------------------------------------------------------
@@ -79,7 +81,7 @@ def query_block(q: Tensor, S: int) -> int:
     return max(QUERY_BLOCK, GPU_BLOCK_SCORES // (B * H * S))
 
 
-def pattern_summaries(pattern: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def pattern_summaries(pattern: Tensor, scores: Tensor) -> Summaries:
     """(entropy, max weight, first-key weight) of each row of a = softmax(s), without a log pass over a.
 
     log a_ij = s_ij − lse_i, so −Σ_j a_ij log a_ij = lse_i − Σ_j a_ij s_ij, and the largest weight gives lse_i:
@@ -93,7 +95,7 @@ def pattern_summaries(pattern: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, 
 
 
 def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool
-                  ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor | None]:
+                  ) -> tuple[Tensor, Summaries, Tensor | None]:
     """(Σ_j a_ij v_j, (entropy, max weight, first-key weight), the pattern a if kept), a block of queries at a time.
 
     Each block is scored against only the keys it can see (causal attention needs half of the T×S scores),
@@ -117,3 +119,6 @@ def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool
             kept[..., start:stop, visible:] = 0  # keys no query of the block sees
     entropy, max_weight, first = (torch.cat(parts, dim=-1) for parts in zip(*summaries))
     return torch.cat(outputs, dim=-2), (entropy, max_weight, first), kept
+
+
+FUSED = Kernels("fused", layer_norm, gelu, attend, attend_traced)

@@ -23,8 +23,10 @@ from .cache import KVCache
 from ..config import GPT2Config, site_name
 from ..errors import InputError
 from .fold import fold_model
+from .kernels import check_kernels, chosen_kernels
+from .norm_site import SphereNorm
 from .pretrained import load_pretrained, save_pretrained
-from .sphere import NormSpec, SphereNorm, norm_for_site
+from .variants import NormSpec, norm_for_site
 from .trace import Trace
 from .trace_request import TraceRequest, as_request
 
@@ -78,11 +80,14 @@ class Unembedding(nn.Module):
 class GPT2(nn.Module):
     """GPT-2 in pure PyTorch; parameter names are those of the official checkpoint (`h.0.attn.c_attn.weight`)."""
 
-    def __init__(self, config: GPT2Config, norm: NormSpec = "layernorm", *, seed: int | None = 0) -> None:
+    def __init__(self, config: GPT2Config, norm: NormSpec = "layernorm", *, seed: int | None = 0,
+                 kernels: str = "fused") -> None:
         """A GPT-2 of this shape initialised as GPT-2 is (init_weights) from a generator seeded with `seed`;
-        seed=None leaves the parameters uninitialised (torch.empty), for a loader that fills every one."""
+        seed=None leaves the parameters uninitialised (torch.empty), for a loader that fills every one.
+        `kernels` names the implementation of its steps (kernels.py): "fused" or "reference"."""
         super().__init__()
         self.config = config
+        self.kernels = kernels
         d = config.n_embd
         self.wte = Embedding(config.vocab_size, d)  # E, also the unembedding (tied)
         self.wpe = Embedding(config.n_ctx, d)
@@ -95,6 +100,15 @@ class GPT2(nn.Module):
         self.lm_head = Unembedding()  # tied to wte until a fold
         if seed is not None:
             init_weights(self, seed)
+
+    @property
+    def kernels(self) -> str:
+        """The name of the kernel set this model's forward pass runs (kernels.KERNELS): "fused" or "reference"."""
+        return self.kernel_name
+
+    @kernels.setter
+    def kernels(self, name: str) -> None:
+        self.kernel_name = check_kernels(name)
 
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, idx: Tensor, *, trace: bool | TraceRequest | None = None, cache: KVCache | None = None,
@@ -109,16 +123,17 @@ class GPT2(nn.Module):
     def run(self, idx: Tensor, trace: TraceRequest | None = None, cache: KVCache | None = None,
             last_only: bool = False) -> Tensor | tuple[Tensor, Trace]:
         """The forward pass on ids already checked (`forward` checks them; generation checks once per call)."""
+        kernels = chosen_kernels(self.kernel_name)  # read once: the whole pass runs one set
         start = cache.length if cache is not None else 0
         x = self.wte(idx) + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))  # x_0
         keep_states = trace is not None and trace.states
         states, blocks = [x], []
         for i, block in enumerate(self.h):
-            x, diagnostics = block(x, trace, cache.layers[i] if cache is not None else None)
+            x, diagnostics = block(x, trace, cache.layers[i] if cache is not None else None, kernels)
             blocks.append(diagnostics)
             if keep_states:
                 states.append(x)
-        x_hat, ln_f = self.ln_f(x, trace)
+        x_hat, ln_f = self.ln_f(x, trace, kernels)
         logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
         if trace is None:
             return logits

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .fold import fold_model
-from .sphere import get_norm
+from .variants import get_norm
 
 LN_FREE_EPS = 1e12  # the published convention: layer norm switched off, √ε = 1e6 multiplies γ
 LN_FREE_THRESHOLD = 1e10  # an ε from here up means "layer norm switched off": no real σ² comes near it

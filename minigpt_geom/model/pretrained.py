@@ -21,7 +21,7 @@ from ..errors import CheckpointError, InputError, LNFreeWarning
 from ..io.checkpoint import Checkpoint, NormNames, check_tensors, fill_tensors, read_checkpoint
 from ..io.model_files import save_model_folder, write_model_files
 from .lnfree import from_ln_free_eps, is_ln_free_eps
-from .sphere import NormSpec, get_norm, norm_for_site
+from .variants import NormSpec, get_norm, norm_for_site
 
 
 def checked_norm(checkpoint: Checkpoint) -> NormSpec | None:

@@ -16,7 +16,7 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, get_type_hints
 
 import numpy as np
 import torch
@@ -24,10 +24,13 @@ from torch import Tensor
 
 from .attention import AttentionDiagnostics
 from .block import BlockDiagnostics
-from ..errors import InputError
+from ..errors import InputError, import_optional
 from ..io.files import atomic_write, regular_file
-from .sphere import SphereDiagnostics
+from .norm_site import SphereDiagnostics
 from .trace_request import TraceRequest, as_request  # noqa: F401  (re-exported: minigpt_geom.model.trace.TraceRequest)
+
+if TYPE_CHECKING:
+    import pandas
 
 
 # ---- generic helpers over the (nested) diagnostics dataclasses ------------------------------------
@@ -163,7 +166,8 @@ class Trace:
     def to_table(self) -> dict[str, np.ndarray]:
         """Tidy columns layer, head, batch, position, metric, value (head = -1 where a metric has none).
 
-        `pandas.DataFrame(trace.to_table())` gives one row per (layer, head, batch, position, metric);
+        `trace.to_dataframe()` (or `pandas.DataFrame(trace.to_table())`) has one row per (layer, head, batch,
+        position, metric);
         layer = L marks ln_f. Attention patterns and states are left out (they are not per-position scalars)."""
         columns: dict[str, list[np.ndarray]] = {k: [] for k in ("layer", "head", "batch", "position", "metric", "value")}
         for metric, values in self.flat().items():
@@ -183,6 +187,10 @@ class Trace:
             columns["metric"].append(np.full(values.numel(), metric, dtype=object))
             columns["value"].append(values.numpy().ravel())
         return {k: np.concatenate(v) for k, v in columns.items()}
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """`to_table()` as a pandas DataFrame (pandas is not a dependency: pip install pandas)."""
+        return import_optional("pandas", "Trace.to_dataframe()").DataFrame(self.to_table())
 
     def nbytes(self) -> int:
         """Memory held by the trace's tensors, in bytes."""

@@ -62,6 +62,9 @@ def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN,
         return [path]
     if not path.is_dir():
         raise InputError(f"corpus {path} does not exist: give a text file or a folder of text files", field="corpus")
+    if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:  # rglob would leave the folder
+        raise InputError(f"the pattern {pattern!r} must name files inside the corpus folder (relative, without "
+                         f"'..')", field="pattern")
     excluded = [Path(folder).resolve() for folder in exclude]
     files = sorted(
         p for p in path.rglob(pattern)

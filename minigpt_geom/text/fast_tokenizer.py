@@ -17,6 +17,7 @@ of few distinct words, hence auto's timing of both on the sample. Why tiktoken c
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import random
@@ -39,15 +40,29 @@ PROBE = ("Don't stop: it's 1,234.5 km/h!  Two  spaces,\ttabs\r\nand\n\nnewlines.
 
 
 class BackendWarning(Note):
-    """The fast backend was not used because it gave other ids than the reference."""
+    """The fast backend was not used because it gave other ids than the reference, or a library of it was
+    passed over because it does not import."""
 
 
 LIBRARIES = ("tiktoken", "tokenizers")  # in order of preference (bench/NOTES.md)
 
 
+@functools.cache  # once per process: the note is shown once, and worker processes inherit the answer
 def installed_library() -> str | None:
-    """The first of LIBRARIES that can be imported, or None."""
-    return next((name for name in LIBRARIES if importlib.util.find_spec(name) is not None), None)
+    """The first of LIBRARIES that is installed and imports, or None. One that is installed but fails to import
+    (a broken install, a missing shared library) is passed over with a note naming why."""
+    for name in LIBRARIES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # a broken install fails in any way: ImportError, OSError of a .so, AttributeError
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+            warnings.warn(f"{name} is installed but does not import ({reason}): passed over", BackendWarning,
+                          stacklevel=2)
+            continue
+        return name
+    return None
 
 
 def tiktoken_encoder(reference: Tokenizer) -> Callable[[str], list[int]]:

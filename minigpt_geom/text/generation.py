@@ -87,17 +87,25 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [B, V]
     probs = torch.softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs  # Σ of the strictly more likely tokens
-    drop_sorted = mass_before >= p  # the set already reached p without this token (the top one always stays)
+    drop_sorted = mass_before >= p  # the set already reached p without this token
+    drop_sorted[..., 0] = False  # the top one always stays (mass 0 before it; p far below float32's range too)
     drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
 
 def next_token(logits: Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> Tensor:
-    """The next token of each row, logits [B, V] -> ids [B]: argmax when temperature == 0, else a sample."""
+    """The next token of each row, logits [B, V] -> ids [B]: argmax when temperature == 0, else a sample.
+
+    InputError when a logit is NaN or +inf (weights so large that the forward pass overflows): no token is
+    more likely than another then, and a sample or an argmax would be an arbitrary one."""
+    if bool((logits.isnan() | logits.isposinf()).any()):
+        raise InputError("the model's logits are NaN or infinite (its weights overflow in the forward pass): "
+                         "no next token can be chosen")
     if sampling.temperature == 0:
         return logits.argmax(dim=-1)
-    # subtract the maximum before dividing: (s − max)/τ ≤ 0 never overflows, even for τ = 1e-40
-    logits = (logits.float() - logits.float().amax(dim=-1, keepdim=True)) / sampling.temperature
+    # subtract the maximum before dividing: (s − max)/τ ≤ 0 never overflows; in float64, where τ may be as small
+    # as 1e-300 (0 in float32, which would make the maximum 0/0 = NaN)
+    logits = (logits.double() - logits.double().amax(dim=-1, keepdim=True)) / sampling.temperature
     if sampling.top_k is not None:
         logits = filter_top_k(logits, sampling.top_k)
     if sampling.top_p is not None:

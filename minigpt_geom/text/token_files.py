@@ -42,7 +42,7 @@ from tqdm import tqdm
 from .corpus import CHUNK_BYTES, corpus_bytes, corpus_files, text_chunks
 from ..errors import InputError
 from .fast_tokenizer import choose_backend
-from ..io.files import atomic_write, write_text
+from ..io.files import atomic_write, parse_json, write_text
 from ..io.hub import resolve_file
 from .parallel_tokenize import TOKEN_DTYPE, Document, encode_documents
 from .tokenizer import ENDOFTEXT, Tokenizer
@@ -155,6 +155,9 @@ def prepare(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, out:
         raise InputError(f"the held-out fraction must be between 0 and 1, got {val_fraction}", field="val_fraction")
     if split not in SPLITS:
         raise InputError(f"unknown held-out split {split!r}: choose one of {', '.join(SPLITS)}", field="split")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or not 0 <= split_seed < 2**64:
+        raise InputError(f"the split's seed must be a whole number in [0, 2^64), got {split_seed!r}",
+                         field="split_seed")
     out = Path(out)
     files = corpus_files(corpus, pattern, exclude=[out, *exclude])
     vocab_json, merges_txt = resolve_file(tokenizer_source, "vocab.json"), resolve_file(tokenizer_source, "merges.txt")
@@ -261,7 +264,7 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
     try:
         if meta_path.stat().st_size > META_BYTES:
             raise ValueError(f"over {META_BYTES >> 20} MiB")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = parse_json(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         meta = f"meta.json cannot be read ({error})"
     problem = meta if isinstance(meta, str) else token_files_problem(folder, meta)
@@ -274,7 +277,14 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
 
 def default_cache_dir() -> Path:
     """Where token files of a corpus are cached: $XDG_CACHE_HOME (or ~/.cache) /minigpt_geom/tokens."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    root = os.environ.get("XDG_CACHE_HOME")
+    if not root:
+        try:
+            root = Path.home() / ".cache"
+        except (RuntimeError, KeyError):  # no $HOME, and a uid without a passwd entry (a container's)
+            raise InputError("no folder to cache the corpus's token files in: $HOME is not set and this user has "
+                             "no home; set XDG_CACHE_HOME, or tokenise the corpus first (`minigpt-geom prepare CORPUS "
+                             "-o DIR`) and give DIR as the corpus") from None
     return Path(root) / "minigpt_geom" / "tokens"
 
 

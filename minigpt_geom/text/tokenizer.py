@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import json
 import math
 import os
 from collections.abc import Collection, Iterable
@@ -29,7 +28,8 @@ from typing import Literal
 import regex
 
 from ..errors import CheckpointError, InputError, WeightsNotFoundError
-from ..io.files import read_text
+from ..config import LIMITS
+from ..io.files import parse_json, read_text
 from ..io.hub import resolve_file
 
 # GPT-2's pre-tokenisation: contractions, optional space + letters, optional space + digits,
@@ -91,11 +91,14 @@ class Tokenizer:
 
         vocab_path, merges_path = Path(vocab_json), Path(merges_txt)
         try:
-            raw = json.loads(_read(vocab_path))
-        except json.JSONDecodeError as error:
+            raw = parse_json(_read(vocab_path))
+        except ValueError as error:  # malformed, nested too deeply, a number of thousands of digits
             raise CheckpointError(f"{vocab_path} is not valid JSON: {error}") from None
-        if not isinstance(raw, dict) or not all(isinstance(t, str) and type(i) is int and i >= 0 for t, i in raw.items()):
-            raise CheckpointError(f"{vocab_path}: expected a JSON object mapping token strings to ids >= 0")
+        most = LIMITS["vocab_size"]  # a GPT-2's largest vocabulary: an id beyond it has no embedding row
+        if not isinstance(raw, dict) or not all(isinstance(t, str) and type(i) is int and 0 <= i < most
+                                                for t, i in raw.items()):
+            raise CheckpointError(f"{vocab_path}: expected a JSON object mapping token strings to ids from 0 to "
+                                  f"{most - 1}")
         if len(set(raw.values())) != len(raw):
             raise CheckpointError(f"{vocab_path}: two tokens share an id")
         specials = {t: i for t, i in raw.items() if t == ENDOFTEXT}

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..text.token_files import TokenData, cache_folder, load_tokens, prepare, windows
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
-from ..errors import InputError, MiniGPTGeomError
+from ..errors import CheckpointError, InputError, MiniGPTGeomError
 from ..io.checkpoint_folder import current_checkpoint
 from ..model.pretrained import norm_spec
 from .optimizer_state import TrainingState, load_training_state, save_checkpoint
@@ -241,12 +241,24 @@ def append_log(path: Path, row: LogRow) -> None:
 
 
 def read_log(path: Path) -> list[LogRow]:
-    """The rows of a log.csv written by append_log (none if it does not exist)."""
+    """The rows of a log.csv written by append_log (none if it does not exist); CheckpointError naming the line
+    of one that is damaged (it is left as it is, for the user to repair or move away)."""
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return [LogRow(int(r["step"]), *(float(r[k]) if r.get(k) else None for k in LOG_FIELDS[1:]))
-                for r in csv.DictReader(f)]
+    rows, line = [], 1
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != LOG_FIELDS:
+                raise ValueError(f"its header is not {','.join(LOG_FIELDS)}")
+            for line, r in enumerate(reader, start=2):
+                if None in r or None in r.values():  # more cells than the header, or fewer
+                    raise ValueError(f"it has {len(LOG_FIELDS)} columns, this row another number")
+                rows.append(LogRow(int(r["step"]), *(float(r[k]) if r[k] else None for k in LOG_FIELDS[1:])))
+    except (ValueError, csv.Error) as error:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{path} is damaged at line {line} ({' '.join(str(error).split())[:120]}): repair "
+                              f"it, or move it away to resume with a new log") from None
+    return rows
 
 
 # ---- the run -----------------------------------------------------------------------------------------

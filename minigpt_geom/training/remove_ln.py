@@ -29,10 +29,11 @@ from ..config import site_name
 from ..errors import InputError
 from ..model.gpt2 import GPT2
 from ..model.lnfree import fix_sigma, ln_free_checkpoint
-from ..model.sphere import SphereDiagnostics
+from ..model.norm_site import SphereDiagnostics
 from ..text.token_files import TokenData, windows
 from .loop import LogRow, TrainSettings, train
 from .run_folder import check_new_output
+from .settings import SettingError
 
 CALIBRATION_WINDOWS = 8  # training windows whose σ is averaged when a site is switched
 SIGMA_FIELDS = ["site", "step", "sigma"]
@@ -150,6 +151,13 @@ def switcher(model: GPT2, data: TokenData, settings: TrainSettings, progress: bo
     return before_step
 
 
+def check_steps(settings: TrainSettings) -> None:
+    """SettingError for a run with no step: the sites switch to fixed σ during the steps."""
+    if settings.steps < 1:
+        raise SettingError("steps", f"must be at least 1 to remove layer norm (its sites switch to a fixed σ during "
+                           f"the run), got {settings.steps}")
+
+
 def check_removable(model: GPT2) -> None:
     """InputError for a model with no layer norm left to remove (an LN-free checkpoint, or norm="none")."""
     kinds = sorted({site.variant.name for site in model.norm_sites().values()})
@@ -165,6 +173,7 @@ def remove_layer_norm(model: GPT2, data: TokenData, tokenizer_source: str | os.P
     The run itself (checkpoints of the fixed-σ model, optimiser state, log.csv, sigma.csv) lives in `out/run`,
     where --resume finds it; `out` holds the final LN-free checkpoint with its tokenizer files."""
     out = Path(out)
+    check_steps(settings)
     check_removable(model)
     check_new_output(out, resume=resume, overwrite=overwrite)
     run = out / "run"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+from ..config import FLOAT32_MAX
 from ..errors import InputError
 
 
@@ -67,6 +68,8 @@ class TrainSettings:
                 at_least(name, getattr(self, name), 1)
         if self.stop_at is not None:
             at_least("stop_at", self.stop_at, 0)
+        if self.seed >= 2**64:  # what torch's generators take
+            raise SettingError("seed", f"must be below 2^64, got {self.seed}")
         for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -79,6 +82,11 @@ class TrainSettings:
         if not (isinstance(self.betas, tuple) and len(self.betas) == 2
                 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas)):
             raise SettingError("betas", f"must be two numbers in [0, 1), got {self.betas!r}")
+        # AdamW's first step moves θ by lr / (1 − β1) and decays it by lr·λ: float32 numbers, like θ itself
+        largest = max(self.learning_rate / (1 - self.betas[0]), self.learning_rate * self.weight_decay)
+        if largest > FLOAT32_MAX:
+            raise SettingError("learning_rate", f"({self.learning_rate:g}) is too large: AdamW's step of "
+                               f"{largest:.3g} overflows float32 ({FLOAT32_MAX:.3g})")
         if not isinstance(self.compile, bool):
             raise SettingError("compile", f"must be true or false, got {self.compile!r}")
         if self.dtype == "float16":

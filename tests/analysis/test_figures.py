@@ -396,7 +396,7 @@ def test_norms_draw_the_sqrt_d_line_only_for_a_variant_that_has_that_radius(data
         fig = plots.norm_profile_figure(data["trace"], variant=variant)
         return [text.get_text() for legend in legends(fig) for text in legend.get_texts()]
 
-    from minigpt_geom.model.sphere import get_norm
+    from minigpt_geom.model.variants import get_norm
 
     assert any(label.startswith(r"$\sqrt{d}$") for label in labels(get_norm("layernorm")))
     assert not any("sqrt{d}$ =" in label for label in labels(get_norm("dyt")) + labels(get_norm("none")))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import math
 
 import numpy as np
@@ -24,7 +25,8 @@ from minigpt_geom.analysis.probe import (default_layers, key_value_probe, probe_
 from minigpt_geom.analysis.qk import strongest_pairs, top_pairs
 from minigpt_geom.analysis.svd import (cumulative_share, head_svd, key_bias_words, nearest_words,
                                        plot_singular_values, singular_pair_words)
-from minigpt_geom.analysis.tables import format_csv, format_table, latex_escape
+from minigpt_geom.analysis.tables import Table, format_csv, format_table, latex_escape
+from minigpt_geom.errors import MissingDependencyError
 from minigpt_geom.model.attention import attention_scores, split_heads
 from minigpt_geom.cli import main
 from minigpt_geom.text.tokenizer import Tokenizer
@@ -340,6 +342,19 @@ def test_table_styles():
     assert list(csv.reader(io.StringIO(format_csv(header, rows)))) == [["a", "σ"], ["x|y", "1.5"], ["_z", ""]]
     with pytest.raises(ValueError):
         format_table(header, rows, "html")
+
+
+def test_tables_as_pandas_dataframes_or_a_clear_error(monkeypatch):
+    import pandas
+
+    table = Table(["word", "p"], [[" stone", 1.797e-13], ["\n", None]], caption="(a) lens")
+    frame = table.to_dataframe()
+    assert list(frame.columns) == ["word", "p"] and frame.attrs["caption"] == "(a) lens"
+    assert frame["word"].tolist() == [" stone", "\n"] and frame["p"][0] == 1.797e-13  # every digit
+    assert pandas.isna(frame["p"][1])
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    with pytest.raises(MissingDependencyError, match=r"^Table.to_dataframe\(\) needs pandas: pip install pandas$"):
+        table.to_dataframe()
 
 
 # ---- the commands, end to end on tiny_checkpoint ------------------------------------------------------------

@@ -312,6 +312,18 @@ def test_figures_need_matplotlib_unless_no_plot(tiny_checkpoint, tmp_path, capsy
     assert sorted(p.name for p in out.iterdir()) == ["lens.csv", "trajectory.csv"]
 
 
+def test_umap_without_umap_learn_stops_before_loading_the_model(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    import minigpt_geom.commands.trajectory as trajectory
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now raises ImportError
+    monkeypatch.setattr(trajectory, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model was loaded"))
+    out = tmp_path / "trajectory"
+    code, stdout, err = run(["trajectory", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--umap"], capsys)
+    check_one_line_error(code, err, "trajectory")
+    assert err.endswith("--umap needs umap-learn: pip install umap-learn, or leave out --umap for PCA\n")
+    assert stdout == "" and not out.exists()
+
+
 # ---- figures ----------------------------------------------------------------------------------------------------
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -468,6 +480,19 @@ def test_an_ln_free_load_is_one_line_without_a_source_path(tiny_checkpoint, tmp_
     assert code == 0 and err == "", err  # --quiet: no notes on stderr
     with pytest.warns(LNFreeWarning, match="switched off"):  # in the API: a warning of its own category
         GPT2.from_pretrained(folder)
+
+
+def test_tokenizer_backend_help_says_what_the_code_does(tiny_checkpoint):
+    """--tokenizer-backend's help names the fast libraries in the order the code tries them (tiktoken first)."""
+    from minigpt_geom.text.fast_tokenizer import LIBRARIES, FastTokenizer, installed_library
+
+    assert installed_library() == LIBRARIES[0] == "tiktoken"  # both installed by the test extra: tiktoken chosen
+    assert FastTokenizer.from_pretrained(tiny_checkpoint).library == "tiktoken"
+    for name in ("prepare", "train", "drift"):
+        help_text = " ".join(subcommands()[name]._option_string_actions["--tokenizer-backend"].help.split())
+        fast = help_text[help_text.index("fast:"):help_text.index("auto:")]
+        assert fast.index("tiktoken") < fast.index("tokenizers"), name
+        assert "encodes the sample faster" in help_text, name  # auto also times them (choose_backend)
 
 
 def test_a_backend_that_disagrees_is_one_note_and_the_reference_reads_the_corpus(tiny_checkpoint, corpus, tmp_path,

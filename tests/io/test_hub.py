@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,3 +162,20 @@ def test_hub_ids_and_paths(tmp_path):
     assert is_hub_id("openai-community/gpt2")
     for path_like in ("./a/b", "~a/b", "/a/b", "a/b/c", "a\\b", "a--b/c", str(tmp_path / "loop"), str(tmp_path)):
         assert not is_hub_id(path_like), path_like
+
+
+def test_the_missing_weights_error_names_each_place_once(clean_env, monkeypatch):
+    """Run from the repository's root, ./weights is the repository's weights/ folder: named once, not twice."""
+    import minigpt_geom
+    from minigpt_geom.io.hub import drop_in_dirs, places_looked
+
+    repository = Path(minigpt_geom.__file__).resolve().parents[1]
+    monkeypatch.chdir(repository)
+    assert drop_in_dirs("gpt2") == [repository / "weights" / "gpt2"]
+    looked = places_looked("gpt2")
+    assert looked.count(str(repository / "weights" / "gpt2")) == 1 and looked.count("weights/gpt2") == 1
+    monkeypatch.setenv("MINIGPT_GEOM_WEIGHTS", str(repository / "weights"))
+    assert drop_in_dirs("gpt2") == [repository / "weights" / "gpt2"]
+    monkeypatch.delenv("MINIGPT_GEOM_WEIGHTS")
+    monkeypatch.chdir(clean_env["HF_HOME"].rsplit("/", 1)[0])
+    assert drop_in_dirs("gpt2") == [Path.cwd() / "weights" / "gpt2", repository / "weights" / "gpt2"]  # elsewhere

@@ -5,16 +5,16 @@ traced and untraced, with and without a KV cache. Each path is also checked agai
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
 import torch
 
-from minigpt_geom import GPT2, KVCache, TraceRequest, reference_math
+from minigpt_geom import GPT2, InputError, KVCache, TraceRequest, reference_math
 from minigpt_geom.model import fused
-from minigpt_geom.model.attention import attend, attend_traced
-from minigpt_geom.model.block import gelu
-from minigpt_geom.model.sphere import BUILT_IN, sphere_projection
+from minigpt_geom.model.kernels import OVERRIDE, REFERENCE
+from minigpt_geom.model.variants import BUILT_IN
 
 TOLERANCE = 1e-5
 FULL = TraceRequest(states=True, patterns=True)
@@ -32,13 +32,16 @@ def idx():
 
 
 def both_paths(run):
-    """run() on the fused kernels and on the reference math; the switch is back on afterwards."""
+    """run() on the fused kernels (a model's default) and on the reference math; the override ends with the block."""
     fast = run()
     with reference_math():
-        assert not fused.enabled
+        assert OVERRIDE.get() is REFERENCE
         reference = run()
-    assert fused.enabled
+    assert OVERRIDE.get() is None
     return fast, reference
+
+
+BOTH = (fused.FUSED, REFERENCE)
 
 
 def assert_same(fast, reference, what: str) -> None:
@@ -106,21 +109,22 @@ def test_both_attention_paths_equal_numpy(T, S):
     q, k, v = (torch.randn(2, 3, n, 8, generator=generator) for n in (T, S, S))
     expected, weights = numpy_attention(q.double().numpy(), k.double().numpy(), v.double().numpy())
     entropy = -(weights * np.log(np.where(weights > 0, weights, 1))).sum(-1)
-    for path in both_paths(lambda: (attend(q, k, v), attend_traced(q, k, v, keep_patterns=True))):
-        untraced, (traced, diagnostics) = path
+    for kernels in BOTH:
+        untraced = kernels.attend(q, k, v)
+        traced, (entropies, max_weight, first), pattern = kernels.attend_traced(q, k, v, True)
         np.testing.assert_allclose(untraced.numpy(), expected, atol=1e-6)
         np.testing.assert_allclose(traced.numpy(), expected, atol=1e-6)
-        np.testing.assert_allclose(diagnostics.pattern.numpy(), weights, atol=1e-6)
-        np.testing.assert_allclose(diagnostics.entropy.numpy(), entropy, atol=1e-6)
-        np.testing.assert_allclose(diagnostics.max_weight.numpy(), weights.max(-1), atol=1e-6)
-        np.testing.assert_allclose(diagnostics.first_token_weight.numpy(), weights[..., 0], atol=1e-6)
+        np.testing.assert_allclose(pattern.numpy(), weights, atol=1e-6)
+        np.testing.assert_allclose(entropies.numpy(), entropy, atol=1e-6)
+        np.testing.assert_allclose(max_weight.numpy(), weights.max(-1), atol=1e-6)
+        np.testing.assert_allclose(first.numpy(), weights[..., 0], atol=1e-6)
 
 
 def test_both_gelu_paths_equal_the_tanh_formula():
     u = torch.linspace(-8, 8, 1001)
     x = u.double().numpy()
     expected = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
-    for values in both_paths(lambda: gelu(u)):
+    for values in (kernels.gelu(u) for kernels in BOTH):
         np.testing.assert_allclose(values.numpy(), expected, atol=1e-6)
 
 
@@ -129,11 +133,53 @@ def test_both_layer_norm_paths_centre_then_normalise():
     rows = x.double().numpy()
     centred = rows - rows.mean(-1, keepdims=True)
     expected = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5)
-    for point in both_paths(lambda: sphere_projection(x, 1e-5)):
+    for point in (kernels.sphere_projection(x, 1e-5) for kernels in BOTH):
         np.testing.assert_allclose(point.numpy(), expected, atol=1e-5)
 
 
-def test_the_switch_is_restored_after_an_error():
+def test_the_override_ends_after_an_error():
     with pytest.raises(RuntimeError), reference_math():
         raise RuntimeError("inside")
-    assert fused.enabled
+    assert OVERRIDE.get() is None
+
+
+# ---- chosen per model, thread-safe -------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_a_models_setting_leaves_other_models_alone(model, idx):
+    fast, reference = both_paths(lambda: model(idx))
+    assert not torch.equal(fast, reference)  # the two paths round differently: the checks below can tell them apart
+    chosen, other = model.with_norm("layernorm"), model.with_norm("layernorm")
+    chosen.kernels = "reference"
+    assert torch.equal(chosen(idx), reference) and torch.equal(other(idx), fast)
+    assert other.kernels == "fused" and model.kernels == "fused"
+    assert GPT2(model.config, kernels="reference").kernels == "reference"
+    with pytest.raises(InputError, match="unknown kernel set 'fast'; registered: reference, fused"):
+        other.kernels = "fast"
+
+
+@torch.no_grad()
+def test_two_threads_on_one_model_do_not_see_each_others_choice(model, idx):
+    # One thread runs the model under reference_math(), the other plainly (fused), at the same time and on the
+    # same module: each must get its own path's logits bit for bit, every time (a process-wide switch fails this).
+    fast, reference = both_paths(lambda: model(idx))
+    assert not torch.equal(fast, reference)
+    start, results = threading.Barrier(2), {"reference": [], "fused": []}
+
+    def run(name: str) -> None:
+        start.wait()
+        for _ in range(20):
+            if name == "reference":
+                with reference_math():
+                    results[name].append(model(idx))
+            else:
+                results[name].append(model(idx))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(logits, reference) for logits in results["reference"])
+    assert all(torch.equal(logits, fast) for logits in results["fused"])

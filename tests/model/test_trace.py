@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from minigpt_geom.model.trace import TraceRequest
 import torch.nn.functional as F
 
 from minigpt_geom import GPT2, NORM_VARIANTS, Trace, register_norm
+from minigpt_geom.errors import MissingDependencyError
 from minigpt_geom.model.sphere import centre
 
 
@@ -159,8 +161,18 @@ def test_trace_indexing_saving_and_table(traced, tmp_path):
     assert np.array_equal(table["value"][rows], trace.attention.entropy[1, 1, 2].numpy())
     ln_f = (table["metric"] == "ln_f.radius")
     assert (table["layer"][ln_f] == L).all() and ln_f.sum() == B * T
+    frame = trace.to_dataframe()  # the same columns as a pandas DataFrame
+    assert list(frame.columns) == list(table) and len(frame) == len(table["value"])
+    for name, column in table.items():
+        assert np.array_equal(frame[name].to_numpy(), column), name
     with pytest.raises(ValueError, match="end in .safetensors or .npz"):
         trace.save(tmp_path / "trace.pt")
+
+
+def test_to_dataframe_without_pandas_names_the_install(traced, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    with pytest.raises(MissingDependencyError, match=r"^Trace.to_dataframe\(\) needs pandas: pip install pandas$"):
+        traced[1].to_dataframe()
 
 
 def test_fold_ln_gives_the_same_logits(small_checkpoints, idx):

@@ -206,7 +206,7 @@ def test_init_command_writes_a_checkpoint_every_loader_reads(tiny_checkpoint, tm
 
 
 def test_train_corpus_out_trains_the_documented_default_model(tokens, tiny_checkpoint, tmp_path, capsys):
-    from minigpt_geom.commands.train import DEFAULT_SHAPE
+    from minigpt_geom.commands.init import DEFAULT_SHAPE
 
     out = tmp_path / "run"
     assert main(["train", str(tokens), "-o", str(out), "--tokenizer", str(tiny_checkpoint), "--steps", "2",
@@ -218,6 +218,10 @@ def test_train_corpus_out_trains_the_documented_default_model(tokens, tiny_check
 
     helps = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert f"{DEFAULT_SHAPE['n_layer']} layers, d = {DEFAULT_SHAPE['n_embd']}" in " ".join(helps.split())
+    assert main(["init", "-o", str(tmp_path / "init"), "--tokenizer", str(tiny_checkpoint)]) == 0  # init agrees
+    assert GPT2.from_pretrained(tmp_path / "init").config == config
+    init_help = " ".join(build_parser()._subparsers._group_actions[0].choices["init"].format_help().split())
+    assert f"(default: {DEFAULT_SHAPE['n_layer']} layers, {DEFAULT_SHAPE['n_head']} heads, d = " in init_help
 
 
 @pytest.mark.subprocess

@@ -95,6 +95,31 @@ def test_killed_as_the_weights_land_the_run_resumes_to_the_uninterrupted_weights
     assert [row.step for row in read_log(out / "log.csv")] == list(range(7))
 
 
+@pytest.mark.subprocess
+def test_ctrl_c_says_which_checkpoint_was_kept_and_how_to_resume(tokens, tiny_checkpoint, tmp_path, capsys):
+    import shlex
+    import time
+
+    out = tmp_path / "run"
+    argv = train_argv(tokens, tiny_checkpoint, out, "--steps", "100000", "--eval-interval", "1", "--pattern", "*.txt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "minigpt_geom", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint").is_symlink() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, err
+    [line] = err.splitlines()
+    kept = int(os.readlink(out / "checkpoint").removeprefix("step-"))
+    prefix = f"minigpt-geom train: interrupted: {out} keeps the checkpoint of step {kept}; continue with: minigpt-geom "
+    assert line.startswith(prefix), line
+    resume = shlex.split(line.removeprefix(prefix))
+    assert resume == ["train", str(tokens), "--tokenizer", str(tiny_checkpoint), "-o", str(out), "--resume"]
+    assert main([*resume, "--steps", str(kept + 1), "--quiet"]) == 0  # it continues, one step more
+    assert [row.step for row in read_log(out / "log.csv")][-1] == kept + 1
+
+
 def test_a_signal_during_a_checkpoint_waits_until_it_is_complete(tmp_path):
     def write(unit: Path) -> None:
         (unit / "config.json").write_text("{}")

@@ -15,7 +15,7 @@ What every figure keeps to:
     cannot draw (CJK, emoji with matplotlib's bundled DejaVu Sans) are written as escapes ('\\u4e16'), so
     that drawing never warns about missing glyphs and the picture is the same on every machine;
   - maths in mathtext ($\\mathrm{LN}_f(x_l)$), labels that say what the points are for the model's own norm
-    variant (sphere.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
+    variant (variants.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
     that was not measured.
 
 One module per family of figures (trajectory, lens, attention, sphere, drift, weights, compare, causal), on
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 # every figure and the style's public names, so that `plots.<name>` reaches them
 from .style import DEFAULT_DPI, FORMATS, figure_format, figure_png, new_figure, save_figure  # noqa: F401
-from .labels import short_label, word_label  # noqa: F401
+from .labels import mathtext_problem, short_label, word_label  # noqa: F401
 from .trajectory import trajectory_figure  # noqa: F401
 from .lens import PROBABILITY_FLOOR, lens_grid_figure  # noqa: F401
 from .attention import attention_figure  # noqa: F401

@@ -42,6 +42,21 @@ def word_label(word: str) -> str:
     return text.replace("$", r"\$")
 
 
+def mathtext_problem(label: str) -> str | None:
+    """Why matplotlib cannot draw the user's `label` ('$$': "Expected end of text"), or None: text with an even
+    number of unescaped `$` is parsed as mathtext, and a parse error would end the figure half-way."""
+    from matplotlib import cbook
+    from matplotlib.mathtext import MathTextParser
+
+    if not cbook.is_math_text(label):
+        return None
+    try:
+        MathTextParser("path").parse(label)
+    except ValueError as error:  # the parser's message ends with its own one-line reason
+        return (str(error).strip().splitlines() or ["not mathtext"])[-1].removeprefix("ParseException: ")
+    return None
+
+
 def short_label(word: str, most: int = 14) -> str:
     """word_label cut to at most `most` characters of the word, the cut marked with "…" and the full length
     ("'==========…' (64 chars)"), so that one long token cannot spill across the cells beside it."""

@@ -41,7 +41,7 @@ def lens_grid_figure(lens: "LensResult", words: Sequence[str], decode: Callable[
     1 to the vocabulary. Rows are `positions` (default: lens_positions(T, max_rows), every k-th position of a
     long text, so that the figure stays about a page tall); draw pages with positions=range(start, start +
     max_rows). Columns are as wide as the widest word, up to 1 in; a longer token is written whole in a
-    smaller font. `points` is the mathtext of what ln_f makes of x_l (sphere.map_label), for the title."""
+    smaller font. `points` is the mathtext of what ln_f makes of x_l (variants.map_label), for the title."""
     from matplotlib.colors import LogNorm
 
     T = len(words)

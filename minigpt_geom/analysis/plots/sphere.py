@@ -13,7 +13,7 @@ from .style import fade, integer_x, new_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ...model.sphere import NormVariant
+    from ...model.variants import NormVariant
     from ...model.trace import Trace
 
 

@@ -43,7 +43,8 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
         left, right = fig, None
     ax = left.add_subplot(projection="3d", computed_zorder=False)  # drawn in call order: the red path on top
     others = np.delete(coords, h, axis=1).transpose(1, 0, 2)  # [T−1, L+1, 3]: one polyline per other word
-    ax.add_collection3d(Line3DCollection(list(others), colors="0.6", linewidths=0.5, alpha=fade(T) / 2))
+    if len(others):  # a one-token text has no other word
+        ax.add_collection3d(Line3DCollection(list(others), colors="0.6", linewidths=0.5, alpha=fade(T) / 2))
     points = ax.scatter(*coords.reshape(-1, 3).T, c=np.repeat(np.arange(n_states), T), cmap="viridis",
                         s=min(8.0, max(2.0, 800 / T)), alpha=0.5, depthshade=False)
     path = coords[:, h]  # [L+1, 3]
