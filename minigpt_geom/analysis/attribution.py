@@ -33,7 +33,7 @@ from .tables import Table
 from .text import encode_text, token_words
 
 if TYPE_CHECKING:
-    from ..model.sphere import SphereNorm
+    from ..model.norm_site import SphereNorm
     from ..text.tokenizer import Tokenizer
 
 CAPTURED = ("resid_pre", "head_write", "attn_out", "mlp_out", "resid_post")
