@@ -6,7 +6,8 @@
         stop  if the loss or ‖g‖ is not finite (the last checkpoint, all finite, stays)
         g     = g · min(1, clip / ‖g‖)                                            (gradient clipping)
         θ     = AdamW(θ, g, lr), weight decay on the matrices only
-        every log_interval steps: a row of log.csv; every eval_interval: validation loss, a sample, a checkpoint
+        every log_interval steps: a row of log.csv; every eval_interval: validation loss (not finite: stop
+        before saving, the last checkpoint stays), a sample, a checkpoint
 
 Under `torchrun --nproc_per_node N` every process draws the same global batch of windows (one seeded
 generator) and takes its own slice of it; DistributedDataParallel averages the gradients, so N processes
@@ -326,6 +327,8 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
         val_loss = None
         if evaluating:
             val_loss = evaluate(model, data.val, context, settings.eval_windows, micro_batch, processes, autocast)
+            if not math.isfinite(val_loss):  # the same sum in every process: all stop, before any file is written
+                raise stopped(out, step, f"the validation loss ({val_loss:.4g}) is not finite", "before saving")
             if processes.main:
                 sample = sample_text(model, tokenizer, settings.sample_tokens, settings.seed) \
                     if settings.sample_tokens else ""
@@ -349,10 +352,7 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
         try:
             result = train_step(trained, optimizer, data.train, starts, context, settings, processes, autocast)
         except TrainingStopped as error:
-            saved = current_checkpoint(out)
-            kept = f"{out} keeps its last checkpoint, {saved.name}" if saved else "no checkpoint was saved"
-            raise TrainingStopped(f"step {step}: {error}; the run stopped before this update ({kept}): "
-                                  f"try a lower learning rate") from None
+            raise stopped(out, step, str(error), "before this update") from None
         tokens_per_second = settings.batch_size * context / (time.perf_counter() - began)  # loss is synced
         row = LogRow(step, result.loss, val_loss, rate, tokens_per_second, result.grad_norm)
         log.append(row)
@@ -363,6 +363,13 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
     bar.close()
     barrier(processes)  # the files are complete when every process returns
     return log
+
+
+def stopped(out: Path, step: int, problem: str, when: str) -> TrainingStopped:
+    """The error that ends a run whose numbers stopped being finite, naming the checkpoint that stays."""
+    saved = current_checkpoint(out)
+    kept = f"{out} keeps its last checkpoint, {saved.name}" if saved else "no checkpoint was saved"
+    return TrainingStopped(f"step {step}: {problem}; the run stopped {when} ({kept}): try a lower learning rate")
 
 
 def logged(row: LogRow, settings: TrainSettings) -> bool:

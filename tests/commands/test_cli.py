@@ -316,7 +316,7 @@ def test_umap_without_umap_learn_stops_before_loading_the_model(tiny_checkpoint,
     import minigpt_geom.commands.trajectory as trajectory
 
     monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now raises ImportError
-    monkeypatch.setattr(trajectory, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(trajectory, "lens_of_text", lambda *a, **k: pytest.fail("the model was loaded"))
     out = tmp_path / "trajectory"
     code, stdout, err = run(["trajectory", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--umap"], capsys)
     check_one_line_error(code, err, "trajectory")

@@ -21,6 +21,12 @@ from minigpt_geom.training.settings import SettingError, TrainSettings
 DEEP = 100_000  # JSON nesting far past the parser's recursion limit
 
 
+@pytest.fixture(autouse=True)
+def in_a_temporary_folder(tmp_path, monkeypatch):
+    """Commands with a default output folder (lens -> ./lens) write under the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+
+
 def one_line_error(capsys, code: int) -> str:
     """stderr of a command that failed with exit code 2: exactly one line, no traceback."""
     err = capsys.readouterr().err

@@ -264,6 +264,35 @@ def test_a_non_finite_loss_stops_the_run_keeping_the_last_finite_checkpoint(toke
     assert all(torch.isfinite(p).all() for p in saved.parameters())
 
 
+def test_defect_6_a_non_finite_validation_loss_stops_before_saving(tokens, tiny_checkpoint, tmp_path):
+    model = tiny_model()
+
+    def nan_when_evaluating(module, inputs, output):  # finite training steps, NaN at every evaluation from step 3 on
+        return None if torch.is_grad_enabled() else (output[0] * float("nan"), output[1])
+
+    def break_evaluations(step: int) -> None:
+        if step == 3:
+            model.ln_f.register_forward_hook(nan_when_evaluating)
+
+    settings = TrainSettings(**{**FAST, "steps": 6, "eval_interval": 2, "sample_tokens": 4})
+    with pytest.raises(TrainingStopped, match=r"step 4: the validation loss \(nan\) is not finite; the run stopped "
+                                              r"before saving \(.* keeps its last checkpoint, step-000002\)"):
+        train(model, load_tokens(tokens), tiny_checkpoint, tmp_path, settings, progress=False,
+              before_step=break_evaluations)
+    assert json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+    assert [row.step for row in read_log(tmp_path / "log.csv")] == [0, 1, 2, 3]  # no row for the NaN evaluation
+
+
+def test_defect_6_a_learning_rate_that_diverges_saves_no_checkpoint_that_gives_nan(tokens, tiny_checkpoint,
+                                                                                   tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_argv(tokens, tiny_checkpoint, out, "--lr", "1e20", "--grad-clip", "0", "--eval-interval",
+                           "1", "--sample-tokens", "4")) == 2
+    err = one_line_error(capsys)
+    assert "step 1: the validation loss (nan) is not finite; the run stopped before saving (no checkpoint" in err
+    assert not (out / "checkpoint").exists() and not (out / "model.safetensors").exists()
+
+
 # ---- many processes -----------------------------------------------------------------------------------
 
 
