@@ -92,7 +92,7 @@ def text_steering(model: GPT2, tokenizer: Tokenizer, prompt: str, plus: str, min
     norms = torch.linalg.vector_norm(trace.captured["resid_pre"][layer, 0].float(), dim=-1)  # [T]
     residual = float(norms[1:].mean() if len(norms) > 1 else norms[0])  # the first position is an outlier in GPT-2
     texts = []
-    for edits in (None, [edit]):  # the same sampling seed for both continuations
+    for edits in ([], [edit]):  # the same sampling seed for both continuations
         ids = generate(model, idx, max_new_tokens, sampling, edits=edits)[0, idx.shape[1]:]
         texts.append(tokenizer.decode(ids.tolist()))
     words, shifts = next_word_shift(model, idx, edit, top_k)

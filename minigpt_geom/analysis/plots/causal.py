@@ -51,9 +51,10 @@ def numbered_map(ax: "Axes", values: np.ndarray, limit: float, *, clip: bool = F
     return image
 
 
-def map_size(rows: int, columns: int, column_width: float = 0.42) -> tuple[float, float]:
-    """Inches of a figure holding one map of rows × columns cells, its labels and a colour bar, capped at a page."""
-    return min(3.4 + column_width * columns, 15.0), min(1.9 + 0.3 * rows, 11.0)
+def map_size(rows: int, columns: int, below: float = 0.0, column_width: float = 0.42) -> tuple[float, float]:
+    """Inches of a figure holding one map of rows × columns cells, a two-line title, `below` inches of tick labels
+    under it and a colour bar, capped at a page."""
+    return min(3.4 + column_width * columns, 15.0), min(2.8 + below + 0.3 * rows, 11.0)
 
 
 def patching_figure(result: "PatchingResult") -> "Figure":
@@ -61,7 +62,7 @@ def patching_figure(result: "PatchingResult") -> "Figure":
     differ) or heads across, on one fixed scale from −1 to 1 (0 = the corrupted run, 1 = the clean run)."""
     shares = as_array(result.normalised)  # [L, T] or [L, H]
     L, C = shares.shape
-    fig = new_figure(*map_size(L, C))
+    fig = new_figure(*map_size(L, C, below=1.0 if result.site == "resid_pre" else 0.0))  # tokens slanted below
     ax = fig.add_subplot()
     image = numbered_map(ax, shares, 1.0, clip=False)
     ticks = thinned(C)
@@ -125,6 +126,7 @@ def attribution_figure(result: "Attribution") -> "Figure":
     bars.axvline(0.0, color="black", linewidth=0.8)
     bars.set_xlim(-1.08 * limit, 1.08 * limit)
     bars.set_xlabel(r"contribution to $z_{\mathrm{answer}} - z_{\mathrm{wrong}}$ (logits)")
+    bars.set_ylabel("component (in forward order)")
     bars.grid(axis="x", alpha=0.3)
     bars.set_title(f"per block (sum {result.total:.4g}; the model's own {result.logit_diff:.4g})", fontsize=10)
     image = numbered_map(heads_ax, heads, limit)
@@ -175,6 +177,7 @@ def steering_figure(result: "SteeringResult") -> "Figure":
     ax.set_yticks(y, [short_label(w) for w in result.shifted_words], fontsize=CELL_FONT)
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_xlabel(r"$\Delta \log p$ of the word as the first new token (nats)")
+    ax.set_ylabel("word (raised most, then lowered most)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(f"ActAdd at block {result.layer}: $v = {result.coefficient:g}\\,(x_l^+ - x_l^-)$, "
                  f"{word_label(result.plus)} − {word_label(result.minus)}\n"
