@@ -40,13 +40,17 @@ def model(checkpoint):
 
 
 def variant_model(model: GPT2, name: str) -> GPT2:
-    """The model with every site running `name` ("user": a variant registered here, as a user would)."""
-    if name == "user":
-        from minigpt_geom import register_norm
+    """The model with every site running `name` ("user": a variant registered here, as a user would, and taken out
+    of the registry again once the model holds it, so that other tests see the built-in ones alone)."""
+    if name != "user":
+        return model.with_norm(name)
+    from minigpt_geom import NORM_VARIANTS, register_norm
 
-        register_norm("test_max_abs", lambda x, eps: x / (x.abs().amax(dim=-1, keepdim=True) + eps))
-        name = "test_max_abs"
-    return model.with_norm(name)
+    variant = register_norm("test_max_abs", lambda x, eps: x / (x.abs().amax(dim=-1, keepdim=True) + eps))
+    try:
+        return model.with_norm(variant)
+    finally:
+        NORM_VARIANTS.pop("test_max_abs")
 
 
 def one_pass_per_cell(model: GPT2, site: str, contrast: Contrast = CONTRAST) -> torch.Tensor:
