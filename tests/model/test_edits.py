@@ -18,12 +18,12 @@ from minigpt_geom.model.variants import BUILT_IN
 
 TOLERANCE = 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")
-L, H, T, D = 2, 4, 8, 48  # the small checkpoint's layers, heads and width (conftest.SMALL); T positions used here
+L, H, T, D = 2, 4, 8, 48  # the small checkpoint's layers, heads and width (helpers.SMALL); T positions used here
 
 
 @pytest.fixture(scope="module")
-def model(small_checkpoints):
-    return GPT2.from_pretrained(small_checkpoints["transformers"])
+def model(tiny_checkpoint):
+    return GPT2.from_pretrained(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
