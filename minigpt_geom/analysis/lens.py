@@ -131,14 +131,14 @@ def lens_rows(lens: LensResult, words: Sequence[str], decode: Callable[[int], st
             row = {"position": t, "token": word, "layer": layer, "prediction": predicted}
             for j in range(k):
                 row[f"top{j + 1}"] = decode(int(lens.top_ids[layer, batch, t, j]))
-                row[f"top{j + 1}_prob"] = round(float(lens.top_probs[layer, batch, t, j]), 6)
+                row[f"top{j + 1}_prob"] = float(lens.top_probs[layer, batch, t, j])
             row.update(
-                prediction_prob=round(float(lens.prediction_prob[layer, batch, t]), 6),
+                prediction_prob=float(lens.prediction_prob[layer, batch, t]),
                 prediction_rank=int(lens.prediction_rank[layer, batch, t]),
-                entropy=round(float(lens.entropy[layer, batch, t]), 6),
-                kl_to_final=round(float(lens.kl_to_final[layer, batch, t]), 6),
-                angular_step_rad=round(float(lens.angular_step[layer, batch, t]), 6),
-                angular_path_rad=round(float(lens.angular_path[layer, batch, t]), 6),
+                entropy=float(lens.entropy[layer, batch, t]),
+                kl_to_final=float(lens.kl_to_final[layer, batch, t]),
+                angular_step_rad=float(lens.angular_step[layer, batch, t]),
+                angular_path_rad=float(lens.angular_path[layer, batch, t]),
             )
             rows.append(row)
     return rows

@@ -29,7 +29,6 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -41,6 +40,7 @@ from ..model.pretrained import norm_spec
 from .optimizer_state import TrainingState, load_training_state, save_checkpoint
 from .run_folder import check_new_output, folder_lock
 from ..text.generation import Sampling, generate
+from .loss import Workspace, chunked_cross_entropy
 from .memory import check_fits, training_bytes
 from ..model.gpt2 import GPT2
 from ..text.tokenizer import ENDOFTEXT, Tokenizer
@@ -106,23 +106,24 @@ def freeze_unused(model: GPT2) -> None:
 # ---- batches and losses -----------------------------------------------------------------------------
 
 
-class Logits(torch.nn.Module):
-    """ids -> logits by `model.run`: the token files' ids are checked once (check_run), not at every step,
-    where the check's idx.min()/max() would make a GPU wait for the CPU and break torch.compile's graph."""
+class NextTokenLoss(torch.nn.Module):
+    """(ids x [B, T], next ids y [B, T]) -> their cross-entropy, nats (float32): `model.final_points` up to
+    x̂ = LN_f(x_L) [B, T, d] (compiled with `compile`), then the unembedding and the loss a chunk of positions at
+    a time (loss.py): the [B, T, vocab] logits are never held. The token files' ids are checked once (check_run),
+    not at every step, where the check's idx.min()/max() would make a GPU wait for the CPU and break
+    torch.compile's graph."""
 
-    def __init__(self, model: GPT2) -> None:
+    def __init__(self, model: GPT2, compile: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.points = torch.compile(model.final_points) if compile else model.final_points
+        self.workspace = Workspace()  # the chunk's logits buffer, kept from step to step
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """idx [B, T] -> logits [B, T, vocab]."""
-        return self.model.run(idx)
-
-
-def next_token_loss(model: torch.nn.Module, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-    """Cross-entropy of each position's logits [B, T, V] against the id that follows it, nats (float32)."""
-    logits = model(x)
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction=reduction)
+    def forward(self, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        """The mean (or summed) −log p(y | x) over every position."""
+        x_hat, _ = self.points(x)
+        return chunked_cross_entropy(x_hat.flatten(0, 1), self.model.unembedding_rows(), self.model.lm_head.bias,
+                                     y.flatten(), reduction, self.workspace)
 
 
 def process_windows(generator: torch.Generator, n_ids: int, settings: TrainSettings, context: int,
@@ -176,7 +177,7 @@ def train_step(trained: torch.nn.Module, optimizer: torch.optim.AdamW, ids: np.n
         exchange = processes.world == 1 or k == accumulation - 1
         with nullcontext() if exchange else trained.no_sync():
             with autocast:
-                loss = next_token_loss(trained, x, y)
+                loss = trained(x, y)
             (loss / accumulation).backward()
         loss_sum += loss.detach()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -192,8 +193,8 @@ def train_step(trained: torch.nn.Module, optimizer: torch.optim.AdamW, ids: np.n
 
 
 @torch.no_grad()
-def evaluate(model: GPT2, ids: np.ndarray, context: int, n_windows: int, micro_batch: int, processes: Processes,
-             autocast) -> float:
+def evaluate(loss: NextTokenLoss, ids: np.ndarray, context: int, n_windows: int, micro_batch: int,
+             processes: Processes, autocast) -> float:
     """Mean cross-entropy over n_windows windows evenly spaced over ids: the same windows at every evaluation,
     shared out among the processes."""
     starts = torch.linspace(0, len(ids) - context - 1, n_windows).long()[processes.rank::processes.world]
@@ -201,7 +202,7 @@ def evaluate(model: GPT2, ids: np.ndarray, context: int, n_windows: int, micro_b
     for chunk in starts.split(micro_batch):
         x, y = (t.to(processes.device) for t in windows(ids, chunk, context))
         with autocast:
-            sums[0] += next_token_loss(model, x, y, reduction="sum")
+            sums[0] += loss(x, y, reduction="sum")
         sums[1] += y.numel()
     loss_sum, count = total(sums, processes).tolist()
     return loss_sum / count
@@ -311,10 +312,11 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
 
     dtype = settings.dtype if settings.dtype != "auto" else "bfloat16" if processes.device.type == "cuda" else "float32"
     autocast = torch.autocast(processes.device.type, torch.bfloat16) if dtype == "bfloat16" else nullcontext()
-    trained = torch.compile(Logits(model)) if settings.compile else Logits(model)
+    loss = NextTokenLoss(model, settings.compile)
+    trained = loss
     if processes.world > 1:
         ids = [processes.device.index] if processes.device.type == "cuda" else None
-        trained = torch.nn.parallel.DistributedDataParallel(trained, device_ids=ids)
+        trained = torch.nn.parallel.DistributedDataParallel(loss, device_ids=ids)
     tokenizer = Tokenizer.from_pretrained(tokenizer_source)
     eot = tokenizer.special_tokens.get(ENDOFTEXT)
     log_path = out / "log.csv"
@@ -326,7 +328,7 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
         evaluating = step == start or step % settings.eval_interval == 0 or step == stop
         val_loss = None
         if evaluating:
-            val_loss = evaluate(model, data.val, context, settings.eval_windows, micro_batch, processes, autocast)
+            val_loss = evaluate(loss, data.val, context, settings.eval_windows, micro_batch, processes, autocast)
             if not math.isfinite(val_loss):  # the same sum in every process: all stop, before any file is written
                 raise stopped(out, step, f"the validation loss ({val_loss:.4g}) is not finite", "before saving")
             if processes.main:

@@ -143,7 +143,7 @@ def switcher(model: GPT2, data: TokenData, settings: TrainSettings, progress: bo
             fix_sigma(model, site, sigma)
             if is_main():
                 with sigma_log.open("a", newline="", encoding="utf-8") as f:
-                    csv.writer(f).writerow([site, step, f"{sigma:.6g}"])
+                    csv.writer(f).writerow([site, step, repr(sigma)])  # every digit
                 if progress:
                     done = order.index(site) + 1
                     tqdm.write(f"step {step}: {site} -> fixed σ = {sigma:.4g}  ({done}/{len(order)} sites)")

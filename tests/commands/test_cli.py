@@ -59,9 +59,9 @@ def corpus(tmp_path) -> Path:
 
 # ---- the parsers ---------------------------------------------------------------------------------------------
 
-TRAINING = {"prepare", "init", "train", "remove-ln"}
+TRAINING = {"tokenizer", "prepare", "init", "train", "remove-ln"}
 TEXT_COMMANDS = {"trajectory", "lens", "report", "compare", "norms", "ablate", "attribute", "rotate"}
-CORPUS_COMMANDS = {"drift", "prepare", "train", "remove-ln"}
+CORPUS_COMMANDS = {"drift", "tokenizer", "prepare", "train", "remove-ln"}
 SHARED = ("--weights", "--tokenizer", "--device", "--dtype", "--quiet", "--pattern", "--format", "--dpi", "--style",
           "--out", "--layer", "--head")  # docs/cli.md: one spelling, one meaning, one set of choices each
 
@@ -84,7 +84,7 @@ def test_one_convention_over_every_parser():
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
         assert not {"--no-progress", "--glob", "--text"} & set(options), name  # the old second spellings
         assert name == "init" or "--quiet" in options, name  # every command that can draw a bar or print notes
-        if name not in ("prepare", "init"):  # they load no model
+        if name not in ("tokenizer", "prepare", "init"):  # they load no model
             assert {"--weights", "--device", "--dtype"} <= set(options), name
         for option in SHARED:
             if option in options:
