@@ -6,15 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_patching import VARIANTS, checkpoint, model, variant_model  # noqa: F401  (the fixtures)
-from transformer_lens_oracle import bridge, transformer_lens
+from test_patching import VARIANTS, model, tokenizer, variant_model  # noqa: F401  (the fixtures)
+from transformer_lens_oracle import bridge
 
 from minigpt_geom.analysis.ablation import ablate_heads, ablation_matrix, ablation_rows, text_ablation
 from minigpt_geom.analysis.metric import Contrast
 from minigpt_geom.errors import InputError
 from minigpt_geom.model.edits import Ablate
 from minigpt_geom.model.trace_request import TraceRequest
-from minigpt_geom.text.tokenizer import Tokenizer
 
 TEXT = torch.tensor([[5, 17, 42, 99, 7, 250, 31]])
 REFERENCE = torch.tensor([[8, 1, 42, 77, 7, 9, 30], [60, 61, 62, 63, 64, 65, 66], [3, 17, 4, 99, 70, 25, 31]])
@@ -26,9 +25,8 @@ def loss(logits: torch.Tensor) -> float:
 
 
 @pytest.mark.slow
-def test_zero_and_mean_ablation_match_transformer_lens_hooks_on_hook_z(checkpoint, model):  # noqa: F811
-    transformer_lens()
-    lens = bridge(*checkpoint)
+def test_zero_and_mean_ablation_match_transformer_lens_hooks_on_hook_z(small_checkpoints, model):  # noqa: F811
+    lens = bridge(small_checkpoints["transformers"])
     _, cache = lens.run_with_cache(REFERENCE)
     L, H = model.config.n_layer, model.config.n_head
     for method in ("zero", "mean"):
@@ -90,7 +88,7 @@ def test_resample_reads_one_drawn_reference_row_per_head_whatever_the_batch_size
     assert torch.allclose(drawn[0], drawn[1], atol=1e-6, rtol=0)
 
 
-def test_ablation_refuses_what_it_cannot_do(checkpoint, model):  # noqa: F811
+def test_ablation_refuses_what_it_cannot_do(tokenizer, model):  # noqa: F811
     with pytest.raises(InputError, match="reads the heads' outputs on reference texts"):
         ablate_heads(model, TEXT, method="mean")
     with pytest.raises(InputError, match="tokens long"):
@@ -99,7 +97,6 @@ def test_ablation_refuses_what_it_cannot_do(checkpoint, model):  # noqa: F811
         ablate_heads(model, TEXT, method="resample", reference=TEXT)
     with pytest.raises(InputError, match="ablation must be one of"):
         ablate_heads(model, TEXT, method="shuffle")
-    tokenizer = Tokenizer.from_pretrained(checkpoint[1])
     with pytest.raises(InputError, match="tokens long"):
         text_ablation(model, tokenizer, "The cat sat on the mat.", method="mean", reference=["The cat sat."])
     result = text_ablation(model, tokenizer, "The cat sat on the mat.", method="zero", answer=" the", rows_per_pass=3)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_patching import VARIANTS, checkpoint, model, variant_model  # noqa: F401  (the fixtures)
+from test_patching import VARIANTS, model, tokenizer, variant_model  # noqa: F401  (the fixtures)
 
 from minigpt_geom.analysis.attribution import attribution_table, direct_logit_attribution, text_attribution
 from minigpt_geom.analysis.metric import Contrast
 from minigpt_geom.errors import InputError
 from minigpt_geom.model.edits import FreezeScale, Set
 from minigpt_geom.model.trace_request import TraceRequest
-from minigpt_geom.text.tokenizer import Tokenizer
 
 TEXT = torch.tensor([[5, 17, 42, 99, 7, 250, 31]])
 CONTRAST = Contrast(answer=3, wrong=4)
@@ -85,8 +84,7 @@ def test_variants_that_no_frozen_scale_makes_linear_are_refused_in_one_line(mode
     assert "\n" not in str(error.value)
 
 
-def test_text_attribution_defaults_refusals_and_table(checkpoint, model):  # noqa: F811
-    tokenizer = Tokenizer.from_pretrained(checkpoint[1])
+def test_text_attribution_defaults_refusals_and_table(tokenizer, model):  # noqa: F811
     with pytest.raises(InputError, match="not a probability"):
         direct_logit_attribution(model, TEXT, Contrast(3, 4, "probability"))
     with pytest.raises(InputError, match="outside the text"):

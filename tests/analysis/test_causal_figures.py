@@ -10,7 +10,7 @@ import pytest
 import torch
 from matplotlib.image import imread
 from test_figures import EXOTIC, check_labelled, saved
-from test_patching import checkpoint, model  # noqa: F401  (the fixtures)
+from test_patching import model  # noqa: F401  (the fixture)
 
 from minigpt_geom.analysis import plots
 from minigpt_geom.analysis.ablation import AblationResult, ablate_heads

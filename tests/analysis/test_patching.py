@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bpe_files import write_vocab
-from conftest import random_hf_model
-from transformer_lens_oracle import bridge, logit_difference, transformer_lens
+from transformer_lens_oracle import bridge, logit_difference
 
 from minigpt_geom import GPT2
 from minigpt_geom.analysis.metric import Contrast
@@ -17,7 +15,6 @@ from minigpt_geom.model.edits import Set
 from minigpt_geom.model.trace_request import TraceRequest
 from minigpt_geom.text.tokenizer import Tokenizer
 
-SHAPE = dict(n_layer=2, n_head=4, n_embd=48, n_positions=32, vocab_size=300)
 CLEAN = torch.tensor([[5, 17, 42, 99, 7, 250]])
 CORRUPTED = torch.tensor([[5, 17, 43, 99, 120, 250]])  # positions 2 and 4 differ
 CONTRAST = Contrast(answer=3, wrong=4)
@@ -25,18 +22,15 @@ VARIANTS = ("layernorm", "rmsnorm", "sphere", "dyt", "fixed_sigma", "none", "use
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A random GPT-2 saved by transformers (save_pretrained) with a tokenizer; (the HF model, its folder)."""
-    folder = tmp_path_factory.mktemp("patching")
-    hf = random_hf_model(seed=6, **SHAPE)
-    hf.save_pretrained(str(folder))
-    write_vocab(folder, SHAPE["vocab_size"] - 257)
-    return hf, folder
+def model(small_checkpoints):
+    """The shared small random GPT-2, loaded from the files transformers' save_pretrained wrote."""
+    return GPT2.from_pretrained(small_checkpoints["transformers"]).eval()
 
 
 @pytest.fixture(scope="module")
-def model(checkpoint):
-    return GPT2.from_pretrained(checkpoint[1]).eval()
+def tokenizer(tiny_checkpoint):
+    """Its trained byte-level vocabulary (300 ids)."""
+    return Tokenizer.from_pretrained(tiny_checkpoint)
 
 
 def variant_model(model: GPT2, name: str) -> GPT2:
@@ -67,11 +61,10 @@ def one_pass_per_cell(model: GPT2, site: str, contrast: Contrast = CONTRAST) -> 
 
 
 @pytest.mark.slow
-def test_residual_and_head_sweeps_match_transformer_lens(checkpoint, model):
-    transformer_lens()
+def test_residual_and_head_sweeps_match_transformer_lens(small_checkpoints, model):
+    lens = bridge(small_checkpoints["transformers"])
     from transformer_lens import patching
 
-    lens = bridge(*checkpoint)
     _, cache = lens.run_with_cache(CLEAN)
     metric = logit_difference(CONTRAST.answer, CONTRAST.wrong)
     with torch.no_grad():
@@ -103,11 +96,10 @@ def test_patching_runs_on_every_variant(model, variant):
     # layer 0 is x_0 = E[w] + P[t]: where the prompts agree, patching changes nothing; at the first position that
     # differs, what follows is the same in both, so the patched run is the clean run up to that token
     assert torch.allclose(values[0, [0, 1, 3, 5]], torch.full((4,), corrupted), atol=1e-6)
-    assert not torch.isclose(torch.tensor(clean), torch.tensor(corrupted), atol=1e-7)
+    assert clean != corrupted  # the prompts differ in what they predict: the sweep measured something
 
 
-def test_text_patching_refuses_prompts_of_different_lengths_and_labels_its_tables(checkpoint, model):
-    tokenizer = Tokenizer.from_pretrained(checkpoint[1])
+def test_text_patching_refuses_prompts_of_different_lengths_and_labels_its_tables(model, tokenizer):
     with pytest.raises(InputError, match="same number of tokens"):
         text_patching(model, tokenizer, "The cat sat on the mat.", "The cat sat.")
     clean, corrupted = "The cat sat on the mat.", "The cat sat on the two."  # one token each: the same length

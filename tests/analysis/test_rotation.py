@@ -8,14 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_patching import VARIANTS, checkpoint, model, variant_model  # noqa: F401  (the fixtures)
+from test_patching import VARIANTS, model, tokenizer, variant_model  # noqa: F401  (the fixtures)
 
 from minigpt_geom.analysis.metric import Contrast
 from minigpt_geom.analysis.rotation import rotation_matrix, rotation_rows, rotation_sweep, text_rotation
 from minigpt_geom.errors import InputError
 from minigpt_geom.model.edits import Rotate
 from minigpt_geom.model.trace_request import TraceRequest
-from minigpt_geom.text.tokenizer import Tokenizer
 
 TEXT = torch.tensor([[5, 17, 42, 99, 7, 250, 31]])
 CONTRAST = Contrast(3, 4, "probability")
@@ -68,8 +67,7 @@ def test_variants_without_a_sphere_are_refused_in_one_line(model, variant):  # n
     assert "\n" not in str(error.value)
 
 
-def test_text_rotation_checks_and_tables(checkpoint, model):  # noqa: F811
-    tokenizer = Tokenizer.from_pretrained(checkpoint[1])
+def test_text_rotation_checks_and_tables(tokenizer, model):  # noqa: F811
     text = "The cat sat on the mat."
     with pytest.raises(InputError, match="--toward 'zzzz' is"):
         text_rotation(model, tokenizer, text, "zzzz")

@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_patching import VARIANTS, checkpoint, model, variant_model  # noqa: F401  (the fixtures)
-from transformer_lens_oracle import bridge, transformer_lens
+from test_patching import VARIANTS, model, tokenizer, variant_model  # noqa: F401  (the fixtures)
+from transformer_lens_oracle import bridge
 
 from minigpt_geom.analysis.steering import next_word_shift, steering_table, steering_vector, text_steering
 from minigpt_geom.errors import InputError
 from minigpt_geom.model.edits import Add
 from minigpt_geom.text.generation import Sampling
-from minigpt_geom.text.tokenizer import Tokenizer
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7]])
 PLUS, MINUS = torch.tensor([[60, 61, 62]]), torch.tensor([[8, 1]])
 
 
 @pytest.mark.slow
-def test_the_vector_and_its_shift_match_a_transformer_lens_hook(checkpoint, model):  # noqa: F811
-    transformer_lens()
-    lens = bridge(*checkpoint)
+def test_the_vector_and_its_shift_match_a_transformer_lens_hook(small_checkpoints, model):  # noqa: F811
+    lens = bridge(small_checkpoints["transformers"])
     layer, c = 1, 3.0
     with torch.no_grad():
         _, plus = lens.run_with_cache(PLUS)
@@ -41,10 +39,9 @@ def test_the_vector_and_its_shift_match_a_transformer_lens_hook(checkpoint, mode
 
 @torch.no_grad()
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_steered_generation_through_the_cache_recomputes_every_position_with_the_edit(checkpoint, model,  # noqa: F811
+def test_steered_generation_through_the_cache_recomputes_every_position_with_the_edit(tokenizer, model,  # noqa: F811
                                                                                        variant):
     edited = variant_model(model, variant)
-    tokenizer = Tokenizer.from_pretrained(checkpoint[1])
     result = text_steering(edited, tokenizer, "The cat sat on", " the", " two", layer=1, coefficient=8.0,
                            max_new_tokens=6, sampling=Sampling(0.0), top_k=3)
     encode = lambda text: torch.tensor([tokenizer.encode(text)])  # noqa: E731
@@ -59,8 +56,7 @@ def test_steered_generation_through_the_cache_recomputes_every_position_with_the
     assert result.vector_norm == pytest.approx(8.0 * float(vector.norm()), rel=1e-5)
 
 
-def test_steering_refuses_a_zero_difference_and_labels_its_table(checkpoint, model):  # noqa: F811
-    tokenizer = Tokenizer.from_pretrained(checkpoint[1])
+def test_steering_refuses_a_zero_difference_and_labels_its_table(tokenizer, model):  # noqa: F811
     with pytest.raises(InputError, match="difference is zero"):
         text_steering(model, tokenizer, "The cat", " the", " the", layer=0)
     with pytest.raises(InputError, match="outside the model's blocks"):
