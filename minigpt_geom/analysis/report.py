@@ -58,6 +58,17 @@ DATA_DIGITS = 6  # significant digits of the numbers in the page's JSON; the pag
 TITLE_CHARACTERS = 70  # a default title is the text's start, cut at a word boundary near this length
 
 
+def model_summary(model: GPT2) -> str:
+    """The report's first line: the model's shape and its norms, with √d where one of them is a sphere of that
+    radius (DyT's box and an LN-free model have none)."""
+    config = model.config
+    geometry = geometry_summary({name: site.variant for name, site in model.norm_sites().items()})
+    spheres = any(site.variant.geometry.radius.startswith("√d") for site in model.norm_sites().values())
+    radius = f" (√d = {math.sqrt(config.n_embd):.4g})" if spheres else ""
+    return (f"Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, context {config.n_ctx}, "
+            f"vocabulary {config.vocab_size}; norms: {geometry}{radius}")
+
+
 def fill_template(template: str, **values: str) -> str:
     """Replace each {{name}} by its value; every placeholder must be given."""
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
@@ -272,10 +283,8 @@ def build_report(
     points = f"ln_f(x_l) (ln_f is {ln_f.name}: {ln_f.geometry.output_set})"
     intro = (
         f"<h1>{html.escape(title)}</h1>\n"
-        f"<p class=caption>Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, context "
-        f"{config.n_ctx}, vocabulary {config.vocab_size}; norms: {html.escape(geometry)} (√d = "
-        f"{math.sqrt(config.n_embd):.2f}). Layer l = 0 is the embedding x_0; every state is decoded as the output "
-        f"head decodes x_L, through ln_f and the unembedding (the logit lens).</p>"
+        f"<p class=caption>{html.escape(model_summary(model))}. Layer l = 0 is the embedding x_0; every state is "
+        f"decoded as the output head decodes x_L, through ln_f and the unembedding (the logit lens).</p>"
     )
     img = lambda fig, alt: figure_img(fig, alt, dpi)  # noqa: E731
     path_words = [decode(int(i)) for i in lens.top_ids[:, 0, highlight, 0]]
