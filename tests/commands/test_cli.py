@@ -277,9 +277,14 @@ def test_no_write_follows_a_symlink_out_of_the_output_folder(tiny_checkpoint, tm
     out = tmp_path / "lens"
     out.mkdir()
     (out / "lens.csv").symlink_to(outside)
+    code, _, err = run(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--no-plot"], capsys)
+    check_one_line_error(code, err, "lens")  # a link is never replaced (issue 27), nor followed out of -o
+    assert "outside the output folder" in err and outside.read_text() == "not yours"
+    assert (out / "lens.csv").is_symlink() and sorted(p.name for p in out.iterdir()) == ["lens.csv"]
+    (out / "lens.csv").unlink()
+    (out / "lens.csv").symlink_to("kept.csv")  # a link within -o: followed, the file it names is written
     assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--no-plot"]) == 0
-    assert outside.read_text() == "not yours"
-    assert not (out / "lens.csv").is_symlink() and (out / "lens.csv").read_text().startswith("position,")
+    assert (out / "lens.csv").is_symlink() and (out / "kept.csv").read_text().startswith("position,")
     with pytest.raises(OutputError, match="outside the output folder"):
         output_file(out, "../escape.csv")
 
