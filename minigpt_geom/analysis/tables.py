@@ -120,7 +120,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], style: st
         lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in cells]
         return "\n".join(lines) + "\n"
     if style == "latex":
-        lines = [r"\begin{table}", r"\centering"]
+        lines = [r"% needs \usepackage{booktabs} (\toprule, \midrule, \bottomrule)", r"\begin{table}", r"\centering"]
         if caption:
             lines.append(rf"\caption{{{latex_escape(caption, symbols=True)}}}")
         lines += [rf"\begin{{tabular}}{{{'l' * len(header)}}}", r"\toprule",

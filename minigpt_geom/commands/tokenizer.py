@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .arguments import add_command, add_pattern_argument, add_quiet_argument, positive_int
+from .arguments import add_command, add_pattern_argument, add_quiet_argument, folder_path, path_text, positive_int
 
 SUMMARY = "train a byte-level BPE tokenizer (vocab.json, merges.txt) on a corpus"
 
@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "learned on the corpus until the vocabulary has --vocab-size tokens. Writes vocab.json and merges.txt, "
         "which every command reads: `prepare`/`train CORPUS --tokenizer DIR`. A small model then spends its "
         "parameters on the blocks rather than on 50257 embedding rows.")
-    parser.add_argument("corpus", help="a text file, or a folder of them")
-    parser.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for vocab.json and merges.txt")
+    parser.add_argument("corpus", type=path_text, help="a text file, or a folder of them")
+    parser.add_argument("-o", "--out", required=True, type=folder_path, metavar="DIR",
+                        help="folder for vocab.json and merges.txt")
     parser.add_argument("--vocab-size", type=positive_int, required=True, metavar="N",
                         help="tokens in the vocabulary: 256 bytes, <|endoftext|> and N − 257 merges (fewer when "
                              "the corpus has fewer pairs seen --min-frequency times), e.g. 4096")

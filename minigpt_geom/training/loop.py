@@ -18,6 +18,7 @@ from start to end, and a checkpoint is written as one unit (io/checkpoint_folder
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -32,13 +33,16 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..text.token_files import TokenData, cache_folder, load_tokens, prepare, windows
+from ..text.token_files import (TokenData, cache_folder, check_same_data, check_tokenizer, load_tokens, prepare,
+                                provenance, windows)
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
-from ..errors import CheckpointError, InputError, MiniGPTGeomError
-from ..io.checkpoint_folder import current_checkpoint
+from ..errors import CheckpointError, InputError, MiniGPTGeomError, Note
+from ..io.checkpoint_folder import LOCK_FILE, current_checkpoint
+from ..io.files import folder_lock, write_text
+from ..io.owned import check_owned, record
 from ..model.pretrained import norm_spec
 from .optimizer_state import TrainingState, load_training_state, save_checkpoint
-from .run_folder import check_new_output, folder_lock
+from .run_folder import check_new_output
 from ..text.generation import Sampling, generate
 from .loss import Workspace, chunked_cross_entropy
 from .memory import check_fits, training_bytes
@@ -228,12 +232,22 @@ def log_cells(row: LogRow) -> list[str]:
     return [str(v) if isinstance(v, int) else "" if v is None else f"{v:.6g}" for v in astuple(row)]
 
 
+def start_csv(path: Path, header: list[str], rows: Iterable[list]) -> None:
+    """A CSV of the run anew (log.csv, sigma.csv): the header and `rows` (those a resumed run keeps), replacing
+    the old file in one step, so that a kill leaves its rows or the new file, never fewer; only a file of ours
+    (io/owned.py) is replaced."""
+    check_owned(path.parent, (path.name,))
+    record(path.parent, added=(path.name,))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
+
+
 def start_log(path: Path, rows: list[LogRow]) -> None:
     """log.csv anew: the header and `rows` (those a resumed run keeps)."""
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(LOG_FIELDS)
-        writer.writerows(log_cells(row) for row in rows)
+    start_csv(path, LOG_FIELDS, (log_cells(row) for row in rows))
 
 
 def append_log(path: Path, row: LogRow) -> None:
@@ -278,6 +292,7 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     process calls it, with the same settings (checked)."""
     processes = start_processes(device)
     out = Path(out)
+    check_tokenizer(data, tokenizer_source)
     context = settings.context or model.config.n_ctx
     micro_batch = settings.micro_batch or max(settings.batch_size // processes.world, 1)
     agree({**asdict(settings), "model": asdict(model.config), "norm": norm_spec(model), "resume": resume,
@@ -285,7 +300,7 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     check_run(model, data, settings, context, micro_batch, processes)
     if processes.main and (warning := schedule_warning(settings)):
         warnings.warn(warning, ScheduleWarning, stacklevel=2)
-    lock = folder_lock(out) if processes.main else nullcontext()
+    lock = folder_lock(out, LOCK_FILE) if processes.main else nullcontext()
     with lock:
         return run_steps(model, data, tokenizer_source, out, settings, processes, context, micro_batch,
                          resume=resume, overwrite=overwrite, progress=progress, before_step=before_step)
@@ -305,6 +320,11 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
     if resume:
         state = load_training_state(out, model, optimizer)
         settings_from_saved(state.settings, asdict(settings))  # the saved run's path, or a SettingError naming why not
+        if state.data is None:
+            warnings.warn(f"the run in {out} was saved without a record of its data: the corpus is not checked",
+                          Note, stacklevel=3)
+        else:
+            check_same_data(state.data, data)  # the same files, pattern, tokenizer and split, or an InputError
         start, log = state.step, [row for row in read_log(out / "log.csv") if row.step < state.step]
         batches.set_state(state.batch_rng)
     if stop < start:
@@ -336,8 +356,8 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
                     if settings.sample_tokens else ""
                 bar.write(f"step {step}: validation loss {val_loss:.4f}" + (f"  sample: {sample!r}" if sample else ""))
         if evaluating and (step > start or (step == stop and not resume)) and processes.main:
-            save_checkpoint(out, model, optimizer, TrainingState(step, batches.get_state(), asdict(settings)),
-                            tokenizer_source, eot)
+            state = TrainingState(step, batches.get_state(), asdict(settings), provenance(data.meta))
+            save_checkpoint(out, model, optimizer, state, tokenizer_source, eot)
         if step == stop:
             row = LogRow(step, None, val_loss, learning_rate(step, settings), None, None)
             log.append(row)
