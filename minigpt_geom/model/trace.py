@@ -7,6 +7,12 @@ Shapes (L layers, B batch, H heads, T positions, d width):
     trace.residual           ResidualDiagnostics, fields [L, B, T]
     trace.ln_f               SphereDiagnostics, fields [B, T]
     trace.states             [L+1, B, T, d] residual states x_0 … x_L, if kept
+    trace.captured           editing.Captured: values at the sites TraceRequest(capture=...) names, stacked by
+                             layer in the layout an edit indexes (edits.py), e.g. captured["head_out"] [L, B, T, H, d_head]
+    trace.edits              editing.AppliedEdit of each edit the pass applied, with how far it moved its site
+
+`save`, `load`, `flat` and `to_table` hold the diagnostics and states; the captures and the edit report stay in
+memory.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import Tensor
 
 from .attention import AttentionDiagnostics
 from .block import BlockDiagnostics
+from .editing import AppliedEdit, Captured
 from ..errors import InputError, import_optional
 from ..io.trace_files import Layout, read_tensor_file, write_tensor_file
 from .norm_site import SphereDiagnostics
@@ -37,11 +44,18 @@ D = TypeVar("D")
 
 
 def map_tensors(record: D, fn: Callable[[Tensor], Tensor]) -> D:
-    """Apply fn to every tensor of a diagnostics dataclass, nested ones included (None stays None)."""
+    """Apply fn to every tensor of a dataclass, in nested dataclasses, dicts and tuples too (others stay)."""
     def apply(value: Any) -> Any:
-        return value if value is None else map_tensors(value, fn) if dataclasses.is_dataclass(value) else fn(value)
+        if isinstance(value, Tensor):
+            return fn(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return map_tensors(value, fn)
+        if isinstance(value, dict):
+            return {key: apply(item) for key, item in value.items()}
+        return tuple(apply(item) for item in value) if isinstance(value, tuple) else value
 
-    return dataclasses.replace(record, **{f.name: apply(getattr(record, f.name)) for f in dataclasses.fields(record)})
+    return dataclasses.replace(record, **{f.name: apply(getattr(record, f.name)) for f in dataclasses.fields(record)
+                                          if f.init})
 
 
 def stack_records(records: Sequence[D]) -> D:
@@ -87,11 +101,14 @@ class Trace:
     blocks: BlockDiagnostics  # every block's diagnostics, each field stacked along a leading layer axis
     ln_f: SphereDiagnostics
     states: Tensor | None = None
+    captured: Captured | None = None  # the sites TraceRequest.capture named
+    edits: tuple[AppliedEdit, ...] = ()  # each edit applied, and how far it moved its site
 
     @classmethod
-    def gather(cls, blocks: Sequence[BlockDiagnostics], ln_f: SphereDiagnostics, states: Tensor | None) -> "Trace":
+    def gather(cls, blocks: Sequence[BlockDiagnostics], ln_f: SphereDiagnostics, states: Tensor | None,
+               captured: Captured | None = None, edits: tuple[AppliedEdit, ...] = ()) -> "Trace":
         """Stack per-block diagnostics along a new leading layer axis."""
-        return cls(stack_records(blocks), ln_f, states)
+        return cls(stack_records(blocks), ln_f, states, captured, edits)
 
     ln_1 = property(lambda self: self.blocks.ln_1, doc="SphereDiagnostics of every block's first site, [L, B, T].")
     attention = property(lambda self: self.blocks.attention, doc="AttentionDiagnostics, [L, B, H, T].")
@@ -172,8 +189,9 @@ class Trace:
         return import_optional("pandas", "Trace.to_dataframe()").DataFrame(self.to_table())
 
     def nbytes(self) -> int:
-        """Memory held by the trace's tensors, in bytes."""
-        return sum(t.numel() * t.element_size() for t in self.flat().values())
+        """Memory held by the trace's tensors (captures included), in bytes."""
+        captured = list(self.captured.values.values()) if self.captured is not None else []
+        return sum(t.numel() * t.element_size() for t in [*self.flat().values(), *captured])
 
 
 # ---- what a trace file holds (io/trace_files.py reads it, checking everything before any data) ----------
