@@ -416,6 +416,13 @@ def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):
     for layer in range(lens.n_states):
         row = table[2 + layer]
         assert all(repr(decode(int(i))) in row for i in lens.top_ids[layer, 0, 3])
+    decode = lambda i: "w" * (1 + i % 17)  # noqa: E731  words of every length: each position's widest differs
+    every = format_lens(lens, [decode(i) for i in ids], decode).splitlines()  # --all-positions
+    headers = [line for line in every if line.lstrip().startswith("layer ")]
+    assert len(headers) == len(ids) and len(set(headers)) == 1  # one header, its columns where every table's are
+    rows = [line for line in every if re.match(r"\s+\d+\s{2}'", line)]
+    assert len(rows) == len(ids) * lens.n_states
+    assert {len(row) for row in rows} == {len(headers[0])}  # right-aligned columns: every row ends where it does
 
 
 @pytest.mark.slow
@@ -433,7 +440,8 @@ def training_argv(command: str, corpus: Path, weights: Path, out: Path) -> list[
     """The smallest run of a training command on the corpus file."""
     run_options = ["--steps", "2", "--batch-size", "2", "--context", "8", "--eval-interval", "2", "--eval-windows",
                    "1", "--sample-tokens", "0", "--val-fraction", "0.3"]
-    return {"prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
+    return {"tokenizer": ["tokenizer", str(corpus), "-o", str(out), "--vocab-size", "300"],
+            "prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
             "init": ["init", "-o", str(out), "--tokenizer", str(weights), "--n-layer", "1", "--n-head", "1",
                      "--n-embd", "8", "--n-ctx", "16"],
             "train": ["train", str(corpus), "-o", str(out), "--weights", str(weights), *run_options],
