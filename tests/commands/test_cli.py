@@ -440,7 +440,8 @@ def training_argv(command: str, corpus: Path, weights: Path, out: Path) -> list[
     """The smallest run of a training command on the corpus file."""
     run_options = ["--steps", "2", "--batch-size", "2", "--context", "8", "--eval-interval", "2", "--eval-windows",
                    "1", "--sample-tokens", "0", "--val-fraction", "0.3"]
-    return {"prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
+    return {"tokenizer": ["tokenizer", str(corpus), "-o", str(out), "--vocab-size", "300"],
+            "prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
             "init": ["init", "-o", str(out), "--tokenizer", str(weights), "--n-layer", "1", "--n-head", "1",
                      "--n-embd", "8", "--n-ctx", "16"],
             "train": ["train", str(corpus), "-o", str(out), "--weights", str(weights), *run_options],
