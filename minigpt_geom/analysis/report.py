@@ -7,7 +7,9 @@
     cosine of the chosen word's state to its prediction's unembedding row, per layer;
   - the chosen word's logit lens, one row a layer;
   - every head's attention pattern as a small-multiple grid (layer × head), one enlarged on click;
-  - the lens grid of every position, the norms and radii across layers, the drift (figures as inline PNGs).
+  - the lens grid of every position, the norms and radii across layers, the drift (figures as inline PNGs);
+  - activation patching into a corrupted copy of the text (the chosen word swapped, or one given), and the
+    direct logit attribution of the last word's prediction (patching.py, attribution.py).
 
 Nothing is fetched: figures are PNGs as base64 data URIs, the data is inline JSON, and the interactive views
 are drawn by a small hand-written canvas renderer (report_template.html). A plotting library's offline
@@ -29,13 +31,17 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..model.gpt2 import GPT2
 from ..model.variants import geometry_summary
 from . import plots
+from .attribution import text_attribution
 from .circuits import check_head, check_layer
 from .drift import text_drift
 from .lens import LensResult, logit_lens
-from .text import token_words, trace_text
+from .patching import ids_patching, nearest_word
+from .tables import significant
+from .text import encode_text, token_words, trace_text
 from .trajectory import Trajectory, choose_highlight, word_trajectory
 
 if TYPE_CHECKING:
@@ -45,9 +51,22 @@ if TYPE_CHECKING:
     from ..text.tokenizer import Tokenizer
 
 TEMPLATE = "report_template.html"
-REPORT_STEPS = 4  # forward pass; lens and trajectory; figures; drift
+REPORT_STEPS = 5  # forward pass; lens and trajectory; figures; drift; patching and attribution
+PATCHED_POSITIONS = 32  # up to this many tokens the page patches x_l at every position; beyond, each head's output
 GRID_TOKENS = 128  # attention patterns in the page cover the first 128 positions: L·H·128² bytes at most
+DATA_DIGITS = 6  # significant digits of the numbers in the page's JSON; the page shows 4 (sig in the template)
 TITLE_CHARACTERS = 70  # a default title is the text's start, cut at a word boundary near this length
+
+
+def model_summary(model: GPT2) -> str:
+    """The report's first line: the model's shape and its norms, with √d where one of them is a sphere of that
+    radius (DyT's box and an LN-free model have none)."""
+    config = model.config
+    geometry = geometry_summary({name: site.variant for name, site in model.norm_sites().items()})
+    spheres = any(site.variant.geometry.radius.startswith("√d") for site in model.norm_sites().values())
+    radius = f" (√d = {math.sqrt(config.n_embd):.4g})" if spheres else ""
+    return (f"Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, context {config.n_ctx}, "
+            f"vocabulary {config.vocab_size}; norms: {geometry}{radius}")
 
 
 def fill_template(template: str, **values: str) -> str:
@@ -84,11 +103,13 @@ def short_title(text: str, most: int = TITLE_CHARACTERS) -> str:
     return text[:cut if cut > most // 2 else most].rstrip() + " …"
 
 
-def rounded(values: torch.Tensor | np.ndarray, digits: int = 4) -> list:
-    """A tensor or array as nested lists of floats rounded to `digits` (JSON of a sensible size)."""
+def rounded(values: torch.Tensor | np.ndarray, digits: int = DATA_DIGITS) -> list:
+    """A tensor or array as nested lists of floats to `digits` significant digits (JSON of a sensible size
+    that keeps 1.5e-23 as it is, where rounding to decimals would make it 0)."""
     if isinstance(values, torch.Tensor):
         values = values.detach().float().cpu().numpy()
-    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+    array = np.asarray(values, dtype=np.float64)
+    return np.array([float(f"{v:.{digits}g}") for v in array.ravel()]).reshape(array.shape).tolist()
 
 
 def token_losses(logits: torch.Tensor, ids: Sequence[int]) -> list[float | None]:
@@ -96,7 +117,7 @@ def token_losses(logits: torch.Tensor, ids: Sequence[int]) -> list[float | None]
     logp = torch.log_softmax(logits.float(), dim=-1)  # [T, V]
     following = torch.as_tensor(list(ids)[1:], device=logits.device)
     losses = -logp[:-1].gather(-1, following[:, None])[:, 0]  # position t−1 predicts token t
-    return [None] + [round(float(v), 4) for v in losses]
+    return [None] + rounded(losses)
 
 
 def attention_data(patterns: torch.Tensor, limit: int = GRID_TOKENS) -> dict:
@@ -132,13 +153,13 @@ def page_data(trajectory: Trajectory, lens: LensResult, losses: Sequence[float |
         "highlight": trajectory.highlight,
         "layer": layer,
         "head": head,
-        "coords": rounded(trajectory.coords, 5),  # [L+1][T][3]
+        "coords": rounded(trajectory.coords),  # [L+1][T][3]
         "axes": axis_names(trajectory),
         "predictions": [decode(int(i)) for i in lens.prediction[0]],
-        "predictionCoords": rounded(trajectory.prediction_coords, 5),  # [T][3]
+        "predictionCoords": rounded(trajectory.prediction_coords),  # [T][3]
         "cosines": rounded(trajectory.target_cosines),  # [L+1][T]
         "losses": losses,
-        "maxLoss": round(float(np.log(vocab_size)), 4),  # the loss of a uniform guess: the colour scale's top
+        "maxLoss": float(np.log(vocab_size)),  # the loss of a uniform guess: the colour scale's top
         "lens": lens_data(lens, decode),
         "attention": attention_data(patterns),
         "pointLabel": "ln_f(x_l)",
@@ -169,8 +190,8 @@ def lens_grid_html(lens: LensResult, words: Sequence[str], decode: Callable[[int
         cells = []
         for layer in range(lens.n_states):
             ids, probs = lens.top_ids[layer, 0, t].tolist(), lens.top_probs[layer, 0, t].tolist()
-            hover = "\n".join(f"{decode(i)!r} {p:.3f}" for i, p in zip(ids, probs))
-            hover += f"\nprediction {decode(final)!r}: p = {float(lens.prediction_prob[layer, 0, t]):.3f}, " \
+            hover = "\n".join(f"{decode(i)!r} {significant(p)}" for i, p in zip(ids, probs))
+            hover += f"\nprediction {decode(final)!r}: p = {significant(float(lens.prediction_prob[layer, 0, t]))}, " \
                      f"rank {int(lens.prediction_rank[layer, 0, t])}"
             alpha = shade(probs[0])
             style = f"background: rgba(33, 102, 172, {alpha:.3f});" + (" color: white;" if alpha > 0.6 else "")
@@ -188,6 +209,43 @@ def section(title: str, body: str, caption: str = "", anchor: str = "") -> str:
     return f"<section{ident}><h2>{html.escape(title)}</h2>\n{body}\n{note}</section>\n"
 
 
+def causal_sections(model: GPT2, tokenizer: Tokenizer, text: str, ids: Sequence[int], highlight: int,
+                    corrupted: str | None, img: Callable[[Figure, str], str]) -> list[str]:
+    """The activation patching map (x_l per position up to PATCHED_POSITIONS tokens, each head's output beyond)
+    and the direct logit attribution of the last position; a section that cannot be drawn says why instead."""
+    sections = []
+    site = "resid_pre" if len(ids) <= PATCHED_POSITIONS else "head_out"
+    try:
+        if corrupted is None:
+            swapped = list(ids)
+            swapped[highlight] = nearest_word(model, ids[highlight], tokenizer.n_vocab)
+            how = (f"the text with {tokenizer.decode([ids[highlight]])!r} swapped for its nearest word "
+                   f"{tokenizer.decode([swapped[highlight]])!r} (cosine of the unembedding rows)")
+        else:
+            swapped, how = encode_text(tokenizer, corrupted, model.config.n_ctx), "the corrupted text given"
+        patched = ids_patching(model, tokenizer, ids, swapped, site=site)
+        sections.append(section(
+            "Activation patching: where the answer is carried", img(plots.patching_figure(patched), "patching map"),
+            f"Clean: this text; corrupted: {html.escape(how)}. Each cell patches one "
+            f"{'layer and position of the residual stream' if site == 'resid_pre' else 'head output (every position)'}"
+            " from the clean run into the corrupted one; 1 restores the clean logit difference, 0 leaves the "
+            "corrupted one (`minigpt-geom patch`).", "patching"))
+    except InputError as error:
+        sections.append(section("Activation patching", "", f"Not drawn: {html.escape(str(error))}", "patching"))
+    try:
+        attribution = text_attribution(model, tokenizer, text)
+        sections.append(section(
+            "Direct logit attribution of the last word's prediction",
+            img(plots.attribution_figure(attribution), "attribution bars"),
+            "Each block's attention and MLP update read through ln_f with its scale frozen, along e_answer − "
+            "e_wrong (the model's two most likely next words); the parts sum to the logit difference "
+            "(`minigpt-geom attribute`).", "attribution"))
+    except InputError as error:
+        sections.append(section("Direct logit attribution", "", f"Not drawn: {html.escape(str(error))}",
+                                "attribution"))
+    return sections
+
+
 @torch.inference_mode()
 def build_report(
     model: GPT2,
@@ -201,10 +259,12 @@ def build_report(
     top_k: int = 5,
     title: str | None = None,
     dpi: int = 100,
+    corrupted: str | None = None,
     progress: tqdm | None = None,
 ) -> str:
     """The HTML report of `text` (see the module doc); `word`/`position` choose the word first highlighted,
-    `layer`/`head` the attention pattern first enlarged (the page can choose others)."""
+    `layer`/`head` the attention pattern first enlarged (the page can choose others); `corrupted`, a text of
+    the same length, is patched into (default: the text with the chosen word swapped for its nearest word)."""
     config = model.config
     check_layer(model, layer)
     check_head(model, head)
@@ -223,10 +283,8 @@ def build_report(
     points = f"ln_f(x_l) (ln_f is {ln_f.name}: {ln_f.geometry.output_set})"
     intro = (
         f"<h1>{html.escape(title)}</h1>\n"
-        f"<p class=caption>Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, context "
-        f"{config.n_ctx}, vocabulary {config.vocab_size}; norms: {html.escape(geometry)} (√d = "
-        f"{math.sqrt(config.n_embd):.2f}). Layer l = 0 is the embedding x_0; every state is decoded as the output "
-        f"head decodes x_L, through ln_f and the unembedding (the logit lens).</p>"
+        f"<p class=caption>{html.escape(model_summary(model))}. Layer l = 0 is the embedding x_0; every state is "
+        f"decoded as the output head decodes x_L, through ln_f and the unembedding (the logit lens).</p>"
     )
     img = lambda fig, alt: figure_img(fig, alt, dpi)  # noqa: E731
     path_words = [decode(int(i)) for i in lens.top_ids[:, 0, highlight, 0]]
@@ -246,6 +304,8 @@ def build_report(
         sections.append(section("Drift towards the next word along this text", img(plots.drift_figure(drift), "drift"),
                                 "Per layer, the mean over positions of ln_f(x_l[t]) · (e_{t+1} − e_t) "
                                 "= log p_l(next word) − log p_l(current word).", "drift"))
+    sections += causal_sections(model, tokenizer, text, ids, highlight, corrupted, img)
+    step()
     sections.append(section(
         f"Static figure of {words[highlight]!r}, for print",
         img(plots.trajectory_figure(trajectory, path_words=path_words), "trajectory figure"),

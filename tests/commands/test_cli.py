@@ -27,6 +27,9 @@ TEXT = "To kill two birds with one stone. The cat sat on the mat."
 WRITERS = {  # command -> arguments that make it write files, given the checkpoint and -o
     "lens": [TEXT], "trajectory": [TEXT], "embeddings": [], "probe": ["one", "he"], "svd": ["--pairs", "2"],
     "qk": ["--vocab-limit", "50"], "drift": ["CORPUS"], "report": [TEXT], "compare": [TEXT, "--against", "WEIGHTS"],
+    "patch": ["The cat sat on the mat.", "The cat sat on the two."], "ablate": [TEXT], "attribute": [TEXT],
+    "rotate": [TEXT, "--toward", " the", "--layer", "0", "--steps", "3"],
+    "steer": [TEXT, "--plus", " the", "--minus", " two", "--max-new-tokens", "2"],
 }
 OTHERS = {"verify": [], "norms": [TEXT], "generate": [TEXT, "--max-new-tokens", "2"]}
 
@@ -56,9 +59,9 @@ def corpus(tmp_path) -> Path:
 
 # ---- the parsers ---------------------------------------------------------------------------------------------
 
-TRAINING = {"prepare", "init", "train", "remove-ln"}
-TEXT_COMMANDS = {"trajectory", "lens", "report", "compare", "norms"}
-CORPUS_COMMANDS = {"drift", "prepare", "train", "remove-ln"}
+TRAINING = {"tokenizer", "prepare", "init", "train", "remove-ln"}
+TEXT_COMMANDS = {"trajectory", "lens", "report", "compare", "norms", "ablate", "attribute", "rotate"}
+CORPUS_COMMANDS = {"drift", "tokenizer", "prepare", "train", "remove-ln"}
 SHARED = ("--weights", "--tokenizer", "--device", "--dtype", "--quiet", "--pattern", "--format", "--dpi", "--style",
           "--out", "--layer", "--head")  # docs/cli.md: one spelling, one meaning, one set of choices each
 
@@ -81,7 +84,7 @@ def test_one_convention_over_every_parser():
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
         assert not {"--no-progress", "--glob", "--text"} & set(options), name  # the old second spellings
         assert name == "init" or "--quiet" in options, name  # every command that can draw a bar or print notes
-        if name not in ("prepare", "init"):  # they load no model
+        if name not in ("tokenizer", "prepare", "init"):  # they load no model
             assert {"--weights", "--device", "--dtype"} <= set(options), name
         for option in SHARED:
             if option in options:
@@ -112,12 +115,13 @@ def test_every_text_command_reads_unquoted_words_as_one_text(tiny_checkpoint, ca
     for name, parser in subcommands().items():
         for action in [a for a in parser._actions if a.dest in ("text", "prompt")]:
             readers.append(name)
-            required = ["--against", "x"] if name == "compare" else []
+            required = {"compare": ["--against", "x"], "rotate": ["--toward", "x"],
+                        "steer": ["--plus", "x", "--minus", "y"]}.get(name, [])
             args, extra = parser.parse_known_args([*words, *required])
             assert (getattr(args, action.dest), extra) == ("To kill two birds", []), name
             assert getattr(parser.parse_known_args(["one quoted text", *required])[0], action.dest) == "one quoted text"
             assert getattr(parser.parse_known_args(required)[0], action.dest) == action.default, name
-    assert set(readers) == TEXT_COMMANDS | {"generate"}
+    assert set(readers) == TEXT_COMMANDS | {"generate", "steer"}
     code, _, err = run(["lens", "To", "kill", "--weights", str(tiny_checkpoint), "two", "birds"], capsys)
     check_one_line_error(code, err, "lens")  # words after an option: what to do instead
     assert "unrecognized arguments: two birds (the text's words go together before the options, or quote" in err
@@ -166,7 +170,8 @@ def test_help_version_and_argument_errors_never_import_torch():
 
 
 def test_drawing_commands_take_format_dpi_and_no_plot():
-    for name in ("lens", "trajectory", "drift", "svd", "embeddings", "probe", "qk"):
+    for name in ("lens", "trajectory", "drift", "svd", "embeddings", "probe", "qk", "patch", "ablate", "attribute",
+                 "rotate", "steer"):
         options = subcommands()[name]._option_string_actions
         assert options["--format"].choices == ("png", "svg", "pdf") and "--dpi" in options and "--no-plot" in options
     assert "--dpi" in subcommands()["report"]._option_string_actions
@@ -209,6 +214,11 @@ BAD_FOR_ONE = [
     ["report", "--head", "-1"], ["svd", "--layer", "9"], ["svd", "--dpi", "0"], ["qk", "--query-position", "64"],
     ["qk", "--head", "4"], ["probe", "--layer", "2"], ["drift", "--context", "1"], ["drift", "--context", "65"],
     ["drift", "--format", "gif"], ["embeddings", "-k", "x"], ["lens", "--dpi", "100000"], ["report", "--dpi", "1201"],
+    ["patch", "--answer", "zzzz"], ["patch", "--wrong", " the", "--answer", " the"], ["patch", "--site", "mlp"],
+    ["patch", "--batch-size", "0"], ["ablate", "--method", "mean"], ["ablate", "--method", "resample", "--reference",
+    "One two."], ["attribute", "--metric", "probability"], ["attribute", "--position", "99"], ["rotate", "--steps", "1"],
+    ["rotate", "--site", "ln_f"], ["rotate", "--toward", "zzzz"], ["rotate", "--layer", "2"], ["steer", "--layer", "2"],
+    ["steer", "--coefficient", "0"], ["steer", "--minus", " the"], ["steer", "--temperature", "-1"],
 ]
 
 
@@ -277,9 +287,14 @@ def test_no_write_follows_a_symlink_out_of_the_output_folder(tiny_checkpoint, tm
     out = tmp_path / "lens"
     out.mkdir()
     (out / "lens.csv").symlink_to(outside)
+    code, _, err = run(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--no-plot"], capsys)
+    check_one_line_error(code, err, "lens")  # a link is never replaced (issue 27), nor followed out of -o
+    assert "outside the output folder" in err and outside.read_text() == "not yours"
+    assert (out / "lens.csv").is_symlink() and sorted(p.name for p in out.iterdir()) == ["lens.csv"]
+    (out / "lens.csv").unlink()
+    (out / "lens.csv").symlink_to("kept.csv")  # a link within -o: followed, the file it names is written
     assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--no-plot"]) == 0
-    assert outside.read_text() == "not yours"
-    assert not (out / "lens.csv").is_symlink() and (out / "lens.csv").read_text().startswith("position,")
+    assert (out / "lens.csv").is_symlink() and (out / "kept.csv").read_text().startswith("position,")
     with pytest.raises(OutputError, match="outside the output folder"):
         output_file(out, "../escape.csv")
 
@@ -357,6 +372,36 @@ def test_probe_tables_fill_the_norm_column(tiny_checkpoint, tmp_path):
         assert all(float(row["norm"]) > 0 for row in csv.DictReader(f))
 
 
+def test_printed_numbers_have_4_significant_digits_and_ranks_count_from_1(tiny_checkpoint, corpus, tmp_path, capsys):
+    """README: printed numbers to 4 significant digits (embeddings, drift), CSVs every digit; ranks from 1 (qk,
+    svd, as the lens); `svd -o DIR` prints its tables as lens, embeddings and probe do."""
+    from minigpt_geom.analysis.tables import significant
+
+    weights = ["--weights", str(tiny_checkpoint), "--quiet"]
+    code, out, _ = run(["drift", str(corpus), *weights, "-o", str(tmp_path / "drift"), "--no-plot"], capsys)
+    assert code == 0
+    with open(tmp_path / "drift" / "drift.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    table = [line.split() for line in out.splitlines() if re.match(r"\s+\d+ ", line)]
+    assert [cells[1:3] for cells in table] == [[significant(float(r["drift"])), significant(float(r["drift_std"]))]
+                                               for r in rows]
+    code, out, _ = run(["embeddings", *weights, "-k", "2", "-o", str(tmp_path / "emb"), "--no-plot"], capsys)
+    with open(tmp_path / "emb" / "embeddings_reach.csv", newline="", encoding="utf-8") as f:
+        values = [significant(float(r["value"])) for r in csv.DictReader(f)]
+    assert code == 0 and all(f" {value}" in out for value in values)
+    code, out, _ = run(["qk", "--layer", "1", "--head", "0", "-k", "3", "--vocab-limit", "50", *weights], capsys)
+    assert code == 0 and [line.split()[0] for line in out.strip().splitlines()[-3:]] == ["1", "2", "3"]
+    svd_out = tmp_path / "svd"
+    code, out, _ = run(["svd", "--layer", "1", "--head", "0", "--pairs", "2", "-k", "1", *weights, "-o", str(svd_out),
+                        "--no-plot"], capsys)
+    assert code == 0 and "W_QK singular vectors, layer 1, head 0" in out and "key-bias direction" in out
+    ranks = [line.split()[0] for line in out.splitlines() if re.match(r"\d+\s+\d", line)]
+    assert ranks[:2] == ["1", "2"]
+    with open(svd_out / "svd.csv", newline="", encoding="utf-8") as f:
+        long = list(csv.DictReader(f))
+    assert {r["rank"] for r in long} == {"1", "2"} and {r["word_rank"] for r in long} == {"1"}
+
+
 def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):
     from minigpt_geom import GPT2
     from minigpt_geom.analysis.lens import format_lens, logit_lens
@@ -371,6 +416,13 @@ def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):
     for layer in range(lens.n_states):
         row = table[2 + layer]
         assert all(repr(decode(int(i))) in row for i in lens.top_ids[layer, 0, 3])
+    decode = lambda i: "w" * (1 + i % 17)  # noqa: E731  words of every length: each position's widest differs
+    every = format_lens(lens, [decode(i) for i in ids], decode).splitlines()  # --all-positions
+    headers = [line for line in every if line.lstrip().startswith("layer ")]
+    assert len(headers) == len(ids) and len(set(headers)) == 1  # one header, its columns where every table's are
+    rows = [line for line in every if re.match(r"\s+\d+\s{2}'", line)]
+    assert len(rows) == len(ids) * lens.n_states
+    assert {len(row) for row in rows} == {len(headers[0])}  # right-aligned columns: every row ends where it does
 
 
 @pytest.mark.slow
@@ -388,7 +440,8 @@ def training_argv(command: str, corpus: Path, weights: Path, out: Path) -> list[
     """The smallest run of a training command on the corpus file."""
     run_options = ["--steps", "2", "--batch-size", "2", "--context", "8", "--eval-interval", "2", "--eval-windows",
                    "1", "--sample-tokens", "0", "--val-fraction", "0.3"]
-    return {"prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
+    return {"tokenizer": ["tokenizer", str(corpus), "-o", str(out), "--vocab-size", "300"],
+            "prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
             "init": ["init", "-o", str(out), "--tokenizer", str(weights), "--n-layer", "1", "--n-head", "1",
                      "--n-embd", "8", "--n-ctx", "16"],
             "train": ["train", str(corpus), "-o", str(out), "--weights", str(weights), *run_options],

@@ -18,7 +18,7 @@ What every figure keeps to:
     variant (variants.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
     that was not measured.
 
-One module per family of figures (trajectory, lens, attention, sphere, drift, weights, compare), on
+One module per family of figures (trajectory, lens, attention, sphere, drift, weights, compare, causal), on
 the shared style (style.py) and words-as-labels font metrics (labels.py); every figure is also a name here:
 `from minigpt_geom.analysis import plots; plots.save_figure(plots.drift_figure(result), "drift.png")`.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 # every figure and the style's public names, so that `plots.<name>` reaches them
 from .style import DEFAULT_DPI, FORMATS, figure_format, figure_png, new_figure, save_figure  # noqa: F401
 from .labels import mathtext_problem, short_label, word_label  # noqa: F401
-from .trajectory import trajectory_figure  # noqa: F401
+from .trajectory import path_labels, trajectory_figure  # noqa: F401
 from .lens import PROBABILITY_FLOOR, lens_grid_figure  # noqa: F401
 from .attention import attention_figure  # noqa: F401
 from .sphere import norm_profile_figure  # noqa: F401
@@ -36,3 +36,5 @@ from .drift import drift_figure, drift_position_figure  # noqa: F401
 from .weights import (MEASURE_MATH, QK_SCORE, probe_figure, qk_pairs_figure, reach_figure,  # noqa: F401
                       singular_values_figure)
 from .compare import compare_figure  # noqa: F401
+from .causal import (ablation_figure, attribution_figure, patching_figure, rotation_figure,  # noqa: F401
+                     steering_figure)
