@@ -32,7 +32,7 @@ def lively(tmp_path_factory):
     With tied embeddings a small random GPT-2 mostly repeats its last input token. Position vectors ten
     times larger, token vectors and attention weights three times larger make the continuation wander
     and depend on the prompt, so a token-for-token comparison means something."""
-    hf_model = random_hf_model(seed=0, **LIVELY)
+    hf_model = random_hf_model(seed=2, **LIVELY)  # a seed whose greedy rows differ enough for the eos tests
     with torch.no_grad():
         hf_model.transformer.wpe.weight.mul_(10)
         hf_model.transformer.wte.weight.mul_(3)
@@ -151,7 +151,7 @@ def eos_ending_rows_at_different_steps(rows: list[list[int]]) -> int:
 @pytest.mark.slow
 def test_eos_stops_each_sequence_like_transformers(lively):
     hf_model, model = lively
-    prompt = random_prompt(4, 8, 101, seed=1)
+    prompt = random_prompt(4, 8, 101, seed=2)  # a token that ends the rows at different steps (the weights changed)
     free = generate(model, prompt, 20, Sampling(temperature=0))[:, 8:].tolist()  # [4, 20], no eos
     for eos in (eos_ending_rows_at_different_steps(free), first_new_token_index(free[2], 2)[1]):
         ours = generate(model, prompt, 20, Sampling(temperature=0), eos_id=eos)
