@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..text.corpus import corpus_files
+from ..text.corpus import corpus_files, encode_plain, text_chunks
+from ..text.token_files import is_utf8
 
 if TYPE_CHECKING:
     from ..text.tokenizer import Tokenizer
@@ -41,17 +42,18 @@ def token_file_counts(path: Path, n_vocab: int) -> np.ndarray:
 
 
 def text_counts(files: Sequence[Path], tokenizer: Tokenizer, n_vocab: int) -> np.ndarray:
-    """Counts [n_vocab] of the token ids of every UTF-8 text file (a file that is not text is skipped)."""
+    """Counts [n_vocab] of the token ids of every UTF-8 text file (a file that is not text is skipped), read
+    and counted a chunk at a time as a corpus is (corpus.py): memory stays bounded whatever the files' size."""
     counts = np.zeros(n_vocab, dtype=np.int64)
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
+        if not is_utf8(path):
             continue
+        try:
+            for text in text_chunks(path):
+                ids = np.asarray(encode_plain(tokenizer, text), dtype=np.int64)
+                counts += np.bincount(ids, minlength=n_vocab)[:n_vocab]
         except OSError as error:
             raise InputError(f"cannot read {path}: {error.strerror or error}") from None
-        ids = np.asarray(tokenizer.encode_ordinary(text), dtype=np.int64)
-        counts += np.bincount(ids, minlength=n_vocab)[:n_vocab]
     return counts
 
 
