@@ -1,7 +1,7 @@
 """Make the gallery: every figure of minigpt-geom and a screenshot of its report, from a model trained here.
 
     python docs/make_gallery.py                  # the full budget (about 9 CPU minutes: 8.4 to train, 0.5 to draw)
-    python docs/make_gallery.py --tiny --out DIR # a smoke run of every step in seconds: the README test
+    python docs/make_gallery.py --tiny --out DIR # a smoke run of every step in seconds: tests/test_docs.py
 
 It needs no network and no weights: the corpus is the docstrings of Python's own standard library (every
 machine with Python has them), the tokenizer a byte-level BPE trained on them with Hugging Face `tokenizers`

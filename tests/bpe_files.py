@@ -6,6 +6,7 @@ Hugging Face `tokenizers` on the same files, and give random checkpoints a real 
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -89,3 +90,39 @@ def write_vocab(folder: Path, merges: list[tuple[bytes, bytes]] | int = 43, text
     (folder / names[1]).write_text("#version: 0.2\n" + "".join(f"{spell(a)} {spell(b)}\n" for a, b in merges),
                                    encoding="utf-8")
     return len(vocab)
+
+
+SAMPLES = [  # texts that stress a pre-tokeniser (SAMPLE above is one paragraph to train on)
+    "Hello, world! The quick brown fox jumps over the lazy dog.",
+    "Café, naïve, façade, résumé, Ångström, Straße, Ελληνικά, русский текст",
+    "emoji 😀🎉 and ZWJ families 👨‍👩‍👧‍👦 👩🏽‍💻 🏳️‍🌈 flags 🇫🇷🇯🇵",
+    "中文文本，日本語のテキスト、한국어 텍스트。",
+    "whitespace   runs\t\ttabs\n\nnewlines\r\nwindows\r\n  \n end   ",
+    "   leading spaces and trailing spaces   ",
+    "it's, don't, they're, we've, I'm, you'll, he'd; IT'S DON'T THEY'RE; 's 't 'd",
+    "'stop 'twas o'dem l'really 'very 'llama 'mad 'STOP O'STOP L'TWAS O'DEM D'REALLY N'VERY Y'LLAMA I'MAD",
+    "numbers 0 1 42 3.14159 2024-01-01 1,000,000 ١٢٣ ½ ²",
+    "def f(x):\n    return {'a': [x ** 2, x // 3]}  # comment\n\tif x != 0: pass\n",
+    "<html><body class=\"x\">a&amp;b</body></html> a->b && c || d; i++;",
+    "\u00a0non-breaking\u2009thin\u3000ideographic spaces\u200bzero-width",
+    "",
+    " ",
+    "a",
+    "\n",
+    "😀",
+]
+
+
+def make_corpus(seed: int = 0) -> str:
+    """Training text: the samples plus random English-like words, numbers, code and symbols."""
+    rng = random.Random(seed)
+    syllables = ["th", "e", "an", "in", "er", "re", "on", "at", "st", "ing", "qu", "ou", "al", "é", "ü", "中", "文"]
+    words = ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(300)]
+    lines = []
+    for _ in range(400):
+        line = " ".join(rng.choice(words).capitalize() if rng.random() < 0.1 else rng.choice(words)
+                        for _ in range(rng.randint(3, 12)))
+        line += rng.choice([".", ",", "!", "?", " 123", " 2024.", "'s", "'ll", " 😀", "\t", "  "])
+        line = line.upper() if rng.random() < 0.2 else line  # upper-case merges: 'S is not a contraction
+        lines.append(line)
+    return "\n".join(lines * 2 + SAMPLES * 3)

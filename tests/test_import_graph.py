@@ -1,8 +1,13 @@
-"""The layers reach one way: the core never imports the analyses, the commands or the CLI, and no two modules
-import each other, counting imports made only for type checking (function-level imports, which run late, are
-listed but allowed to close a loop: `GPT2.from_pretrained` reaches the checkpoint reader that way).
+"""Imports go one way, down the package's folders, and close no cycle of any kind.
 
-    python tests/test_import_graph.py     # prints the graph, the core's upward imports and the cycles
+    errors, config  <  io  <  model  <  text  <  training  <  analysis  <  commands  <  cli, __main__, __init__
+
+A module may import its own folder or any folder before it, never one after: at import time, under
+TYPE_CHECKING, or inside a function (commands import torch-heavy modules inside functions to keep `--help`
+fast; that is allowed, an import that reaches up or closes a loop is not). Read from the source with `ast`,
+nothing is imported.
+
+    python tests/test_import_graph.py     # prints the folders' order, what each imports, and any fault
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minigpt_geom"
-UPPER = ("minigpt_geom.analysis", "minigpt_geom.commands", "minigpt_geom.cli", "minigpt_geom.__main__")
+# bottom to top; a module's layer is that of the first entry naming it or a folder above it
+LAYERS = (("errors", "config"), ("io",), ("model",), ("text",), ("training",), ("analysis",), ("commands",),
+          ("cli", "__main__", "__init__"))
+KINDS = ("top", "type", "lazy")  # at import time, under TYPE_CHECKING, inside a function
 
 
 def module_name(path: Path) -> str:
@@ -55,34 +63,38 @@ def import_graph() -> dict[str, dict[str, str]]:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for target in imported(node, package):
                     kind = kind_of.get(id(node), "top")
-                    if target != name and edges.get(target) != "top":  # an import at load time outranks the others
-                        edges[target] = kind if edges.get(target) in (None, "lazy") else edges[target]
+                    if target != name and KINDS.index(kind) < KINDS.index(edges.get(target, "lazy")) + 1:
+                        edges[target] = kind  # the earliest kind wins: an import at load time outranks the others
         graph[name] = edges
     return graph
 
 
-def is_core(name: str) -> bool:
-    """The model and its machinery: everything but the package's front (__init__), analyses, commands and CLI."""
-    return name != "minigpt_geom" and not name.startswith(UPPER)
+def layer(name: str) -> int:
+    """The index in LAYERS of a module's folder: minigpt_geom.model.sphere -> 2; the package itself is on top."""
+    first = name.split(".")[1] if "." in name else "__init__"
+    for index, folders in enumerate(LAYERS):
+        if first in folders:
+            return index
+    raise ValueError(f"{name} is in no layer: add its folder to LAYERS")
 
 
 def upward_imports(graph: dict[str, dict[str, str]]) -> list[tuple[str, str, str]]:
-    """(core module, analysis/commands/CLI module it imports, how)."""
-    return [(name, target, kind) for name, edges in graph.items() if is_core(name)
-            for target, kind in edges.items() if target.startswith(UPPER)]
+    """(module, module of a later layer it imports, how): every import that reaches up."""
+    return [(name, target, kind) for name, edges in graph.items() for target, kind in edges.items()
+            if layer(target) > layer(name)]
 
 
-def cycles(graph: dict[str, dict[str, str]], kinds: tuple[str, ...] = ("top", "type")) -> list[list[str]]:
-    """Every elementary cycle through edges of the given kinds (imports of the package itself left out), once each."""
+def cycles(graph: dict[str, dict[str, str]], kinds: tuple[str, ...] = KINDS) -> list[list[str]]:
+    """Every elementary cycle through edges of the given kinds, once each (from its smallest module)."""
     found: dict[frozenset, list[str]] = {}
 
     def walk(path: list[str]) -> None:
         for target, kind in graph.get(path[-1], {}).items():
-            if kind not in kinds or target == "minigpt_geom":
+            if kind not in kinds:
                 continue
             if target == path[0]:
                 found.setdefault(frozenset(path), path + [target])
-            elif target not in path and target > path[0]:  # each cycle from its smallest module only
+            elif target not in path and target > path[0]:
                 walk(path + [target])
 
     for name in sorted(graph):
@@ -90,11 +102,20 @@ def cycles(graph: dict[str, dict[str, str]], kinds: tuple[str, ...] = ("top", "t
     return list(found.values())
 
 
-def test_the_core_never_imports_analyses_commands_or_the_cli():
+def folder(name: str) -> str:
+    """minigpt_geom.model.sphere -> model; minigpt_geom -> __init__."""
+    return name.split(".")[1] if "." in name else "__init__"
+
+
+def test_every_module_is_in_a_layer():
+    assert all(isinstance(layer(name), int) for name in import_graph())
+
+
+def test_no_import_reaches_up_not_even_for_type_checking_or_inside_a_function():
     assert upward_imports(import_graph()) == []
 
 
-def test_no_import_cycle_not_even_for_type_checking():
+def test_no_import_cycle_of_any_kind():
     assert cycles(import_graph()) == []
 
 
@@ -102,22 +123,37 @@ def test_the_graph_sees_every_kind_of_import():
     # the checks above are only as good as the graph: it must find a known import of each kind
     graph = import_graph()
     assert graph["minigpt_geom.model.block"]["minigpt_geom.model.attention"] == "top"
-    assert graph["minigpt_geom.model.attention"]["minigpt_geom.model.fused"] == "top"  # `from . import fused`
-    assert graph["minigpt_geom.model.attention"]["minigpt_geom.model.cache"] == "type"
+    assert graph["minigpt_geom.io.checkpoint"]["minigpt_geom.io.hub"] == "top"
+    assert graph["minigpt_geom"]["minigpt_geom.model.gpt2"] == "type"
     assert graph["minigpt_geom.commands.init"]["minigpt_geom.training.run_folder"] == "lazy"
-    assert cycles({"a": {"b": "type"}, "b": {"a": "top"}}) == [["a", "b", "a"]]
+
+
+def test_the_checks_fail_on_an_upward_import_or_a_cycle():
+    # a fake graph with each fault: the checker must name it
+    upward = {"minigpt_geom.io.files": {"minigpt_geom.model.gpt2": "lazy"}, "minigpt_geom.model.gpt2": {}}
+    assert upward_imports(upward) == [("minigpt_geom.io.files", "minigpt_geom.model.gpt2", "lazy")]
+    a, b = "minigpt_geom.model.a", "minigpt_geom.model.b"
+    loop = {a: {b: "top"}, b: {a: "lazy"}}
+    assert upward_imports(loop) == []  # within one folder: allowed, but not in a circle
+    assert cycles(loop) == [[a, b, a]]
+    assert cycles({a: {b: "type"}, b: {a: "top"}}) == [[a, b, a]]
+    order = ["errors", "io.files", "model.gpt2", "text.tokenizer", "training.loop", "analysis.lens", "commands.lens",
+             "cli"]
+    assert [layer(f"minigpt_geom.{name}") for name in order] == list(range(len(LAYERS)))
+    assert layer("minigpt_geom") == layer("minigpt_geom.__main__") == len(LAYERS) - 1
 
 
 if __name__ == "__main__":
     graph = import_graph()
     short = lambda name: name.removeprefix("minigpt_geom.")  # noqa: E731
+    print("folders, bottom to top:", "  <  ".join(", ".join(names) for names in LAYERS))
+    reached: dict[str, set[str]] = {}
     for name, edges in graph.items():
-        print(f"{short(name):22s} -> " + ", ".join(short(t) + ("" if k == "top" else f" ({k})")
-                                                   for t, k in sorted(edges.items())))
-    print("\ncore -> analysis/commands/cli:",
-          ", ".join(f"{short(a)} -> {short(b)} ({k})" for a, b, k in upward_imports(graph)) or "none")
-    print("cycles (top-level and TYPE_CHECKING imports):",
+        reached.setdefault(folder(name), set()).update(folder(t) for t in edges if folder(t) != folder(name))
+    for name in (name for names in LAYERS for name in names if name in reached):
+        below = sorted(reached[name], key=lambda f: layer(f"minigpt_geom.{f}"))
+        print(f"  {name:10s} imports {', '.join(below) or 'nothing of the package'}")
+    print("imports that reach up:", ", ".join(f"{short(a)} -> {short(b)} ({k})" for a, b, k in upward_imports(graph))
+          or "none")
+    print("cycles (at import time, under TYPE_CHECKING or inside a function):",
           "; ".join(" -> ".join(map(short, c)) for c in cycles(graph)) or "none")
-    print("cycles closed by a function-level import:",
-          "; ".join(" -> ".join(map(short, c)) for c in cycles(graph, ("top", "type", "lazy"))
-                    if c not in cycles(graph)) or "none")

@@ -15,7 +15,6 @@ import torch
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
-from ..model.norm_site import SphereNorm
 from ..model.variants import NORM_VARIANTS, get_norm
 from .tables import Table
 
@@ -39,7 +38,7 @@ class NormComparison:
 
 def own_variants(model: GPT2) -> str:
     """The model's variants in words: one name, or each name with its sites counted ("layernorm ×24, none ×1")."""
-    names = [m.variant.name for m in model.modules() if isinstance(m, SphereNorm)]
+    names = [site.variant.name for site in model.norm_sites().values()]
     counts = {name: names.count(name) for name in dict.fromkeys(names)}
     return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{n} ×{c}" for n, c in counts.items())
 
@@ -48,7 +47,7 @@ def uncalibrated(model: GPT2, name: str) -> bool:
     """True when `name` learns nothing and the model has no calibrated value for it (fixed σ never measured)."""
     variant = get_norm(name)
     return bool(variant.parameters) and not variant.learned and not any(
-        isinstance(m, SphereNorm) and m.variant.name == name for m in model.modules())
+        site.variant.name == name for site in model.norm_sites().values())
 
 
 @torch.inference_mode()

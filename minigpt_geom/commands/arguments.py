@@ -206,6 +206,14 @@ def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with --vocab-from, words seen at least N times (default: 1)")
 
 
+def add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
+    """--style, --vocab-from/--min-count and the figure options: for every command that ranks the vocabulary
+    into tables and figures (embeddings, probe, svd, qk)."""
+    add_style_argument(parser)
+    add_vocabulary_arguments(parser)
+    add_figure_arguments(parser)
+
+
 def add_style_argument(parser: argparse.ArgumentParser) -> None:
     """--style: how tables are printed."""
     parser.add_argument("--style", default="text", choices=TABLE_STYLES, help="printed table style (default: text)")

@@ -7,8 +7,7 @@ import argparse
 from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
                         utf8_text, word)
 from .loading import load_model_and_tokenizer
-from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
-                      write_figure)
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs, write_figure
 
 SUMMARY = "models side by side on one text: norms, radii, angular path, logit lens, trajectories in one 3-D frame"
 
@@ -37,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.tables import Table, write_csv
     from ..errors import InputError
 
-    require_matplotlib(args)
-    out = output_folder(args.out)
+    out = checked_output(args)
     sources = [args.weights, *args.against]
     names = unique_labels(sources, args.labels)
     if not args.no_plot:  # the legend draws each label as mathtext: a parse error would end the figure

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-                        add_vocabulary_arguments, positive_int)
-from .loading import allowed_words, load_model_and_tokenizer
-from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
-                      write_figure)
+from .arguments import add_command, add_model_arguments, add_output_argument, add_ranking_arguments, positive_int
+from .loading import load_with_vocabulary
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs, write_figure
 
 SUMMARY = "experiment 1: E vs layer norm; words ranked by how easily ln_f reaches them"
 
@@ -22,9 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_model_arguments(parser)
     add_output_argument(parser, "the tables (.txt, .md, .tex and .csv) and embeddings_reach.FORMAT")
     parser.add_argument("-k", type=positive_int, default=5, help="words at the top and at the bottom (default: 5)")
-    add_style_argument(parser)
-    add_vocabulary_arguments(parser)
-    add_figure_arguments(parser)
+    add_ranking_arguments(parser)
     return parser
 
 
@@ -34,12 +30,9 @@ def run(args: argparse.Namespace) -> int:
                                        sphere_distances, top_and_bottom)
     from ..analysis.tables import write_csv, write_table
 
-    out = output_folder(args.out) if args.out else None
-    if out is not None:
-        require_matplotlib(args)
+    out = checked_output(args)
     with progress_bar(args, 2, "embeddings") as bar:
-        model, tokenizer = load_model_and_tokenizer(args)
-        allowed = allowed_words(args, tokenizer, model)
+        model, tokenizer, allowed = load_with_vocabulary(args)
         bar.update()
         distances, ranked = sphere_distances(model), top_and_bottom(reachability(model), args.k, allowed)
         bar.update()

@@ -6,9 +6,8 @@ import argparse
 
 from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_text_argument,
                         positive_int)
-from .loading import load_model_and_tokenizer
-from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
-                      write_figure)
+from .loading import lens_of_text
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs, write_figure
 
 SUMMARY = "logit lens of a text: every layer decoded as LN_f(x_l) Eᵀ"
 
@@ -26,17 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the lens table of every position; write lens.csv (and the grid figure)."""
-    from ..analysis.lens import format_lens, lens_rows, next_word_ranks, text_lens
+    from ..analysis.lens import format_lens, lens_rows, next_word_ranks
     from ..analysis.tables import Table, write_csv
 
-    require_matplotlib(args)
-    out = output_folder(args.out)
+    out = checked_output(args)
     with progress_bar(args, 2 if args.no_plot else 3, "lens") as bar:
-        model, tokenizer = load_model_and_tokenizer(args)
-        bar.update()
-        words, trace, lens = text_lens(model, tokenizer, args.text, args.top_k)
+        model, tokenizer, words, trace, lens = lens_of_text(args, bar)
         decode = lambda i: tokenizer.decode([i])  # noqa: E731
-        bar.update()
         if not args.no_plot:
             from ..analysis import plots
             from ..model.variants import map_label

@@ -15,6 +15,10 @@ from ..errors import InputError
 
 if TYPE_CHECKING:
     import torch
+    from tqdm import tqdm
+
+    from ..analysis.lens import LensResult
+    from ..model.trace import Trace
 
     from ..model.gpt2 import GPT2
     from ..text.tokenizer import Tokenizer
@@ -111,3 +115,22 @@ def allowed_words(args: argparse.Namespace, tokenizer: Tokenizer, model: GPT2) -
 
     counts = word_counts(args.vocab_from, tokenizer, model.config.vocab_size)
     return mask(counts, args.min_count, device=model.wte.weight.device)
+
+
+def load_with_vocabulary(args: argparse.Namespace) -> tuple[GPT2, Tokenizer, torch.Tensor | None]:
+    """The model and tokenizer (load_model_and_tokenizer), and the mask [V] of the words --vocab-from allows
+    (None without it): what every command that ranks the vocabulary starts with."""
+    model, tokenizer = load_model_and_tokenizer(args)
+    return model, tokenizer, allowed_words(args, tokenizer, model)
+
+
+def lens_of_text(args: argparse.Namespace, bar: tqdm) -> tuple[GPT2, Tokenizer, list[str], Trace, LensResult]:
+    """The model and tokenizer, then the text's tokens, its trace and its logit lens (--top-k words a layer):
+    what `lens` and `trajectory` start from; `bar` advances after each step."""
+    from ..analysis.lens import text_lens
+
+    model, tokenizer = load_model_and_tokenizer(args)
+    bar.update()
+    words, trace, lens = text_lens(model, tokenizer, args.text, args.top_k)
+    bar.update()
+    return model, tokenizer, words, trace, lens

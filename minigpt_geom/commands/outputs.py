@@ -65,6 +65,16 @@ def output_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def checked_output(args: argparse.Namespace) -> Path | None:
+    """The folder -o names, checked before any work (not created; None without -o), and matplotlib when the
+    command will draw into it."""
+    if not args.out:
+        return None
+    out = output_folder(args.out)
+    require_matplotlib(args)
+    return out
+
+
 def make_output_folder(path: Path) -> Path:
     """Create the folder -o names (after the inputs have been validated)."""
     try:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-                        add_vocabulary_arguments, index, positive_int, utf8_text)
-from .loading import allowed_words, load_model_and_tokenizer
-from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
-                      write_figure)
+from .arguments import (add_command, add_model_arguments, add_output_argument, add_ranking_arguments, index,
+                        positive_int, utf8_text)
+from .loading import load_with_vocabulary
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs, write_figure
 
 SUMMARY = "experiment 2: which words each head attends to from a word, and what it writes"
 
@@ -27,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("-k", type=positive_int, default=5, help="matches per word and head (default: 5)")
     parser.add_argument("--leading-space", action="store_true",
                         help="encode each word with a leading space (' stone'); the paper encodes without")
-    add_style_argument(parser)
-    add_vocabulary_arguments(parser)
-    add_figure_arguments(parser)
+    add_ranking_arguments(parser)
     return parser
 
 
@@ -40,11 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.tables import write_csv, write_table
     from ..errors import InputError
 
-    out = output_folder(args.out) if args.out else None
-    if out is not None:
-        require_matplotlib(args)
-    model, tokenizer = load_model_and_tokenizer(args)
-    allowed = allowed_words(args, tokenizer, model)
+    out = checked_output(args)
+    model, tokenizer, allowed = load_with_vocabulary(args)
     words, dropped = single_token_words(tokenizer, args.words or COMMON_NOUNS, leading_space=args.leading_space)
     if dropped:
         print(f"dropped {len(dropped)} word(s) that are not one token: {', '.join(dropped)}")

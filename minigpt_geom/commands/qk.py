@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-                        add_vocabulary_arguments, index, positive_int)
-from .loading import allowed_words, load_model_and_tokenizer
-from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
-                      write_figure)
+from .arguments import add_command, add_model_arguments, add_output_argument, add_ranking_arguments, index, positive_int
+from .loading import load_with_vocabulary
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs, write_figure
 
 SUMMARY = "a head's top query-key word pairs over the full vocabulary (V² scores, in chunks)"
 
@@ -30,9 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--chunk-size", type=positive_int, default=512, metavar="N",
                         help="query words scored at once: memory is chunk × vocabulary floats (default: 512)")
     parser.add_argument("--vocab-limit", type=positive_int, metavar="N", help="only the first N words (default: all)")
-    add_style_argument(parser)
-    add_vocabulary_arguments(parser)
-    add_figure_arguments(parser)
+    add_ranking_arguments(parser)
     return parser
 
 
@@ -42,11 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.tables import write_csv, write_table
     from ..memory import check_fits
 
-    out = output_folder(args.out) if args.out else None
-    if out is not None:
-        require_matplotlib(args)
-    model, tokenizer = load_model_and_tokenizer(args)
-    allowed = allowed_words(args, tokenizer, model)
+    out = checked_output(args)
+    model, tokenizer, allowed = load_with_vocabulary(args)
     n_words = min(args.vocab_limit or model.config.vocab_size, model.config.vocab_size)
     needed = top_pairs_bytes(n_words, args.k, args.chunk_size, model.wte.weight.element_size())
     check_fits(f"-k {args.k} with --chunk-size {args.chunk_size}", needed, model.wte.weight.device)

@@ -17,7 +17,8 @@ from .arguments import add_command, seed
 from .loading import processes_for
 from .outputs import show_progress
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
-from .train import add_run_arguments, check_outside, one_line_warnings, options_named, settings_from_arguments
+from .train import (add_run_arguments, check_outside, one_line_warnings, options_named, resume_hint,
+                    settings_from_arguments)
 
 SUMMARY = "fine-tune a GPT-2 until it needs no layer norm"
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument, add_style_argument,
-                        add_vocabulary_arguments, index, positive_int)
-from .loading import allowed_words, load_model_and_tokenizer
-from .outputs import output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs
+from .arguments import add_command, add_model_arguments, add_output_argument, add_ranking_arguments, index, positive_int
+from .loading import load_with_vocabulary
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs
 
 SUMMARY = "experiment 3: singular vectors of each head's W_QK and W_VO as words"
 
@@ -30,9 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("-k", type=positive_int, default=3, help="words per singular vector (default: 3)")
     parser.add_argument("--bias-words", type=positive_int, default=5,
                         help="words per side of the key-bias probe (default: 5)")
-    add_style_argument(parser)
-    add_vocabulary_arguments(parser)
-    add_figure_arguments(parser)
+    add_ranking_arguments(parser)
     return parser
 
 
@@ -42,11 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.svd import plot_singular_values, svd_tables
     from ..analysis.tables import write_csv, write_table
 
-    out = output_folder(args.out) if args.out else None
-    if out is not None:
-        require_matplotlib(args)
-    model, tokenizer = load_model_and_tokenizer(args)
-    allowed = allowed_words(args, tokenizer, model)
+    out = checked_output(args)
+    model, tokenizer, allowed = load_with_vocabulary(args)
     layers = args.layer if args.layer is not None else default_layers(model.config.n_layer)
     heads = args.head if args.head is not None else list(range(model.config.n_head))
     with progress_bar(args, len(layers) * len(heads), "svd", unit="head") as bar:

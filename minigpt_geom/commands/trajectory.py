@@ -7,9 +7,8 @@ import argparse
 from ..errors import import_optional
 from .arguments import (add_command, add_figure_arguments, add_highlight_arguments, add_model_arguments,
                         add_output_argument, add_text_argument, positive_int, seed)
-from .loading import load_model_and_tokenizer
-from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
-                      write_figure)
+from .loading import lens_of_text
+from .outputs import checked_output, output_file, progress_bar, report_written, staged_outputs, write_figure
 
 SUMMARY = "experiment 4: the words' trajectories on the sphere, in 3-D"
 
@@ -35,21 +34,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the lens table; write the CSVs and the figures."""
-    from ..analysis.lens import format_lens, lens_rows, next_word_ranks, text_lens
+    from ..analysis.lens import format_lens, lens_rows, next_word_ranks
     from ..analysis.tables import Table, write_csv
     from ..analysis.trajectory import choose_highlight, trajectory_rows, word_trajectory
 
-    require_matplotlib(args)
     if args.umap:  # before any work, as every missing library
         import_optional("umap", "--umap", "umap-learn", "leave out --umap for PCA")
-    out = output_folder(args.out)
+    out = checked_output(args)
     with progress_bar(args, 3 if args.no_plot else 4, "trajectory") as bar:
-        model, tokenizer = load_model_and_tokenizer(args)
-        bar.update()
-        words, trace, lens = text_lens(model, tokenizer, args.text, args.top_k)
+        model, tokenizer, words, trace, lens = lens_of_text(args, bar)
         decode = lambda i: tokenizer.decode([i])  # noqa: E731
         highlight = choose_highlight(words, args.word, args.position)
-        bar.update()
         trajectory = word_trajectory(
             model, trace.states, words, lens.prediction[0].tolist(), decode, highlight=highlight,
             method="umap" if args.umap else "pca", umap_fit=args.umap_fit, seed=args.seed,

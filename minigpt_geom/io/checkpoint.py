@@ -273,7 +273,8 @@ def stated_norm(config_file: ConfigFile | None) -> NormNames | None:
     valid = stated is None or isinstance(stated, str) or (isinstance(stated, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in stated.items()))
     if not valid:
-        raise CheckpointError(f"{config_file.path}: {NORM_KEY} must be a variant name or {{site: name}}, got {stated!r}")
+        raise CheckpointError(f"{config_file.path}: {NORM_KEY} must be a variant name or {{site: name}}, "
+                              f"got {stated!r}")
     return stated
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from .editing import NO_EDITS, LayerEdits, NoEdits
 from .fused import FUSED, Kernels, Summaries
 from .linear import Affine
 
@@ -76,8 +77,18 @@ def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool
     """`attend`, with the pattern a = softmax(s) summarised per query: (entropy, max weight, first-key weight),
     and a itself [B, H, T, S] if asked to keep it."""
     a = attention_pattern(q, k)  # [B, H, T, S], 0 on the masked keys
-    entropy = -torch.special.xlogy(a, a).sum(dim=-1)  # −Σ_j a_ij log a_ij, with 0 log 0 = 0
-    return a.to(v.dtype) @ v, (entropy, a.amax(dim=-1), a[..., 0]), a if keep_patterns else None
+    return a.to(v.dtype) @ v, pattern_summaries(a), a if keep_patterns else None
+
+
+def pattern_summaries(a: Tensor) -> Summaries:
+    """(entropy −Σ_j a_ij log a_ij with 0 log 0 = 0, max_j a_ij, a_i0) of each query's pattern a [..., S]."""
+    return -torch.special.xlogy(a, a).sum(dim=-1), a.amax(dim=-1), a[..., 0]
+
+
+def head_writes(heads: Tensor, W_O: Tensor) -> Tensor:
+    """Each head's write into the residual, z_h W_O^h: [B, H, T, d_head] × [H·d_head, d] -> [B, H, T, d]."""
+    H, d_head = heads.shape[1], heads.shape[-1]
+    return torch.einsum("bhtk,hkd->bhtd", heads, W_O.view(H, d_head, -1))
 
 
 # ---- the module -----------------------------------------------------------------------------------
@@ -93,15 +104,26 @@ class SelfAttention(nn.Module):
         self.c_proj = Affine(d, d)
 
     def forward(self, x_hat: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None,
-                kernels: Kernels = FUSED) -> tuple[Tensor, AttentionDiagnostics | None]:
+                kernels: Kernels = FUSED, edits: LayerEdits | NoEdits = NO_EDITS
+                ) -> tuple[Tensor, AttentionDiagnostics | None]:
         """x̂ [B, T, d] -> (attention update [B, T, d], diagnostics when tracing, else None).
 
         With a cache, x̂ holds only the new positions; their keys and values join the cached ones."""
         q, k, v = (split_heads(part, self.n_head) for part in self.c_attn(x_hat).chunk(3, dim=-1))
         if cache is not None:
             k, v = cache.append(k, v)
+        if edits.touches("pattern"):  # the pattern is edited or kept: formed explicitly, whichever the kernel set
+            pattern = edits.apply("pattern", attention_pattern(q, k))
+            heads, summaries = pattern.to(v.dtype) @ v, pattern_summaries(pattern) if trace is not None else None
+        elif trace is None:
+            heads, summaries, pattern = kernels.attend(q, k, v), None, None
+        else:
+            heads, summaries, pattern = kernels.attend_traced(q, k, v, trace.patterns)
+        heads = edits.apply("head_out", heads)
+        if edits.touches("head_write"):  # each head's write, edited or kept before the writes are summed
+            update = edits.apply("head_write", head_writes(heads, self.c_proj.weight)).sum(dim=1) + self.c_proj.bias
+        else:
+            update = self.c_proj(merge_heads(heads))
         if trace is None:
-            heads = kernels.attend(q, k, v)
-            return self.c_proj(merge_heads(heads)), None
-        heads, summaries, pattern = kernels.attend_traced(q, k, v, trace.patterns)
-        return self.c_proj(merge_heads(heads)), AttentionDiagnostics(*summaries, pattern)
+            return update, None
+        return update, AttentionDiagnostics(*summaries, pattern if trace.patterns else None)

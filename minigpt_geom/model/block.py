@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import AttentionDiagnostics, SelfAttention
+from .editing import NO_EDITS, LayerEdits, NoEdits
 from .fused import FUSED, Kernels
 from .linear import Affine
 from .norm_site import SphereDiagnostics, SphereNorm
@@ -98,14 +99,18 @@ class Block(nn.Module):
         self.mlp = MLP(d)
 
     def forward(self, x: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None,
-                kernels: Kernels = FUSED) -> tuple[Tensor, BlockDiagnostics | None]:
-        """x_l [B, T, d] -> (x_l+1, diagnostics when tracing, else None), with the given kernel set."""
-        x_hat, ln_1 = self.ln_1(x, trace, kernels)
-        attention_update, attention = self.attn(x_hat, trace, cache, kernels)
-        x_mid = x + attention_update
-        x_hat, ln_2 = self.ln_2(x_mid, trace, kernels)
-        mlp_update = self.mlp(x_hat, kernels)
-        x_next = x_mid + mlp_update
+                kernels: Kernels = FUSED, edits: LayerEdits | NoEdits = NO_EDITS
+                ) -> tuple[Tensor, BlockDiagnostics | None]:
+        """x_l [B, T, d] -> (x_l+1, diagnostics when tracing, else None), with the given kernel set; each step's
+        value passes through `edits.apply` (itself when nothing edits or keeps that site: editing.py)."""
+        x = edits.apply("resid_pre", x)
+        x_hat, ln_1 = self.ln_1(x, trace, kernels, edits.site("ln_1"))
+        attention_update, attention = self.attn(x_hat, trace, cache, kernels, edits)
+        attention_update = edits.apply("attn_out", attention_update)
+        x_mid = edits.apply("resid_mid", x + attention_update)
+        x_hat, ln_2 = self.ln_2(x_mid, trace, kernels, edits.site("ln_2"))
+        mlp_update = edits.apply("mlp_out", self.mlp(x_hat, kernels))
+        x_next = edits.apply("resid_post", x_mid + mlp_update)
         if trace is None:
             return x_next, None
         residual = residual_diagnostics(x, attention_update, mlp_update, x_next,

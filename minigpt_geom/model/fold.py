@@ -36,7 +36,9 @@ def fold_site(norm: SphereNorm, weight: Tensor, bias: Tensor) -> None:
 
 @torch.no_grad()
 def fold_model(model: nn.Module) -> nn.Module:
-    """Fold every site of `model` (a GPT2: gpt2.py imports this module, so it is not named here) in place into the map that reads it; the unembedding becomes untied."""
+    """Fold every site of `model` in place into the map that reads it; the unembedding becomes untied.
+
+    `model` is a GPT2 (gpt2.py imports this module, so the class is not named here)."""
     for block in model.h:
         fold_site(block.ln_1, block.attn.c_attn.weight, block.attn.c_attn.bias)
         fold_site(block.ln_2, block.mlp.c_fc.weight, block.mlp.c_fc.bias)

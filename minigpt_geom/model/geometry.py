@@ -57,10 +57,11 @@ class Geometry:
     support: Callable[[Tensor], Tensor] | None = None
     scale_free: bool = False  # True when project(s·x) = project(x) for s > 0 (ε aside): only the direction counts
     symbol: str = r"\mathrm{N}"  # mathtext name of the map, as in $\mathrm{LN}_f(x_l)$; "" for the identity
+    sphere: bool = False  # True when every point lies on a sphere about 0: a rotation of a point keeps it on the set
 
 
 UNDECLARED = Geometry("not declared by the variant", "‖project(x)‖")
 SPHERE_IN_PLANE = Geometry("the sphere of radius √d in the hyperplane Σx = 0", "√d (ε aside)", centred_direction,
-                           sphere_in_plane_support, True, r"\mathrm{LN}")
+                           sphere_in_plane_support, True, r"\mathrm{LN}", sphere=True)
 SPHERE = Geometry("the sphere of radius √d (not centred)", "√d (ε aside)", raw_direction, sphere_support, True,
-                  r"\mathrm{RMS}")
+                  r"\mathrm{RMS}", sphere=True)

@@ -14,12 +14,15 @@ import copy
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .block import Block
 from .cache import KVCache
+from .editing import NO_EDITS, NoEdits, Plan, check_edits
+from .edits import Edit
 from ..config import GPT2Config, site_name
 from ..errors import InputError
 from .fold import fold_model
@@ -112,32 +115,44 @@ class GPT2(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, idx: Tensor, *, trace: bool | TraceRequest | None = None, cache: KVCache | None = None,
-                last_only: bool = False) -> Tensor | tuple[Tensor, Trace]:
+                last_only: bool = False, edits: Sequence[Edit] | None = None) -> Tensor | tuple[Tensor, Trace]:
         """idx [B, T] token ids -> logits [B, T, vocab], or (logits, Trace) when `trace` is True or a request.
 
         With `cache`, idx holds only the new positions and the cache grows by them (generation).
-        `last_only` unembeds the last position alone: [B, 1, vocab]."""
-        self.check_input(idx, cache.length if cache is not None else 0)
-        return self.run(idx, as_request(trace), cache, last_only)
+        `last_only` unembeds the last position alone: [B, 1, vocab]. `edits` change the pass at its own
+        steps (edits.py), each checked before the pass runs."""
+        start = cache.length if cache is not None else 0
+        self.check_input(idx, start)
+        request = as_request(trace)
+        plan = self.check_edits(edits, idx.shape[0], idx.shape[1], start, request)
+        return self.run(idx, request, cache, last_only, plan)
+
+    def check_edits(self, edits: Sequence[Edit] | None, batch: int, length: int, start: int = 0,
+                    trace: TraceRequest | None = None) -> Plan | NoEdits:
+        """The plan that applies `edits` (and the request's captures) to a pass over `length` positions after
+        `start` cached ones; InputError naming the edit and field at fault (editing.py)."""
+        capture = trace.capture if trace is not None else ()
+        return check_edits(self, edits, batch, length, start, capture, report=trace is not None)
 
     def run(self, idx: Tensor, trace: TraceRequest | None = None, cache: KVCache | None = None,
-            last_only: bool = False) -> Tensor | tuple[Tensor, Trace]:
-        """The forward pass on ids already checked (`forward` checks them; generation checks once per call)."""
+            last_only: bool = False, edits: Plan | NoEdits = NO_EDITS) -> Tensor | tuple[Tensor, Trace]:
+        """The forward pass on ids and edits already checked (`forward` checks them; generation once a call)."""
         kernels = chosen_kernels(self.kernel_name)  # read once: the whole pass runs one set
         start = cache.length if cache is not None else 0
         x = self.wte(idx) + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))  # x_0
         keep_states = trace is not None and trace.states
         states, blocks = [x], []
         for i, block in enumerate(self.h):
-            x, diagnostics = block(x, trace, cache.layers[i] if cache is not None else None, kernels)
+            x, diagnostics = block(x, trace, cache.layers[i] if cache is not None else None, kernels, edits.layer(i))
             blocks.append(diagnostics)
             if keep_states:
                 states.append(x)
-        x_hat, ln_f = self.ln_f(x, trace, kernels)
+        x_hat, ln_f = self.ln_f(x, trace, kernels, edits.layer(None).site("ln_f"))
         logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
         if trace is None:
             return logits
-        return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None)
+        return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None, edits.captured(),
+                                    tuple(edits.applied))
 
     def unembed(self, x_hat: Tensor) -> Tensor:
         """x̂ = ln_f(x) [..., d] -> logits [..., vocab] through the one unembedding (tied E, or folded)."""

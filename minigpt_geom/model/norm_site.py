@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .editing import NO_SITE_EDITS, NoSiteEdits, SiteEdits
 from .fused import FUSED, Kernels
 from .sphere import sphere_projection, vector_norm
 from .variants import NormVariant, Projection, get_norm
@@ -69,11 +70,12 @@ class SphereNorm(nn.Module):
         """The norm variant this site runs."""
         return self.bound[0]
 
-    def forward(self, x: Tensor, trace: object = None, kernels: Kernels = FUSED
-                ) -> tuple[Tensor, SphereDiagnostics | None]:
+    def forward(self, x: Tensor, trace: object = None, kernels: Kernels = FUSED,
+                edits: SiteEdits | NoSiteEdits = NO_SITE_EDITS) -> tuple[Tensor, SphereDiagnostics | None]:
         """x [B, T, d] -> (γ ⊙ project(x) + β [B, T, d], diagnostics when `trace` is set, else None)."""
         variant, scalars = self.bound  # one read: the pair a concurrent set_variant replaces whole
         point = projection(variant, kernels)(x, self.eps, **scalars)
+        point = edits.apply(point, x)  # an edit of the point, before γ, β (editing.py); the point itself without one
         y = torch.addcmul(self.bias, point, self.weight) if variant.affine else point  # steps 3-4: β + γ ⊙ point
         return y, (sphere_diagnostics(x, point, y) if trace else None)
 

@@ -41,7 +41,8 @@ def checked_norm(checkpoint: Checkpoint) -> NormSpec | None:
 
 def variant_scalars(config: GPT2Config, norm: NormSpec) -> list[str]:
     """The learned scalars the variants of `norm` give a model of `config`: `h.0.ln_1.alpha`, … (0-d each)."""
-    return [f"{site}.{name}" for site in norm_site_names(config.n_layer) for name in norm_for_site(norm, site).parameters]
+    return [f"{site}.{name}" for site in norm_site_names(config.n_layer)
+            for name in norm_for_site(norm, site).parameters]
 
 
 def load_pretrained(cls: type[nn.Module], source: str | os.PathLike, *, device: str | torch.device,
@@ -59,7 +60,7 @@ def load_pretrained(cls: type[nn.Module], source: str | os.PathLike, *, device: 
                torch.device("cpu"))
     ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps) and not checkpoint.untied
     with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
-        model = cls(config, norm=chosen, seed=None).to(torch.float32 if ln_free else dtype)  # fold in float32, then cast
+        model = cls(config, norm=chosen, seed=None).to(torch.float32 if ln_free else dtype)  # fold in float32
         if checkpoint.untied:
             model.lm_head.untie(model.wte.weight)  # W and b are then filled from lm_head.weight, lm_head.bias
     fill_tensors(checkpoint, dict(model.named_parameters()))

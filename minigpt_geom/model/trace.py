@@ -7,13 +7,17 @@ Shapes (L layers, B batch, H heads, T positions, d width):
     trace.residual           ResidualDiagnostics, fields [L, B, T]
     trace.ln_f               SphereDiagnostics, fields [B, T]
     trace.states             [L+1, B, T, d] residual states x_0 … x_L, if kept
+    trace.captured           editing.Captured: values at the sites TraceRequest(capture=...) names, stacked by
+                             layer in the layout an edit indexes (edits.py), e.g. captured["head_out"] [L, B, T, H, d_head]
+    trace.edits              editing.AppliedEdit of each edit the pass applied, with how far it moved its site
+
+`save`, `load`, `flat` and `to_table` hold the diagnostics and states; the captures and the edit report stay in
+memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, get_type_hints
@@ -24,8 +28,9 @@ from torch import Tensor
 
 from .attention import AttentionDiagnostics
 from .block import BlockDiagnostics
+from .editing import AppliedEdit, Captured
 from ..errors import InputError, import_optional
-from ..io.files import atomic_write, regular_file
+from ..io.trace_files import Layout, read_tensor_file, write_tensor_file
 from .norm_site import SphereDiagnostics
 from .trace_request import TraceRequest, as_request  # noqa: F401  (re-exported: minigpt_geom.model.trace.TraceRequest)
 
@@ -39,11 +44,18 @@ D = TypeVar("D")
 
 
 def map_tensors(record: D, fn: Callable[[Tensor], Tensor]) -> D:
-    """Apply fn to every tensor of a diagnostics dataclass, nested ones included (None stays None)."""
+    """Apply fn to every tensor of a dataclass, in nested dataclasses, dicts and tuples too (others stay)."""
     def apply(value: Any) -> Any:
-        return value if value is None else map_tensors(value, fn) if dataclasses.is_dataclass(value) else fn(value)
+        if isinstance(value, Tensor):
+            return fn(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return map_tensors(value, fn)
+        if isinstance(value, dict):
+            return {key: apply(item) for key, item in value.items()}
+        return tuple(apply(item) for item in value) if isinstance(value, tuple) else value
 
-    return dataclasses.replace(record, **{f.name: apply(getattr(record, f.name)) for f in dataclasses.fields(record)})
+    return dataclasses.replace(record, **{f.name: apply(getattr(record, f.name)) for f in dataclasses.fields(record)
+                                          if f.init})
 
 
 def stack_records(records: Sequence[D]) -> D:
@@ -89,11 +101,14 @@ class Trace:
     blocks: BlockDiagnostics  # every block's diagnostics, each field stacked along a leading layer axis
     ln_f: SphereDiagnostics
     states: Tensor | None = None
+    captured: Captured | None = None  # the sites TraceRequest.capture named
+    edits: tuple[AppliedEdit, ...] = ()  # each edit applied, and how far it moved its site
 
     @classmethod
-    def gather(cls, blocks: Sequence[BlockDiagnostics], ln_f: SphereDiagnostics, states: Tensor | None) -> "Trace":
+    def gather(cls, blocks: Sequence[BlockDiagnostics], ln_f: SphereDiagnostics, states: Tensor | None,
+               captured: Captured | None = None, edits: tuple[AppliedEdit, ...] = ()) -> "Trace":
         """Stack per-block diagnostics along a new leading layer axis."""
-        return cls(stack_records(blocks), ln_f, states)
+        return cls(stack_records(blocks), ln_f, states, captured, edits)
 
     ln_1 = property(lambda self: self.blocks.ln_1, doc="SphereDiagnostics of every block's first site, [L, B, T].")
     attention = property(lambda self: self.blocks.attention, doc="AttentionDiagnostics, [L, B, H, T].")
@@ -136,32 +151,13 @@ class Trace:
 
     def save(self, path: str | Path) -> Path:
         """Write to `.safetensors` or `.npz` (chosen by the suffix), atomically; never pickled."""
-        path = Path(path)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.flat().items()}
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            return atomic_write(path, lambda temporary: save_file(tensors, str(temporary)))
-        if path.suffix == ".npz":
-            # NumPy has no bfloat16: such tensors are widened to float32 (exactly)
-            arrays = {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in tensors.items()}
-            return atomic_write(path, lambda temporary: np.savez(temporary, **arrays))
-        raise InputError(f"trace files end in .safetensors or .npz, got {path.name}")
+        return write_tensor_file(path, self.flat(), "trace file")
 
     @classmethod
     def load(cls, path: str | Path, max_bytes: int = 2**30) -> "Trace":
         """Read a file written by `save`, after checking its names, shapes, dtypes and size (InputError)."""
-        path = Path(path)
-        if path.suffix not in (".safetensors", ".npz"):
-            raise InputError(f"trace files end in .safetensors or .npz, got {path.name}")
-        from safetensors import SafetensorError
-
-        try:
-            read = read_safetensors if path.suffix == ".safetensors" else read_npz
-            regular_file(path, max_bytes + 2**24)  # no FIFO or device; headers and zip records on top of the data
-            return cls.from_flat(read(path, max_bytes))
-        except (OSError, ValueError, zipfile.BadZipFile, SafetensorError) as error:  # a damaged or missing file
-            raise InputError(f"{path} is not a readable trace file: {error}") from None
+        return cls.from_flat(read_tensor_file(path, max_bytes, lambda layout: check_layout(path, layout),
+                                              "trace file"))
 
     def to_table(self) -> dict[str, np.ndarray]:
         """Tidy columns layer, head, batch, position, metric, value (head = -1 where a metric has none).
@@ -193,11 +189,12 @@ class Trace:
         return import_optional("pandas", "Trace.to_dataframe()").DataFrame(self.to_table())
 
     def nbytes(self) -> int:
-        """Memory held by the trace's tensors, in bytes."""
-        return sum(t.numel() * t.element_size() for t in self.flat().values())
+        """Memory held by the trace's tensors (captures included), in bytes."""
+        captured = list(self.captured.values.values()) if self.captured is not None else []
+        return sum(t.numel() * t.element_size() for t in [*self.flat().values(), *captured])
 
 
-# ---- reading trace files: check everything before reading any data ---------------------------------
+# ---- what a trace file holds (io/trace_files.py reads it, checking everything before any data) ----------
 
 
 def expected_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -218,65 +215,17 @@ def expected_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, 
     return expected
 
 
-ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 OPTIONAL = {"attention.pattern", "states"}
 
 
-def check_layout(path: Path, layout: dict[str, tuple[tuple[int, ...], str]], max_bytes: int) -> None:
-    """Raise InputError unless the names, shapes, dtypes and total size are those of a trace file."""
+def check_layout(path: str | Path, layout: Layout) -> None:
+    """Raise InputError unless the names and shapes are those of a trace (io/trace_files.py checks the rest)."""
     shapes = {name: shape for name, (shape, _) in layout.items()}
     expected = expected_shapes(shapes)
     unknown = sorted(set(layout) - set(expected))
     missing = sorted(set(expected) - set(layout) - OPTIONAL)
     if unknown or missing:
         raise InputError(f"{path} is not a trace file: unknown {unknown or 'none'}, missing {missing or 'none'}")
-    for name, (shape, dtype) in layout.items():
+    for name, shape in shapes.items():
         if tuple(shape) != expected[name]:
             raise InputError(f"{path}: {name} has shape {list(shape)}, expected {list(expected[name])}")
-        if dtype not in ITEMSIZE:
-            raise InputError(f"{path}: {name} has dtype {dtype}, expected a floating-point type")
-    total = sum(math.prod(shape) * ITEMSIZE[dtype] for shape, dtype in layout.values())
-    if total > max_bytes:
-        raise InputError(f"{path} holds {total / 2**20:.0f} MiB of tensors, more than max_bytes "
-                         f"({max_bytes / 2**20:.0f} MiB); pass a larger max_bytes to Trace.load to read it")
-
-
-def read_safetensors(path: Path, max_bytes: int) -> dict[str, Tensor]:
-    """Names, shapes and dtypes from the header first (the safetensors library checks the format)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        layout = {name: (tuple(f.get_slice(name).get_shape()), str(f.get_slice(name).get_dtype()))
-                  for name in f.keys()}
-        layout = {n: (shape, {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}.get(d, d))
-                  for n, (shape, d) in layout.items()}
-        check_layout(path, layout, max_bytes)
-        return {name: f.get_tensor(name) for name in layout}
-
-
-def read_npz(path: Path, max_bytes: int) -> dict[str, Tensor]:
-    """Each member's .npy header and uncompressed size first, then the data (never unpickled)."""
-    layout, headers = {}, {}
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            name = info.filename.removesuffix(".npy")
-            with archive.open(info) as member:
-                version = np.lib.format.read_magic(member)
-                if version not in ((1, 0), (2, 0)):
-                    raise InputError(f"{path}: {info.filename} is not a .npy array of format 1.0 or 2.0")
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
-                shape, fortran, dtype = read_header(member)
-                headers[name] = member.tell()
-            if dtype.hasobject or fortran:
-                raise InputError(f"{path}: {name} is not a plain numeric array")
-            if info.file_size != headers[name] + math.prod(shape) * dtype.itemsize:
-                raise InputError(f"{path}: {name} holds {info.file_size} bytes, not what its header declares")
-            layout[name] = (tuple(shape), dtype.name)
-        check_layout(path, layout, max_bytes)
-        tensors = {}
-        for info in archive.infolist():
-            with archive.open(info) as member:
-                array = np.lib.format.read_array(member, allow_pickle=False)
-            tensors[info.filename.removesuffix(".npy")] = torch.from_numpy(array)
-        return tensors

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
+from .edits import SITES
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,14 @@ class TraceRequest:
 
     states: bool = False  # the residual states x_0 … x_L, [L+1, B, T, d]
     patterns: bool = False  # every head's attention pattern a_ij, [L, B, H, T, T]
+    capture: tuple[str, ...] = ()  # sites (edits.SITES) whose values trace.captured keeps, stacked by layer
+
+    def __post_init__(self) -> None:
+        capture = (self.capture,) if isinstance(self.capture, str) else tuple(self.capture)
+        unknown = [site for site in capture if site not in SITES]
+        if unknown:
+            raise InputError(f"TraceRequest.capture: unknown site {unknown[0]!r}; sites: {', '.join(SITES)}")
+        object.__setattr__(self, "capture", tuple(dict.fromkeys(capture)))  # a tuple, each site once
 
 
 def as_request(trace: bool | TraceRequest | None) -> TraceRequest | None:

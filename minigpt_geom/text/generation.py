@@ -37,6 +37,7 @@ from ..errors import InputError
 from .tokenizer import ENDOFTEXT
 
 if TYPE_CHECKING:
+    from ..model.edits import Edit
     from ..model.gpt2 import GPT2
     from .tokenizer import Tokenizer
 
@@ -128,31 +129,54 @@ def check_length(model: GPT2, idx: Tensor, max_new_tokens: int, window_step: int
 
 
 def generate_stream(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling = Sampling(), *,
-                    eos_id: int | None = None, use_cache: bool = True, window_step: int = 1) -> Iterator[Tensor]:
+                    eos_id: int | None = None, use_cache: bool = True, window_step: int = 1,
+                    edits: Sequence[Edit] = ()) -> Iterator[Tensor]:
     """Yield the next token of each sequence, ids [B], as soon as it is chosen; prompt idx [B, T].
 
     A sequence that produced `eos_id` is finished: it yields `eos_id` from then on, and the stream ends
     once every sequence is finished (or after max_new_tokens). Past the context the window slides (see the
-    module doc; `window_step` s). Bad input raises InputError here, before the first token is asked for; the
-    ids are checked once, not at every step."""
+    module doc; `window_step` s). `edits` (model/edits.py; steering, say) apply to every position of every
+    forward pass: the prompt's and each new token's. Bad input raises InputError here, before the first
+    token is asked for; the ids are checked once, not at every step."""
     check_length(model, idx, max_new_tokens, window_step)
+    check_generation_edits(model, idx, max_new_tokens, edits)
     idx = idx.to(model.wte.weight.device).long()  # a CPU prompt for a CUDA model: sample where the logits are
     return decode_loop(model, idx, max_new_tokens, sampling, sampling.generator(idx.device), eos_id, use_cache,
-                       window_step)
+                       window_step, tuple(edits))
+
+
+def check_generation_edits(model: GPT2, idx: Tensor, max_new_tokens: int, edits: Sequence[Edit]) -> None:
+    """InputError unless each edit names no positions (generation edits every token, and past the context the
+    positions slide) and holds for the prompt and for the longest window generation reaches."""
+    for n, edit in enumerate(edits if isinstance(edits, (list, tuple)) else ()):
+        if getattr(edit, "positions", None) is not None:
+            raise InputError(f"edits[{n}].positions: generation edits every token, so its edits name no positions; "
+                             "edit a prompt's positions with model(idx, edits=...)")
+    B, T = idx[:, -model.config.n_ctx:].shape
+    model.check_edits(edits, B, T)
+    model.check_edits(edits, B, min(T + max_new_tokens - 1, model.config.n_ctx))  # their sources cover it too
 
 
 @torch.inference_mode()
 def decode_loop(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling, generator: torch.Generator,
-                eos_id: int | None, use_cache: bool, window_step: int = 1) -> Iterator[Tensor]:
+                eos_id: int | None, use_cache: bool, window_step: int = 1, edits: tuple[Edit, ...] = ()
+                ) -> Iterator[Tensor]:
     """The loop behind generate_stream (input already checked): prefill, then one position per step, the
     cache restarted on the last n_ctx − window_step + 1 tokens whenever it is full."""
     if max_new_tokens == 0:
         return
     n_ctx = model.config.n_ctx
+
+    def run(ids: Tensor, last_only: bool = False) -> Tensor:
+        """The logits of the last position after a pass over ids, the edits applied to each of its positions."""
+        start = cache.length if cache is not None else 0
+        plan = model.check_edits(list(edits), ids.shape[0], ids.shape[1], start)
+        return model.run(ids, cache=cache, last_only=last_only, edits=plan)[:, -1]
+
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # [B]
     cache = KVCache(model.config.n_layer, n_ctx) if use_cache else None
     window = idx[:, -n_ctx:]  # [B, ≤ n_ctx]: the last tokens, all the model can read
-    logits = model.run(window, cache=cache, last_only=True)[:, -1]  # prefill: every position at once -> [B, V]
+    logits = run(window, last_only=True)  # prefill: every position at once -> [B, V]
     for step in range(max_new_tokens):
         token = next_token(logits, sampling, generator)  # [B], always a valid id: no check needed
         if eos_id is not None:
@@ -163,19 +187,20 @@ def decode_loop(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Samplin
             return
         window = torch.cat([window, token[:, None]], dim=1)[:, -n_ctx:]
         if cache is not None and cache.length < n_ctx:
-            logits = model.run(token[:, None], cache=cache)[:, -1]  # one new position; the cache grows by one
+            logits = run(token[:, None])  # one new position; the cache grows by one
         elif cache is not None:  # full: restart from position 0 on the window's last n_ctx − s + 1 tokens
             cache.clear()
-            logits = model.run(window[:, window_step - 1:], cache=cache, last_only=True)[:, -1]
+            logits = run(window[:, window_step - 1:], last_only=True)
         else:
-            logits = model.run(window, last_only=True)[:, -1]  # recompute every position of the window
+            logits = run(window, last_only=True)  # recompute every position of the window
 
 
 def generate(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Sampling = Sampling(), *,
-             eos_id: int | None = None, use_cache: bool = True, window_step: int = 1) -> Tensor:
+             eos_id: int | None = None, use_cache: bool = True, window_step: int = 1,
+             edits: Sequence[Edit] = ()) -> Tensor:
     """Prompt idx [B, T] -> idx followed by n ≤ max_new_tokens new tokens, [B, T + n] (see generate_stream)."""
     tokens = list(generate_stream(model, idx, max_new_tokens, sampling, eos_id=eos_id, use_cache=use_cache,
-                                  window_step=window_step))
+                                  window_step=window_step, edits=edits))
     return torch.cat([idx.long(), torch.stack(tokens, dim=1).to(idx.device)], dim=1) if tokens else idx.long()
 
 

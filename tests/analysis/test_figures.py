@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 from bpe_files import SAMPLE, write_vocab
-from conftest import random_hf_model, save_official_layout
-from matplotlib.colors import LogNorm
-from matplotlib.image import imread
+from helpers import needs, write_random_checkpoint
+
+needs("matplotlib")  # every test here draws
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.image import imread  # noqa: E402
 
 from minigpt_geom import GPT2
 from minigpt_geom.analysis import plots
@@ -43,7 +45,7 @@ def data(tmp_path_factory) -> dict:
     """A random 12-head model with a real tokenizer, and every analysis the figures draw, of a 150-token text."""
     folder = tmp_path_factory.mktemp("figures")
     assert write_vocab(folder, SHAPE["vocab_size"] - 257) == SHAPE["vocab_size"]
-    save_official_layout(random_hf_model(seed=5, **SHAPE), folder)
+    write_random_checkpoint(folder, seed=5, **SHAPE)
     model, tokenizer = GPT2.from_pretrained(folder).eval(), Tokenizer.from_pretrained(folder)
     ids = tokenizer.encode(SAMPLE * 2)[:TOKENS]
     assert len(ids) == TOKENS

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import torch
-import transformers
 
+from helpers import load_hf
 from minigpt_geom import GPT2
 from minigpt_geom.analysis.norms import compare_norms
 from minigpt_geom.cli import main
@@ -29,7 +29,7 @@ def test_compare_norms_against_independent_computation(tiny_checkpoint):
     assert {"own (layernorm)", "layernorm", "rmsnorm", "sphere", "none", "dyt", "fixed_sigma"} == set(rows)
     assert all(block.ln_1.variant.name == "layernorm" for block in model.h)  # restored
 
-    hf = transformers.GPT2LMHeadModel.from_pretrained(str(tiny_checkpoint)).eval()
+    hf = load_hf(tiny_checkpoint)
     with torch.no_grad():
         loss = hf(idx, labels=idx).loss.item()  # mean next-token cross-entropy
     for own in ("own (layernorm)", "layernorm"):
@@ -54,11 +54,11 @@ def test_norms_command(tiny_checkpoint, capsys):
     assert "nan" not in out and "inf" not in out
 
 
-def test_comparison_never_touches_the_model_forwards_running_beside_it(small_checkpoints):
+def test_comparison_never_touches_the_model_forwards_running_beside_it(tiny_checkpoint):
     """The norms comparison on one thread, plain forwards of the same model on another: every forward is exact."""
     import threading
 
-    model = GPT2.from_pretrained(small_checkpoints["official"])
+    model = GPT2.from_pretrained(tiny_checkpoint)
     idx = torch.randint(0, 101, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(idx)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from minigpt_geom.model.trace import TraceRequest
 
+from helpers import SMALL, requires, write_random_checkpoint
 from minigpt_geom import GPT2
 from minigpt_geom.text.corpus import corpus_files, corpus_windows, encode_plain, text_chunks, text_windows
 from minigpt_geom.analysis.drift import corpus_drift, drift_position_rows, text_drift
@@ -313,6 +314,7 @@ def is_png(path) -> bool:
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_lens_and_trajectory_commands(tiny_checkpoint, tokenizer, tmp_path, capsys):
     n_tokens, n_layers = len(tokenizer.encode(TEXT)), 3
     assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "lens"), "--top-k", "3"]) == 0
@@ -329,6 +331,7 @@ def test_lens_and_trajectory_commands(tiny_checkpoint, tokenizer, tmp_path, caps
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_drift_command(tiny_checkpoint, tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -347,6 +350,7 @@ def test_drift_command(tiny_checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_report_command(tiny_checkpoint, tmp_path):
     out = tmp_path / "report.html"
     assert main(["report", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--layer", "1", "--head", "2"]) == 0
@@ -356,6 +360,7 @@ def test_report_command(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_report_output_folder(tiny_checkpoint, tmp_path):
     """-o naming a folder (existing, or new with a trailing /) writes report.html inside it."""
     weights = ["--weights", str(tiny_checkpoint)]
@@ -367,6 +372,7 @@ def test_report_output_folder(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_report_of_a_bfloat16_model(tiny_checkpoint, tokenizer, model):
     bf16 = GPT2.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16).eval()
     page = build_report(bf16, tokenizer, TEXT, layer=1, head=2)
@@ -376,6 +382,7 @@ def test_report_of_a_bfloat16_model(tiny_checkpoint, tokenizer, model):
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_report_of_a_folded_model_names_its_geometry(tiny_checkpoint, tokenizer):
     page = build_report(GPT2.from_pretrained(tiny_checkpoint, fold_ln=True), tokenizer, TEXT)
     assert "every site is layernorm: the sphere of radius √d in the hyperplane Σx = 0" in page
@@ -390,6 +397,7 @@ def test_script_json_cannot_close_the_script_element():
     assert json.loads(text) == value
 
 
+@requires("matplotlib")
 def test_commands_report_bad_input(tiny_checkpoint, tmp_path, capsys):
     assert main(["report", "", "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "r.html")]) == 2
     assert "empty" in capsys.readouterr().err
@@ -412,7 +420,7 @@ def test_output_folder_that_is_a_file_is_an_input_error(tiny_checkpoint, tmp_pat
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
     first = str(tmp_path / "corpus.txt") if command == "drift" else TEXT
-    assert main([command, first, "--weights", str(tiny_checkpoint), "-o", str(taken)]) == 2
+    assert main([command, first, "--weights", str(tiny_checkpoint), "-o", str(taken), "--no-plot"]) == 2
     assert "is a file" in capsys.readouterr().err
     assert taken.read_text() == "not a folder"
 
@@ -420,7 +428,7 @@ def test_output_folder_that_is_a_file_is_an_input_error(tiny_checkpoint, tmp_pat
 def test_drift_bad_device_and_window_count(tiny_checkpoint, tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS[0], encoding="utf-8")
-    argv = ["drift", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "out")]
+    argv = ["drift", str(corpus), "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "out"), "--no-plot"]
     assert main(argv + ["--device", "foo"]) == 2
     assert "--device 'foo' cannot be used here" in capsys.readouterr().err
     if not torch.cuda.is_available():
@@ -470,14 +478,15 @@ def test_compare_is_each_models_own_trace_and_lens_in_one_frame(tiny_checkpoint,
     np.testing.assert_allclose(comparison.explained_variance, singular[:3] ** 2 / (singular ** 2).sum(), rtol=1e-6)
 
 
-def test_compare_of_models_of_other_shapes_and_one_with_itself(tiny_checkpoint, small_checkpoints, capsys, tmp_path):
+def test_compare_of_models_of_other_shapes_and_one_with_itself(tiny_checkpoint, capsys, tmp_path):
     from minigpt_geom.analysis.compare import compare_models, unique_labels
     from minigpt_geom.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
     model = GPT2.from_pretrained(tiny_checkpoint)
-    with pytest.raises(InputError, match="share a tokenizer"):  # the small model has 101 words, the tokenizer 300
-        compare_models({"a": model, "b": GPT2.from_pretrained(small_checkpoints["official"])}, tokenizer, TEXT)
+    write_random_checkpoint(tmp_path / "other", **{**SMALL, "vocab_size": 101})
+    with pytest.raises(InputError, match="share a tokenizer"):  # a model of 101 words, a tokenizer of 300
+        compare_models({"a": model, "b": GPT2.from_pretrained(tmp_path / "other")}, tokenizer, TEXT)
     assert unique_labels(["x/tiny", "y/tiny/", "z"]) == ["tiny #1", "tiny #2", "z"]
     argv = ["compare", TEXT, "--weights", str(tiny_checkpoint), "--against", str(tiny_checkpoint),
             str(tiny_checkpoint), "--no-plot", "-o", str(tmp_path / "compare")]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from bpe_files import SAMPLE
 
+from helpers import requires
 from minigpt_geom import GPT2, InputError
 from minigpt_geom.analysis.circuits import ln_1_embeddings
 from minigpt_geom.analysis.embeddings import reachability, top_and_bottom
@@ -92,6 +93,7 @@ def test_rankings_name_only_the_words_seen(world):
         assert list(row.matches) == list(seen[np.argsort(head_scores[i].double().numpy()[seen])[::-1][:4]])
 
 
+@requires("matplotlib")
 def test_qk_command_with_vocab_from_draws_only_seen_words(world, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "qk"
     assert main(["qk", "--weights", str(tiny_checkpoint), "--layer", "1", "--head", "2", "-k", "8", "--vocab-from",

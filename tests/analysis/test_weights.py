@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import needs, requires
 from minigpt_geom.model.trace import TraceRequest
 
 from minigpt_geom import GPT2, InputError
@@ -265,6 +266,7 @@ def test_word_counts_are_clipped_to_the_vocabulary(model):
     assert len(words.positive) == len(words.negative) == V
 
 
+@requires("matplotlib")
 def test_key_bias_words_and_cumulative_share(model, tmp_path):
     layer, head = 1, 1
     p, sphere = np_head(model, layer, head), np_sphere(model, layer)
@@ -345,7 +347,7 @@ def test_table_styles():
 
 
 def test_tables_as_pandas_dataframes_or_a_clear_error(monkeypatch):
-    import pandas
+    pandas = needs("pandas")
 
     table = Table(["word", "p"], [[" stone", 1.797e-13], ["\n", None]], caption="(a) lens")
     frame = table.to_dataframe()
@@ -365,6 +367,7 @@ def read_csv(path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
+@requires("matplotlib")
 def test_embeddings_command(tiny_checkpoint, tmp_path, capsys):
     assert main(["embeddings", "--weights", str(tiny_checkpoint), "-o", str(tmp_path)]) == 0
     for name in ("embeddings_sphere_distance", "embeddings_reach"):
@@ -380,6 +383,7 @@ def test_embeddings_command(tiny_checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_probe_command(tiny_checkpoint, tmp_path, capsys):
     assert main(["probe", "one", "he", "zebra", "--weights", str(tiny_checkpoint), "-k", "3", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -398,6 +402,7 @@ def test_probe_command(tiny_checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_svd_command(tiny_checkpoint, tmp_path, capsys):
     assert main(["svd", "--weights", str(tiny_checkpoint), "--pairs", "5", "-o", str(tmp_path)]) == 0
     for layer in (0, 1):
@@ -418,6 +423,7 @@ def test_svd_command(tiny_checkpoint, tmp_path, capsys):
     assert len(read_csv(tmp_path / "all_words" / "svd.csv")) == 1 + 2 * 1 * 2 * 300  # circuits·pairs·sides·words
 
 
+@requires("matplotlib")
 def test_qk_command(tiny_checkpoint, tmp_path, capsys):
     argv = ["qk", "--layer", "1", "--head", "2", "--weights", str(tiny_checkpoint), "-k", "7", "--chunk-size", "64",
             "--quiet"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import requires
 from minigpt_geom.cli import build_parser, main
 from minigpt_geom.commands.outputs import output_file
 from minigpt_geom.errors import InputError, OutputError
@@ -59,7 +60,7 @@ TRAINING = {"prepare", "init", "train", "remove-ln"}
 TEXT_COMMANDS = {"trajectory", "lens", "report", "compare", "norms"}
 CORPUS_COMMANDS = {"drift", "prepare", "train", "remove-ln"}
 SHARED = ("--weights", "--tokenizer", "--device", "--dtype", "--quiet", "--pattern", "--format", "--dpi", "--style",
-          "--out", "--layer", "--head")  # README: one spelling, one meaning, one set of choices each
+          "--out", "--layer", "--head")  # docs/cli.md: one spelling, one meaning, one set of choices each
 
 
 def described(action: argparse.Action) -> tuple:
@@ -69,7 +70,7 @@ def described(action: argparse.Action) -> tuple:
 
 
 def test_one_convention_over_every_parser():
-    """README's "Commands" convention, held over every subcommand's parser."""
+    """docs/cli.md's convention, held over every subcommand's parser."""
     parsers = subcommands()
     assert set(parsers) == set(WRITERS) | set(OTHERS) | TRAINING
     seen: dict[str, tuple] = {}
@@ -90,7 +91,7 @@ def test_one_convention_over_every_parser():
         texts = [a for a in parser._actions if a.dest == "text"]
         assert bool(texts) == (name in TEXT_COMMANDS), name
         help_text = parser.format_help()
-        assert "minigpt_geom.cli" not in help_text, name  # `python -m minigpt_geom`, as README spells it
+        assert "minigpt_geom.cli" not in help_text, name  # `python -m minigpt_geom`, as docs/cli.md spells it
     assert seen["--dtype"][1] == ("float32", "bfloat16", "float16")
     for option, default in (("--pattern", "*.txt"), ("--dpi", 100), ("--dtype", "float32")):
         defaults = {parsers[n]._option_string_actions[option].default for n in parsers
@@ -287,7 +288,8 @@ def test_a_tokenizer_too_large_for_the_model_is_refused(tiny_checkpoint, tmp_pat
     from bpe_files import write_vocab
 
     n_vocab = write_vocab(tmp_path / "big", 80)
-    code, _, err = run(["lens", TEXT, "--weights", str(tiny_checkpoint), "--tokenizer", str(tmp_path / "big")], capsys)
+    code, _, err = run(["lens", TEXT, "--weights", str(tiny_checkpoint), "--tokenizer", str(tmp_path / "big"), "--no-plot"],
+                       capsys)
     check_one_line_error(code, err, "lens")
     assert f"has {n_vocab} ids but the model" in err and "has 300 words" in err
 
@@ -306,7 +308,7 @@ def test_umap_without_umap_learn_stops_before_loading_the_model(tiny_checkpoint,
     import minigpt_geom.commands.trajectory as trajectory
 
     monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now raises ImportError
-    monkeypatch.setattr(trajectory, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(trajectory, "lens_of_text", lambda *a, **k: pytest.fail("the model was loaded"))
     out = tmp_path / "trajectory"
     code, stdout, err = run(["trajectory", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--umap"], capsys)
     check_one_line_error(code, err, "trajectory")
@@ -323,6 +325,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_dpi_sets_the_figure_resolution(tiny_checkpoint, tmp_path):
     for dpi in (50, 100):
         assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path / str(dpi)),
@@ -333,6 +336,7 @@ def test_dpi_sets_the_figure_resolution(tiny_checkpoint, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt, magic", [("svg", b"<?xml"), ("pdf", b"%PDF")])
+@requires("matplotlib")
 def test_format_chooses_the_file_format(tiny_checkpoint, tmp_path, fmt, magic):
     assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path), "--format", fmt]) == 0
     assert (tmp_path / f"lens_grid.{fmt}").read_bytes().startswith(magic)
@@ -341,7 +345,8 @@ def test_format_chooses_the_file_format(tiny_checkpoint, tmp_path, fmt, magic):
 # ---- tables --------------------------------------------------------------------------------------------------
 
 def test_probe_tables_fill_the_norm_column(tiny_checkpoint, tmp_path):
-    assert main(["probe", "one", "he", "--weights", str(tiny_checkpoint), "--layer", "1", "-o", str(tmp_path)]) == 0
+    assert main(["probe", "one", "he", "--weights", str(tiny_checkpoint), "--layer", "1", "-o", str(tmp_path),
+                 "--no-plot"]) == 0
     for probe, norm in (("query_key", "‖q‖"), ("key_value", "‖u‖")):
         lines = (tmp_path / f"probe_layer1_{probe}.md").read_text(encoding="utf-8").splitlines()
         header = [c.strip() for c in lines[2].strip("|").split("|")]
@@ -369,6 +374,7 @@ def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_the_html_lens_tables_scroll_in_their_own_box(tiny_checkpoint, tmp_path):
     assert main(["report", TEXT, "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
@@ -391,6 +397,8 @@ def training_argv(command: str, corpus: Path, weights: Path, out: Path) -> list[
 
 
 @pytest.mark.slow
+@requires("matplotlib")  # every command runs: report draws, verify compares with transformers
+@requires("transformers")
 def test_no_command_writes_a_carriage_return_to_a_stderr_that_is_not_a_terminal(tiny_checkpoint, tmp_path, capsys,
                                                                                monkeypatch):
     """tqdm draws with \\r; into a file or a pipe that turns one error into three lines. Every command runs with
@@ -416,6 +424,7 @@ def modes(folder: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_outputs_honour_the_umask_and_a_replaced_file_keeps_its_mode(tiny_checkpoint, tmp_path):
     from minigpt_geom.io.files import write_text
 
@@ -434,6 +443,7 @@ def test_outputs_honour_the_umask_and_a_replaced_file_keeps_its_mode(tiny_checkp
 
 
 @pytest.mark.slow
+@requires("matplotlib")
 def test_a_failed_figure_leaves_the_earlier_output_as_it_was(tiny_checkpoint, corpus, tmp_path, capsys, monkeypatch):
     """drift writes its CSVs, then its figures: a full disk at the figure keeps the previous run whole, adds no
     new CSV beside it, leaves no temporary folder, and creates no output folder that did not exist."""
@@ -472,6 +482,7 @@ def test_an_ln_free_load_is_one_line_without_a_source_path(tiny_checkpoint, tmp_
         GPT2.from_pretrained(folder)
 
 
+@requires("tiktoken")
 def test_tokenizer_backend_help_says_what_the_code_does(tiny_checkpoint):
     """--tokenizer-backend's help names the fast libraries in the order the code tries them (tiktoken first)."""
     from minigpt_geom.text.fast_tokenizer import LIBRARIES, FastTokenizer, installed_library
@@ -485,6 +496,7 @@ def test_tokenizer_backend_help_says_what_the_code_does(tiny_checkpoint):
         assert "encodes the sample faster" in help_text, name  # auto also times them (choose_backend)
 
 
+@requires("tiktoken")
 def test_a_backend_that_disagrees_is_one_note_and_the_reference_reads_the_corpus(tiny_checkpoint, corpus, tmp_path,
                                                                                  capsys, monkeypatch):
     from minigpt_geom.text.fast_tokenizer import FastTokenizer
@@ -500,6 +512,7 @@ def test_a_backend_that_disagrees_is_one_note_and_the_reference_reads_the_corpus
     assert json.loads((tmp_path / "tokens" / "meta.json").read_text())["tokenizer_backend"] == "reference"
 
 
+@requires("transformers")
 def test_loading_commands_say_which_folder_the_weights_came_from(tiny_checkpoint, clean_env, tmp_path, capsys,
                                                                  monkeypatch):
     drop_in = Path(shutil.copytree(tiny_checkpoint, tmp_path / "elsewhere" / "gpt2"))
@@ -511,6 +524,7 @@ def test_loading_commands_say_which_folder_the_weights_came_from(tiny_checkpoint
     assert code == 0 and out.splitlines()[0] == f"weights: gpt2 from {drop_in.resolve()}", err
 
 
+@requires("transformers")
 def test_verify_configures_transformers_from_the_folders_own_config_json(tiny_checkpoint):
     from transformers import GPT2Config as HFConfig
 

@@ -19,10 +19,10 @@ from minigpt_geom import GPT2, CheckpointError, InputError, WeightsNotFoundError
 
 
 @pytest.fixture
-def checkpoint_copy(small_checkpoints, tmp_path):
+def checkpoint_copy(tiny_checkpoint, tmp_path):
     """A writable copy of the small official-layout checkpoint."""
     folder = tmp_path / "ckpt"
-    shutil.copytree(small_checkpoints["official"], folder)
+    shutil.copytree(tiny_checkpoint, folder)
     return folder
 
 
@@ -65,7 +65,7 @@ def test_offline_and_not_cached_says_what_to_do(clean_env):
     assert "$MINIGPT_GEOM_WEIGHTS/gpt2 (the variable is not set)" in result.stderr
     assert f"{Path.cwd() / 'weights' / 'gpt2'}" in result.stderr and "hf_home" in result.stderr
     env = {**clean_env, "MINIGPT_GEOM_WEIGHTS": str(Path.cwd() / "elsewhere")}
-    result = subprocess.run([sys.executable, "-m", "minigpt_geom", "lens", "--weights", "gpt2"], env=env,
+    result = subprocess.run([sys.executable, "-m", "minigpt_geom", "lens", "--weights", "gpt2", "--no-plot"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and f"{Path.cwd() / 'elsewhere' / 'gpt2'}, " in result.stderr
 

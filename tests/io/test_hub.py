@@ -47,8 +47,8 @@ def run_in_fresh_process(env, tmp_path):
 
 
 @pytest.mark.subprocess
-def test_preset_loads_from_hub_cache_offline(small_checkpoints, clean_env, tmp_path):
-    folder = small_checkpoints["official"]
+def test_preset_loads_from_hub_cache_offline(tiny_checkpoint, clean_env, tmp_path):
+    folder = tiny_checkpoint
     fake_hub_cache(tmp_path / "hf_home", [folder / "model.safetensors", folder / "config.json"])
     resolved, logits = run_in_fresh_process(clean_env, tmp_path)
     assert "models--openai-community--gpt2/snapshots/" in resolved
@@ -110,10 +110,10 @@ def run_offline_cases(env, cases) -> dict:
 
 
 @pytest.mark.subprocess
-def test_local_folders_and_paths_never_reach_the_hub(small_checkpoints, clean_env, tmp_path):
+def test_local_folders_and_paths_never_reach_the_hub(tiny_checkpoint, clean_env, tmp_path):
     drop_in = tmp_path / "weights" / "gpt2"  # clean_env's working directory is tmp_path
     drop_in.mkdir(parents=True)
-    shutil.copy(small_checkpoints["official"] / "model.safetensors", drop_in)  # no config.json, no tokenizer files
+    shutil.copy(tiny_checkpoint / "model.safetensors", drop_in)  # no config.json, no tokenizer files
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     hub = ConnectionCounter()
     env = {k: v for k, v in clean_env.items() if k != "HF_HUB_OFFLINE"}

@@ -21,19 +21,20 @@ from minigpt_geom import GPT2
 from minigpt_geom.model.fused import FUSED
 from minigpt_geom.model.sphere import centre, normalise
 from minigpt_geom.model.trace import TraceRequest
+from helpers import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def models(small_checkpoints):
-    folder = small_checkpoints["official"]
+def models(tiny_checkpoint):
+    folder = tiny_checkpoint
     return GPT2.from_pretrained(folder), GPT2.from_pretrained(folder, dtype=torch.bfloat16)
 
 
 @pytest.fixture(scope="module")
 def idx():
-    return torch.randint(0, 101, (4, 32), generator=torch.Generator().manual_seed(3))
+    return torch.randint(0, SMALL["vocab_size"], (4, 32), generator=torch.Generator().manual_seed(3))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

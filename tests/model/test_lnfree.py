@@ -3,9 +3,8 @@ in the ε = 1e12 / γ × 1e6 convention give transformers' own logits as norm="n
 
 import pytest
 import torch
-import transformers
 
-from conftest import SMALL, random_hf_model, save_transformers_layout
+from helpers import SMALL, load_hf, random_hf_model, save_transformers_layout
 from minigpt_geom import GPT2, TraceRequest
 from minigpt_geom.model.lnfree import fix_sigma, fold_fixed_sigma, from_ln_free_eps
 from minigpt_geom.training.remove_ln import calibrate_sigma, removal_order, removal_schedule
@@ -19,8 +18,8 @@ def windows(n: int = 3, seed: int = 0) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def test_fixed_sigma_equals_its_formula(small_checkpoints):
-    model = GPT2.from_pretrained(small_checkpoints["official"])
+def test_fixed_sigma_equals_its_formula(tiny_checkpoint):
+    model = GPT2.from_pretrained(tiny_checkpoint)
     norm = model.h[1].ln_2
     fix_sigma(model, "h.1.ln_2", 0.37)
     x = torch.randn(2, 5, 48, dtype=torch.float64)
@@ -30,8 +29,8 @@ def test_fixed_sigma_equals_its_formula(small_checkpoints):
 
 
 @torch.no_grad()
-def test_calibrated_sigma_is_the_mean_token_sigma(small_checkpoints):
-    model = GPT2.from_pretrained(small_checkpoints["official"])
+def test_calibrated_sigma_is_the_mean_token_sigma(tiny_checkpoint):
+    model = GPT2.from_pretrained(tiny_checkpoint)
     batches = windows()
     scales = calibrate_sigma(model, batches)
     assert set(scales) == set(model.norm_sites()) and len(scales) == 2 * 2 + 1
@@ -43,8 +42,8 @@ def test_calibrated_sigma_is_the_mean_token_sigma(small_checkpoints):
 
 
 @torch.no_grad()
-def test_folded_export_gives_the_fixed_sigma_logits(small_checkpoints):
-    model = GPT2.from_pretrained(small_checkpoints["official"])
+def test_folded_export_gives_the_fixed_sigma_logits(tiny_checkpoint):
+    model = GPT2.from_pretrained(tiny_checkpoint)
     scales = calibrate_sigma(model, windows())
     for site, (sigma, _) in scales.items():
         fix_sigma(model, site, sigma)
@@ -53,7 +52,7 @@ def test_folded_export_gives_the_fixed_sigma_logits(small_checkpoints):
     assert all(s.variant.name == "none" for s in folded.norm_sites().values())
     assert (folded(idx) - model(idx)).abs().max() <= TOLERANCE
     # and the fixed-σ model is a real change from layer norm, not a no-op
-    assert (GPT2.from_pretrained(small_checkpoints["official"])(idx) - model(idx)).abs().max() > 1e-2
+    assert (GPT2.from_pretrained(tiny_checkpoint)(idx) - model(idx)).abs().max() > 1e-2
 
 
 @torch.no_grad()
@@ -65,7 +64,7 @@ def test_ln_free_eps_checkpoint_matches_transformers(tmp_path):
             module.eps = 1e12
             module.weight.mul_(1e6)
     save_transformers_layout(hf, tmp_path)
-    reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    reference = load_hf(tmp_path)
     idx = windows(1, seed=2)[0]
     with pytest.warns(UserWarning, match="layer norm is switched off inside this file"):  # said once, at load
         model = GPT2.from_pretrained(tmp_path)
@@ -77,8 +76,8 @@ def test_ln_free_eps_checkpoint_matches_transformers(tmp_path):
     assert (from_ln_free_eps(as_stored)(idx) - model(idx)).abs().max() <= TOLERANCE
 
 
-def test_removal_schedule_switches_every_site_once_in_order(small_checkpoints):
-    model = GPT2.from_pretrained(small_checkpoints["official"])
+def test_removal_schedule_switches_every_site_once_in_order(tiny_checkpoint):
+    model = GPT2.from_pretrained(tiny_checkpoint)
     order = removal_order(model)
     assert order == ["h.0.ln_2", "h.1.ln_2", "h.0.ln_1", "h.1.ln_1", "ln_f"] and set(order) == set(model.norm_sites())
     for steps in (1, 4, 50, 1000):
@@ -89,9 +88,9 @@ def test_removal_schedule_switches_every_site_once_in_order(small_checkpoints):
     assert sorted(schedule) == [100, 225, 350, 475, 600]  # 10 % … 60 % of the run, evenly spaced
 
 
-def test_fixed_sigma_is_a_constant_and_dyt_alpha_is_learned(small_checkpoints):
+def test_fixed_sigma_is_a_constant_and_dyt_alpha_is_learned(tiny_checkpoint):
     # the variant mechanism, not the projection, says which scalars training may change
-    model = GPT2.from_pretrained(small_checkpoints["official"], norm={"ln_1": "dyt"})
+    model = GPT2.from_pretrained(tiny_checkpoint, norm={"ln_1": "dyt"})
     fix_sigma(model, "h.0.ln_2", 0.5)
     idx = windows(1)[0]
     torch.nn.functional.cross_entropy(model(idx)[:, :-1].flatten(0, 1), idx[:, 1:].flatten()).backward()

@@ -7,6 +7,9 @@ import torch
 from minigpt_geom.model.trace import TraceRequest
 
 from minigpt_geom import GPT2
+from helpers import SMALL, needs, random_hf_model, save_official_layout
+
+needs("transformers")  # every test here compares with it
 
 TOLERANCE = 1e-4
 
@@ -37,22 +40,20 @@ def test_small_model_matches_transformers(small_hf, small_checkpoints, layout, a
     folder = small_checkpoints[layout]
     model = GPT2.from_pretrained(folder / "model.safetensors" if as_file else folder)
     assert model.config.n_head == 4 and model.config.head_dim == 12  # head count read from config.json
-    idx = torch.randint(0, 101, (3, 32), generator=torch.Generator().manual_seed(0))
+    idx = torch.randint(0, SMALL["vocab_size"], (3, 32), generator=torch.Generator().manual_seed(0))
     assert_close(compare_with_hf(model, small_hf, idx))
 
 
-def test_last_only_logits_are_transformers_last_row(small_hf, small_checkpoints):
-    model = GPT2.from_pretrained(small_checkpoints["official"])
-    idx = torch.randint(0, 101, (2, 20), generator=torch.Generator().manual_seed(1))
+def test_last_only_logits_are_transformers_last_row(small_hf, tiny_checkpoint):
+    model = GPT2.from_pretrained(tiny_checkpoint)
+    idx = torch.randint(0, SMALL["vocab_size"], (2, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         last = model(idx, last_only=True)
         expected = small_hf(idx).logits[:, -1:]
-    assert last.shape == (2, 1, 101) and (last - expected).abs().max().item() <= TOLERANCE
+    assert last.shape == (2, 1, SMALL["vocab_size"]) and (last - expected).abs().max().item() <= TOLERANCE
 
 
 def test_bare_file_infers_heads_from_width(tmp_path):
-    from conftest import random_hf_model, save_official_layout
-
     hf_model = random_hf_model(seed=3, n_layer=1, n_head=2, n_embd=128, n_positions=16, vocab_size=50)
     path = save_official_layout(hf_model, tmp_path, with_config=False)
     model = GPT2.from_pretrained(path)
@@ -77,8 +78,6 @@ def test_124m_shape_matches_transformers(full_hf, full_checkpoints, layout, as_f
 def test_half_precision_matches_transformers(tmp_path, dtype, tolerance):
     # GPT-2's residual stream has norms in the thousands at position 0: ‖x‖² overflows float16 (max 65504)
     # unless the layer-norm statistics are taken in float32, as torch's own layer_norm does.
-    from conftest import random_hf_model, save_official_layout
-
     hf_model = random_hf_model(seed=6, n_layer=2, n_head=4, n_embd=64, n_positions=16, vocab_size=50)
     with torch.no_grad():
         hf_model.transformer.wpe.weight[0] *= 500  # ‖x_0‖ ≈ 0.1·500·√64 = 400

@@ -15,6 +15,7 @@ from minigpt_geom import GPT2, InputError, KVCache, TraceRequest, reference_math
 from minigpt_geom.model import fused
 from minigpt_geom.model.kernels import OVERRIDE, REFERENCE
 from minigpt_geom.model.variants import BUILT_IN
+from helpers import SMALL
 
 TOLERANCE = 1e-5
 FULL = TraceRequest(states=True, patterns=True)
@@ -22,13 +23,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thr
 
 
 @pytest.fixture(scope="module")
-def model(small_checkpoints):
-    return GPT2.from_pretrained(small_checkpoints["official"])
+def model(tiny_checkpoint):
+    return GPT2.from_pretrained(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
 def idx():
-    return torch.randint(0, 101, (2, 32), generator=torch.Generator().manual_seed(7))
+    return torch.randint(0, SMALL["vocab_size"], (2, 32), generator=torch.Generator().manual_seed(7))
 
 
 def both_paths(run):

@@ -14,16 +14,17 @@ import torch.nn.functional as F
 from minigpt_geom import GPT2, NORM_VARIANTS, Trace, register_norm
 from minigpt_geom.errors import MissingDependencyError
 from minigpt_geom.model.sphere import centre
+from helpers import SMALL, needs
 
 
 @pytest.fixture(scope="module")
-def model(small_checkpoints):
-    return GPT2.from_pretrained(small_checkpoints["official"])
+def model(tiny_checkpoint):
+    return GPT2.from_pretrained(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
 def idx():
-    return torch.randint(0, 101, (2, 32), generator=torch.Generator().manual_seed(5))
+    return torch.randint(0, SMALL["vocab_size"], (2, 32), generator=torch.Generator().manual_seed(5))
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,8 @@ def test_sphere_radius_and_hyperplane(model, traced):
         assert torch.allclose(site.radius, torch.full_like(site.radius, math.sqrt(d)), rtol=1e-3, atol=0)
 
 
-def test_sphere_radius_is_sqrt_d_without_epsilon(small_checkpoints, idx):
-    model = GPT2.from_pretrained(small_checkpoints["official"])
+def test_sphere_radius_is_sqrt_d_without_epsilon(tiny_checkpoint, idx):
+    model = GPT2.from_pretrained(tiny_checkpoint)
     for module in model.modules():
         if hasattr(module, "eps"):
             module.eps = 0.0
@@ -161,7 +162,8 @@ def test_trace_indexing_saving_and_table(traced, tmp_path):
     assert np.array_equal(table["value"][rows], trace.attention.entropy[1, 1, 2].numpy())
     ln_f = (table["metric"] == "ln_f.radius")
     assert (table["layer"][ln_f] == L).all() and ln_f.sum() == B * T
-    frame = trace.to_dataframe()  # the same columns as a pandas DataFrame
+    needs("pandas")  # the rest: the same columns as a pandas DataFrame
+    frame = trace.to_dataframe()
     assert list(frame.columns) == list(table) and len(frame) == len(table["value"])
     for name, column in table.items():
         assert np.array_equal(frame[name].to_numpy(), column), name
@@ -175,9 +177,9 @@ def test_to_dataframe_without_pandas_names_the_install(traced, monkeypatch):
         traced[1].to_dataframe()
 
 
-def test_fold_ln_gives_the_same_logits(small_checkpoints, idx):
-    plain = GPT2.from_pretrained(small_checkpoints["official"])
-    folded = GPT2.from_pretrained(small_checkpoints["official"], fold_ln=True)
+def test_fold_ln_gives_the_same_logits(tiny_checkpoint, idx):
+    plain = GPT2.from_pretrained(tiny_checkpoint)
+    folded = GPT2.from_pretrained(tiny_checkpoint, fold_ln=True)
     with torch.no_grad():
         difference = (plain(idx) - folded(idx)).abs().max().item()
         _, trace = folded(idx, trace=True)
@@ -195,11 +197,11 @@ def test_fold_ln_124m_shape(full_checkpoints):
         assert (plain.fold_ln()(idx) - expected).abs().max().item() <= 1e-4
 
 
-def test_user_variant_registers_and_runs_end_to_end(small_hf, small_checkpoints, idx):
+def test_user_variant_registers_and_runs_end_to_end(small_hf, tiny_checkpoint, idx):
     # A variant written with torch's own layer norm must reproduce GPT-2, i.e. transformers' logits.
     register_norm("torch_layer_norm", lambda x, eps: F.layer_norm(x, x.shape[-1:], eps=eps))
     try:
-        model = GPT2.from_pretrained(small_checkpoints["official"], norm="torch_layer_norm")
+        model = GPT2.from_pretrained(tiny_checkpoint, norm="torch_layer_norm")
         assert all(block.ln_1.variant.name == "torch_layer_norm" for block in model.h)
         with torch.no_grad():
             assert (model(idx) - small_hf(idx).logits).abs().max().item() <= 1e-4
@@ -209,9 +211,9 @@ def test_user_variant_registers_and_runs_end_to_end(small_hf, small_checkpoints,
         NORM_VARIANTS.pop("torch_layer_norm")
 
 
-def test_builtin_variants_against_torch(small_checkpoints):
+def test_builtin_variants_against_torch(tiny_checkpoint):
     x = torch.randn(3, 5, 48) * 4 + 1
-    model = GPT2.from_pretrained(small_checkpoints["official"], norm={"ln_1": "rmsnorm", "h.1.ln_2": "none",
+    model = GPT2.from_pretrained(tiny_checkpoint, norm={"ln_1": "rmsnorm", "h.1.ln_2": "none",
                                                                       "ln_f": "sphere"})
     site = model.h[0].ln_1
     expected = F.rms_norm(x, (48,), eps=site.eps) * site.weight + site.bias

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, random_hf_model, save_official_layout, save_transformers_layout
+from helpers import SMALL, load_hf, random_hf_model, requires, save_official_layout, save_transformers_layout
 from minigpt_geom import GPT2, TraceRequest
 from minigpt_geom.analysis.circuits import ln_1_embeddings
 from minigpt_geom.analysis.drift import text_drift
@@ -25,17 +25,16 @@ from minigpt_geom.errors import InputError
 from minigpt_geom.model.lnfree import fix_sigma
 from minigpt_geom.training.remove_ln import calibrate_sigma
 
-transformers = pytest.importorskip("transformers")
 
 VARIANTS = ["layernorm", "rmsnorm", "sphere", "dyt", "fixed_sigma", "none"]
 MODELS = VARIANTS + ["ln_free"]
-CENTRED = {"layernorm", "sphere", "fixed_sigma"}  # the variants that read x − μ·1 (PAPER.md's table)
+CENTRED = {"layernorm", "sphere", "fixed_sigma"}  # the variants that read x − μ·1 (the table of docs/norms.md)
 BOUNDED = {"layernorm", "rmsnorm", "sphere", "dyt"}
 TOLERANCE = 1e-4
 
 
 def ids(n: int = 2, T: int = 20, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, TINY["vocab_size"], (n, T), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, SMALL["vocab_size"], (n, T), generator=torch.Generator().manual_seed(seed))
 
 
 # ---- the oracle: GPT-2 in float64 NumPy, each site by its own formula -------------------------------------
@@ -45,7 +44,7 @@ def np_(t: torch.Tensor) -> np.ndarray:
 
 
 def np_project(name: str, x: np.ndarray, eps: float, scalars: dict[str, float]) -> np.ndarray:
-    """The variant's point before γ, β, straight from PAPER.md's table."""
+    """The variant's point before γ, β, straight from its formula (docs/norms.md)."""
     mu = x.mean(-1, keepdims=True)
     if name in ("layernorm", "sphere"):
         return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
@@ -118,7 +117,7 @@ def np_log_softmax(z: np.ndarray) -> np.ndarray:
 def ln_free_folder(tiny_checkpoint, tmp_path_factory):
     """transformers' GPT-2 with layer norm switched off inside, as published: ε = 1e12, γ' = γ·10⁶/σ_s."""
     folder = tmp_path_factory.mktemp("ln_free")
-    hf = random_hf_model(seed=5, **TINY)
+    hf = random_hf_model(seed=5, **SMALL)
     hf.config.layer_norm_epsilon = 1e12
     g = torch.Generator().manual_seed(6)
     with torch.no_grad():
@@ -149,8 +148,10 @@ def build(name: str, tiny_checkpoint, ln_free_folder) -> GPT2:
 
 
 @pytest.fixture(scope="module", params=MODELS)
-def variant(request, tiny_checkpoint, ln_free_folder):
-    return request.param, build(request.param, tiny_checkpoint, ln_free_folder)
+def variant(request, tiny_checkpoint):
+    """(name, model); the LN-free file is asked for only where it is used (it needs transformers to write)."""
+    ln_free = request.getfixturevalue("ln_free_folder") if request.param == "ln_free" else None
+    return request.param, build(request.param, tiny_checkpoint, ln_free)
 
 
 # ---- the forward pass and its diagnostics ----------------------------------------------------------------
@@ -174,7 +175,7 @@ def test_forward_and_diagnostics_equal_numpy_of_the_variants_own_geometry(varian
 
 def test_the_ln_free_file_gives_transformers_logits(ln_free_folder, tiny_checkpoint):
     model = build("ln_free", tiny_checkpoint, ln_free_folder)
-    reference = transformers.GPT2LMHeadModel.from_pretrained(ln_free_folder).eval()
+    reference = load_hf(ln_free_folder)
     idx = ids()
     with torch.no_grad():
         assert (model(idx) - reference(idx).logits).abs().max() <= TOLERANCE
@@ -207,7 +208,7 @@ def test_lens_and_drift_at_the_last_layer_are_the_models_own_log_softmax(variant
 
 def test_the_ln_free_files_lens_is_transformers_own(ln_free_folder, tiny_checkpoint):
     model = build("ln_free", tiny_checkpoint, ln_free_folder)
-    reference = transformers.GPT2LMHeadModel.from_pretrained(ln_free_folder).eval()
+    reference = load_hf(ln_free_folder)
     idx = ids(1, 24, seed=3)
     with torch.no_grad():
         expected = np_log_softmax(np_(reference(idx).logits[0]))
@@ -286,7 +287,7 @@ def test_load_save_load_is_exact(variant, tiny_checkpoint, tmp_path):
 
 
 def test_ln_free_file_loads_from_both_layouts(ln_free_folder, tiny_checkpoint, tmp_path):
-    hf = transformers.GPT2LMHeadModel.from_pretrained(ln_free_folder)
+    hf = load_hf(ln_free_folder)
     save_official_layout(hf, tmp_path)
     idx = ids()
     with pytest.warns(UserWarning, match="switched off"):
@@ -366,6 +367,7 @@ def test_a_folded_model_made_ln_free_keeps_its_logits(tiny_checkpoint, tmp_path)
         assert (GPT2.from_pretrained(tmp_path)(idx) - expected).abs().max() <= TOLERANCE
 
 
+@requires("matplotlib")
 def test_drift_figure_names_the_models_own_final_map(variant):
     """The drift is ln_f's map of x_l[t] dotted with e_{t+1} − e_t: its label names that map, not LN_f always."""
     from minigpt_geom.analysis import plots

@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import random_hf_model, save_official_layout
 from minigpt_geom import GPT2, InputError, KVCache
 from minigpt_geom.text.generation import (Sampling, TextStream, filter_top_k, filter_top_p, generate, generate_stream,
                                          generate_text, next_token, stream_text)
 
 TOLERANCE = 1e-4
+LIVELY = dict(n_layer=2, n_head=4, n_embd=48, n_positions=32, vocab_size=101)  # a short context to slide past
 
 
 def random_prompt(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
@@ -19,8 +21,8 @@ def random_prompt(batch: int, length: int, vocab: int, seed: int = 0) -> torch.T
 
 
 @pytest.fixture(scope="module")
-def small_model(small_checkpoints) -> GPT2:
-    return GPT2.from_pretrained(small_checkpoints["official"])
+def small_model(tiny_checkpoint) -> GPT2:
+    return GPT2.from_pretrained(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,7 @@ def lively(tmp_path_factory):
     With tied embeddings a small random GPT-2 mostly repeats its last input token. Position vectors ten
     times larger, token vectors and attention weights three times larger make the continuation wander
     and depend on the prompt, so a token-for-token comparison means something."""
-    from conftest import SMALL, random_hf_model, save_official_layout
-
-    hf_model = random_hf_model(seed=0, **SMALL)
+    hf_model = random_hf_model(seed=0, **LIVELY)
     with torch.no_grad():
         hf_model.transformer.wpe.weight.mul_(10)
         hf_model.transformer.wte.weight.mul_(3)
@@ -58,7 +58,7 @@ def test_cached_logits_equal_full_recomputation(small_model):
     for t in range(9, 20):  # then one position at a time
         pieces.append(small_model(idx[:, t : t + 1], cache=cache))
     assert cache.length == 20
-    assert all(k.shape == (3, 4, 32, 12) and v.shape == k.shape for k, v in ((c.keys, c.values) for c in cache.layers))
+    assert all(k.shape == (3, 4, 64, 12) and v.shape == k.shape for k, v in ((c.keys, c.values) for c in cache.layers))
     worst = (torch.cat(pieces, dim=1) - full).abs().max().item()
     print(f"worst |Δlogits| cached vs full = {worst:.2e}")
     assert worst <= TOLERANCE

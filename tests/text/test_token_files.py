@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
+from helpers import requires
 from minigpt_geom.text import token_files as data
 from minigpt_geom.cli import main
 from minigpt_geom.text.corpus import corpus_files
@@ -55,6 +56,7 @@ def whole_file_ids(tokenizer: Tokenizer, files) -> list[np.ndarray]:
             for path in files]
 
 
+@requires("tiktoken")
 def test_streamed_and_parallel_prepare_write_the_ids_of_whole_files(corpus, tiny_checkpoint, tmp_path,
                                                                     small_documents):
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
@@ -106,6 +108,7 @@ def test_one_document_is_split_at_its_tail(corpus, tiny_checkpoint, tmp_path):
     assert tokens.meta["split"] == "last" and tokens.meta["documents"] == 1
 
 
+@requires("tiktoken")
 def test_the_backend_is_checked_on_a_sample_of_the_corpus(corpus, tiny_checkpoint, monkeypatch):
     files = corpus_files(corpus, "*.txt")
     sample = sample_texts(files)

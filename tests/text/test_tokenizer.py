@@ -1,105 +1,25 @@
 """The tokenizer against two independent implementations, tiktoken and Hugging Face `tokenizers`.
 
-No GPT-2 files are needed: the test trains a small byte-level BPE vocabulary on a corpus it makes,
-writes it in GPT-2's file formats, and loads it into all three tokenizers.
+No GPT-2 files are needed: the tests train a small byte-level BPE vocabulary on a corpus they make, write it
+in GPT-2's file formats, and load it into all three tokenizers (the fixtures: conftest.py beside this file).
+The property tests, on inputs hypothesis draws, are in test_tokenizer_properties.py.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-from pathlib import Path
-from unittest import mock
 
 import pytest
-import tiktoken
 import torch
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-from tiktoken_ext.openai_public import r50k_pat_str
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers
 
-from bpe_files import EOT, textbook_bpe, train_bpe, write_vocab
+from bpe_files import EOT, SAMPLES, make_corpus, write_vocab
+from helpers import in_memory
 from minigpt_geom.errors import CheckpointError, InputError, WeightsNotFoundError
 from minigpt_geom.text.fast_tokenizer import LIBRARIES, FastTokenizer
 from minigpt_geom.text.tokenizer import Tokenizer
 
-SAMPLES = [
-    "Hello, world! The quick brown fox jumps over the lazy dog.",
-    "Café, naïve, façade, résumé, Ångström, Straße, Ελληνικά, русский текст",
-    "emoji 😀🎉 and ZWJ families 👨‍👩‍👧‍👦 👩🏽‍💻 🏳️‍🌈 flags 🇫🇷🇯🇵",
-    "中文文本，日本語のテキスト、한국어 텍스트。",
-    "whitespace   runs\t\ttabs\n\nnewlines\r\nwindows\r\n  \n end   ",
-    "   leading spaces and trailing spaces   ",
-    "it's, don't, they're, we've, I'm, you'll, he'd; IT'S DON'T THEY'RE; 's 't 'd",
-    "'stop 'twas o'dem l'really 'very 'llama 'mad 'STOP O'STOP L'TWAS O'DEM D'REALLY N'VERY Y'LLAMA I'MAD",
-    "numbers 0 1 42 3.14159 2024-01-01 1,000,000 ١٢٣ ½ ²",
-    "def f(x):\n    return {'a': [x ** 2, x // 3]}  # comment\n\tif x != 0: pass\n",
-    "<html><body class=\"x\">a&amp;b</body></html> a->b && c || d; i++;",
-    "\u00a0non-breaking\u2009thin\u3000ideographic spaces\u200bzero-width",
-    "",
-    " ",
-    "a",
-    "\n",
-    "😀",
-]
-
-
-def make_corpus(seed: int = 0) -> str:
-    """Training text: the samples plus random English-like words, numbers, code and symbols."""
-    rng = random.Random(seed)
-    syllables = ["th", "e", "an", "in", "er", "re", "on", "at", "st", "ing", "qu", "ou", "al", "é", "ü", "中", "文"]
-    words = ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(300)]
-    lines = []
-    for _ in range(400):
-        line = " ".join(rng.choice(words).capitalize() if rng.random() < 0.1 else rng.choice(words)
-                        for _ in range(rng.randint(3, 12)))
-        line += rng.choice([".", ",", "!", "?", " 123", " 2024.", "'s", "'ll", " 😀", "\t", "  "])
-        line = line.upper() if rng.random() < 0.2 else line  # upper-case merges: 'S is not a contraction
-        lines.append(line)
-    return "\n".join(lines * 2 + SAMPLES * 3)
-
-
-@pytest.fixture(scope="session")
-def files(tmp_path_factory) -> Path:
-    """A folder with vocab.json + merges.txt (and their OpenAI twins): 256 bytes, merges in order, then EOT."""
-    folder = tmp_path_factory.mktemp("bpe")
-    merges = train_bpe(make_corpus(), num_merges=600)
-    for names in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
-        write_vocab(folder, merges, names=names)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def ours(files) -> Tokenizer:
-    return Tokenizer.from_files(files / "vocab.json", files / "merges.txt")
-
-
-def tiktoken_from(encoder_json: Path, vocab_bpe: Path) -> tiktoken.Encoding:
-    """tiktoken, with ranks read by tiktoken's own GPT-2 file loader (it also checks ids follow merge order)."""
-    with mock.patch.dict(os.environ, {"TIKTOKEN_CACHE_DIR": ""}):  # no cache: tmp paths get reused
-        ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
-    eot = json.loads(encoder_json.read_text(encoding="utf-8"))[EOT]
-    return tiktoken.Encoding("trained", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={EOT: eot})
-
-
-@pytest.fixture(scope="session")
-def tik(files) -> tiktoken.Encoding:
-    return tiktoken_from(files / "encoder.json", files / "vocab.bpe")
-
-
-@pytest.fixture(scope="session")
-def hf(files) -> HFTokenizer:
-    """Hugging Face `tokenizers`: BPE from the same files, GPT-2's byte-level pre-tokenizer and decoder."""
-    vocab, merges = models.BPE.read_file(str(files / "vocab.json"), str(files / "merges.txt"))
-    tok = HFTokenizer(models.BPE(vocab, merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    return tok
 
 
 def test_trained_vocabulary_merges_something(ours, tik):
@@ -124,34 +44,6 @@ def test_long_document_matches(ours, tik, hf):
     ids = ours.encode(text)
     assert ids == tik.encode(text) == hf.encode(text).ids
     assert ours.decode(ids) == text
-
-
-# Characters BPE has merges for, plus arbitrary Unicode: random strings then really exercise merges.
-_alphabet = st.sampled_from(list("thean ingerst'sldvmRST \t\n\r.,!0123456789éü中文😀‍👩")) | st.characters(codec="utf-8")
-_fast = settings(max_examples=150, deadline=None, database=None)
-
-
-@_fast
-@given(st.text())
-def test_round_trip_arbitrary_text(ours, text):
-    assert ours.decode(ours.encode(text, disallowed_special=())) == text
-
-
-@_fast
-@given(st.text(_alphabet, max_size=60) | st.text(max_size=30))
-def test_matches_oracles_on_arbitrary_text(ours, tik, hf, text):
-    ids = ours.encode(text, disallowed_special=())
-    assert ids == tik.encode(text, disallowed_special=())
-    assert ids == hf.encode(text).ids
-    assert ours.decode(ids) == text
-
-
-@_fast
-@given(st.lists(st.integers(0, 256 + 600), max_size=20))
-def test_decode_arbitrary_ids_like_tiktoken(ours, tik, ids):
-    """Ids that cut a character in two decode with U+FFFD, as tiktoken's errors="replace"."""
-    assert ours.decode(ids) == tik.decode(ids)
-    assert ours.decode_bytes(ids) == tik.decode_bytes(ids)
 
 
 SPECIAL = f"Document one.{EOT}Document two {EOT} and<|endoftext|>\n"
@@ -255,16 +147,6 @@ def test_lone_surrogates_like_tiktoken(ours, tik, text):
 
 # ---- long pieces: BPE in O(n log n) ----------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory) -> tuple[Tokenizer, tiktoken.Encoding]:
-    """Ours and tiktoken on a vocabulary trained on runs of one character, whose merges overlap ("aa", "aaaa")."""
-    folder = tmp_path_factory.mktemp("runs")
-    text = "\n".join(f"{'a' * k} {'7' * k}{' ' * k}x {'ab' * k}" for k in range(1, 40))
-    write_vocab(folder, 40, text)
-    return Tokenizer.from_files(folder / "vocab.json", folder / "merges.txt"), tiktoken_from(folder / "vocab.json",
-                                                                                              folder / "merges.txt")
-
-
 def random_text(alphabet: str, length: int, seed: int = 0) -> str:
     """`length` characters drawn from `alphabet`."""
     return "".join(random.Random(seed).choices(alphabet, k=length))
@@ -300,26 +182,6 @@ def test_long_runs_match_tiktoken(runs, text):
     """Runs of one character overlap their own pairs: "aaa" must merge as "aa" "a", leftmost first."""
     ours, tik = runs
     assert ours.encode(text) == tik.encode(text)
-
-
-def in_memory(merges: list[tuple[bytes, bytes]], **options) -> Tokenizer:
-    """A Tokenizer whose vocabulary is the 256 bytes plus every token the merges use or make."""
-    tokens = dict.fromkeys([bytes([b]) for b in range(256)] + [t for a, b in merges for t in (a, b, a + b)])
-    return Tokenizer({token: i for i, token in enumerate(tokens)}, merges, {}, **options)
-
-
-_token = st.text("abc", min_size=1, max_size=3).map(str.encode)
-
-
-@_fast
-@given(st.lists(st.tuples(_token, _token), max_size=12), st.text("abc", max_size=80))
-@example([(b"a", b"a")], "aaaaa")
-@example([(b"a", b"a"), (b"aa", b"a"), (b"a", b"aa")], "aaaaaaa")
-@example([(b"a", b"b"), (b"abc", b"ab"), (b"ab", b"c")], "abcabc")  # a pair made in a round ranks below it
-def test_merges_like_the_textbook_algorithm(merges, word):
-    """Any merge list, even one that learns a pair before its tokens exist, gives the textbook loop's tokens."""
-    tokenizer = in_memory(merges)
-    assert tokenizer.encode(word) == [tokenizer.encoder[t] for t in textbook_bpe(word.encode(), merges)]
 
 
 def test_cache_holds_only_short_pieces_and_at_most_cache_size(ours):
@@ -380,22 +242,10 @@ def test_check_fits(ours):
 
 # ---- the fast backend (tiktoken, or Hugging Face `tokenizers`): the reference's ids ---------------------
 
-@pytest.fixture(scope="session", params=LIBRARIES)
-def fast(files, request) -> FastTokenizer:
-    return FastTokenizer(files / "vocab.json", files / "merges.txt", library=request.param)
-
-
 @pytest.mark.parametrize("text", [*SAMPLES, SPECIAL, make_corpus(seed=1), *LONG_PIECES.values()])
 def test_fast_backend_gives_the_reference_ids(ours, tik, fast, text):
     ids = fast.encode_ordinary(text)
     assert ids == ours.encode_ordinary(text) == tik.encode_ordinary(text)  # tiktoken: the independent oracle
-
-
-@_fast
-@given(st.text(_alphabet, max_size=60) | st.text(max_size=30))
-@example("\ud800 lone \udfff surrogates")
-def test_fast_backend_on_arbitrary_text(ours, fast, text):
-    assert fast.encode_ordinary(text) == ours.encode_ordinary(text)
 
 
 @pytest.mark.parametrize("library", LIBRARIES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers
 
+from helpers import load_hf, needs
 from minigpt_geom import GPT2
 from minigpt_geom.text.token_files import load_tokens
 from minigpt_geom.model.lnfree import ln_free_checkpoint
@@ -39,6 +39,7 @@ def test_every_site_ends_fixed_and_the_run_goes_on(removed):
 
 @torch.no_grad()
 def test_export_gives_the_fixed_sigma_logits_here_and_in_transformers(removed):
+    needs("transformers")
     model, out, _ = removed
     idx = torch.randint(0, 300, (2, 40), generator=torch.Generator().manual_seed(0))
     expected = model.eval()(idx)
@@ -46,7 +47,7 @@ def test_export_gives_the_fixed_sigma_logits_here_and_in_transformers(removed):
         ln_free = GPT2.from_pretrained(out)
     assert all(site.variant.name == "none" for site in ln_free.norm_sites().values())
     assert (ln_free(idx) - expected).abs().max() <= TOLERANCE
-    reference = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    reference = load_hf(out)
     assert (reference(idx).logits - expected).abs().max() <= TOLERANCE
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import transformers
 from safetensors.torch import load_file
 
+from helpers import load_hf, needs
 from minigpt_geom import GPT2, GPT2Config
 from minigpt_geom.cli import main
 from minigpt_geom.text.token_files import load_tokens, prepare, windows
@@ -81,6 +81,7 @@ def test_corpus_cache_is_reused_until_a_file_changes(corpus, tiny_checkpoint, tm
 
 
 def test_a_new_gpt2_is_initialised_as_transformers_gpt2_and_works():
+    transformers = needs("transformers")
     config = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_ctx=256, vocab_size=1000)
     ours = dict(GPT2(config, seed=1).named_parameters())
     torch.manual_seed(1)
@@ -130,6 +131,7 @@ def test_weight_decay_applies_to_matrices_only():
 
 @pytest.mark.slow  # a training run
 def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(tokens, tiny_checkpoint, tmp_path):
+    needs("transformers")
     model = tiny_model()
     log = run(model, tokens, tiny_checkpoint, tmp_path, steps=50, eval_interval=25)
     val = [row.val_loss for row in log if row.val_loss is not None]
@@ -151,7 +153,7 @@ def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(t
     assert config["model_type"] == "gpt2" and "minigpt_geom_norm" not in config
 
     idx = torch.tensor([Tokenizer.from_pretrained(tiny_checkpoint).encode("def add(a, b):\n    return a + b\n")])
-    hf = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
+    hf = load_hf(tmp_path)
     with torch.no_grad():
         expected = hf(idx).logits
         torch.testing.assert_close(model(idx), expected, atol=1e-4, rtol=0)
@@ -201,7 +203,7 @@ def test_init_command_writes_a_checkpoint_every_loader_reads(tiny_checkpoint, tm
     assert GPT2.from_pretrained(out).ln_f.variant.name == "sphere"
     idx = torch.tensor([[5, 6, 7]])
     with torch.no_grad():  # γ = 1, β = 0 at initialisation: a sphere ln_f computes what layer norm does
-        expected = transformers.GPT2LMHeadModel.from_pretrained(str(out)).eval()(idx).logits
+        expected = load_hf(out)(idx).logits
         torch.testing.assert_close(GPT2.from_pretrained(out)(idx), expected, atol=1e-4, rtol=0)
 
 
