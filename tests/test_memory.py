@@ -62,13 +62,12 @@ def test_defect_7_a_saved_states_eval_windows_is_bounded_on_resume(tokens, tiny_
 @pytest.fixture(scope="module")
 def wide_vocabulary(tiny_checkpoint, tmp_path_factory) -> Path:
     """A one-layer model of GPT-2's 50257 words (d = 16) with the tests' tokenizer: V² = 2.5e9 query-key pairs."""
-    from conftest import random_hf_model, save_official_layout
+    from helpers import write_random_checkpoint
 
     folder = tmp_path_factory.mktemp("wide")
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(tiny_checkpoint / name, folder / name)
-    save_official_layout(random_hf_model(seed=5, n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=50257),
-                         folder)
+    write_random_checkpoint(folder, seed=5, n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=50257)
     return folder
 
 
