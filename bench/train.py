@@ -1,49 +1,81 @@
-"""Training-step throughput (forward, backward, AdamW) of minigpt_geom against transformers' GPT2LMHeadModel.
+"""Training-step throughput (forward, backward, AdamW) of minigpt_geom against transformers' GPT2LMHeadModel, and
+the CPU and memory a step costs.
 
     python bench/train.py                  # CPU float32, 124M shape, 4 x 128 tokens a step
     python bench/train.py --gpu            # adds CUDA bfloat16 autocast at 16 x 1024, with MFU
+    python bench/train.py --resources      # user and system CPU time, page faults and peak memory of train()'s
+                                           # step, the loss chunked (now) and over the full logits (before)
 
-Both models start from the same random weights, take the same batch, compute the same loss from their logits
-and step an identical AdamW; the two are timed alternately (medians). MFU = 6·N·tokens/s / peak, N the number
-of parameters (the tied embedding counted once): the usual estimate of a step's FLOPs, attention left out.
+Both models start from the same random weights, take the same batch, compute the same loss and step an identical
+AdamW; the two are timed alternately (medians). MFU = 6·N·tokens/s / peak, N the number of parameters (the tied
+embedding counted once): the usual estimate of a step's FLOPs, attention left out.
+
+--resources runs training/loop.py's own train_step on the 4-layer, d = 128 model with GPT-2's 50257 words,
+16 × 128 tokens a step, each configuration in a fresh process (peak RSS is per process): getrusage's user and
+system seconds and minor page faults over --steps steps after two untimed ones, and ru_maxrss.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
+import time
+from contextlib import nullcontext
 import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import gpu_peak_flops, interleaved_seconds, random_checkpoint  # noqa: E402
 
-from minigpt_geom import GPT2  # noqa: E402
-from minigpt_geom.training.loop import Logits, next_token_loss  # noqa: E402
+from minigpt_geom import GPT2, GPT2Config  # noqa: E402
+from minigpt_geom.training.distributed import ALONE  # noqa: E402
+from minigpt_geom.training.loop import NextTokenLoss, make_optimizer, train_step  # noqa: E402
+from minigpt_geom.training.settings import TrainSettings  # noqa: E402
+
+RESOURCE_SHAPE = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_ctx=128, vocab_size=50257)  # 7.2 M parameters
+RESOURCE_BATCH = 16  # windows of RESOURCE_SHAPE.n_ctx tokens a step
 
 
-class LogitsOnly(torch.nn.Module):
-    """transformers' model seen as ids -> logits, so both models share next_token_loss."""
+class HFLoss(torch.nn.Module):
+    """transformers' model as (ids, next ids) -> the mean cross-entropy of its logits."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx, use_cache=False).logits
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(x, use_cache=False).logits.flatten(0, 1).float(), y.flatten())
 
 
-def training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool):
+class FullLogitsLoss(torch.nn.Module):
+    """The loss before issue 28: every logit [B, T, vocab] at once, then F.cross_entropy."""
+
+    def __init__(self, model: GPT2) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(self.model.run(x).flatten(0, 1).float(), y.flatten(), reduction=reduction)
+
+
+LOSSES = {"full logits": FullLogitsLoss, "chunked": NextTokenLoss}  # before issue 28, and now
+
+
+def training_step(loss: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool):
     """A callable doing one full step: forward, loss, backward, AdamW, zeroing the gradients."""
     fused = x.device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.1, fused=fused or None)
+    optimizer = torch.optim.AdamW(loss.parameters(), lr=1e-5, weight_decay=0.1, fused=fused or None)
 
     def step() -> None:
         with torch.autocast(x.device.type, torch.bfloat16, enabled=autocast):
-            loss = next_token_loss(model, x, y)
-        loss.backward()
+            value = loss(x, y)
+        value.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if x.device.type == "cuda":
@@ -57,12 +89,12 @@ def measure(folder: Path, device: torch.device, B: int, T: int, repeats: int, au
     """Print tokens/s of both models on one shape, their ratio and (on a GPU) their MFU."""
     from transformers import GPT2LMHeadModel
 
-    ours = Logits(GPT2.from_pretrained(folder, device=device)).train()  # the forward pass train() runs
-    theirs = LogitsOnly(GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="sdpa").to(device)).train()
+    ours = NextTokenLoss(GPT2.from_pretrained(folder, device=device), compile).train()  # the loss train() computes
+    theirs = HFLoss(GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="sdpa").to(device)).train()
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, ours.model.config.vocab_size, (B, T + 1), generator=generator)
     if compile:
-        ours, theirs = torch.compile(ours), torch.compile(theirs)
+        theirs = torch.compile(theirs)
     x, y = ids[:, :-1].to(device), ids[:, 1:].to(device)
     seconds = interleaved_seconds({"ours": training_step(ours, x, y, autocast),
                                    "theirs": training_step(theirs, x, y, autocast)}, repeats)
@@ -80,6 +112,50 @@ def measure(folder: Path, device: torch.device, B: int, T: int, repeats: int, au
     print(line, flush=True)
 
 
+def resource_child(loss_name: str, threads: int, steps: int) -> None:
+    """In this (fresh) process: `steps` steps of train_step with one loss; print getrusage's figures as JSON."""
+    import numpy as np
+
+    torch.set_num_threads(threads)
+    model = GPT2(RESOURCE_SHAPE)
+    settings = TrainSettings(batch_size=RESOURCE_BATCH, context=RESOURCE_SHAPE.n_ctx)
+    optimizer = make_optimizer(model, settings)
+    loss = LOSSES[loss_name](model)
+    ids = np.random.default_rng(0).integers(0, RESOURCE_SHAPE.vocab_size, 1_000_000).astype(np.uint16)
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        starts = torch.randint(len(ids) - RESOURCE_SHAPE.n_ctx - 1, (1, RESOURCE_BATCH), generator=generator)
+        train_step(loss, optimizer, ids, starts, RESOURCE_SHAPE.n_ctx, settings, ALONE, nullcontext())
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(2):  # the optimiser's moments and the loss's buffer are made in the first step
+        step()
+    before, began = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(steps):
+        step()
+    after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - began
+    print(json.dumps({"user": (after.ru_utime - before.ru_utime) / steps, "system": (after.ru_stime - before.ru_stime)
+                      / steps, "faults": (after.ru_minflt - before.ru_minflt) / steps, "wall": wall / steps,
+                      "rss_model": rss_before / 2**10, "rss_peak": after.ru_maxrss / 2**10}))
+
+
+def measure_resources(steps: int, threads: list[int]) -> None:
+    """Print, per loss and thread count, the per-step CPU seconds, page faults and the peak RSS (one process each)."""
+    print(f"train_step, {RESOURCE_SHAPE.n_layer} layers, d = {RESOURCE_SHAPE.n_embd}, vocabulary "
+          f"{RESOURCE_SHAPE.vocab_size}, {RESOURCE_BATCH} x {RESOURCE_SHAPE.n_ctx} tokens a step, {steps} steps; "
+          f"per step:", flush=True)
+    print(f"{'loss':12s} {'threads':>7s} {'user s':>7s} {'system s':>8s} {'sys/user':>8s} {'faults':>8s} "
+          f"{'wall s':>7s} {'RSS MB before':>13s} {'peak RSS MB':>11s}", flush=True)
+    for n in threads:
+        for name in LOSSES:
+            printed = subprocess.run([sys.executable, __file__, "--resource-child", name, "--threads", str(n),
+                                      "--steps", str(steps)], capture_output=True, text=True, check=True).stdout
+            r = json.loads(printed.splitlines()[-1])
+            print(f"{name:12s} {n:>7d} {r['user']:7.3f} {r['system']:8.3f} {r['system'] / r['user']:8.1%} "
+                  f"{r['faults']:8,.0f} {r['wall']:7.2f} {r['rss_model']:13,.0f} {r['rss_peak']:11,.0f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--checkpoint", type=Path, help="folder to write/read the random checkpoint (default: temp)")
@@ -91,7 +167,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gpu", action="store_true", help="also bfloat16 autocast at 16 x 1024 on CUDA, with MFU")
     parser.add_argument("--compile", action="store_true", help="on the GPU, also time both under torch.compile")
+    parser.add_argument("--resources", action="store_true", help="CPU time, page faults and peak RSS of a step, "
+                        "the loss chunked and over the full logits")
+    parser.add_argument("--steps", type=int, default=10, help="--resources: steps measured (default: 10)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="--resources: torch.set_num_threads values (default: 1 2)")
+    parser.add_argument("--resource-child", choices=list(LOSSES), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.resource_child:
+        resource_child(args.resource_child, args.threads[0], args.steps)
+        return
+    if args.resources:
+        measure_resources(args.steps, args.threads)
+        return
     shape = dict(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, n_positions=1024,
                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # no dropout: ours has none
     with tempfile.TemporaryDirectory() as tmp:

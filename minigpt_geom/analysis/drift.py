@@ -31,6 +31,7 @@ from ..errors import InputError
 from ..model.gpt2 import GPT2
 from ..model.variants import map_label
 from ..model.trace import TraceRequest
+from .tables import significant
 
 LOGSUMEXP_ROWS = 512  # rows of [rows, vocab] logits held at once for the softmax normaliser
 
@@ -197,14 +198,16 @@ def drift_position_rows(result: DriftResult) -> list[dict]:
 def format_drift(result: DriftResult) -> str:
     """A text table: per layer the mean drift ± std and, if computed, the mean log-probabilities."""
     has_logp = result.logp_next is not None
-    head = f"{'layer':>5} {'drift':>10} {'± std':>9}"
+    head = f"{'layer':>5} {'drift':>10} {'± std':>10}"
     if has_logp:
         head += f" {'log p(next)':>12} {'log p(cur)':>11}"
     lines = [f"{result.positions} positions in {result.windows} windows", head]
-    for layer in range(len(result.drift)):
-        line = f"{layer:>5} {result.drift[layer]:>10.4f} {result.drift_std[layer]:>9.4f}"
+    for layer in range(len(result.drift)):  # 4 significant digits, as every printed table
+        drift, std = significant(float(result.drift[layer])), significant(float(result.drift_std[layer]))
+        line = f"{layer:>5} {drift:>10} {std:>10}"
         if has_logp:
-            line += f" {result.logp_next[layer]:>12.4f} {result.logp_current[layer]:>11.4f}"
+            line += (f" {significant(float(result.logp_next[layer])):>12}"
+                     f" {significant(float(result.logp_current[layer])):>11}")
         lines.append(line)
     lines.append("drift = ln_f(x_l[t]) · (e_{t+1} − e_t) = log p_l(next) − log p_l(current), through the model's own "
                  "ln_f and unembedding; layer 0 = embedding")

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model.gpt2 import GPT2
+from ..model.geometry import centred_direction
 from ..model.trace import Trace
 from .text import token_words, trace_text
 
@@ -89,7 +90,7 @@ def logit_lens(model: GPT2, trace: Trace, k: int = 5) -> LensResult:
         fields["prob"].append(target[..., 0].exp())
         fields["rank"].append((logp > target).sum(dim=-1) + 1)
         fields["entropy"].append(-(p * logp).sum(dim=-1))
-        fields["kl"].append((final_p * (final_logp - logp)).sum(dim=-1))
+        fields["kl"].append((final_p * (final_logp - logp)).sum(dim=-1).clamp_min(0))  # KL ≥ 0: −1e-9 is rounding
     step, path = angular_steps(trace)
     stack = lambda name: torch.stack(fields[name])  # noqa: E731
     return LensResult(
@@ -131,21 +132,34 @@ def lens_rows(lens: LensResult, words: Sequence[str], decode: Callable[[int], st
             row = {"position": t, "token": word, "layer": layer, "prediction": predicted}
             for j in range(k):
                 row[f"top{j + 1}"] = decode(int(lens.top_ids[layer, batch, t, j]))
-                row[f"top{j + 1}_prob"] = round(float(lens.top_probs[layer, batch, t, j]), 6)
+                row[f"top{j + 1}_prob"] = float(lens.top_probs[layer, batch, t, j])
             row.update(
-                prediction_prob=round(float(lens.prediction_prob[layer, batch, t]), 6),
+                prediction_prob=float(lens.prediction_prob[layer, batch, t]),
                 prediction_rank=int(lens.prediction_rank[layer, batch, t]),
-                entropy=round(float(lens.entropy[layer, batch, t]), 6),
-                kl_to_final=round(float(lens.kl_to_final[layer, batch, t]), 6),
-                angular_step_rad=round(float(lens.angular_step[layer, batch, t]), 6),
-                angular_path_rad=round(float(lens.angular_path[layer, batch, t]), 6),
+                entropy=float(lens.entropy[layer, batch, t]),
+                kl_to_final=float(lens.kl_to_final[layer, batch, t]),
+                angular_step_rad=float(lens.angular_step[layer, batch, t]),
+                angular_path_rad=float(lens.angular_path[layer, batch, t]),
             )
             rows.append(row)
     return rows
 
 
+def angle_note(model: GPT2) -> str:
+    """What the lens table's step and path measure on this model: the angle between x_l and x_l+1 as each block's
+    ln_1 reads them (the trace's residual.angle), said in its variant's terms."""
+    variants = {block.ln_1.variant.name: block.ln_1.variant for block in model.h}
+    if len(variants) > 1:
+        return f"as each block's ln_1 reads them ({', '.join(variants)})"
+    variant = next(iter(variants.values()))
+    geometry = variant.geometry
+    read = "centred, x − μ·1" if geometry.direction is centred_direction else "as they are"
+    where = "the angle along its sphere" if geometry.scale_free else "their magnitude counts too, the angle leaves it out"
+    return f"as ln_1 ({variant.name}) reads them: {read}; {where}"
+
+
 def format_lens(lens: LensResult, words: Sequence[str], decode: Callable[[int], str], positions: Sequence[int] | None = None,
-                batch: int = 0) -> str:
+                batch: int = 0, angle: str = "as each block's ln_1 reads them") -> str:
     """A text table per position: the layers' top words, p and rank of the prediction, KL, angles.
 
     The words column is as wide as its widest entry: a token is never cut."""
@@ -167,6 +181,6 @@ def format_lens(lens: LensResult, words: Sequence[str], decode: Callable[[int], 
                 f"{float(lens.angular_step[layer, batch, t]):>6.4g} {float(lens.angular_path[layer, batch, t]):>6.4g}"
             )
         lines.append("")
-    lines.append("KL = KL(final ‖ layer) in nats; step, path: angle in radians between the directions the norm "
-                 "reads (along the sphere, for layer norm); layer 0 = embedding")
+    lines.append(f"KL = KL(final ‖ layer) in nats; step, path: angle in radians between x_l and x_l+1 {angle}; "
+                 f"layer 0 = embedding")
     return "\n".join(lines)

@@ -60,12 +60,14 @@ def default_layers(n_layer: int) -> list[int]:
 
 def single_token_words(tokenizer: Tokenizer, words: Iterable[str], *, leading_space: bool = False
                        ) -> tuple[list[tuple[str, int]], list[str]]:
-    """Split words into (word, token) pairs that encode to one token, and the dropped rest."""
+    """Split words into (text, token) pairs that encode to one token, and the dropped rest. The text is what was
+    probed: with leading_space, ' stone' for the word 'stone'."""
     kept, dropped = [], []
     for word in words:
-        ids = tokenizer.encode(" " + word if leading_space else word)
+        text = " " + word if leading_space else word
+        ids = tokenizer.encode(text)
         if len(ids) == 1:
-            kept.append((word, ids[0]))
+            kept.append((text, ids[0]))
         else:
             dropped.append(word)
     return kept, dropped
@@ -170,7 +172,8 @@ def probe_tables(rows: Sequence[ProbeRow], tokenizer: Tokenizer, k: int) -> dict
             chosen = [r for r in rows if r.layer == layer and r.probe == probe]
             tables[f"probe_layer{layer}_{probe.replace('-', '_')}"] = Table(
                 ["word", "head", "top matches", NORM_NAMES[probe]],
-                [[r.word, "sum" if r.head is None else r.head, ", ".join(token_label(tokenizer, t) for t in r.matches),
+                [[token_label(tokenizer, r.token), "sum" if r.head is None else r.head,
+                  ", ".join(token_label(tokenizer, t) for t in r.matches),
                   r.norm] for r in chosen],
                 f"layer {layer}, {probe} probe: top-{k} {MATCHED[probe]}")
     return tables

@@ -141,11 +141,11 @@ def pairs_table(pairs: Sequence[WordPair], tokenizer: Tokenizer, caption: str = 
     """Rank, query word, key word, score."""
     return Table(["rank", "query", "key", "score"],
                  [[i, token_label(tokenizer, p.query), token_label(tokenizer, p.key), p.score]
-                  for i, p in enumerate(pairs)], caption)
+                  for i, p in enumerate(pairs, start=1)], caption)  # rank 1: the strongest pair
 
 
 def pairs_csv_table(pairs: Sequence[WordPair], tokenizer: Tokenizer) -> Table:
     """The pairs with their token ids and texts, for the CSV file."""
     return Table(["rank", "query", "query_text", "key", "key_text", "score"],
                  [[i, p.query, tokenizer.decode([p.query]), p.key, tokenizer.decode([p.key]), p.score]
-                  for i, p in enumerate(pairs)])
+                  for i, p in enumerate(pairs, start=1)])

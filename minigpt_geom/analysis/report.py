@@ -35,6 +35,7 @@ from . import plots
 from .circuits import check_head, check_layer
 from .drift import text_drift
 from .lens import LensResult, logit_lens
+from .tables import significant
 from .text import token_words, trace_text
 from .trajectory import Trajectory, choose_highlight, word_trajectory
 
@@ -47,7 +48,19 @@ if TYPE_CHECKING:
 TEMPLATE = "report_template.html"
 REPORT_STEPS = 4  # forward pass; lens and trajectory; figures; drift
 GRID_TOKENS = 128  # attention patterns in the page cover the first 128 positions: L·H·128² bytes at most
+DATA_DIGITS = 6  # significant digits of the numbers in the page's JSON; the page shows 4 (sig in the template)
 TITLE_CHARACTERS = 70  # a default title is the text's start, cut at a word boundary near this length
+
+
+def model_summary(model: GPT2) -> str:
+    """The report's first line: the model's shape and its norms, with √d where one of them is a sphere of that
+    radius (DyT's box and an LN-free model have none)."""
+    config = model.config
+    geometry = geometry_summary({name: site.variant for name, site in model.norm_sites().items()})
+    spheres = any(site.variant.geometry.radius.startswith("√d") for site in model.norm_sites().values())
+    radius = f" (√d = {math.sqrt(config.n_embd):.4g})" if spheres else ""
+    return (f"Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, context {config.n_ctx}, "
+            f"vocabulary {config.vocab_size}; norms: {geometry}{radius}")
 
 
 def fill_template(template: str, **values: str) -> str:
@@ -84,11 +97,13 @@ def short_title(text: str, most: int = TITLE_CHARACTERS) -> str:
     return text[:cut if cut > most // 2 else most].rstrip() + " …"
 
 
-def rounded(values: torch.Tensor | np.ndarray, digits: int = 4) -> list:
-    """A tensor or array as nested lists of floats rounded to `digits` (JSON of a sensible size)."""
+def rounded(values: torch.Tensor | np.ndarray, digits: int = DATA_DIGITS) -> list:
+    """A tensor or array as nested lists of floats to `digits` significant digits (JSON of a sensible size
+    that keeps 1.5e-23 as it is, where rounding to decimals would make it 0)."""
     if isinstance(values, torch.Tensor):
         values = values.detach().float().cpu().numpy()
-    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+    array = np.asarray(values, dtype=np.float64)
+    return np.array([float(f"{v:.{digits}g}") for v in array.ravel()]).reshape(array.shape).tolist()
 
 
 def token_losses(logits: torch.Tensor, ids: Sequence[int]) -> list[float | None]:
@@ -96,7 +111,7 @@ def token_losses(logits: torch.Tensor, ids: Sequence[int]) -> list[float | None]
     logp = torch.log_softmax(logits.float(), dim=-1)  # [T, V]
     following = torch.as_tensor(list(ids)[1:], device=logits.device)
     losses = -logp[:-1].gather(-1, following[:, None])[:, 0]  # position t−1 predicts token t
-    return [None] + [round(float(v), 4) for v in losses]
+    return [None] + rounded(losses)
 
 
 def attention_data(patterns: torch.Tensor, limit: int = GRID_TOKENS) -> dict:
@@ -132,13 +147,13 @@ def page_data(trajectory: Trajectory, lens: LensResult, losses: Sequence[float |
         "highlight": trajectory.highlight,
         "layer": layer,
         "head": head,
-        "coords": rounded(trajectory.coords, 5),  # [L+1][T][3]
+        "coords": rounded(trajectory.coords),  # [L+1][T][3]
         "axes": axis_names(trajectory),
         "predictions": [decode(int(i)) for i in lens.prediction[0]],
-        "predictionCoords": rounded(trajectory.prediction_coords, 5),  # [T][3]
+        "predictionCoords": rounded(trajectory.prediction_coords),  # [T][3]
         "cosines": rounded(trajectory.target_cosines),  # [L+1][T]
         "losses": losses,
-        "maxLoss": round(float(np.log(vocab_size)), 4),  # the loss of a uniform guess: the colour scale's top
+        "maxLoss": float(np.log(vocab_size)),  # the loss of a uniform guess: the colour scale's top
         "lens": lens_data(lens, decode),
         "attention": attention_data(patterns),
         "pointLabel": "ln_f(x_l)",
@@ -169,8 +184,8 @@ def lens_grid_html(lens: LensResult, words: Sequence[str], decode: Callable[[int
         cells = []
         for layer in range(lens.n_states):
             ids, probs = lens.top_ids[layer, 0, t].tolist(), lens.top_probs[layer, 0, t].tolist()
-            hover = "\n".join(f"{decode(i)!r} {p:.3f}" for i, p in zip(ids, probs))
-            hover += f"\nprediction {decode(final)!r}: p = {float(lens.prediction_prob[layer, 0, t]):.3f}, " \
+            hover = "\n".join(f"{decode(i)!r} {significant(p)}" for i, p in zip(ids, probs))
+            hover += f"\nprediction {decode(final)!r}: p = {significant(float(lens.prediction_prob[layer, 0, t]))}, " \
                      f"rank {int(lens.prediction_rank[layer, 0, t])}"
             alpha = shade(probs[0])
             style = f"background: rgba(33, 102, 172, {alpha:.3f});" + (" color: white;" if alpha > 0.6 else "")
@@ -223,10 +238,8 @@ def build_report(
     points = f"ln_f(x_l) (ln_f is {ln_f.name}: {ln_f.geometry.output_set})"
     intro = (
         f"<h1>{html.escape(title)}</h1>\n"
-        f"<p class=caption>Model: {config.n_layer} layers, {config.n_head} heads, d = {config.n_embd}, context "
-        f"{config.n_ctx}, vocabulary {config.vocab_size}; norms: {html.escape(geometry)} (√d = "
-        f"{math.sqrt(config.n_embd):.2f}). Layer l = 0 is the embedding x_0; every state is decoded as the output "
-        f"head decodes x_L, through ln_f and the unembedding (the logit lens).</p>"
+        f"<p class=caption>{html.escape(model_summary(model))}. Layer l = 0 is the embedding x_0; every state is "
+        f"decoded as the output head decodes x_L, through ln_f and the unembedding (the logit lens).</p>"
     )
     img = lambda fig, alt: figure_img(fig, alt, dpi)  # noqa: E731
     path_words = [decode(int(i)) for i in lens.top_ids[:, 0, highlight, 0]]

@@ -53,7 +53,7 @@ class HeadSVD:
 class SingularPairWords:
     """Row of the paper's tables: a singular pair and its nearest words."""
 
-    rank: int  # 0 = the largest singular value
+    rank: int  # 1 = the largest singular value, as rank 1 is the top word everywhere
     singular_value: float
     left: tuple[int, ...]  # tokens with the largest dot product with the left vector (U·S)
     right: tuple[int, ...]  # … with the right vector
@@ -127,7 +127,8 @@ def singular_pair_words(model: GPT2, svd: HeadSVD, n_pairs: int = 20, k: int = 3
     left_embeddings, right_embeddings = side_embeddings(model, svd.layer, svd.circuit, E_tilde)
     left = nearest_words(svd.left[:, :n], left_embeddings, k, allowed).tolist()
     right = nearest_words(svd.right[:, :n], right_embeddings, k, allowed).tolist()
-    return [SingularPairWords(r, svd.singular_values[r].item(), tuple(left[r]), tuple(right[r])) for r in range(n)]
+    return [SingularPairWords(r + 1, svd.singular_values[r].item(), tuple(left[r]), tuple(right[r]))
+            for r in range(n)]
 
 
 def cumulative_share(singular_values: Tensor) -> Tensor:
@@ -192,7 +193,7 @@ def svd_tables(model: GPT2, tokenizer: Tokenizer, layers: Sequence[int], heads: 
                     f"W_{circuit} singular vectors, layer {layer}, head {head}"))
                 long += [[circuit, layer, head, p.rank, p.singular_value, side, i, t, tokenizer.decode([t])]
                          for p in pairs for side, tokens in (("left", p.left), ("right", p.right))
-                         for i, t in enumerate(tokens)]
+                         for i, t in enumerate(tokens, start=1)]
             bias = key_bias_words(model, layer, head, bias_words, E_tilde, allowed)
             bias_rows.append([head, words(bias.positive), words(bias.negative)])
             if progress is not None:

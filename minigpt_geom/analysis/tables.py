@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], style: st
         lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in cells]
         return "\n".join(lines) + "\n"
     if style == "latex":
-        lines = [r"\begin{table}", r"\centering"]
+        lines = [r"% needs \usepackage{booktabs} (\toprule, \midrule, \bottomrule)", r"\begin{table}", r"\centering"]
         if caption:
             lines.append(rf"\caption{{{latex_escape(caption, symbols=True)}}}")
         lines += [rf"\begin{{tabular}}{{{'l' * len(header)}}}", r"\toprule",
@@ -130,12 +131,23 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], style: st
     raise ValueError(f"table style must be one of {', '.join(TABLE_STYLES)}, got {style!r}")
 
 
+def csv_cell(value: Any) -> Any:
+    """One CSV cell: None empty, a real number that is no integer as repr(float(value)), every digit: the
+    float64 it reads back as is the value itself (a NumPy float32's own str would be its shortest float32
+    spelling, 0.1 for 0.100000001490116…)."""
+    if value is None:
+        return ""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return repr(float(value))
+    return value
+
+
 def format_csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows as CSV text (RFC 4180: CRLF line ends, so a token that is a lone \\r is quoted; floats in full)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    writer.writerows([[csv_cell(v) for v in row] for row in rows])
     return out.getvalue()
 
 

@@ -176,12 +176,12 @@ def word_trajectory(
 def trajectory_rows(trajectory: Trajectory) -> list[dict]:
     """One record per (position, layer) with the 3-D coordinates, the predicted word's point last."""
     rows = [
-        {"position": t, "token": word, "layer": layer, "x": round(float(x), 6), "y": round(float(y), 6),
-         "z": round(float(z), 6), "highlight": int(t == trajectory.highlight)}
+        {"position": t, "token": word, "layer": layer, "x": float(x), "y": float(y), "z": float(z),
+         "highlight": int(t == trajectory.highlight)}
         for t, word in enumerate(trajectory.words)
         for layer, (x, y, z) in enumerate(trajectory.coords[:, t])
     ]
     x, y, z = trajectory.prediction_coord
-    rows.append({"position": -1, "token": trajectory.prediction_word, "layer": -1, "x": round(float(x), 6),
-                 "y": round(float(y), 6), "z": round(float(z), 6), "highlight": 0})
+    rows.append({"position": -1, "token": trajectory.prediction_word, "layer": -1, "x": float(x), "y": float(y),
+                 "z": float(z), "highlight": 0})
     return rows

@@ -120,6 +120,18 @@ def seed(text: str) -> int:
     return value
 
 
+def path_text(text: str) -> str:
+    """argparse type for a file or folder: any text but the empty one, which would name the working directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path names no file or folder (the working directory is .)")
+    return text
+
+
+def folder_path(text: str) -> Path:
+    """argparse type for a folder (-o DIR): a non-empty path, as a Path."""
+    return Path(path_text(text))
+
+
 def dpi(text: str) -> int:
     """argparse type for --dpi: 1 to MAX_DPI (a figure's pixels grow as dpi²)."""
     value = positive_int(text)
@@ -133,10 +145,10 @@ def dpi(text: str) -> int:
 def add_model_arguments(parser: argparse.ArgumentParser, tokenizer: bool = True) -> None:
     """--weights, --tokenizer (unless the command reads no text), --device, --dtype and --quiet."""
     group = parser.add_argument_group("model")
-    group.add_argument("--weights", default="gpt2", metavar="SOURCE",
+    group.add_argument("--weights", default="gpt2", type=path_text, metavar="SOURCE",
                        help="preset (gpt2 … gpt2-xl), hub id, folder or .safetensors file (default: gpt2)")
     if tokenizer:
-        group.add_argument("--tokenizer", metavar="SOURCE",
+        group.add_argument("--tokenizer", type=path_text, metavar="SOURCE",
                            help="where vocab.json and merges.txt are (default: beside the weights)")
     group.add_argument("--device", default="cpu",
                        help="torch device: cpu, cuda, cuda:1, mps …, or auto: cuda if available, else mps, else cpu "
@@ -177,7 +189,7 @@ def add_text_argument(parser: argparse.ArgumentParser, what: str = "the text to 
 
 def add_output_argument(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
     """-o/--out DIR: where the command writes `what`."""
-    parser.add_argument("-o", "--out", type=Path, default=default, metavar="DIR",
+    parser.add_argument("-o", "--out", type=folder_path, default=default, metavar="DIR",
                         help=f"folder to write {what} into" + (f" (default: {default})" if default else
                                                                " (default: print only)"))
 
@@ -199,7 +211,7 @@ def add_dpi_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
 def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
     """--vocab-from and --min-count: restrict full-vocabulary rankings to words seen in a corpus."""
     group = parser.add_argument_group("vocabulary of the rankings")
-    group.add_argument("--vocab-from", nargs="+", metavar="PATH",
+    group.add_argument("--vocab-from", nargs="+", type=path_text, metavar="PATH",
                        help="rank only words seen in these files: text files or folders, a folder `prepare` wrote, "
                             "or .bin token files (default: every word)")
     group.add_argument("--min-count", type=positive_int, default=1, metavar="N",

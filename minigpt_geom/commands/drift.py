@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument,
+from .arguments import (add_command, path_text, add_figure_arguments, add_model_arguments, add_output_argument,
                         add_pattern_argument, positive_int, whole_number)
 from .loading import load_model_and_tokenizer, processes_for
 from .outputs import (output_file, output_folder, progress_bar, report_written, require_matplotlib, staged_outputs,
@@ -28,7 +28,7 @@ def context_length(text: str) -> int:
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `drift` subcommand."""
     parser = add_command(subparsers, "drift", SUMMARY)
-    parser.add_argument("corpus", help="a text file, or a folder whose files matching --pattern are read")
+    parser.add_argument("corpus", type=path_text, help="a text file, or a folder whose files matching --pattern are read")
     add_model_arguments(parser)
     add_output_argument(parser, "drift.csv, drift_by_position.csv and their figures", default="drift")
     add_pattern_argument(parser)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
 from ..errors import InputError
 from ..io.files import parse_json
-from .arguments import add_command, positive_int, seed
+from .arguments import add_command, folder_path, path_text, positive_int, seed
 from .outputs import output_folder
 
 SUMMARY = "write a freshly initialised checkpoint"
@@ -87,9 +86,10 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `init` subcommand."""
     parser = add_command(subparsers, "init", SUMMARY, __doc__.split(":", 1)[1].strip())
-    parser.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="folder to write the checkpoint into")
+    parser.add_argument("-o", "--out", required=True, type=folder_path, metavar="DIR",
+                        help="folder to write the checkpoint into")
     parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint -o DIR holds")
-    parser.add_argument("--tokenizer", default="gpt2", metavar="SOURCE",
+    parser.add_argument("--tokenizer", default="gpt2", type=path_text, metavar="SOURCE",
                         help="where vocab.json and merges.txt are; sets the vocabulary size (default: gpt2)")
     add_architecture_arguments(parser)
     return parser

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the lens table of every position; write lens.csv (and the grid figure)."""
-    from ..analysis.lens import format_lens, lens_rows, next_word_ranks
+    from ..analysis.lens import angle_note, format_lens, lens_rows, next_word_ranks
     from ..analysis.tables import Table, write_csv
 
     out = checked_output(args)
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             figure = plots.lens_grid_figure(lens, words, decode, next_ranks=ranks,
                                             points=map_label(model.ln_f.variant, "f", "x_l"))
             bar.update()
-    print(format_lens(lens, words, decode))
+    print(format_lens(lens, words, decode, angle=angle_note(model)))
     with staged_outputs(out) as stage:
         written = [write_csv(output_file(stage, "lens.csv"), Table.from_records(lens_rows(lens, words, decode)))]
         if not args.no_plot:

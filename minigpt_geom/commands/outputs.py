@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError, OutputError
-from ..io.files import atomic_write, new_file_mode
+from ..io.files import atomic_write, move_together
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -87,8 +87,9 @@ def make_output_folder(path: Path) -> Path:
 @contextmanager
 def staged_outputs(out: Path) -> Iterator[Path]:
     """A temporary folder for a command's outputs. When the block ends without error its files are moved into
-    `out` (created now) together, each keeping the mode of the file it replaces; on any error they are deleted,
-    so a failure (in a figure, a full disk) leaves `out` as it was, with no new partial output."""
+    `out` (created now) together (io/files.py's move_together: every target checked first, all moved or none),
+    each keeping the mode of the file it replaces; on any error they are deleted, so a failure (in a figure, a
+    full disk, a target that cannot be replaced) leaves `out` as it was, with no new partial output."""
     out = Path(out)
     ancestor = next(p for p in (out, *out.parents) if p.exists())  # the same file system as out: rename works
     try:
@@ -98,21 +99,16 @@ def staged_outputs(out: Path) -> Iterator[Path]:
     try:
         yield stage
         make_output_folder(out)
-        for path in sorted(stage.iterdir()):
-            target = output_file(out, path.name)
-            try:
-                os.chmod(path, new_file_mode(target))
-                os.replace(path, target)
-            except OSError as error:
-                raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
+        move_together([(path, output_file(out, path.name)) for path in sorted(stage.iterdir())], stage)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
 def output_file(folder: Path, name: str) -> Path:
-    """folder/name, refused if it would lie outside the folder once links are resolved."""
+    """folder/name, refused if it would lie outside the folder once links are resolved (a link at the name
+    included: the writer follows links, never replaces them)."""
     path = folder / name
-    if path.parent.resolve() != folder.resolve():
+    if path.resolve().parent != folder.resolve():
         raise OutputError(f"{path} would be written outside the output folder {folder}")
     return path
 

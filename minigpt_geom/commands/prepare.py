@@ -6,7 +6,7 @@ import argparse
 from contextlib import contextmanager
 from typing import Iterator
 
-from .arguments import add_command, add_pattern_argument, add_quiet_argument, seed
+from .arguments import add_command, add_pattern_argument, add_quiet_argument, folder_path, path_text, seed
 from .outputs import show_progress
 
 SUMMARY = "tokenise a corpus for training"
@@ -46,7 +46,7 @@ def corpus_settings(args: argparse.Namespace) -> dict:
 
 
 CORPUS_OPTIONS = {"pattern": "--pattern", "val_fraction": "--val-fraction", "split": "--val-split",
-                  "split_seed": "--split-seed", "tokenizer_backend": "--tokenizer-backend"}
+                  "split_seed": "--split-seed", "tokenizer": "--tokenizer", "tokenizer_backend": "--tokenizer-backend"}
 
 
 @contextmanager
@@ -67,9 +67,10 @@ def corpus_options() -> Iterator[None]:
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `prepare` subcommand."""
     parser = add_command(subparsers, "prepare", SUMMARY, __doc__.split(":", 1)[1].strip())
-    parser.add_argument("corpus", help="a text file, or a folder of them")
-    parser.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for train.bin, val.bin, meta.json")
-    parser.add_argument("--tokenizer", default="gpt2", metavar="SOURCE",
+    parser.add_argument("corpus", type=path_text, help="a text file, or a folder of them")
+    parser.add_argument("-o", "--out", required=True, type=folder_path, metavar="DIR",
+                        help="folder for train.bin, val.bin, meta.json")
+    parser.add_argument("--tokenizer", default="gpt2", type=path_text, metavar="SOURCE",
                         help="where vocab.json and merges.txt are (default: gpt2)")
     add_corpus_arguments(parser)
     add_quiet_argument(parser)

@@ -10,12 +10,11 @@ both validation losses, so the cost of removing layer norm can be told from the 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import InputError
-from .arguments import add_command, seed
+from .arguments import add_command, folder_path, path_text, seed
 from .loading import processes_for
-from .outputs import show_progress
+from .outputs import output_folder, show_progress
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 from .train import (add_run_arguments, check_outside, one_line_warnings, options_named, resume_hint,
                     settings_from_arguments)
@@ -27,12 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `remove-ln` subcommand."""
     parser = add_command(subparsers, "remove-ln", SUMMARY,
                          __doc__.split(":", 1)[1].strip())
-    parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
-    parser.add_argument("--weights", required=True, metavar="SOURCE",
+    parser.add_argument("corpus", type=path_text, help="a text file, a folder of them, or a folder `prepare` wrote")
+    parser.add_argument("--weights", required=True, type=path_text, metavar="SOURCE",
                         help="the model to take layer norm out of (preset, hub id, directory or .safetensors file)")
-    parser.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
+    parser.add_argument("-o", "--out", required=True, type=folder_path, metavar="DIR",
                         help="folder for the LN-free checkpoint (the run's own files go into DIR/run)")
-    parser.add_argument("--tokenizer", default=None, metavar="SOURCE",
+    parser.add_argument("--tokenizer", default=None, type=path_text, metavar="SOURCE",
                         help="where vocab.json and merges.txt are (default: the weights source)")
     parser.add_argument("--seed", type=seed, default=None, help="seed of the batches and calibration windows (default: 0)")
     parser.add_argument("--control", action="store_true",
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     with options_named():
         check_steps(settings)
     check_outside(args.corpus, args.out)
-    check_new_output(args.out, resume=args.resume, overwrite=args.overwrite)  # before any work
+    check_new_output(output_folder(args.out), resume=args.resume, overwrite=args.overwrite)  # before any work
     tokenizer = args.tokenizer or args.weights
     with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
         model = GPT2.from_pretrained(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .arguments import (add_command, add_dpi_argument, add_highlight_arguments, add_model_arguments, add_text_argument,
+from .arguments import (add_command, path_text, add_dpi_argument, add_highlight_arguments, add_model_arguments, add_text_argument,
                         index, positive_int)
 from .loading import load_model_and_tokenizer
 from .outputs import make_output_folder, output_file, output_folder, progress_bar, require_matplotlib
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_text_argument(parser)
     add_model_arguments(parser)
     add_highlight_arguments(parser)
-    parser.add_argument("-o", "--out", default="report.html", metavar="FILE",
+    parser.add_argument("-o", "--out", default="report.html", type=path_text, metavar="FILE",
                         help="the HTML file to write, or a folder (existing, or ending in /) for report.html "
                              "(default: report.html)")
     parser.add_argument("--layer", type=index, default=0, metavar="L",

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print every table, or write them (.txt, .md, .tex per layer and circuit, one .csv) and the figures."""
+    """Print every table; with -o also write them (.txt, .md, .tex per layer and circuit, one .csv) and the figures."""
     from ..analysis.probe import default_layers
     from ..analysis.svd import plot_singular_values, svd_tables
     from ..analysis.tables import write_csv, write_table
@@ -46,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(args, len(layers) * len(heads), "svd", unit="head") as bar:
         result = svd_tables(model, tokenizer, layers, heads, args.circuits, args.pairs, args.k, args.bias_words,
                             progress=bar, allowed=allowed)
+    for layer in layers:  # printed with or without -o, as every command's tables
+        for circuit in args.circuits:
+            for table in result.singular[layer, circuit]:
+                print(table.format(args.style))
+        print(result.key_bias[layer].format(args.style))
     if out is None:
-        for layer in layers:
-            for circuit in args.circuits:
-                for table in result.singular[layer, circuit]:
-                    print(table.format(args.style))
-            print(result.key_bias[layer].format(args.style))
         return 0
     written = []
     with staged_outputs(out) as stage:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             stem = f"svd_layer{layer}_{circuit.lower()}"
             written += write_table(output_file(stage, stem), tables)
             if not args.no_plot:
-                title = f"singular values of $W_{{{circuit}}}$ per head, layer {layer} (grey: the other heads)"
+                title = f"singular values of $W_{{{circuit}}}$ per head, layer {layer}"
                 written.append(plot_singular_values(result.spectra[layer, circuit],
                                                     output_file(stage, f"{stem}_spectrum.{args.format}"), title,
                                                     dpi=args.dpi, circuit=circuit))

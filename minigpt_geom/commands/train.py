@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError
 from ..training.settings import SettingError, TrainSettings, settings_from_saved
-from .arguments import add_command, add_quiet_argument, whole_number
+from .arguments import add_command, add_quiet_argument, folder_path, path_text, whole_number
 from .loading import processes_for
-from .outputs import show_progress
+from .outputs import output_folder, show_progress
 from .init import add_architecture_arguments, new_model_from_arguments, wants_new_model
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 
@@ -34,20 +34,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `train` subcommand."""
     parser = add_command(subparsers, "train", SUMMARY,
                          __doc__.split(":", 1)[1].strip())
-    parser.add_argument("corpus", help="a text file, a folder of them, or a folder `prepare` wrote")
-    parser.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
+    parser.add_argument("corpus", type=path_text, help="a text file, a folder of them, or a folder `prepare` wrote")
+    parser.add_argument("-o", "--out", required=True, type=folder_path, metavar="DIR",
                         help="the run's folder: checkpoint, log.csv, optimiser state")
     model = parser.add_argument_group("the model")
-    model.add_argument("--weights", default=None, metavar="SOURCE",
+    model.add_argument("--weights", default=None, type=path_text, metavar="SOURCE",
                        help="fine-tune these weights (preset, hub id, directory or .safetensors file)")
-    model.add_argument("--tokenizer", default=None, metavar="SOURCE",
+    model.add_argument("--tokenizer", default=None, type=path_text, metavar="SOURCE",
                        help=f"where vocab.json and merges.txt are (default: the weights source; for a new "
                             f"model {DEFAULT_TOKENIZER})")
     add_architecture_arguments(parser, fine_tune=True)
     add_run_arguments(parser)
     data = parser.add_argument_group("the corpus")
     add_corpus_arguments(data)
-    data.add_argument("--data-cache", default=None, metavar="DIR",
+    data.add_argument("--data-cache", default=None, type=path_text, metavar="DIR",
                       help="where token files of a corpus are cached (default: ~/.cache/minigpt_geom/tokens)")
     return parser
 
@@ -194,15 +194,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--resume continues the run in -o DIR, --overwrite starts it again: give one")
     settings = settings_from_arguments(args)
     check_outside(args.corpus, args.out)
-    check_new_output(args.out, resume=args.resume, overwrite=args.overwrite)  # before any work
+    check_new_output(output_folder(args.out), resume=args.resume, overwrite=args.overwrite)  # before any work
     with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
         model, tokenizer_source = build_model(args)
-        with corpus_options():
+        with corpus_options():  # the corpus, and on --resume the saved run's (its files, tokenizer, split)
             data = load_corpus(args.corpus, tokenizer_source, processes, cache_dir=args.data_cache, exclude=[args.out],
                                progress=show_progress(args), **corpus_settings(args))
-        with resume_hint(args, args.out, processes.main):
-            log = train(model, data, tokenizer_source, args.out, settings, device=processes.device,
-                        resume=args.resume, overwrite=args.overwrite, progress=show_progress(args))
+            with resume_hint(args, args.out, processes.main):
+                log = train(model, data, tokenizer_source, args.out, settings, device=processes.device,
+                            resume=args.resume, overwrite=args.overwrite, progress=show_progress(args))
     if processes.main:
         print(f"step {log[-1].step}: validation loss {log[-1].val_loss:.4f}; saved in {args.out}")
     return 0

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the lens table; write the CSVs and the figures."""
-    from ..analysis.lens import format_lens, lens_rows, next_word_ranks
+    from ..analysis.lens import angle_note, format_lens, lens_rows, next_word_ranks
     from ..analysis.tables import Table, write_csv
     from ..analysis.trajectory import choose_highlight, trajectory_rows, word_trajectory
 
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
                        "lens_grid": plots.lens_grid_figure(lens, words, decode, next_ranks=ranks,
                                                           points=trajectory.points)}
             bar.update()
-    print(format_lens(lens, words, decode, positions=None if args.all_positions else [highlight]))
+    print(format_lens(lens, words, decode, positions=None if args.all_positions else [highlight],
+                      angle=angle_note(model)))
     if args.all_positions:  # otherwise the table above is the highlighted word's alone and says so
         print(f"highlighted: {words[highlight]!r} at position {highlight} predicts {trajectory.prediction_word!r}")
     with staged_outputs(out) as stage:

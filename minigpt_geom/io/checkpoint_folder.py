@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import threading
@@ -26,11 +27,13 @@ from typing import Callable, Iterator
 from safetensors import SafetensorError
 
 from ..errors import OutputError
-from .files import umask
+from .files import folder_lock, umask
+from .owned import check_owned, free_name, owned, record
 
 CHECKPOINT_LINK = "checkpoint"  # DIR/checkpoint -> the current checkpoint folder
 MODEL_FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # linked from DIR, in writing order
-CHECKPOINT_FOLDER = re.compile(r"\.?(step-[0-9]+|model)(\.[0-9]+)?(\.tmp)?")  # our folders, current or abandoned
+CHECKPOINT_FOLDER = re.compile(r"\.?(step-[0-9]+|model)(\.[0-9]+)?(\.tmp)?")  # our folders' names (owned.py's)
+LOCK_FILE = "run.lock"  # DIR's lock: held by a run from start to end, and while a checkpoint is written
 
 
 @contextmanager
@@ -55,10 +58,10 @@ def signals_held() -> Iterator[None]:
 
 
 def replace_link(link: Path, target: str) -> None:
-    """Make `link` a symbolic link to `target` in one atomic step (a new link renamed over the old path)."""
-    temporary = link.with_name(f".{link.name}.new")
-    temporary.unlink(missing_ok=True)
-    os.symlink(target, temporary)
+    """Make `link` a symbolic link to `target` in one atomic step (a new link, under a name nothing has, renamed
+    over the old path)."""
+    temporary = link.with_name(f".{link.name}.{secrets.token_hex(4)}.new")
+    os.symlink(target, temporary)  # fails rather than replace anything
     os.replace(temporary, link)
 
 
@@ -69,46 +72,64 @@ def current_checkpoint(folder: Path) -> Path | None:
 
 
 def holds_checkpoint(folder: Path) -> bool:
-    """True when `folder` holds a checkpoint (ours, or any model.safetensors)."""
-    return os.path.lexists(folder / CHECKPOINT_LINK) or os.path.lexists(folder / "model.safetensors")
+    """True when `folder` holds a checkpoint: our `checkpoint` link, or any model.safetensors that can be read
+    (not a link left dangling by a kill before its first checkpoint was made current)."""
+    return os.path.lexists(folder / CHECKPOINT_LINK) or (folder / "model.safetensors").exists()
 
 
 def write_checkpoint(folder: Path, name: str, write: Callable[[Path], None]) -> Path:
     """Write one checkpoint: `write(unit)` fills a temporary folder, which is renamed to DIR/name (name.1, … if
-    taken) and made current by replacing the DIR/checkpoint link; older checkpoint folders are then removed.
+    taken) and made current by replacing the DIR/checkpoint link, the last step (the model files' links through
+    it are made first); the older checkpoint folders of ours are then removed (owned.py: nothing else is).
 
-    SIGINT and SIGTERM wait until the checkpoint is complete; any error leaves DIR as it was. Returns the
-    new checkpoint folder."""
-    unit = folder / f".{name}.tmp"
+    Holds DIR's lock (reentrant: a run holds it already); SIGINT and SIGTERM wait until the checkpoint is
+    complete; any error leaves DIR as it was. Returns the new checkpoint folder."""
+    unit = None
     try:
-        with signals_held():
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(unit, ignore_errors=True)  # left by a run killed while writing
+        with folder_lock(folder, LOCK_FILE), signals_held():
+            check_owned(folder, (CHECKPOINT_LINK, *MODEL_FILES))  # a file of the user's there: refused, untouched
+            remove_stale_checkpoints(folder)  # a killed run's half-written unit, if any
+            unit = free_name(folder, f".{name}", ".tmp")
+            record(folder, added=(unit.name,))
             unit.mkdir(mode=0o777 & ~umask())
             write(unit)
-            final = next(folder / f"{name}{suffix}" for suffix in ("", *(f".{i}" for i in range(1, 100)))
-                         if not os.path.lexists(folder / f"{name}{suffix}"))
+            final = free_name(folder, name)
+            record(folder, added=(final.name,))
             os.rename(unit, final)
+            links = [file for file in MODEL_FILES if not (folder / file).is_symlink()
+                     or os.readlink(folder / file) != f"{CHECKPOINT_LINK}/{file}"]
+            record(folder, added=(CHECKPOINT_LINK, *links), removed=(unit.name,))
+            for file in links:  # dangling until the checkpoint link exists: nothing reads them before
+                replace_link(folder / file, f"{CHECKPOINT_LINK}/{file}")
             replace_link(folder / CHECKPOINT_LINK, final.name)  # the moment the new checkpoint becomes DIR's
-            for file in MODEL_FILES:
-                link = folder / file
-                if not (link.is_symlink() and os.readlink(link) == f"{CHECKPOINT_LINK}/{file}"):
-                    replace_link(link, f"{CHECKPOINT_LINK}/{file}")
             remove_stale_checkpoints(folder)
     except (OSError, SafetensorError) as error:  # a full disk, a read-only folder: the previous one untouched
-        shutil.rmtree(unit, ignore_errors=True)
+        remove_unit(folder, unit)
+        if isinstance(error, OutputError):
+            raise
         reason = getattr(error, "strerror", None) or " ".join(str(error).split())
         raise OutputError(f"cannot write a checkpoint into {folder}: {reason}") from None
     except BaseException:
-        shutil.rmtree(unit, ignore_errors=True)
+        remove_unit(folder, unit)
         raise
     return final
 
 
+def remove_unit(folder: Path, unit: Path | None) -> None:
+    """Remove the unfinished checkpoint folder `unit` (ours: recorded before it was made), if there is one."""
+    if unit is not None and unit.name in owned(folder):
+        shutil.rmtree(unit, ignore_errors=True)
+        record(folder, removed=(unit.name,))
+
+
 def remove_stale_checkpoints(folder: Path) -> None:
-    """Remove every checkpoint folder of ours in `folder` but the current one (old, abandoned or half written)."""
+    """Remove every checkpoint folder of ours in `folder` but the current one (old, abandoned or half written):
+    only what the manifest lists, whatever else looks like one."""
     current = current_checkpoint(folder)
-    for entry in folder.iterdir():
-        if CHECKPOINT_FOLDER.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink() \
-                and entry.resolve() != current:
-            shutil.rmtree(entry, ignore_errors=True)
+    stale = [name for name in owned(folder) if CHECKPOINT_FOLDER.fullmatch(name)
+             and (current is None or (folder / name).resolve() != current)]
+    for name in stale:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            shutil.rmtree(folder / name, ignore_errors=True)
+    if stale:
+        record(folder, removed=tuple(stale))

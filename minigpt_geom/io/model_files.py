@@ -26,6 +26,7 @@ from torch import Tensor
 from ..config import GPT2Config
 from .checkpoint import NORM_KEY
 from .checkpoint_folder import write_checkpoint
+from .files import umask
 from .hub import resolve_file
 
 NormNames = Union[str, Mapping[str, str]]  # one variant name for every site, or site -> name
@@ -69,7 +70,14 @@ def write_model_files(folder: Path, config: GPT2Config, tensors: Mapping[str, Te
     write_json(folder / "config.json", config_json(config, norm, eot_id, tied))
     for name in ("vocab.json", "merges.txt"):
         shutil.copyfile(resolve_file(tokenizer_source, name), folder / name)
-    save_file(dict(tensors), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_tensors(tensors, folder / "model.safetensors")
+
+
+def save_tensors(tensors: Mapping[str, Tensor], path: Path) -> None:
+    """A safetensors file with the mode open() gives a new file, as config.json beside it has (0o644 under
+    umask 022: safetensors itself makes its files 0o600)."""
+    save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~umask())
 
 
 def save_model_folder(folder: str | os.PathLike, config: GPT2Config, tensors: Mapping[str, Tensor],

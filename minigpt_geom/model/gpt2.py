@@ -137,6 +137,14 @@ class GPT2(nn.Module):
     def run(self, idx: Tensor, trace: TraceRequest | None = None, cache: KVCache | None = None,
             last_only: bool = False, edits: Plan | NoEdits = NO_EDITS) -> Tensor | tuple[Tensor, Trace]:
         """The forward pass on ids and edits already checked (`forward` checks them; generation once a call)."""
+        x_hat, traced = self.final_points(idx, trace, cache, edits)
+        logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
+        return logits if trace is None else (logits, traced)
+
+    def final_points(self, idx: Tensor, trace: TraceRequest | None = None, cache: KVCache | None = None,
+                     edits: Plan | NoEdits = NO_EDITS) -> tuple[Tensor, Trace | None]:
+        """x̂ = LN_f(x_L) [B, T, d] of ids and edits already checked, and the Trace when `trace` asks for one: the
+        forward pass up to the unembedding (training unembeds x̂ a chunk of positions at a time: training/loss.py)."""
         kernels = chosen_kernels(self.kernel_name)  # read once: the whole pass runs one set
         start = cache.length if cache is not None else 0
         x = self.wte(idx) + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))  # x_0
@@ -148,11 +156,10 @@ class GPT2(nn.Module):
             if keep_states:
                 states.append(x)
         x_hat, ln_f = self.ln_f(x, trace, kernels, edits.layer(None).site("ln_f"))
-        logits = self.unembed(x_hat[:, -1:] if last_only else x_hat)  # the unembedding is the costly part
         if trace is None:
-            return logits
-        return logits, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None, edits.captured(),
-                                    tuple(edits.applied))
+            return x_hat, None
+        return x_hat, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None, edits.captured(),
+                                   tuple(edits.applied))
 
     def unembed(self, x_hat: Tensor) -> Tensor:
         """x̂ = ln_f(x) [..., d] -> logits [..., vocab] through the one unembedding (tied E, or folded)."""

@@ -17,13 +17,15 @@ This is core: drift streams windows from it, `data.py` (prepare, train) streams 
 from __future__ import annotations
 
 import codecs
+import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 
 import regex
 
-from ..errors import InputError
-from ..io.files import open_regular
+from ..errors import InputError, Note
+from ..io.files import not_regular, open_regular
 from .tokenizer import GPT2_PATTERN
 
 if TYPE_CHECKING:
@@ -58,15 +60,19 @@ def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN,
                  exclude: Iterable[str | Path] = ()) -> list[Path]:
     """The file itself, or every file under a folder matching `pattern` (recursive, sorted), hidden files and
     folders (`.git`), `__pycache__` and the folders in `exclude` (a command's own output) left out."""
+    if not os.fspath(path):
+        raise InputError("the corpus path is empty: give a text file or a folder of text files", field="corpus")
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise InputError(f"corpus {path} does not exist: give a text file or a folder of text files", field="corpus")
+        what = not_regular(path.stat().st_mode) if path.exists() else None  # a FIFO, a device: not "missing"
+        problem = f"is {what}, not" if what else "does not exist:"
+        raise InputError(f"corpus {path} {problem} a text file or a folder of text files", field="corpus")
     if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:  # rglob would leave the folder
         raise InputError(f"the pattern {pattern!r} must name files inside the corpus folder (relative, without "
                          f"'..')", field="pattern")
-    excluded = [Path(folder).resolve() for folder in exclude]
+    excluded = [Path(folder).resolve() for folder in [*exclude, *token_folders(path)]]
     files = sorted(
         p for p in path.rglob(pattern)
         if p.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(path).parts)
@@ -75,6 +81,15 @@ def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN,
     if not files:
         raise InputError(f"no files matching the pattern {pattern!r} under {path}", field="pattern")
     return files
+
+
+def token_folders(root: Path) -> list[Path]:
+    """The folders under `root` that `prepare` wrote (meta.json beside train.bin): token files, not text, left
+    out of a corpus whatever --pattern says (each named in a note)."""
+    found = [meta.parent for meta in root.rglob("meta.json") if (meta.parent / "train.bin").is_file()]
+    for folder in found:
+        warnings.warn(f"{folder} holds token files of an earlier `prepare`: left out of the corpus", Note)
+    return found
 
 
 def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress: tqdm | None = None) -> Iterator[str]:

@@ -7,7 +7,8 @@
     ids        each file's ids followed by <|endoftext|>, all files concatenated
     train.bin  the training documents' ids, in corpus order      uint16, flat, read with np.memmap
     val.bin    the held-out documents' ids                       never trained on
-    meta.json  what was tokenised: files (name, size, mtime), the tokenizer's fingerprint, the split, counts
+    meta.json  what was tokenised: files (name, size, mtime), the pattern, the tokenizer's fingerprint (checked
+               before training on the files), the split, counts; written last: the files are complete
 
 The held-out split (`split`):
     "documents"  whole documents, drawn in an order shuffled with `split_seed`: each is held out if it keeps
@@ -16,7 +17,8 @@ The held-out split (`split`):
     "last"       the last val_fraction of the ids (the corpus's alphabetically last files).
 
 Memory stays bounded whatever the corpus's size: a few documents in flight per core, the ids streamed to a
-temporary file, then copied into train.bin and val.bin. Pieces longer than corpus.MAX_PIECE_CHARS characters
+temporary file, then copied into train.bin and val.bin. All of it is written aside and replaces the earlier
+token files only once complete (prepare). Pieces longer than corpus.MAX_PIECE_CHARS characters
 are encoded in parts, as `drift` does (corpus.py says where that can change the ids).
 
 A window of T + 1 consecutive ids starting at i gives the input x = ids[i : i+T] and the targets
@@ -29,7 +31,8 @@ import codecs
 import hashlib
 import json
 import os
-import tempfile
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -40,9 +43,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .corpus import CHUNK_BYTES, corpus_bytes, corpus_files, text_chunks
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, Note, OutputError
 from .fast_tokenizer import choose_backend
-from ..io.files import atomic_write, open_regular, parse_json, read_bytes, read_text, write_text
+from ..io.files import (atomic_write, folder_lock, move_together, open_regular, parse_json, read_bytes, read_text,
+                        write_text)
 from ..io.hub import resolve_file
 from .parallel_tokenize import TOKEN_DTYPE, Document, encode_documents
 from .tokenizer import ENDOFTEXT, TOKENIZER_FILE_BYTES, Tokenizer
@@ -72,6 +76,47 @@ def tokenizer_fingerprint(source: str | os.PathLike) -> str:
     for name in ("vocab.json", "merges.txt"):
         digest.update(read_bytes(resolve_file(source, name), TOKENIZER_FILE_BYTES, error=CheckpointError))
     return digest.hexdigest()
+
+
+def check_tokenizer(data: TokenData, tokenizer_source: str | os.PathLike) -> None:
+    """InputError when `data` was tokenised with another tokenizer than `tokenizer_source`'s: its ids would be
+    read as other words."""
+    made_with, given = data.meta["tokenizer"], tokenizer_fingerprint(tokenizer_source)
+    if made_with != given:
+        raise InputError(f"the token files of {data.meta.get('corpus', 'the corpus')} were made with another tokenizer "
+                         f"(sha256 {made_with[:12]}…) than {tokenizer_source}'s ({given[:12]}…), so their ids would "
+                         f"be read as other words: tokenise again with this tokenizer (prepare --tokenizer "
+                         f"{tokenizer_source}) or give the one they were made with")
+
+
+# What decides the data a run trains on, from meta.json: (what it is called, the setting that chooses it).
+PROVENANCE = {"files": ("corpus files", "corpus"), "pattern": ("pattern", "pattern"),
+              "tokenizer": ("tokenizer", "tokenizer"), "val_fraction": ("held-out fraction", "val_fraction"),
+              "split": ("held-out split", "split"), "split_seed": ("split seed", "split_seed")}
+
+
+def provenance(meta: dict) -> dict:
+    """The corpus's files (names, sizes, times), the pattern, the tokenizer's fingerprint and the split of token
+    files, from their meta.json: what a resumed run must train on again."""
+    return {key: meta.get(key) for key in PROVENANCE}
+
+
+def check_same_data(saved: dict, data: TokenData) -> None:
+    """InputError naming the first way `data` differs from the data a saved run trained on (its provenance)."""
+    now = provenance(data.meta)
+    for key, (what, field) in PROVENANCE.items():
+        if saved.get(key) != now[key]:
+            if key == "files":
+                before, after = ({Path(name).name for name, *_ in files or []} for files in (saved[key], now[key]))
+                change = (f"{len(saved[key] or [])} files then, {len(now[key] or [])} now"
+                          + (f" ({sorted(before ^ after)[0]} in one only)" if before ^ after else
+                             ", of other sizes or times"))
+            elif key == "tokenizer":
+                change = f"sha256 {str(saved[key])[:12]}… then, {str(now[key])[:12]}… now"
+            else:
+                change = f"{saved.get(key)!r} then, {now[key]!r} now"
+            raise InputError(f"the saved run trained on other data: its {what} differ{'' if key == 'files' else 's'} "
+                             f"({change}); resume on the same corpus, tokenizer and split", field=field)
 
 
 def corpus_key(files: list[Path], tokenizer_id: str, val_fraction: float, split: str = "documents",
@@ -145,12 +190,20 @@ def write_ranges(path: Path, ids_file: Path, ranges: Iterable[tuple[int, int]]) 
 # ---- tokenising ----------------------------------------------------------------------------------
 
 
+PREPARE_LOCK = ".prepare.lock"  # held while a prepare writes into the folder
+STAGE = ".prepare.partial"  # the new token files, complete before they replace the earlier ones
+TOKEN_FILES = ("train.bin", "val.bin", "meta.json")
+
+
 def prepare(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, out: str | os.PathLike, *,
             val_fraction: float = 0.1, pattern: str = "*", split: str = "documents", split_seed: int = 0,
             backend: str = "auto", workers: int | None = None, exclude: Iterable[str | os.PathLike] = (),
             progress: bool = True) -> TokenData:
     """Tokenise `corpus` into `out`/train.bin, val.bin and meta.json, streaming, on `workers` processes
-    (default: every core); `out` and the `exclude` folders are not read. The split is the module doc's."""
+    (default: every core); `out` and the `exclude` folders are not read. The split is the module doc's.
+
+    The new files are written aside (out/.prepare.partial) and replace the earlier ones only once complete,
+    so a full disk or a kill leaves the earlier token files usable; one prepare at a time writes into `out`."""
     if not 0 < val_fraction < 1:
         raise InputError(f"the held-out fraction must be between 0 and 1, got {val_fraction}", field="val_fraction")
     if split not in SPLITS:
@@ -167,35 +220,71 @@ def prepare(corpus: str | os.PathLike, tokenizer_source: str | os.PathLike, out:
     used = [path for path in files if is_utf8(path)]  # a binary file in the folder: not text, not trained on
     if not used:
         raise InputError(f"none of the {len(files)} corpus files is UTF-8 text")
+    if skipped := [path for path in files if path not in used]:
+        warnings.warn(f"left out {len(skipped)} file(s) that are not UTF-8 text (an invalid byte): "
+                      f"{', '.join(map(str, skipped[:3]))}{' …' if len(skipped) > 3 else ''}", Note)
     chosen = choose_backend(tokenizer_source, backend, used, reference)
     separator = [reference.special_tokens[ENDOFTEXT]] if ENDOFTEXT in reference.special_tokens else []
 
-    out.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(dir=out, prefix=".ids.", suffix=".tmp")
-    temporary = Path(name)
-    try:
-        with os.fdopen(descriptor, "wb") as f, \
-                tqdm(total=corpus_bytes(used), desc="tokenising", unit="B", unit_scale=True,
-                     disable=None if progress else True) as bar:  # None: a bar on a terminal only
-            documents = (document for path in used for document in file_documents(path, bar))
-            counts, largest = [], -1
-            for ids in encode_documents(documents, chosen, vocab_json, merges_txt, separator, workers):
-                f.write(ids.tobytes())
-                counts.append(len(ids))
-                largest = max(largest, int(ids.max(initial=0)) if len(ids) else -1)
-        meta = write_split(temporary, out, np.array(counts, dtype=np.int64), val_fraction, split, split_seed, corpus)
-    finally:
-        temporary.unlink(missing_ok=True)
-    meta.update({
-        "corpus": str(Path(corpus).resolve()),
-        "files": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in used],
-        "tokenizer": tokenizer_fingerprint(tokenizer_source),
-        "tokenizer_backend": chosen,
-        "vocab_size": largest + 1,  # the largest id used + 1: a model needs at least this many
-        "val_fraction": val_fraction,
-    })
-    write_text(out / "meta.json", json.dumps(meta, indent=1) + "\n")  # last: its presence means "complete"
+    with folder_lock(out, PREPARE_LOCK):
+        stage = out / STAGE
+        remove_leftovers(out)
+        stage.mkdir()
+        try:
+            ids_file = stage / "ids"
+            with ids_file.open("wb") as f, \
+                    tqdm(total=corpus_bytes(used), desc="tokenising", unit="B", unit_scale=True,
+                         disable=None if progress else True) as bar:  # None: a bar on a terminal only
+                documents = (document for path in used for document in file_documents(path, bar))
+                counts, largest = [], -1
+                for ids in encode_documents(documents, chosen, vocab_json, merges_txt, separator, workers):
+                    f.write(ids.tobytes())
+                    counts.append(len(ids))
+                    largest = max(largest, int(ids.max(initial=0)) if len(ids) else -1)
+            meta = write_split(ids_file, stage, np.array(counts, dtype=np.int64), val_fraction, split, split_seed,
+                               corpus)
+            meta.update({
+                "corpus": str(Path(corpus).resolve()),
+                "pattern": pattern,
+                "files": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in used],
+                "tokenizer": tokenizer_fingerprint(tokenizer_source),
+                "tokenizer_backend": chosen,
+                "vocab_size": largest + 1,  # the largest id used + 1: a model needs at least this many
+                "val_fraction": val_fraction,
+            })
+            write_text(stage / "meta.json", json.dumps(meta, indent=1) + "\n")
+            switch_token_files(stage, out)
+        except OutputError:
+            raise
+        except OSError as error:  # a full disk while tokenising: the earlier token files stay
+            raise OutputError(f"cannot write the token files into {out}: {error.strerror or error}") from None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     return load_tokens(out)
+
+
+def remove_leftovers(out: Path) -> None:
+    """Remove what a killed prepare left in `out` (its stage, or an older version's .ids.*.tmp and temporaries of
+    the token files): only a prepare holding the folder's lock calls this, so none of it is in use."""
+    shutil.rmtree(out / STAGE, ignore_errors=True)
+    for leftover in (*out.glob(".ids.*.tmp"), *(p for name in TOKEN_FILES for p in out.glob(f".{name}.*.tmp*"))):
+        leftover.unlink(missing_ok=True)
+
+
+def switch_token_files(stage: Path, out: Path) -> None:
+    """Move the complete train.bin, val.bin and meta.json from `stage` into `out`. meta.json, which says the
+    files are complete, leaves first and arrives last: a kill in between leaves a folder refused as incomplete,
+    never the earlier meta.json over the new ids; a failure puts the earlier files back."""
+    meta, aside = out / "meta.json", stage / ".meta.json.previous"
+    had_meta = meta.is_file()
+    if had_meta:
+        os.replace(meta, aside)
+    try:
+        move_together([(stage / name, out / name) for name in TOKEN_FILES], stage)
+    except BaseException:
+        if had_meta:
+            os.replace(aside, meta)
+        raise
 
 
 def write_split(ids_file: Path, out: Path, counts: np.ndarray, val_fraction: float, split: str, split_seed: int,
@@ -216,7 +305,6 @@ def write_split(ids_file: Path, out: Path, counts: np.ndarray, val_fraction: flo
             raise InputError(f"the corpus {corpus} is only {total} tokens long: too short to split")
         train, val = [(0, cut)], [(cut, total)]
         meta = {"split": "last", "documents": len(counts), "val_documents": 0}
-    (out / "meta.json").unlink(missing_ok=True)  # earlier token files here: incomplete until the new meta.json
     write_ranges(out / "train.bin", ids_file, train)
     write_ranges(out / "val.bin", ids_file, val)
     meta.update(train_tokens=sum(b - a for a, b in train), val_tokens=sum(b - a for a, b in val))

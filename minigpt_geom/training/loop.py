@@ -18,6 +18,7 @@ from start to end, and a checkpoint is written as one unit (io/checkpoint_folder
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -29,19 +30,22 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from ..text.token_files import TokenData, cache_folder, load_tokens, prepare, windows
+from ..text.token_files import (TokenData, cache_folder, check_same_data, check_tokenizer, load_tokens, prepare,
+                                provenance, windows)
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
-from ..errors import CheckpointError, InputError, MiniGPTGeomError
-from ..io.checkpoint_folder import current_checkpoint
+from ..errors import CheckpointError, InputError, MiniGPTGeomError, Note
+from ..io.checkpoint_folder import LOCK_FILE, current_checkpoint
+from ..io.files import folder_lock, write_text
+from ..io.owned import check_owned, record
 from ..model.pretrained import norm_spec
 from .optimizer_state import TrainingState, load_training_state, save_checkpoint
-from .run_folder import check_new_output, folder_lock
+from .run_folder import check_new_output
 from ..text.generation import Sampling, generate
 from ..memory import check_fits
+from .loss import Workspace, chunked_cross_entropy
 from .memory import training_bytes, window_starts_bytes
 from ..model.gpt2 import GPT2
 from ..text.tokenizer import ENDOFTEXT, Tokenizer
@@ -107,23 +111,24 @@ def freeze_unused(model: GPT2) -> None:
 # ---- batches and losses -----------------------------------------------------------------------------
 
 
-class Logits(torch.nn.Module):
-    """ids -> logits by `model.run`: the token files' ids are checked once (check_run), not at every step,
-    where the check's idx.min()/max() would make a GPU wait for the CPU and break torch.compile's graph."""
+class NextTokenLoss(torch.nn.Module):
+    """(ids x [B, T], next ids y [B, T]) -> their cross-entropy, nats (float32): `model.final_points` up to
+    x̂ = LN_f(x_L) [B, T, d] (compiled with `compile`), then the unembedding and the loss a chunk of positions at
+    a time (loss.py): the [B, T, vocab] logits are never held. The token files' ids are checked once (check_run),
+    not at every step, where the check's idx.min()/max() would make a GPU wait for the CPU and break
+    torch.compile's graph."""
 
-    def __init__(self, model: GPT2) -> None:
+    def __init__(self, model: GPT2, compile: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.points = torch.compile(model.final_points) if compile else model.final_points
+        self.workspace = Workspace()  # the chunk's logits buffer, kept from step to step
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """idx [B, T] -> logits [B, T, vocab]."""
-        return self.model.run(idx)
-
-
-def next_token_loss(model: torch.nn.Module, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-    """Cross-entropy of each position's logits [B, T, V] against the id that follows it, nats (float32)."""
-    logits = model(x)
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction=reduction)
+    def forward(self, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        """The mean (or summed) −log p(y | x) over every position."""
+        x_hat, _ = self.points(x)
+        return chunked_cross_entropy(x_hat.flatten(0, 1), self.model.unembedding_rows(), self.model.lm_head.bias,
+                                     y.flatten(), reduction, self.workspace)
 
 
 def process_windows(generator: torch.Generator, n_ids: int, settings: TrainSettings, context: int,
@@ -177,7 +182,7 @@ def train_step(trained: torch.nn.Module, optimizer: torch.optim.AdamW, ids: np.n
         exchange = processes.world == 1 or k == accumulation - 1
         with nullcontext() if exchange else trained.no_sync():
             with autocast:
-                loss = next_token_loss(trained, x, y)
+                loss = trained(x, y)
             (loss / accumulation).backward()
         loss_sum += loss.detach()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -193,8 +198,8 @@ def train_step(trained: torch.nn.Module, optimizer: torch.optim.AdamW, ids: np.n
 
 
 @torch.no_grad()
-def evaluate(model: GPT2, ids: np.ndarray, context: int, n_windows: int, micro_batch: int, processes: Processes,
-             autocast) -> float:
+def evaluate(loss: NextTokenLoss, ids: np.ndarray, context: int, n_windows: int, micro_batch: int,
+             processes: Processes, autocast) -> float:
     """Mean cross-entropy over n_windows windows evenly spaced over ids: the same windows at every evaluation,
     shared out among the processes."""
     starts = torch.linspace(0, len(ids) - context - 1, n_windows).long()[processes.rank::processes.world]
@@ -202,7 +207,7 @@ def evaluate(model: GPT2, ids: np.ndarray, context: int, n_windows: int, micro_b
     for chunk in starts.split(micro_batch):
         x, y = (t.to(processes.device) for t in windows(ids, chunk, context))
         with autocast:
-            sums[0] += next_token_loss(model, x, y, reduction="sum")
+            sums[0] += loss(x, y, reduction="sum")
         sums[1] += y.numel()
     loss_sum, count = total(sums, processes).tolist()
     return loss_sum / count
@@ -228,12 +233,22 @@ def log_cells(row: LogRow) -> list[str]:
     return [str(v) if isinstance(v, int) else "" if v is None else f"{v:.6g}" for v in astuple(row)]
 
 
+def start_csv(path: Path, header: list[str], rows: Iterable[list]) -> None:
+    """A CSV of the run anew (log.csv, sigma.csv): the header and `rows` (those a resumed run keeps), replacing
+    the old file in one step, so that a kill leaves its rows or the new file, never fewer; only a file of ours
+    (io/owned.py) is replaced."""
+    check_owned(path.parent, (path.name,))
+    record(path.parent, added=(path.name,))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
+
+
 def start_log(path: Path, rows: list[LogRow]) -> None:
     """log.csv anew: the header and `rows` (those a resumed run keeps)."""
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(LOG_FIELDS)
-        writer.writerows(log_cells(row) for row in rows)
+    start_csv(path, LOG_FIELDS, (log_cells(row) for row in rows))
 
 
 def append_log(path: Path, row: LogRow) -> None:
@@ -278,6 +293,7 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     process calls it, with the same settings (checked)."""
     processes = start_processes(device)
     out = Path(out)
+    check_tokenizer(data, tokenizer_source)
     context = settings.context or model.config.n_ctx
     micro_batch = settings.micro_batch or max(settings.batch_size // processes.world, 1)
     agree({**asdict(settings), "model": asdict(model.config), "norm": norm_spec(model), "resume": resume,
@@ -285,7 +301,7 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     check_run(model, data, settings, context, micro_batch, processes)
     if processes.main and (warning := schedule_warning(settings)):
         warnings.warn(warning, ScheduleWarning, stacklevel=2)
-    lock = folder_lock(out) if processes.main else nullcontext()
+    lock = folder_lock(out, LOCK_FILE) if processes.main else nullcontext()
     with lock:
         return run_steps(model, data, tokenizer_source, out, settings, processes, context, micro_batch,
                          resume=resume, overwrite=overwrite, progress=progress, before_step=before_step)
@@ -305,6 +321,11 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
     if resume:
         state = load_training_state(out, model, optimizer)
         settings_from_saved(state.settings, asdict(settings))  # the saved run's path, or a SettingError naming why not
+        if state.data is None:
+            warnings.warn(f"the run in {out} was saved without a record of its data: the corpus is not checked",
+                          Note, stacklevel=3)
+        else:
+            check_same_data(state.data, data)  # the same files, pattern, tokenizer and split, or an InputError
         start, log = state.step, [row for row in read_log(out / "log.csv") if row.step < state.step]
         batches.set_state(state.batch_rng)
     if stop < start:
@@ -312,10 +333,11 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
 
     dtype = settings.dtype if settings.dtype != "auto" else "bfloat16" if processes.device.type == "cuda" else "float32"
     autocast = torch.autocast(processes.device.type, torch.bfloat16) if dtype == "bfloat16" else nullcontext()
-    trained = torch.compile(Logits(model)) if settings.compile else Logits(model)
+    loss = NextTokenLoss(model, settings.compile)
+    trained = loss
     if processes.world > 1:
         ids = [processes.device.index] if processes.device.type == "cuda" else None
-        trained = torch.nn.parallel.DistributedDataParallel(trained, device_ids=ids)
+        trained = torch.nn.parallel.DistributedDataParallel(loss, device_ids=ids)
     tokenizer = Tokenizer.from_pretrained(tokenizer_source)
     eot = tokenizer.special_tokens.get(ENDOFTEXT)
     log_path = out / "log.csv"
@@ -327,7 +349,7 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
         evaluating = step == start or step % settings.eval_interval == 0 or step == stop
         val_loss = None
         if evaluating:
-            val_loss = evaluate(model, data.val, context, settings.eval_windows, micro_batch, processes, autocast)
+            val_loss = evaluate(loss, data.val, context, settings.eval_windows, micro_batch, processes, autocast)
             if not math.isfinite(val_loss):  # the same sum in every process: all stop, before any file is written
                 raise stopped(out, step, f"the validation loss ({val_loss:.4g}) is not finite", "before saving")
             if processes.main:
@@ -335,8 +357,8 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
                     if settings.sample_tokens else ""
                 bar.write(f"step {step}: validation loss {val_loss:.4f}" + (f"  sample: {sample!r}" if sample else ""))
         if evaluating and (step > start or (step == stop and not resume)) and processes.main:
-            save_checkpoint(out, model, optimizer, TrainingState(step, batches.get_state(), asdict(settings)),
-                            tokenizer_source, eot)
+            state = TrainingState(step, batches.get_state(), asdict(settings), provenance(data.meta))
+            save_checkpoint(out, model, optimizer, state, tokenizer_source, eot)
         if step == stop:
             row = LogRow(step, None, val_loss, learning_rate(step, settings), None, None)
             log.append(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..config import GPT2Config
 from ..memory import FLOAT32, model_bytes
+from .loss import chunk_rows
 
 INDEX = 8 + 4  # bytes of one window start: int64, and the float32 it is cut from (evaluate's linspace)
 
@@ -12,10 +13,10 @@ INDEX = 8 + 4  # bytes of one window start: int64, and the float32 it is cut fro
 def training_bytes(config: GPT2Config, micro_batch: int, context: int) -> int:
     """One training step: weights, gradients and AdamW's two moments (4 copies), plus the activations kept for
     the backward pass, about B·T·L·(34d + 5hT) 16-bit values (Korthikanti et al. 2022), twice that in float32,
-    plus the logits [B, T, vocab] three times (the logits, their log-softmax, its gradient)."""
+    plus one chunk of logits (loss.py: the [B, T, vocab] logits are never held whole) and ∂L/∂W [vocab, d]."""
     tokens = micro_batch * context
     activations = 2 * tokens * config.n_layer * (34 * config.n_embd + 5 * config.n_head * context)
-    logits = 3 * tokens * config.vocab_size * FLOAT32
+    logits = chunk_rows(config.vocab_size) * config.vocab_size * FLOAT32 + config.vocab_size * config.n_embd * FLOAT32
     return 4 * model_bytes(config) + activations + logits
 
 

@@ -3,7 +3,9 @@ RNG state, the step reached and the run's settings. In the checkpoint folder (io
 
     optimizer.safetensors    AdamW's moments, exp_avg.<name> and exp_avg_sq.<name> (<name> a parameter's
                              official name), and the batch sampler's RNG state rng.batches (uint8)
-    trainer_state.json       the step reached and the settings of the run
+    trainer_state.json       the step reached, the settings of the run, and its data: the corpus's files (names,
+                             sizes, times), pattern, tokenizer and split (token_files.provenance), compared on
+                             --resume
 
 Reading checks every name, dtype, shape and value against the model and optimiser before anything is loaded.
 """
@@ -15,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import CheckpointError
 from ..io.checkpoint import all_finite, read_config_json, read_header
 from ..io.checkpoint_folder import CHECKPOINT_LINK, write_checkpoint
-from ..io.model_files import write_json
+from ..io.model_files import save_tensors, write_json
 from ..model.gpt2 import GPT2
 from ..model.pretrained import write_files
 
@@ -32,6 +34,7 @@ class TrainingState:
     step: int
     batch_rng: torch.Tensor  # torch.Generator.get_state(): uint8 [n]
     settings: dict
+    data: dict | None = None  # token_files.provenance of the data it trains on; None in a run saved before it
 
 
 def write_training_state(folder: Path, model: GPT2, optimizer: torch.optim.AdamW, state: TrainingState) -> None:
@@ -43,8 +46,8 @@ def write_training_state(folder: Path, model: GPT2, optimizer: torch.optim.AdamW
         for key in ("exp_avg", "exp_avg_sq"):
             if key in moments:
                 tensors[f"{key}.{name}"] = moments[key].detach().to("cpu", copy=True).contiguous()
-    save_file(tensors, str(folder / "optimizer.safetensors"), metadata={"format": "pt"})
-    write_json(folder / "trainer_state.json", {"step": state.step, "settings": state.settings})
+    save_tensors(tensors, folder / "optimizer.safetensors")
+    write_json(folder / "trainer_state.json", {"step": state.step, "settings": state.settings, "data": state.data})
 
 
 def save_checkpoint(folder: str | os.PathLike, model: GPT2, optimizer: torch.optim.AdamW, state: TrainingState,
@@ -57,17 +60,17 @@ def save_checkpoint(folder: str | os.PathLike, model: GPT2, optimizer: torch.opt
     return write_checkpoint(Path(folder), f"step-{state.step:06d}", write)
 
 
-def read_saved_state(folder: str | os.PathLike) -> tuple[int, dict]:
-    """(step, settings) of the run in `folder`, from trainer_state.json (nothing else is read)."""
+def read_saved_state(folder: str | os.PathLike) -> tuple[int, dict, dict | None]:
+    """(step, settings, data) of the run in `folder`, from trainer_state.json (nothing else is read)."""
     path = Path(folder) / CHECKPOINT_LINK / "trainer_state.json"
     if not path.is_file():
         raise CheckpointError(f"{folder} holds no run to resume (no {CHECKPOINT_LINK}/trainer_state.json): "
                               f"train without --resume")
     values = read_config_json(path).values  # bounded, UTF-8, a JSON object
-    step, settings = values.get("step"), values.get("settings")
-    if type(step) is not int or step < 0 or not isinstance(settings, dict):
-        raise CheckpointError(f"{path} must hold a step ≥ 0 and the run's settings, got step {step!r}")
-    return step, settings
+    step, settings, data = values.get("step"), values.get("settings"), values.get("data")
+    if type(step) is not int or step < 0 or not isinstance(settings, dict) or not isinstance(data, (dict, type(None))):
+        raise CheckpointError(f"{path} must hold a step ≥ 0, the run's settings and its data, got step {step!r}")
+    return step, settings, data
 
 
 def expected_state(model: GPT2, optimizer: torch.optim.AdamW, step: int) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -85,7 +88,7 @@ def expected_state(model: GPT2, optimizer: torch.optim.AdamW, step: int) -> dict
 def load_training_state(folder: str | os.PathLike, model: GPT2, optimizer: torch.optim.AdamW) -> TrainingState:
     """Put the saved moments and step back into `optimizer` (built for `model`) after checking every name,
     dtype, shape and value of optimizer.safetensors against them; returns the saved state."""
-    step, settings = read_saved_state(folder)
+    step, settings, data = read_saved_state(folder)
     path = Path(folder) / CHECKPOINT_LINK / "optimizer.safetensors"
     expected = expected_state(model, optimizer, step)
     header = read_header(path)  # the header alone: nothing is allocated before the names and shapes fit
@@ -111,4 +114,4 @@ def load_training_state(folder: str | os.PathLike, model: GPT2, optimizer: torch
                         **{key: tensors[f"{key}.{name}"].to(p.device) for key in ("exp_avg", "exp_avg_sq")}}
              for name, p in model.named_parameters() if p in index and step > 0}
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-    return TrainingState(step, tensors["rng.batches"], settings)
+    return TrainingState(step, tensors["rng.batches"], settings, data)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,11 +28,13 @@ from tqdm import tqdm
 
 from ..config import site_name
 from ..errors import InputError
+from ..io.checkpoint_folder import LOCK_FILE
+from ..io.files import folder_lock
 from ..model.gpt2 import GPT2
 from ..model.lnfree import fix_sigma, ln_free_checkpoint
 from ..model.norm_site import SphereDiagnostics
 from ..text.token_files import TokenData, windows
-from .loop import LogRow, TrainSettings, train
+from .loop import LogRow, TrainSettings, start_csv, train
 from .run_folder import check_new_output
 from .settings import SettingError
 
@@ -113,11 +116,8 @@ def start_sigma_log(path: Path, before_step: int) -> None:
     kept = []
     if path.is_file():
         with path.open(newline="", encoding="utf-8") as f:
-            kept = [row for row in csv.DictReader(f) if int(row["step"]) < before_step]
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, SIGMA_FIELDS)
-        writer.writeheader()
-        writer.writerows(kept)
+            kept = [[row[key] for key in SIGMA_FIELDS] for row in csv.DictReader(f) if int(row["step"]) < before_step]
+    start_csv(path, SIGMA_FIELDS, kept)
 
 
 def switcher(model: GPT2, data: TokenData, settings: TrainSettings, progress: bool, sigma_log: Path):
@@ -143,7 +143,7 @@ def switcher(model: GPT2, data: TokenData, settings: TrainSettings, progress: bo
             fix_sigma(model, site, sigma)
             if is_main():
                 with sigma_log.open("a", newline="", encoding="utf-8") as f:
-                    csv.writer(f).writerow([site, step, f"{sigma:.6g}"])
+                    csv.writer(f).writerow([site, step, repr(sigma)])  # every digit
                 if progress:
                     done = order.index(site) + 1
                     tqdm.write(f"step {step}: {site} -> fixed σ = {sigma:.4g}  ({done}/{len(order)} sites)")
@@ -175,12 +175,13 @@ def remove_layer_norm(model: GPT2, data: TokenData, tokenizer_source: str | os.P
     out = Path(out)
     check_steps(settings)
     check_removable(model)
-    check_new_output(out, resume=resume, overwrite=overwrite)
-    run = out / "run"
-    log = train(model, data, tokenizer_source, run, settings, device=device, resume=resume, overwrite=overwrite,
-                progress=progress, before_step=switcher(model, data, settings, progress, run / "sigma.csv"))
-    if is_main():
-        ln_free_checkpoint(model).save_pretrained(out, tokenizer_source)
+    with folder_lock(out, LOCK_FILE) if is_main() else nullcontext():  # `out` as a whole, not only out/run
+        check_new_output(out, resume=resume, overwrite=overwrite)
+        run = out / "run"
+        log = train(model, data, tokenizer_source, run, settings, device=device, resume=resume, overwrite=overwrite,
+                    progress=progress, before_step=switcher(model, data, settings, progress, run / "sigma.csv"))
+        if is_main():
+            ln_free_checkpoint(model).save_pretrained(out, tokenizer_source)
     return log
 
 

@@ -117,13 +117,16 @@ RESUMABLE_CHANGES = ("steps", "stop_at", "eval_interval", "eval_windows", "sampl
 
 
 def settings_from_saved(saved: dict, changes: dict) -> TrainSettings:
-    """The saved run's settings with `changes` applied; SettingError naming a change a resumed run cannot make."""
+    """The saved run's settings with `changes` applied; SettingError naming a change a resumed run cannot make.
+
+    The saved stop_at is not reused: a run stopped early with --stop-at goes on to the end unless told again."""
     known = fields_by_name()
     unknown = sorted(set(saved) - set(known))
     if unknown:
         raise SettingError(unknown[0], "is no training setting (the saved run's trainer_state.json is damaged)")
     betas = saved.get("betas", TrainSettings.betas)
-    values = {**saved, "betas": tuple(betas) if isinstance(betas, list) else betas}  # JSON keeps a tuple as a list
+    values = {**saved, "betas": tuple(betas) if isinstance(betas, list) else betas,  # JSON keeps a tuple as a list
+              "stop_at": None}
     for name, value in changes.items():
         if value != values.get(name, known[name].default) and name not in RESUMABLE_CHANGES:
             raise SettingError(name, f"was {values.get(name, known[name].default)!r} in the saved run, so it "

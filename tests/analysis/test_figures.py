@@ -67,7 +67,8 @@ def data(tmp_path_factory) -> dict:
         probes = probe_layers(model, [1], probed, k=3)
         pairs = strongest_pairs(model, 1, 2, k=30)
         ranked = top_and_bottom(reachability(model), k=4)
-    return dict(model=model, ids=ids, words=words, decode=decode, trace=trace, lens=lens, trajectory=trajectory,
+    return dict(model=model, tokenizer=tokenizer, ids=ids, words=words, decode=decode, trace=trace, lens=lens,
+                trajectory=trajectory,
                 drift=drift, spectra=spectra, probes=probes, pairs=pairs, ranked=ranked, next_ranks=next_ranks,
                 path_words=path_words)
 
@@ -317,8 +318,8 @@ def test_trajectory_writes_the_lens_words_along_the_path_and_the_approach_beside
     trajectory = data["trajectory"]
     fig = plots.trajectory_figure(trajectory, path_words=data["path_words"])
     ax3d, approach = [ax for ax in fig.axes if hasattr(ax, "get_zlabel")][0], fig.axes[-1]
-    written = [text.get_text() for text in ax3d.texts]
-    assert written == [f" {layer}: {plots.short_label(w)}" for layer, w in enumerate(data["path_words"])]
+    written = [text.get_text() for text in ax3d.texts]  # every layer once, with its word, on one line or a run's
+    assert layers_written(written) == {layer: plots.short_label(w) for layer, w in enumerate(data["path_words"])}
     # the companion panel: cos(LN_f(x_l), e_pred) per layer, recomputed with torch's own layer norm
     model, h = data["model"], trajectory.highlight
     ln_f = model.ln_f
@@ -330,6 +331,83 @@ def test_trajectory_writes_the_lens_words_along_the_path_and_the_approach_beside
     np.testing.assert_allclose(approach.lines[0].get_ydata(), cosine, rtol=1e-6)
     assert [t.get_text() for t in approach.texts] == [plots.short_label(w) for w in data["path_words"]]
     assert "$" in approach.get_ylabel() and "$" in ax3d.get_title()
+
+
+def layers_written(labels: list[str]) -> dict[int, str]:
+    """layer -> word, from labels whose lines read " 3: w" or " 2–4: w"."""
+    found = {}
+    for line in (line for label in labels for line in label.split("\n")):
+        layers, word = line.strip().split(": ", 1)
+        first, _, last = layers.partition("–")
+        for layer in range(int(first), int(last or first) + 1):
+            assert layer not in found, labels
+            found[layer] = word
+    return found
+
+
+PILED = np.array([[5.0, 5.0, 5.0], [0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.2, 0.0], [0.1, 0.1, 0.1], [3.0, 0, 0]])
+PILED_WORDS = ["'x'", "' of'", "'.'", "'.'", "'.'", "'.'"]
+
+
+def test_labels_of_layers_that_pile_up_are_written_once_per_run():
+    """Issue 28: layers 1–4 of a trained model sit in one spot; their labels, one per layer, piled up unreadable."""
+    labels = plots.path_labels(PILED, PILED_WORDS, near=0.5)
+    assert labels == [(0, " 0: 'x'"), (1, " 1: ' of'\n 2–4: '.'"), (5, " 5: '.'")]
+    assert plots.path_labels(PILED, PILED_WORDS, near=0.0) == [(l, f" {l}: {w}") for l, w in enumerate(PILED_WORDS)]
+
+
+@pytest.mark.subprocess
+def test_the_reports_3d_view_groups_its_labels_as_the_figure_does():
+    """The report's JavaScript pathLabels (on screen points) gives the labels of plots.path_labels."""
+    import json
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    if shutil.which("node") is None:
+        pytest.skip("needs node to run the report's JavaScript")
+    template = resources.files("minigpt_geom.analysis").joinpath("report_template.html").read_text(encoding="utf-8")
+    start = template.index("  function pathLabels(")
+    source = template[start:template.index("\n  }\n", start) + 4]
+    points = PILED[:, :2].tolist()  # the screen: two coordinates
+    script = f"{source}\nconsole.log(JSON.stringify(pathLabels({json.dumps(points)}, {json.dumps(PILED_WORDS)}, 0.5)));"
+    done = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    expected = plots.path_labels(np.c_[PILED[:, :2], np.zeros(len(PILED))], PILED_WORDS, near=0.5)
+    assert json.loads(done.stdout) == [[layer, [line.strip() for line in text.split("\n")]] for layer, text in expected]
+
+
+def test_drift_figures_give_the_unit_of_the_drift(data):
+    """Drift is log p(next) − log p(current): a difference of log-probabilities, in nats."""
+    assert plots.drift_figure(data["drift"]).axes[0].get_ylabel().endswith("(nats)")
+    bar = plots.drift_position_figure(data["drift"]).axes[-1]
+    assert bar.get_ylabel().startswith("drift, nats")
+
+
+def test_one_head_svd_figure_explains_r90_and_keeps_its_title_inside(data):
+    fig = plots.singular_values_figure({1: data["spectra"][1]}, "singular values of $W_{QK}$ per head, layer 1")
+    title = fig._suptitle.get_text()
+    assert "$r_{90}$: how many of the largest" in title and "grey" not in title  # no other head is drawn
+    assert "grey: the layer's other heads" in plots.singular_values_figure(data["spectra"])._suptitle.get_text()
+    fig.canvas.draw()
+    box, inside = fig._suptitle.get_window_extent(), fig.bbox
+    assert box.x0 >= inside.x0 and box.x1 <= inside.x1  # not cut at either edge
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())  # ranks are whole numbers
+
+
+def test_compare_figure_has_one_legend_and_maths_for_powers(data):
+    from minigpt_geom.analysis.compare import compare_models
+
+    model = data["model"]
+    tokenizer = data["tokenizer"]
+    comparison = compare_models({"layernorm": model, "dyt": model.with_norm("dyt"), "none": model.with_norm("none")},
+                                tokenizer, "To kill two birds with one stone")
+    fig = plots.compare_figure(comparison)
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    assert len(legends) == 1  # one key for every panel
+    texts = [t.get_text() for t in legends[0].get_texts()]
+    assert any("$^{d}$" in t for t in texts) and not any("^d" in t.replace("$^{d}$", "") for t in texts)
+    assert all((row["kl_to_final"] >= 0) for row in comparison.rows)  # KL ≥ 0: rounding is clamped
 
 
 @pytest.mark.parametrize("variant, shown, absent", [("layernorm", r"\mathrm{LN}_{f}(x_l)", None),

@@ -219,7 +219,7 @@ def test_word_selection_and_default_blocks(tokenizer):
     assert kept == [("one", tokenizer.encode("one")[0]), ("he", tokenizer.encode("he")[0])]
     assert dropped == ["stone", "zebra"]
     kept, dropped = single_token_words(tokenizer, ["stone", "town", "one"], leading_space=True)
-    assert [w for w, _ in kept] == ["stone", "town"] and dropped == ["one"]
+    assert [w for w, _ in kept] == [" stone", " town"] and dropped == ["one"]  # the texts probed, the words dropped
     assert default_layers(12) == [0, 5, 11]
     assert default_layers(2) == [0, 1]
     assert default_layers(1) == [0]
@@ -251,10 +251,12 @@ def test_svd_tables_match_numpy(model, circuit):
 
         rows = singular_pair_words(model, svd, n_pairs=20, k=3)
         assert len(rows) == r  # 20 asked, d_head = 12 exist
+        assert [row.rank for row in rows] == list(range(1, r + 1))  # rank 1: the largest singular value
         for row in rows:
-            assert row.singular_value == pytest.approx(S[row.rank])
-            assert list(row.left) == list(np_top(left_words @ (U[:, row.rank] * S[row.rank]), 3))
-            assert list(row.right) == list(np_top(right_words @ V[:, row.rank], 3))
+            i = row.rank - 1
+            assert row.singular_value == pytest.approx(S[i])
+            assert list(row.left) == list(np_top(left_words @ (U[:, i] * S[i]), 3))
+            assert list(row.right) == list(np_top(right_words @ V[:, i], 3))
 
 
 def test_word_counts_are_clipped_to_the_vocabulary(model):
@@ -339,6 +341,7 @@ def test_table_styles():
     assert "1.500" in format_table(header, rows, "text")  # 4 significant digits
     latex = format_table(header, rows, "latex", caption="W_QK")
     assert r"\_z" in latex and r"$\sigma$" in latex and r"W\_QK" in latex
+    assert latex.splitlines()[0] == r"% needs \usepackage{booktabs} (\toprule, \midrule, \bottomrule)"
     assert latex_escape("naïve café") == "naïve café"  # UTF-8, which LaTeX reads as is
     assert latex_escape("a\nb") == r"a\textbackslash{}x0ab"  # control characters spelled as Python does
     assert list(csv.reader(io.StringIO(format_csv(header, rows)))) == [["a", "σ"], ["x|y", "1.5"], ["_z", ""]]
@@ -382,6 +385,21 @@ def test_embeddings_command(tiny_checkpoint, tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_probe_rows_are_labelled_with_the_probed_tokens(tiny_checkpoint, tmp_path, capsys):
+    """--leading-space probes ' stone': the rows say ' stone', the token probed, not 'stone'."""
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    argv = ["--weights", str(tiny_checkpoint), "--layer", "1", "-k", "2", "-o", str(tmp_path), "--no-plot"]
+    assert main(["probe", "stone", *argv, "--leading-space", "--style", "markdown"]) == 0
+    printed = capsys.readouterr().out
+    assert "| ' stone' | sum |" in printed and "| 'stone' |" not in printed
+    rows = read_csv(tmp_path / "probe.csv")
+    words = {(row[3], int(row[4])) for row in rows[1:]}
+    assert words == {(" stone", tokenizer.encode(" stone")[0])}
+    assert all(tokenizer.decode([token]) == word for word, token in words)  # each row names its own token
+    assert main(["probe", "one", *argv]) == 0  # without the space: 'one', as probed
+    assert {row[3] for row in read_csv(tmp_path / "probe.csv")[1:]} == {"one"}
+
+
 @pytest.mark.slow
 @requires("matplotlib")
 def test_probe_command(tiny_checkpoint, tmp_path, capsys):
@@ -395,7 +413,7 @@ def test_probe_command(tiny_checkpoint, tmp_path, capsys):
     # the default noun list with leading spaces, printed; and errors without a traceback
     argv = ["probe", "--weights", str(tiny_checkpoint), "--leading-space", "--layer", "1", "--style", "markdown"]
     assert main(argv) == 0
-    assert "| stone | sum |" in capsys.readouterr().out
+    assert "| ' stone' | sum |" in capsys.readouterr().out
     assert main(["probe", "--weights", str(tiny_checkpoint)]) == 2  # no noun is one token without a space
     assert main(["probe", "one", "--weights", str(tiny_checkpoint), "--layer", "5"]) == 2
     assert "layer 5 does not exist" in capsys.readouterr().err

@@ -56,9 +56,9 @@ def corpus(tmp_path) -> Path:
 
 # ---- the parsers ---------------------------------------------------------------------------------------------
 
-TRAINING = {"prepare", "init", "train", "remove-ln"}
+TRAINING = {"tokenizer", "prepare", "init", "train", "remove-ln"}
 TEXT_COMMANDS = {"trajectory", "lens", "report", "compare", "norms"}
-CORPUS_COMMANDS = {"drift", "prepare", "train", "remove-ln"}
+CORPUS_COMMANDS = {"drift", "tokenizer", "prepare", "train", "remove-ln"}
 SHARED = ("--weights", "--tokenizer", "--device", "--dtype", "--quiet", "--pattern", "--format", "--dpi", "--style",
           "--out", "--layer", "--head")  # docs/cli.md: one spelling, one meaning, one set of choices each
 
@@ -81,7 +81,7 @@ def test_one_convention_over_every_parser():
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
         assert not {"--no-progress", "--glob", "--text"} & set(options), name  # the old second spellings
         assert name == "init" or "--quiet" in options, name  # every command that can draw a bar or print notes
-        if name not in ("prepare", "init"):  # they load no model
+        if name not in ("tokenizer", "prepare", "init"):  # they load no model
             assert {"--weights", "--device", "--dtype"} <= set(options), name
         for option in SHARED:
             if option in options:
@@ -277,9 +277,14 @@ def test_no_write_follows_a_symlink_out_of_the_output_folder(tiny_checkpoint, tm
     out = tmp_path / "lens"
     out.mkdir()
     (out / "lens.csv").symlink_to(outside)
+    code, _, err = run(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--no-plot"], capsys)
+    check_one_line_error(code, err, "lens")  # a link is never replaced (issue 27), nor followed out of -o
+    assert "outside the output folder" in err and outside.read_text() == "not yours"
+    assert (out / "lens.csv").is_symlink() and sorted(p.name for p in out.iterdir()) == ["lens.csv"]
+    (out / "lens.csv").unlink()
+    (out / "lens.csv").symlink_to("kept.csv")  # a link within -o: followed, the file it names is written
     assert main(["lens", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--no-plot"]) == 0
-    assert outside.read_text() == "not yours"
-    assert not (out / "lens.csv").is_symlink() and (out / "lens.csv").read_text().startswith("position,")
+    assert (out / "lens.csv").is_symlink() and (out / "kept.csv").read_text().startswith("position,")
     with pytest.raises(OutputError, match="outside the output folder"):
         output_file(out, "../escape.csv")
 
@@ -355,6 +360,36 @@ def test_probe_tables_fill_the_norm_column(tiny_checkpoint, tmp_path):
         assert len(cells) == 2 * 5 and all(float(c) > 0 for c in cells)  # 2 words × (4 heads + sum)
     with open(tmp_path / "probe.csv", newline="", encoding="utf-8") as f:
         assert all(float(row["norm"]) > 0 for row in csv.DictReader(f))
+
+
+def test_printed_numbers_have_4_significant_digits_and_ranks_count_from_1(tiny_checkpoint, corpus, tmp_path, capsys):
+    """README: printed numbers to 4 significant digits (embeddings, drift), CSVs every digit; ranks from 1 (qk,
+    svd, as the lens); `svd -o DIR` prints its tables as lens, embeddings and probe do."""
+    from minigpt_geom.analysis.tables import significant
+
+    weights = ["--weights", str(tiny_checkpoint), "--quiet"]
+    code, out, _ = run(["drift", str(corpus), *weights, "-o", str(tmp_path / "drift"), "--no-plot"], capsys)
+    assert code == 0
+    with open(tmp_path / "drift" / "drift.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    table = [line.split() for line in out.splitlines() if re.match(r"\s+\d+ ", line)]
+    assert [cells[1:3] for cells in table] == [[significant(float(r["drift"])), significant(float(r["drift_std"]))]
+                                               for r in rows]
+    code, out, _ = run(["embeddings", *weights, "-k", "2", "-o", str(tmp_path / "emb"), "--no-plot"], capsys)
+    with open(tmp_path / "emb" / "embeddings_reach.csv", newline="", encoding="utf-8") as f:
+        values = [significant(float(r["value"])) for r in csv.DictReader(f)]
+    assert code == 0 and all(f" {value}" in out for value in values)
+    code, out, _ = run(["qk", "--layer", "1", "--head", "0", "-k", "3", "--vocab-limit", "50", *weights], capsys)
+    assert code == 0 and [line.split()[0] for line in out.strip().splitlines()[-3:]] == ["1", "2", "3"]
+    svd_out = tmp_path / "svd"
+    code, out, _ = run(["svd", "--layer", "1", "--head", "0", "--pairs", "2", "-k", "1", *weights, "-o", str(svd_out),
+                        "--no-plot"], capsys)
+    assert code == 0 and "W_QK singular vectors, layer 1, head 0" in out and "key-bias direction" in out
+    ranks = [line.split()[0] for line in out.splitlines() if re.match(r"\d+\s+\d", line)]
+    assert ranks[:2] == ["1", "2"]
+    with open(svd_out / "svd.csv", newline="", encoding="utf-8") as f:
+        long = list(csv.DictReader(f))
+    assert {r["rank"] for r in long} == {"1", "2"} and {r["word_rank"] for r in long} == {"1"}
 
 
 def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):

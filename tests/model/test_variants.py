@@ -17,8 +17,10 @@ from helpers import SMALL, load_hf, random_hf_model, requires, save_official_lay
 from minigpt_geom import GPT2, TraceRequest
 from minigpt_geom.analysis.circuits import ln_1_embeddings
 from minigpt_geom.analysis.drift import text_drift
-from minigpt_geom.analysis.embeddings import reachability, sphere_distances
-from minigpt_geom.analysis.lens import lens_logits, logit_lens
+from minigpt_geom.analysis.embeddings import (distance_note, distance_table, reach_caption, reachability,
+                                             sphere_distances)
+from minigpt_geom.analysis.lens import angle_note, format_lens, lens_logits, logit_lens
+from minigpt_geom.analysis.report import model_summary
 from minigpt_geom.analysis.norms import compare_norms
 from minigpt_geom.cli import main
 from minigpt_geom.errors import InputError
@@ -247,15 +249,21 @@ def test_e_tilde_is_the_site_module_applied_to_e(variant):
 @torch.inference_mode()
 def test_reach_uses_the_variants_own_bound_or_says_it_does_not_apply(variant):
     name, model = variant
+    measures = reachability(model)
+    E, (gamma, beta) = np_(model.unembedding_rows()), (np_(t) for t in model.ln_f.affine_map())
+    bias = E @ beta + (np_(model.lm_head.bias) if not model.lm_head.tied else 0)
+    a = E * gamma  # the norms of the words still rank them where no bound applies (an LN-free model)
+    np.testing.assert_allclose(np_(measures["norm"]), np.linalg.norm(E, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(np_(measures["scaled_norm_plus_bias"]), np.linalg.norm(a, axis=1) + bias, rtol=1e-5,
+                               atol=1e-5)
     if name not in BOUNDED:
-        with pytest.raises(InputError, match="does not apply"):
-            reachability(model)
+        assert set(measures) == {"norm", "scaled_norm", "norm_plus_bias", "scaled_norm_plus_bias"}
         with pytest.raises(InputError, match="does not apply"):
             sphere_distances(model)
+        assert distance_note(model).startswith("(a) does not apply: h.0.ln_1 is ")
+        assert "the reach bounds do not apply" in reach_caption(model)
         return
-    measures = reachability(model)
-    E, (gamma, beta) = np_(model.wte.weight), (np_(t) for t in model.ln_f.affine_map())
-    a = E * gamma
+    assert distance_note(model) is None
     support = {"layernorm": math.sqrt(48) * np.linalg.norm(a - a.mean(1, keepdims=True), axis=1),
                "sphere": math.sqrt(48) * np.linalg.norm(a - a.mean(1, keepdims=True), axis=1),
                "rmsnorm": math.sqrt(48) * np.linalg.norm(a, axis=1),
@@ -266,10 +274,52 @@ def test_reach_uses_the_variants_own_bound_or_says_it_does_not_apply(variant):
     assert bool((logits <= measures["tight_reach_bound"] + 1e-4).all())
 
 
-def test_embeddings_command_says_in_one_line_why_it_does_not_apply(ln_free_folder, capsys, tmp_path):
-    assert main(["embeddings", "--weights", str(ln_free_folder), "-o", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len([line for line in err if "does not apply" in line]) == 1
+@torch.inference_mode()
+def test_the_distance_table_names_the_variants_projection_and_scale(variant):
+    """(a) is the distance to the variant's own N(E), "scaled" to the radius of its set: √d on a sphere, the
+    projected rows' mean norm on DyT's box (which has no one radius)."""
+    name, model = variant
+    if name not in BOUNDED:
+        return
+    rows = sphere_distances(model)
+    caption = distance_table(rows).caption
+    assert caption.startswith(f"(a) distance to {name}(E), block 0's ln_1") and "layer_norm" not in caption
+    E = np_(model.wte.weight)
+    target, _ = np_site(model, "h.0.ln_1", E)  # the projection without γ, β, in NumPy
+    if name == "dyt":
+        radius = np.linalg.norm(target, axis=1).mean()
+        assert caption.endswith(f"scaled: to mean norm {radius:.4g}, the mean ‖dyt(e)‖") and "√d" not in caption
+    else:
+        radius = math.sqrt(48)
+        assert caption.endswith("scaled: to mean norm √d")
+    scaled = E * radius / np.linalg.norm(E, axis=1).mean()
+    [row] = [r for r in rows if r.setting == "scaled"]
+    np.testing.assert_allclose(row.l2_mean, np.linalg.norm(scaled - target, axis=1).mean(), rtol=1e-4)
+
+
+def test_the_labels_of_the_lens_and_the_report_fit_the_variant(variant):
+    """The lens footer says how the model's own ln_1 reads the angle; the report's header gives √d only for a
+    model with a sphere of that radius (not DyT's box, not an LN-free model)."""
+    name, model = variant
+    note = angle_note(model)
+    assert f"ln_1 ({model.h[0].ln_1.variant.name})" in note
+    assert ("along its sphere" in note) == (name in ("layernorm", "rmsnorm", "sphere"))
+    assert ("centred" in note) == (name in ("layernorm", "sphere", "fixed_sigma"))
+    summary = model_summary(model)
+    assert ("√d = 6.928" in summary) == (name in ("layernorm", "rmsnorm", "sphere")), summary  # √48
+    lens = logit_lens(model, model(ids(seed=3), trace=TraceRequest(states=True))[1], k=2)
+    footer = format_lens(lens, ["a"] * lens.top_ids.shape[2], str, positions=[0], angle=note).splitlines()[-1]
+    assert note in footer and "for layer norm" not in footer
+
+
+def test_embeddings_on_an_ln_free_model_ranks_by_the_norms_that_still_apply(ln_free_folder, capsys, tmp_path):
+    assert main(["embeddings", "--weights", str(ln_free_folder), "-o", str(tmp_path / "out"), "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(a) does not apply: h.0.ln_1 is 'none'" in out and "the reach bounds do not apply" in out
+    assert "‖e‖" in out and "h(γ⊙e)" not in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "embeddings_reach.csv", "embeddings_reach.md", "embeddings_reach.png", "embeddings_reach.tex",
+        "embeddings_reach.txt"]
 
 
 # ---- round trips and copies ----------------------------------------------------------------------------

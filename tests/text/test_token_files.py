@@ -180,7 +180,8 @@ def test_prepare_names_its_options_in_errors(corpus, tiny_checkpoint, tmp_path, 
     assert main(["prepare", str(corpus), "-o", str(tmp_path / "out"), "--tokenizer", str(tiny_checkpoint),
                  "--tokenizer-backend", "reference", "--val-split", "last"]) == 0
     assert "reference tokenizer" in capsys.readouterr().out
-    assert not (tmp_path / "out" / "out").exists() and not list((tmp_path / "out").glob(".*"))  # no temporaries
+    assert not (tmp_path / "out" / "out").exists()
+    assert [p.name for p in (tmp_path / "out").glob(".*")] == [".prepare.lock"]  # no temporaries: the lock alone
 
 
 @pytest.fixture
@@ -217,7 +218,7 @@ def test_defect_8_a_corpus_file_replaced_by_a_fifo_during_prepare_is_refused_and
     out = tmp_path / "tokens"
     with pytest.raises(InputError, match=r"b\.txt is a FIFO \(named pipe\), not a regular file"):
         prepare(folder, tiny_checkpoint, out, backend="reference", workers=1, progress=False)
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".ids.")]  # the temporary is gone
+    assert [p.name for p in out.glob(".*")] == [".prepare.lock"]  # no temporary ids file or stage: the lock alone
 
 
 def test_defect_8_every_corpus_reader_refuses_a_fifo_at_once(tiny_checkpoint, tmp_path, bounded_wait):

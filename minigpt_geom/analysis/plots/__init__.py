@@ -28,7 +28,7 @@ from __future__ import annotations
 # every figure and the style's public names, so that `plots.<name>` reaches them
 from .style import DEFAULT_DPI, FORMATS, figure_format, figure_png, new_figure, save_figure  # noqa: F401
 from .labels import mathtext_problem, short_label, word_label  # noqa: F401
-from .trajectory import trajectory_figure  # noqa: F401
+from .trajectory import path_labels, trajectory_figure  # noqa: F401
 from .lens import PROBABILITY_FLOOR, lens_grid_figure  # noqa: F401
 from .attention import attention_figure  # noqa: F401
 from .sphere import norm_profile_figure  # noqa: F401

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .labels import word_label
+from .labels import math_text, word_label, wrapped
 from .style import integer_x, new_figure
 
 if TYPE_CHECKING:
@@ -28,8 +28,9 @@ def compare_figure(comparison: "Comparison") -> "Figure":
               ("radius", r"$\|\hat{x}_l\|$ at the site reading $x_l$", "log"),
               ("angular_path", r"angular path $\sum_{k \leq l} \theta_k$ (rad)", "linear"),
               ("kl_to_final", r"$\mathrm{KL}(p_L \,\|\, p_l)$ (nats)", "log"))
-    fig = new_figure(15, 12 if comparison.paths else 4.8)
-    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.7]) if comparison.paths else fig.add_gridspec(1, 4)
+    paths = comparison.paths
+    fig = new_figure(15, 9.6 if paths else 4.8)
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.5]) if paths else fig.add_gridspec(1, 4)
     from matplotlib import colormaps
 
     colours = [colormaps["tab10"](i % 10) for i in range(len(names))]
@@ -47,21 +48,26 @@ def compare_figure(comparison: "Comparison") -> "Figure":
         ax.set_xlabel(r"layer $l$ (0 = embedding)")
         ax.set_ylabel(label)
         integer_x(ax)
-    if comparison.paths:
-        ax = fig.add_subplot(grid[1, :], projection="3d", computed_zorder=False)
-        h = comparison.highlight
-        for i, paths in enumerate(comparison.paths):
-            path = paths.coords[:, h]  # [L+1, 3]: the highlighted word, layer by layer
-            ax.plot(*path.T, "o" + styles[i % 4], color=colours[i], linewidth=2.2, markersize=4, label=paths.label)
-            ax.scatter(*path[0], marker="s", s=60, color=colours[i], edgecolor="black", depthshade=False)
-            ax.scatter(*path[-1], marker="^", s=80, color=colours[i], edgecolor="black", depthshade=False)
-        explained = comparison.explained_variance
-        for i, set_label in enumerate((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
-            set_label(f"PC{i + 1} ({100 * float(explained[i]):.1f} % var.)")
-        ax.set_box_aspect(None, zoom=0.9)
-        ax.set_title(rf"$\mathrm{{ln}}_f(x_l)$ of {word_label(comparison.words[h])} in every model, one PCA "
-                     r"fitted on all their tokens; ■ layer 0, ▲ last layer", fontsize=10)
-        fig.legend(*ax.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(0.0, 0.42), fontsize=8,
-                   title="model (its geometry)", alignment="left")  # beside the 3-D box, in figure coordinates
-    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(names), 4))
+    handles = fig.axes[0].get_legend_handles_labels()[0]
+    if not paths:
+        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4))
+        return fig
+    ax = fig.add_subplot(grid[1, :2], projection="3d", computed_zorder=False)
+    h = comparison.highlight
+    for i, model in enumerate(paths):
+        path = model.coords[:, h]  # [L+1, 3]: the highlighted word, layer by layer
+        ax.plot(*path.T, "o" + styles[i % 4], color=colours[i], linewidth=2.2, markersize=4)
+        ax.scatter(*path[0], marker="s", s=60, color=colours[i], edgecolor="black", depthshade=False)
+        ax.scatter(*path[-1], marker="^", s=80, color=colours[i], edgecolor="black", depthshade=False)
+    explained = comparison.explained_variance
+    for i, set_label in enumerate((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
+        set_label(f"PC{i + 1} ({100 * float(explained[i]):.1f} % var.)")
+    ax.set_box_aspect(None, zoom=0.9)
+    ax.set_title(rf"$\mathrm{{ln}}_f(x_l)$ of {word_label(comparison.words[h])} in every model, one PCA "
+                 r"fitted on all their tokens; ■ layer 0, ▲ last layer", fontsize=10)
+    key = fig.add_subplot(grid[1, 2:])  # one legend for every panel, in the place beside the 3-D box
+    key.axis("off")
+    key.legend(handles, [wrapped(math_text(model.label), 52) for model in paths], loc="center left",
+               title="model (its geometry): the same line in every panel", alignment="left", fontsize=9,
+               frameon=False)
     return fig

@@ -41,7 +41,7 @@ def drift_figure(result: "DriftResult") -> "Figure":
     else:
         axes[0].plot([], [], " ", label=f"standard error ≤ {sem.max():.2g} (too small to draw)")
     axes[0].axhline(0.0, color="grey", linewidth=0.8)
-    axes[0].set_ylabel(f"drift ${drift_label(result)}$")
+    axes[0].set_ylabel(f"drift ${drift_label(result)}$ (nats)")  # a difference of two log-probabilities
     axes[0].set_title("drift towards the next word", fontsize=10)
     axes[0].legend(fontsize=8)
     if panels == 2:
@@ -76,5 +76,5 @@ def drift_position_figure(result: "DriftResult") -> "Figure":
     ax.set_yticks(range(n_states))
     windows = f"{result.windows} window" + ("s" if result.windows != 1 else "")
     ax.set_title(f"mean ${drift_label(result)}$ by position, over {windows}", fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.9, extend="both", label="drift (red: towards the next word)")
+    fig.colorbar(image, ax=ax, shrink=0.9, extend="both", label="drift, nats (red: towards the next word)")
     return fig

@@ -5,6 +5,8 @@ metrics that size a cell and its text so a long token never spills into its neig
 from __future__ import annotations
 
 import functools
+import re
+import textwrap
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Sequence
 
@@ -99,3 +101,14 @@ def write_cells(ax: "Axes", labels: Sequence[Sequence[str]], width: float, white
             ax.text(c, r, label, ha="center", va="center", fontsize=cell_font(label, width),
                     color="white" if white[r, c] else "black",
                     fontweight="bold" if bold is not None and bold[r, c] else "normal")
+
+
+def math_text(label: str) -> str:
+    """A plain-text formula of the geometry strings (ℝ^d, (−1, 1)^d) with its powers as mathtext superscripts:
+    ℝ$^{d}$, drawn raised, not as a caret."""
+    return re.sub(r"\^(\w+)", r"$^{\1}$", label)
+
+
+def wrapped(label: str, width: int) -> str:
+    """`label` broken into lines of at most `width` characters, at spaces (a legend that fits its place)."""
+    return "\n".join(textwrap.wrap(label, width)) or label

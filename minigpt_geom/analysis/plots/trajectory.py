@@ -58,8 +58,10 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
                label=f"{trajectory.points.replace('x_l', 'e')} of its predicted next word "
                      f"{word_label(trajectory.prediction_word)}")
     if path_words is not None:  # the lens's top word at each layer, beside the point it decodes
-        for layer, (x, y, z) in enumerate(path):
-            ax.text(x, y, z, f" {layer}: {short_label(path_words[layer])}", fontsize=7, color="darkred")
+        span = np.ptp(coords.reshape(-1, 3), axis=0).max()  # the cloud's extent: what "near" means on screen
+        for layer, text in path_labels(path, [short_label(w) for w in path_words], near=0.06 * span):
+            ax.text(*path[layer], text, fontsize=7, color="darkred", va="top", linespacing=1.1, zorder=10,
+                    bbox=dict(facecolor="white", edgecolor="none", alpha=0.75, pad=0.6))  # legible over the points
     if explained_variance is None:
         explained_variance = trajectory.explained_variance
     pca = trajectory.method.startswith("pca")
@@ -78,6 +80,28 @@ def trajectory_figure(trajectory: "Trajectory", explained_variance: Sequence[flo
     if right is not None:
         approach_panel(right.add_subplot(), cosine, path_words, word, trajectory.prediction_word, trajectory.points)
     return fig
+
+
+def path_labels(path: np.ndarray, words: Sequence[str], near: float) -> list[tuple[int, str]]:
+    """One label per run of consecutive layers whose points lie within `near` of the run's first point
+    (path [L+1, 3]): (the run's first layer, its text), one line per word, with the layers that read it:
+    " 1: ' of'" over " 2–4: '.'". Points that close would pile their labels into one unreadable cluster."""
+    runs: list[list[int]] = []
+    for layer in range(len(path)):
+        if runs and np.linalg.norm(path[layer] - path[runs[-1][0]]) <= near:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    labels = []
+    for run in runs:
+        lines: list[tuple[int, int, str]] = []  # (first layer, last layer, word) of each stretch of one word
+        for layer in run:
+            if lines and lines[-1][2] == words[layer]:
+                lines[-1] = (lines[-1][0], layer, words[layer])
+            else:
+                lines.append((layer, layer, words[layer]))
+        labels.append((run[0], "\n".join(f" {a}: {w}" if a == b else f" {a}–{b}: {w}" for a, b, w in lines)))
+    return labels
 
 
 def approach_panel(ax: "Axes", cosine: np.ndarray, path_words: Sequence[str] | None, word: str, target: str,

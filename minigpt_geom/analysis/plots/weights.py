@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .labels import CELL_FONT, cell_width, short_label, write_cells
-from .style import as_array, new_figure, with_masked
+from .style import as_array, integer_x, new_figure, with_masked
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,7 +32,7 @@ def singular_values_figure(spectra: Mapping[int, "Tensor"], title: str = "", *, 
     values = {head: as_array(spectra[head]) for head in heads}
     columns = min(4, len(heads))
     lines = math.ceil(len(heads) / columns)
-    fig = new_figure(2.6 * columns + 0.6, 2.1 * lines + 0.9)
+    fig = new_figure(max(2.6 * columns + 0.6, 5.6), 2.1 * lines + 1.2)  # one head: still room for the title
     axes = fig.subplots(lines, columns, squeeze=False, sharex=True, sharey=True)
     positive = np.concatenate([v[v > 0] for v in values.values()])
     positive = positive if positive.size else np.ones(1)  # all zero: any range will do
@@ -51,9 +51,13 @@ def singular_values_figure(spectra: Mapping[int, "Tensor"], title: str = "", *, 
         ax.set_ylim(positive.min() / 2, positive.max() * 2)
         ax.set_title(f"head {head}", fontsize=9)
         ax.grid(alpha=0.3)
+        integer_x(ax)  # ranks are whole numbers
     fig.supxlabel(r"rank $r$ of the singular value", fontsize=10)  # shared axes: one label for all panels
     fig.supylabel(r"singular value $\sigma_r$ (log scale)", fontsize=10)
-    fig.suptitle(title or f"singular values of $W_{{{circuit}}}$ per head (grey: the other heads)", fontsize=10)
+    key = r"$r_{90}$: how many of the largest $\sigma_r$ hold 90 % of $\Sigma_r\,\sigma_r$"
+    if len(heads) > 1:
+        key += "; grey: the layer's other heads"
+    fig.suptitle(f"{title or f'singular values of $W_{{{circuit}}}$ per head'}\n{key}", fontsize=10)
     return fig
 
 
