@@ -5,12 +5,12 @@
 
 It needs no network and no weights: the corpus is the docstrings of Python's own standard library (every
 machine with Python has them), the tokenizer a byte-level BPE trained on them with Hugging Face `tokenizers`
-(in the test extra), the model a 4-layer GPT-2 trained on them with `minigpt_geom.training.loop`. Every figure is
-then drawn by the command a user would run (`trajectory`, `lens`, `drift`, `svd`, `embeddings`, `probe`,
-`qk`, `report`), or, for the two the report alone draws, by `analysis.plots`. It writes DIR/gallery.md and
-its pictures under DIR/gallery/ (DIR = docs/ by default); the report's screenshot needs Chromium and is
-left out, saying so, without it. A figure of the code before issue 18, kept under DIR/gallery/before/ by
-hand, is shown beside its new form when it is there.
+(in the test extra), the model a 4-layer GPT-2 trained on them with `minigpt_geom.training.loop`. Every
+figure is then drawn by the command a user would run (`trajectory`, `lens`, `drift`, `svd`, `embeddings`,
+`probe`, `qk`, `patch`, `attribute`, `report`), or, for the two the report alone draws, by `analysis.plots`.
+It writes DIR/gallery.md and its pictures under DIR/gallery/ (DIR = docs/ by default); the report's
+screenshot needs Chromium and is left out, saying so, without it. A figure of the code before issue 18,
+kept under DIR/gallery/before/ by hand, is shown beside its new form when it is there.
 """
 
 from __future__ import annotations
@@ -136,6 +136,26 @@ def python_figures(weights: Path, out: Path, dpi: int) -> None:
                       dpi=dpi)
 
 
+def corrupted_prompt(weights: Path) -> str:
+    """PROMPT with WORD swapped for the word whose unembedding row is nearest to it (by cosine) among those that
+    keep the prompt's length in tokens: the corrupted prompt the patching map patches into."""
+    import torch
+
+    from minigpt_geom.text.pretrained import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(weights))
+    ids = tokenizer.encode(PROMPT)
+    word = tokenizer.encode(WORD)
+    where = ids.index(word[0]) if len(word) == 1 and word[0] in ids else len(ids) // 2
+    rows = model.unembedding_rows()[:tokenizer.n_vocab].detach()
+    cosine = torch.nn.functional.cosine_similarity(rows, rows[ids[where]][None], dim=-1)
+    for other in cosine.argsort(descending=True).tolist()[1:]:
+        text = tokenizer.decode(ids[:where] + [other] + ids[where + 1:])
+        if len(tokenizer.encode(text)) == len(ids):
+            return text
+    sys.exit("no word keeps the prompt's length when swapped in: the gallery cannot draw the patching map")
+
+
 def screenshot(page: Path, png: Path) -> bool:
     """A 1400-px-wide picture of the report's first screens by headless Chromium; False without Chromium."""
     browser = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
@@ -181,6 +201,13 @@ FIGURES = {
     "attention": ("attention.png", "one head's causal attention pattern", "labels in mathtext"),
     "norms": ("norms.png", "‖x_l‖, the updates and what each norm site makes of them, per layer",
               "a legend in a readable size"),
+    "patch": ("patch/patch.png", "activation patching (`minigpt-geom patch`): the prompt with its highlighted word "
+              "swapped for its nearest word, each layer and position of the residual stream set back to the clean "
+              "run's; the logit difference of the two prompts' answers, normalised (1 = the clean run)",
+              "new in issue 26"),
+    "attribute": ("attribute/attribute.png", "direct logit attribution (`minigpt-geom attribute`): each block's "
+                  "attention and MLP, and each head, along e_answer − e_wrong through ln_f with its scale frozen",
+                  "new in issue 26"),
     "report": ("report.png", "the HTML report at 1400 px (`minigpt-geom report`)",
                "a research page: word, layer and head chosen in the page; text coloured by loss; every head's "
                "pattern in a grid, one enlarged on click; the 3-D view fills its box with PCA axes named by "
@@ -258,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     run("probe", *PROBE_WORDS, *w, "--layer", "0", str(shape["n_layer"] - 1), "--leading-space", "-o",
         str(pictures / "probe"), *vocab)
     run("qk", *w, "--layer", "0", "--head", "0", "-o", str(pictures / "qk"), *vocab)
+    run("patch", PROMPT, corrupted_prompt(weights), *w, "-o", str(pictures / "patch"))
+    run("attribute", PROMPT, *w, "-o", str(pictures / "attribute"))
     python_figures(weights, pictures, int(dpi))
     run("report", PROMPT, *w, "--word", WORD, "-o", str(work / "report.html"))
     made = screenshot(work / "report.html", pictures / "report.png")

@@ -22,7 +22,8 @@ from .commands.arguments import JoinWords, Parser, UsageError
 from .errors import Note
 
 COMMANDS = ("verify", "norms", "generate", "embeddings", "probe", "svd", "qk", "lens", "trajectory", "drift", "report",
-            "compare", "tokenizer", "prepare", "init", "train", "remove-ln")  # each the module commands/<name>.py, `-` as `_`
+            "compare", "patch", "ablate", "attribute", "steer", "rotate", "tokenizer", "prepare", "init", "train",
+            "remove-ln")  # each the module commands/<name>.py, `-` as `_`
 DESCRIPTION = ("GPT-2 whose forward pass reports its own geometry: layer norm puts every word on a sphere and "
                "the layers move it along (Traveling Words, arXiv 2309.07315). Each command runs one analysis, "
                "or trains; `minigpt-geom COMMAND --help` describes it.")

@@ -32,7 +32,7 @@ DOCS_SHAPE = dict(n_layer=12, n_head=12, n_embd=96, n_positions=128)
 CORPUS = "texts"  # the folder the docs' corpus examples read
 TOUR_STEPS = 2  # the tour's training budget here: every step runs, the model learns nothing worth looking at
 TOUR_FIGURES = ["1_reach.png", "2_sphere.png", "3_attention.png", "4_residual.png", "5_trajectory.png", "6_lens.png",
-                "7_drift.png"]
+                "7_drift.png", "8_patching.png", "8_rotation.png"]
 NO_PLOT = "needs matplotlib (pip install -e .[plot])"
 
 

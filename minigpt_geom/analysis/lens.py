@@ -162,15 +162,18 @@ def format_lens(lens: LensResult, words: Sequence[str], decode: Callable[[int], 
                 batch: int = 0, angle: str = "as each block's ln_1 reads them") -> str:
     """A text table per position: the layers' top words, p and rank of the prediction, KL, angles.
 
-    The words column is as wide as its widest entry: a token is never cut."""
+    The words column is as wide as its widest entry over every position printed: a token is never cut, and the
+    positions' tables line up under one another."""
     lines = []
     k = lens.top_ids.shape[-1]
-    for t in positions if positions is not None else range(len(words)):
+    positions = list(positions if positions is not None else range(len(words)))
+    top_words = {t: [" ".join(f"{decode(int(i))!r} {float(p):.4g}"
+                              for i, p in zip(lens.top_ids[layer, batch, t], lens.top_probs[layer, batch, t]))
+                     for layer in range(lens.n_states)] for t in positions}
+    width = max(len(f"top-{k} words (probability)"), *(len(top) for tops in top_words.values() for top in tops))
+    for t in positions:
         predicted = decode(int(lens.prediction[batch, t]))
-        tops = [" ".join(f"{decode(int(i))!r} {float(p):.4g}"
-                         for i, p in zip(lens.top_ids[layer, batch, t], lens.top_probs[layer, batch, t]))
-                for layer in range(lens.n_states)]
-        width = max(len(f"top-{k} words (probability)"), *map(len, tops))
+        tops = top_words[t]
         lines.append(f"position {t} {words[t]!r} -> predicts {predicted!r}")
         lines.append(f"  {'layer':>5}  {'top-' + str(k) + ' words (probability)':<{width}} {'p(pred)':>8} "
                      f"{'rank':>6} {'KL':>7} {'step':>6} {'path':>6}")

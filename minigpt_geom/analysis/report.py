@@ -7,7 +7,9 @@
     cosine of the chosen word's state to its prediction's unembedding row, per layer;
   - the chosen word's logit lens, one row a layer;
   - every head's attention pattern as a small-multiple grid (layer × head), one enlarged on click;
-  - the lens grid of every position, the norms and radii across layers, the drift (figures as inline PNGs).
+  - the lens grid of every position, the norms and radii across layers, the drift (figures as inline PNGs);
+  - activation patching into a corrupted copy of the text (the chosen word swapped, or one given), and the
+    direct logit attribution of the last word's prediction (patching.py, attribution.py).
 
 Nothing is fetched: figures are PNGs as base64 data URIs, the data is inline JSON, and the interactive views
 are drawn by a small hand-written canvas renderer (report_template.html). A plotting library's offline
@@ -29,14 +31,17 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..model.gpt2 import GPT2
 from ..model.variants import geometry_summary
 from . import plots
+from .attribution import text_attribution
 from .circuits import check_head, check_layer
 from .drift import text_drift
 from .lens import LensResult, logit_lens
+from .patching import ids_patching, nearest_word
 from .tables import significant
-from .text import token_words, trace_text
+from .text import encode_text, token_words, trace_text
 from .trajectory import Trajectory, choose_highlight, word_trajectory
 
 if TYPE_CHECKING:
@@ -46,7 +51,8 @@ if TYPE_CHECKING:
     from ..text.tokenizer import Tokenizer
 
 TEMPLATE = "report_template.html"
-REPORT_STEPS = 4  # forward pass; lens and trajectory; figures; drift
+REPORT_STEPS = 5  # forward pass; lens and trajectory; figures; drift; patching and attribution
+PATCHED_POSITIONS = 32  # up to this many tokens the page patches x_l at every position; beyond, each head's output
 GRID_TOKENS = 128  # attention patterns in the page cover the first 128 positions: L·H·128² bytes at most
 DATA_DIGITS = 6  # significant digits of the numbers in the page's JSON; the page shows 4 (sig in the template)
 TITLE_CHARACTERS = 70  # a default title is the text's start, cut at a word boundary near this length
@@ -203,6 +209,43 @@ def section(title: str, body: str, caption: str = "", anchor: str = "") -> str:
     return f"<section{ident}><h2>{html.escape(title)}</h2>\n{body}\n{note}</section>\n"
 
 
+def causal_sections(model: GPT2, tokenizer: Tokenizer, text: str, ids: Sequence[int], highlight: int,
+                    corrupted: str | None, img: Callable[[Figure, str], str]) -> list[str]:
+    """The activation patching map (x_l per position up to PATCHED_POSITIONS tokens, each head's output beyond)
+    and the direct logit attribution of the last position; a section that cannot be drawn says why instead."""
+    sections = []
+    site = "resid_pre" if len(ids) <= PATCHED_POSITIONS else "head_out"
+    try:
+        if corrupted is None:
+            swapped = list(ids)
+            swapped[highlight] = nearest_word(model, ids[highlight], tokenizer.n_vocab)
+            how = (f"the text with {tokenizer.decode([ids[highlight]])!r} swapped for its nearest word "
+                   f"{tokenizer.decode([swapped[highlight]])!r} (cosine of the unembedding rows)")
+        else:
+            swapped, how = encode_text(tokenizer, corrupted, model.config.n_ctx), "the corrupted text given"
+        patched = ids_patching(model, tokenizer, ids, swapped, site=site)
+        sections.append(section(
+            "Activation patching: where the answer is carried", img(plots.patching_figure(patched), "patching map"),
+            f"Clean: this text; corrupted: {html.escape(how)}. Each cell patches one "
+            f"{'layer and position of the residual stream' if site == 'resid_pre' else 'head output (every position)'}"
+            " from the clean run into the corrupted one; 1 restores the clean logit difference, 0 leaves the "
+            "corrupted one (`minigpt-geom patch`).", "patching"))
+    except InputError as error:
+        sections.append(section("Activation patching", "", f"Not drawn: {html.escape(str(error))}", "patching"))
+    try:
+        attribution = text_attribution(model, tokenizer, text)
+        sections.append(section(
+            "Direct logit attribution of the last word's prediction",
+            img(plots.attribution_figure(attribution), "attribution bars"),
+            "Each block's attention and MLP update read through ln_f with its scale frozen, along e_answer − "
+            "e_wrong (the model's two most likely next words); the parts sum to the logit difference "
+            "(`minigpt-geom attribute`).", "attribution"))
+    except InputError as error:
+        sections.append(section("Direct logit attribution", "", f"Not drawn: {html.escape(str(error))}",
+                                "attribution"))
+    return sections
+
+
 @torch.inference_mode()
 def build_report(
     model: GPT2,
@@ -216,10 +259,12 @@ def build_report(
     top_k: int = 5,
     title: str | None = None,
     dpi: int = 100,
+    corrupted: str | None = None,
     progress: tqdm | None = None,
 ) -> str:
     """The HTML report of `text` (see the module doc); `word`/`position` choose the word first highlighted,
-    `layer`/`head` the attention pattern first enlarged (the page can choose others)."""
+    `layer`/`head` the attention pattern first enlarged (the page can choose others); `corrupted`, a text of
+    the same length, is patched into (default: the text with the chosen word swapped for its nearest word)."""
     config = model.config
     check_layer(model, layer)
     check_head(model, head)
@@ -259,6 +304,8 @@ def build_report(
         sections.append(section("Drift towards the next word along this text", img(plots.drift_figure(drift), "drift"),
                                 "Per layer, the mean over positions of ln_f(x_l[t]) · (e_{t+1} − e_t) "
                                 "= log p_l(next word) − log p_l(current word).", "drift"))
+    sections += causal_sections(model, tokenizer, text, ids, highlight, corrupted, img)
+    step()
     sections.append(section(
         f"Static figure of {words[highlight]!r}, for print",
         img(plots.trajectory_figure(trajectory, path_words=path_words), "trajectory figure"),

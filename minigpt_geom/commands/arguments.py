@@ -237,3 +237,22 @@ def add_highlight_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--word", type=word, help="token to highlight, e.g. ' one' (default: ' one' if present, else the last)")
     group.add_argument("--position", type=whole_number,
                        help="position of the token to highlight (negative counts from the end)")
+
+
+def add_contrast_arguments(parser: argparse.ArgumentParser, answer: str, wrong: str,
+                           metric: str = "logit_diff") -> None:
+    """--answer, --wrong and --metric: what a causal experiment measures (analysis/metric.py); `answer` and
+    `wrong` say what each word is when it is not given."""
+    group = parser.add_argument_group("what is measured")
+    group.add_argument("--answer", metavar="WORD", help=f"the word the prompt should lead to, one token, e.g. "
+                                                        f"' Paris' (default: {answer})")
+    group.add_argument("--wrong", metavar="WORD", help=f"the word it is measured against, one token (default: {wrong})")
+    group.add_argument("--metric", default=metric, choices=("logit_diff", "probability"),
+                       help=f"logit difference answer − wrong, or the answer's probability (default: {metric})")
+
+
+def add_batch_argument(parser: argparse.ArgumentParser) -> None:
+    """--batch-size N: edited copies of the prompt run in one forward pass."""
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="edited copies of the prompt per forward pass (default: as many as an eighth of the "
+                             "device's memory holds)")

@@ -13,8 +13,9 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
+from ..analysis.tables import Table, write_csv
 from ..errors import InputError, OutputError
 from ..io.files import atomic_write, move_together
 
@@ -124,3 +125,16 @@ def report_written(out: Path, paths: list[Path]) -> None:
     """Print where each output went (`paths` as staged_outputs wrote them, moved into `out` since)."""
     for path in paths:
         print(f"wrote {Path(out) / path.name}")
+
+
+def write_experiment(args: argparse.Namespace, out: Path, stem: str, table: Table, records: list[dict],
+                     figure: Callable[[], Figure]) -> int:
+    """What every causal experiment does last: print `table` in --style, then write stem.csv (the records, full
+    precision) and, unless --no-plot, the figure as stem.FORMAT, together."""
+    print(table.format(args.style), end="")
+    with staged_outputs(out) as stage:
+        written = [write_csv(output_file(stage, f"{stem}.csv"), Table.from_records(records))]
+        if not args.no_plot:
+            written.append(write_figure(figure(), output_file(stage, f"{stem}.{args.format}"), args.dpi))
+    report_written(out, written)
+    return 0

@@ -11,7 +11,7 @@ from .arguments import (add_command, path_text, add_dpi_argument, add_highlight_
 from .loading import load_model_and_tokenizer
 from .outputs import make_output_folder, output_file, output_folder, progress_bar, require_matplotlib
 
-SUMMARY = "an HTML page: trajectories (rotatable 3-D), logit lens, norms, attention, drift"
+SUMMARY = "an HTML page: trajectories (rotatable 3-D), logit lens, norms, attention, drift, patching, attribution"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--head", type=index, default=0, metavar="H",
                         help="head of the attention pattern shown (default: 0)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="words shown per layer (default: 5)")
+    parser.add_argument("--corrupted", metavar="TEXT",
+                        help="a text of the same number of tokens to patch into, for the patching map (default: the "
+                             "text with the chosen word swapped for its nearest word)")
     add_dpi_argument(parser)
     return parser
 
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer = load_model_and_tokenizer(args)
         bar.update()
         page = build_report(model, tokenizer, args.text, word=args.word, position=args.position, layer=args.layer,
-                            head=args.head, top_k=args.top_k, dpi=args.dpi, progress=bar)
+                            head=args.head, top_k=args.top_k, dpi=args.dpi, corrupted=args.corrupted,
+                            progress=bar)
     make_output_folder(folder)
     written = write_text(output_file(folder, path.name), page)
     print(f"wrote {written} ({len(page) / 1e6:.1f} MB)")

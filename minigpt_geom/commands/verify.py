@@ -52,6 +52,23 @@ def transformers_config(config_file: ConfigFile | None, model: GPT2) -> transfor
     return hf_config
 
 
+def check_gpt2(source: str) -> None:
+    """InputError, before anything is loaded, when transformers has no GPT-2 that computes the checkpoint (another
+    norm variant, or a folded unembedding with a bias): there is nothing to compare it with."""
+    from ..errors import InputError
+    from ..io.checkpoint import checkpoint_files, is_untied, runs_in_transformers, stated_norm
+
+    _, config_file = checkpoint_files(source)
+    norm, tied = stated_norm(config_file), not is_untied(config_file)
+    if runs_in_transformers(norm, tied):
+        return
+    names = sorted({norm} if isinstance(norm, str) else set(norm.values())) if norm is not None else ["layernorm"]
+    what = (f"its norm is {' and '.join(names)}" if names != ["layernorm"] else
+            "its unembedding is untied, with a bias (a folded model)")
+    raise InputError(f"transformers has no GPT-2 that computes {source} ({what}): nothing to verify it against; "
+                     f"verify compares GPT-2 checkpoints (layer norm, tied unembedding)")
+
+
 def reference_model(source: str, model: GPT2, device: torch.device) -> torch.nn.Module:
     """The same file read by the safetensors library into transformers' GPT-2 (eager attention, float32),
     configured by the checkpoint's own config.json."""
@@ -83,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..memory import check_fits
 
+    check_gpt2(args.weights)
     with progress_bar(args, 4, "verify") as bar, torch.inference_mode():
         model = load_model(args)
         device = model.wte.weight.device

@@ -39,6 +39,11 @@ HEADER_BYTES = 4 * 2**20  # a 1000-layer GPT-2's header is under 2 MiB; the form
 PIECE_BYTES = 16 * 2**20  # tensors are copied in row ranges of about this size (see TensorReader)
 CONFIG_JSON_BYTES = 2**20  # GPT-2's config.json is under 1 KB
 NORM_KEY = "minigpt_geom_norm"  # config.json's record of a norm variant other than GPT-2's (train.py writes it)
+# A checkpoint transformers' GPT-2 cannot compute (another norm variant, or a folded unembedding with its bias)
+# names its own model type, so that nothing mistakes it for GPT-2: AutoModel refuses a model_type it does not
+# know, and GPT2LMHeadModel.from_pretrained warns that it is "a model of type minigpt_geom". Older files of ours
+# said "gpt2" with the variant under NORM_KEY alone; both load here.
+MODEL_TYPE, ARCHITECTURE = "minigpt_geom", "MiniGPTGeomGPT2"
 # Every field of transformers' GPT2Config is read here, or refused unless it has a value this GPT-2 computes the
 # same way, or changes nothing a forward pass computes (dropout, initializer_range, use_cache, the token ids,
 # the summary_* head of GPT2DoubleHeadsModel). IMPLEMENTED: field -> the values this GPT-2 implements.
@@ -47,7 +52,7 @@ IMPLEMENTED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),  # GPT-
                "scale_attn_by_inverse_layer_idx": (False,), "reorder_and_upcast_attn": (False,),
                "add_cross_attention": (False,),
                "tie_word_embeddings": (True, False),  # logits = x Eᵀ (E = wte), or an untied lm_head (is_untied)
-               "model_type": ("gpt2",)}
+               "model_type": ("gpt2", MODEL_TYPE)}
 SIZES_IN_CONFIG_JSON = {"n_layer": "n_layer", "n_embd": "n_embd", "n_positions": "n_ctx", "n_ctx": "n_ctx",
                         "vocab_size": "vocab_size"}  # config.json key -> GPT2Config field, checked against shapes
 NormNames = Union[str, dict[str, str]]  # config.json's NORM_KEY: a variant name, or site -> name
@@ -146,6 +151,13 @@ def model_entries(path: Path, header: dict[str, TensorInfo], untied: bool = Fals
         if not MASK_BUFFER.fullmatch(ours) and (untied or ours != "lm_head.weight"):
             entries[ours] = info
     return entries
+
+
+def runs_in_transformers(norm: NormNames | None, tied: bool) -> bool:
+    """True when transformers' GPT2LMHeadModel computes this model: layer norm at every site (norm None or
+    "layernorm", or a mapping naming it alone) and logits = x Eᵀ, the unembedding tied to the token embedding."""
+    names = {norm} if norm is None or isinstance(norm, str) else set(norm.values())
+    return names <= {None, "layernorm"} and tied
 
 
 def is_untied(config_file: ConfigFile | None) -> bool:

@@ -1,8 +1,10 @@
 """A model folder any GPT-2 tool can load, written from tensors, a config and the norm variants' names (never
 the model class: `GPT2.save_pretrained` hands them over). What it holds:
 
-    config.json          transformers' GPT2Config (model_type "gpt2"); a norm other than layernorm is recorded
-                         under "minigpt_geom_norm" (a variant name, or a mapping site -> name)
+    config.json          transformers' GPT2Config fields; model_type "gpt2" when transformers computes the same
+                         model (layer norm, tied unembedding), else "minigpt_geom" (checkpoint.MODEL_TYPE), which
+                         transformers does not take for GPT-2; a norm other than layernorm is recorded under
+                         "minigpt_geom_norm" (a variant name, or a mapping site -> name)
     vocab.json, merges.txt   the tokenizer, copied
     model.safetensors    the parameters under the official GPT-2 names (wte.weight, h.0.attn.c_attn.weight, …);
                          a norm variant's learned scalars too (h.0.ln_1.alpha, 0-d); lm_head.weight and
@@ -24,7 +26,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..config import GPT2Config
-from .checkpoint import NORM_KEY
+from .checkpoint import ARCHITECTURE, MODEL_TYPE, NORM_KEY, runs_in_transformers
 from .checkpoint_folder import write_checkpoint
 from .files import umask
 from .hub import resolve_file
@@ -33,10 +35,12 @@ NormNames = Union[str, Mapping[str, str]]  # one variant name for every site, or
 
 
 def config_json(config: GPT2Config, norm: NormNames, eot_id: int | None, tied: bool = True) -> dict:
-    """transformers' GPT2Config as JSON for our shape (no dropout: we train without it)."""
+    """transformers' GPT2Config as JSON for our shape (no dropout: we train without it), under GPT-2's model type
+    only when transformers' GPT-2 computes this model (checkpoint.runs_in_transformers)."""
+    gpt2 = runs_in_transformers(norm, tied)
     fields = {
-        "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2" if gpt2 else MODEL_TYPE,
+        "architectures": ["GPT2LMHeadModel" if gpt2 else ARCHITECTURE],
         "n_layer": config.n_layer,
         "n_head": config.n_head,
         "n_embd": config.n_embd,

@@ -384,6 +384,30 @@ def test_drift_figures_give_the_unit_of_the_drift(data):
     assert bar.get_ylabel().startswith("drift, nats")
 
 
+@pytest.mark.subprocess
+def test_the_reports_3d_box_holds_what_is_drawn():
+    """Issue 28: the 3-D view was a small cluster in a large box, its frame stretched to every position's
+    predicted word, though only the chosen word's is drawn. The frame now holds the states and that one word."""
+    import json
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    if shutil.which("node") is None:
+        pytest.skip("needs node to run the report's JavaScript")
+    template = resources.files("minigpt_geom.analysis").joinpath("report_template.html").read_text(encoding="utf-8")
+    source = template[template.index("  let all = [], centre"):template.index("  frame();\n")]
+    data = {"coords": [[[0, 0, 0], [1, 1, 1]], [[1, 0, 1], [0, 1, 0]]],  # [L+1][T][3]: a unit cube of states
+            "predictionCoords": [[0.5, 0.5, 0.5], [100, 100, 100]]}  # position 1 predicts a word far away
+    script = (f"const data = {json.dumps(data)}; const state = {{word: 0}};\n{source}\nframe();\n"
+              "const first = spread.slice(); state.word = 1; frame();\nconsole.log(JSON.stringify([first, spread]));")
+    done = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    chosen_near, chosen_far = json.loads(done.stdout)
+    assert chosen_near == [0.5, 0.5, 0.5]  # the cube's own half-width: the far word, not drawn, plays no part
+    assert min(chosen_far) > 50  # once that word is chosen (and drawn), the box holds it
+
+
 def test_one_head_svd_figure_explains_r90_and_keeps_its_title_inside(data):
     fig = plots.singular_values_figure({1: data["spectra"][1]}, "singular values of $W_{QK}$ per head, layer 1")
     title = fig._suptitle.get_text()

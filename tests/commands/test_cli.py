@@ -27,6 +27,9 @@ TEXT = "To kill two birds with one stone. The cat sat on the mat."
 WRITERS = {  # command -> arguments that make it write files, given the checkpoint and -o
     "lens": [TEXT], "trajectory": [TEXT], "embeddings": [], "probe": ["one", "he"], "svd": ["--pairs", "2"],
     "qk": ["--vocab-limit", "50"], "drift": ["CORPUS"], "report": [TEXT], "compare": [TEXT, "--against", "WEIGHTS"],
+    "patch": ["The cat sat on the mat.", "The cat sat on the two."], "ablate": [TEXT], "attribute": [TEXT],
+    "rotate": [TEXT, "--toward", " the", "--layer", "0", "--steps", "3"],
+    "steer": [TEXT, "--plus", " the", "--minus", " two", "--max-new-tokens", "2"],
 }
 OTHERS = {"verify": [], "norms": [TEXT], "generate": [TEXT, "--max-new-tokens", "2"]}
 
@@ -57,7 +60,7 @@ def corpus(tmp_path) -> Path:
 # ---- the parsers ---------------------------------------------------------------------------------------------
 
 TRAINING = {"tokenizer", "prepare", "init", "train", "remove-ln"}
-TEXT_COMMANDS = {"trajectory", "lens", "report", "compare", "norms"}
+TEXT_COMMANDS = {"trajectory", "lens", "report", "compare", "norms", "ablate", "attribute", "rotate"}
 CORPUS_COMMANDS = {"drift", "tokenizer", "prepare", "train", "remove-ln"}
 SHARED = ("--weights", "--tokenizer", "--device", "--dtype", "--quiet", "--pattern", "--format", "--dpi", "--style",
           "--out", "--layer", "--head")  # docs/cli.md: one spelling, one meaning, one set of choices each
@@ -112,12 +115,13 @@ def test_every_text_command_reads_unquoted_words_as_one_text(tiny_checkpoint, ca
     for name, parser in subcommands().items():
         for action in [a for a in parser._actions if a.dest in ("text", "prompt")]:
             readers.append(name)
-            required = ["--against", "x"] if name == "compare" else []
+            required = {"compare": ["--against", "x"], "rotate": ["--toward", "x"],
+                        "steer": ["--plus", "x", "--minus", "y"]}.get(name, [])
             args, extra = parser.parse_known_args([*words, *required])
             assert (getattr(args, action.dest), extra) == ("To kill two birds", []), name
             assert getattr(parser.parse_known_args(["one quoted text", *required])[0], action.dest) == "one quoted text"
             assert getattr(parser.parse_known_args(required)[0], action.dest) == action.default, name
-    assert set(readers) == TEXT_COMMANDS | {"generate"}
+    assert set(readers) == TEXT_COMMANDS | {"generate", "steer"}
     code, _, err = run(["lens", "To", "kill", "--weights", str(tiny_checkpoint), "two", "birds"], capsys)
     check_one_line_error(code, err, "lens")  # words after an option: what to do instead
     assert "unrecognized arguments: two birds (the text's words go together before the options, or quote" in err
@@ -166,7 +170,8 @@ def test_help_version_and_argument_errors_never_import_torch():
 
 
 def test_drawing_commands_take_format_dpi_and_no_plot():
-    for name in ("lens", "trajectory", "drift", "svd", "embeddings", "probe", "qk"):
+    for name in ("lens", "trajectory", "drift", "svd", "embeddings", "probe", "qk", "patch", "ablate", "attribute",
+                 "rotate", "steer"):
         options = subcommands()[name]._option_string_actions
         assert options["--format"].choices == ("png", "svg", "pdf") and "--dpi" in options and "--no-plot" in options
     assert "--dpi" in subcommands()["report"]._option_string_actions
@@ -209,6 +214,11 @@ BAD_FOR_ONE = [
     ["report", "--head", "-1"], ["svd", "--layer", "9"], ["svd", "--dpi", "0"], ["qk", "--query-position", "64"],
     ["qk", "--head", "4"], ["probe", "--layer", "2"], ["drift", "--context", "1"], ["drift", "--context", "65"],
     ["drift", "--format", "gif"], ["embeddings", "-k", "x"], ["lens", "--dpi", "100000"], ["report", "--dpi", "1201"],
+    ["patch", "--answer", "zzzz"], ["patch", "--wrong", " the", "--answer", " the"], ["patch", "--site", "mlp"],
+    ["patch", "--batch-size", "0"], ["ablate", "--method", "mean"], ["ablate", "--method", "resample", "--reference",
+    "One two."], ["attribute", "--metric", "probability"], ["attribute", "--position", "99"], ["rotate", "--steps", "1"],
+    ["rotate", "--site", "ln_f"], ["rotate", "--toward", "zzzz"], ["rotate", "--layer", "2"], ["steer", "--layer", "2"],
+    ["steer", "--coefficient", "0"], ["steer", "--minus", " the"], ["steer", "--temperature", "-1"],
 ]
 
 
@@ -406,6 +416,13 @@ def test_the_terminal_lens_table_never_cuts_a_token(tiny_checkpoint):
     for layer in range(lens.n_states):
         row = table[2 + layer]
         assert all(repr(decode(int(i))) in row for i in lens.top_ids[layer, 0, 3])
+    decode = lambda i: "w" * (1 + i % 17)  # noqa: E731  words of every length: each position's widest differs
+    every = format_lens(lens, [decode(i) for i in ids], decode).splitlines()  # --all-positions
+    headers = [line for line in every if line.lstrip().startswith("layer ")]
+    assert len(headers) == len(ids) and len(set(headers)) == 1  # one header, its columns where every table's are
+    rows = [line for line in every if re.match(r"\s+\d+\s{2}'", line)]
+    assert len(rows) == len(ids) * lens.n_states
+    assert {len(row) for row in rows} == {len(headers[0])}  # right-aligned columns: every row ends where it does
 
 
 @pytest.mark.slow
@@ -423,7 +440,8 @@ def training_argv(command: str, corpus: Path, weights: Path, out: Path) -> list[
     """The smallest run of a training command on the corpus file."""
     run_options = ["--steps", "2", "--batch-size", "2", "--context", "8", "--eval-interval", "2", "--eval-windows",
                    "1", "--sample-tokens", "0", "--val-fraction", "0.3"]
-    return {"prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
+    return {"tokenizer": ["tokenizer", str(corpus), "-o", str(out), "--vocab-size", "300"],
+            "prepare": ["prepare", str(corpus), "-o", str(out), "--tokenizer", str(weights), "--val-fraction", "0.3"],
             "init": ["init", "-o", str(out), "--tokenizer", str(weights), "--n-layer", "1", "--n-head", "1",
                      "--n-embd", "8", "--n-ctx", "16"],
             "train": ["train", str(corpus), "-o", str(out), "--weights", str(weights), *run_options],

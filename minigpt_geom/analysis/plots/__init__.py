@@ -18,7 +18,7 @@ What every figure keeps to:
     variant (variants.map_label, NormVariant.geometry), one colour scale wherever values are compared, and nothing drawn at a value
     that was not measured.
 
-One module per family of figures (trajectory, lens, attention, sphere, drift, weights, compare), on
+One module per family of figures (trajectory, lens, attention, sphere, drift, weights, compare, causal), on
 the shared style (style.py) and words-as-labels font metrics (labels.py); every figure is also a name here:
 `from minigpt_geom.analysis import plots; plots.save_figure(plots.drift_figure(result), "drift.png")`.
 """
@@ -36,3 +36,5 @@ from .drift import drift_figure, drift_position_figure  # noqa: F401
 from .weights import (MEASURE_MATH, QK_SCORE, probe_figure, qk_pairs_figure, reach_figure,  # noqa: F401
                       singular_values_figure)
 from .compare import compare_figure  # noqa: F401
+from .causal import (ablation_figure, attribution_figure, patching_figure, rotation_figure,  # noqa: F401
+                     steering_figure)
