@@ -83,6 +83,14 @@ def real_number(text: str) -> float:
     return value
 
 
+def positive_number(text: str) -> float:
+    """argparse type for a scale such as DyT's α: a finite number > 0."""
+    value = real_number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def non_negative(text: str) -> float:
     """argparse type for a tolerance or a temperature: a finite number ≥ 0."""
     return not_negative(real_number(text))

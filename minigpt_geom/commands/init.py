@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from ..errors import InputError
 from ..io.files import parse_json
-from .arguments import add_command, folder_path, path_text, positive_int, seed
+from .arguments import add_command, folder_path, path_text, positive_int, positive_number, seed
 from .outputs import output_folder
 
 SUMMARY = "write a freshly initialised checkpoint"
@@ -52,8 +52,23 @@ def add_architecture_arguments(parser: argparse.ArgumentParser, fine_tune: bool 
                        help='norm variant of every site (layernorm, rmsnorm, sphere, dyt, none …) or a JSON '
                             'mapping such as \'{"ln_f": "none"}\' (default: layernorm'
                             + ("; fine-tuning: the weights\' own)" if fine_tune else ")"))
+    group.add_argument("--dyt-alpha", type=positive_number, default=None, metavar="A",
+                       help="DyT's starting α at every dyt site, tanh(α x): a smaller α saturates later (default: "
+                            "0.5, the DyT paper's)" + ("; with --weights, for the sites --norm makes dyt" if fine_tune
+                                                       else ""))
     group.add_argument("--seed", type=seed, default=None,
                        help=f"seed of the initialisation{' and batches' if fine_tune else ''} (default: 0)")
+
+
+def set_dyt_alpha(model, alpha: float | None) -> None:
+    """Start every DyT site of `model` at α = `alpha` (None: leave them); InputError when it has none."""
+    if alpha is None:
+        return
+    sites = [site for site in model.norm_sites().values() if site.variant.name == "dyt"]
+    if not sites:
+        raise InputError("--dyt-alpha sets DyT's starting α: give --norm dyt (or a mapping with dyt sites) too")
+    for site in sites:
+        site.alpha.data.fill_(alpha)
 
 
 def wants_new_model(args: argparse.Namespace) -> bool:
@@ -80,6 +95,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     check_fits(f"a model of {config}", 2 * model_bytes(config), torch.device("cpu"))  # built, then copied to save
     model = GPT2(config, norm=args.norm or "layernorm", seed=args.seed or 0)
     check_norm_spec(args.norm, list(model.norm_sites()))
+    set_dyt_alpha(model, args.dyt_alpha)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Every figure of analysis/plots.py, drawn from the real analyses of a 150-token text with CJK and emoji tokens.
+"""Every figure of analysis/plots/, drawn from the real analyses of a 150-token text with CJK and emoji tokens.
 
 Each figure is read back through matplotlib's own objects (titles, axis labels, colour bars, legends, the
 image arrays) and written with warnings turned into errors (a missing glyph warns); the files are decoded
