@@ -52,6 +52,31 @@ from ..text.tokenizer import ENDOFTEXT, Tokenizer
 from .settings import SettingError, TrainSettings, learning_rate, schedule_warning, settings_from_saved
 
 
+class CollapseWarning(Note):
+    """The run ended predicting little more than the tokens' frequencies (its validation loss near their entropy)."""
+
+
+COLLAPSED = 0.9  # a final validation loss above this share of the unigram entropy: the model learned ~nothing more
+
+
+def unigram_entropy(ids: np.ndarray) -> float:
+    """H = −Σ_v p_v ln p_v (nats) of the ids' own frequencies p_v: the loss of predicting every next token from
+    its frequency alone, the level a run that learned no context stays near."""
+    counts = np.bincount(np.asarray(ids, dtype=np.int64))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def collapse_note(val_loss: float, entropy: float, model: GPT2) -> str | None:
+    """One line when the final validation loss stays above COLLAPSED × the training tokens' unigram entropy."""
+    if val_loss <= COLLAPSED * entropy:
+        return None
+    dyt = any(site.variant.name == "dyt" for site in model.norm_sites().values())
+    return (f"the validation loss ({val_loss:.4g} nats) stayed near the training tokens' unigram entropy "
+            f"({entropy:.4g}): the model predicts little more than word frequencies, a collapse; try a lower --lr"
+            + (" or a smaller --dyt-alpha (its tanh may saturate at every site)" if dyt else "") + " or more steps")
+
+
 class ScheduleWarning(UserWarning):
     """The run is too short for its schedule: the learning rate never reaches its peak."""
 
@@ -364,6 +389,9 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
             log.append(row)
             if processes.main:
                 append_log(log_path, row)
+                if step > settings.warmup_steps and (note := collapse_note(val_loss, unigram_entropy(data.train),
+                                                                           model)):
+                    warnings.warn(note, CollapseWarning, stacklevel=3)
             break
         if before_step is not None:
             before_step(step)
