@@ -22,9 +22,9 @@ VARIANTS = ("layernorm", "rmsnorm", "sphere", "dyt", "fixed_sigma", "none", "use
 
 
 @pytest.fixture(scope="module")
-def model(small_checkpoints):
-    """The shared small random GPT-2, loaded from the files transformers' save_pretrained wrote."""
-    return GPT2.from_pretrained(small_checkpoints["transformers"]).eval()
+def model(tiny_checkpoint):
+    """The shared small random GPT-2."""
+    return GPT2.from_pretrained(tiny_checkpoint).eval()
 
 
 @pytest.fixture(scope="module")

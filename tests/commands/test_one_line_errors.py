@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers import requires
 from minigpt_geom import InputError
 from minigpt_geom.cli import main
 from minigpt_geom.text.generation import Sampling, next_token
@@ -56,14 +57,14 @@ def test_defect_12_an_epsilon_beyond_float32_is_refused(tiny_checkpoint, tmp_pat
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     folder = edited_copy(tiny_checkpoint, tmp_path / "eps", **{"config.json": json.dumps(
         {**config, "layer_norm_epsilon": 1e300})})
-    err = one_line_error(capsys, main(["lens", "--weights", str(folder)]))
+    err = one_line_error(capsys, main(["lens", "--weights", str(folder), "--no-plot"]))
     assert "layer_norm_epsilon must be at most float32's largest" in err
 
 
 @pytest.mark.parametrize("name", ["vocab.json", "config.json"])
 def test_defect_12_json_nested_too_deeply_is_refused(tiny_checkpoint, tmp_path, capsys, name):
     folder = edited_copy(tiny_checkpoint, tmp_path / "deep", **{name: "[" * DEEP + "]" * DEEP})
-    err = one_line_error(capsys, main(["lens", "--weights", str(folder)]))
+    err = one_line_error(capsys, main(["lens", "--weights", str(folder), "--no-plot"]))
     assert f"{name}" in err and ("nested too deeply" in err or "a JSON list" in err)
 
 
@@ -86,7 +87,7 @@ def test_defect_12_a_5000_digit_id_in_vocab_json_is_refused(tiny_checkpoint, tmp
     vocab = (tiny_checkpoint / "vocab.json").read_text().rstrip().removesuffix("}")
     for number in ("9" * 5000, str(2**40)):  # past int()'s 4300 digits; past any vocabulary
         folder = edited_copy(tiny_checkpoint, tmp_path / number[:3], **{"vocab.json": f'{vocab}, "zz": {number}}}'})
-        err = one_line_error(capsys, main(["lens", "--weights", str(folder)]))
+        err = one_line_error(capsys, main(["lens", "--weights", str(folder), "--no-plot"]))
         assert "vocab.json" in err and len(err) < 400
 
 
@@ -161,6 +162,7 @@ def test_defect_12_weights_that_overflow_are_one_line_in_generate(tiny_checkpoin
 
 
 @pytest.mark.parametrize("command", ["report", "trajectory"])
+@requires("matplotlib")
 def test_defect_12_a_one_token_text_is_drawn(command, tiny_checkpoint, tmp_path, capsys):
     assert main([command, "a", "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "out"), "--quiet"]) == 0
     assert any((tmp_path / "out").iterdir()) if (tmp_path / "out").is_dir() else (tmp_path / "out").is_file()
@@ -177,6 +179,7 @@ def test_defect_12_a_text_argument_that_is_not_utf8_is_refused(argv, tiny_checkp
     assert not (tmp_path / "out").exists()
 
 
+@requires("matplotlib")
 def test_defect_12_compare_labels_that_are_not_mathtext_are_refused(tiny_checkpoint, tmp_path, capsys):
     argv = ["compare", "the cat", "--weights", str(tiny_checkpoint), "--against", str(tiny_checkpoint),
             "-o", str(tmp_path / "out"), "--quiet"]
@@ -190,7 +193,8 @@ def test_defect_12_a_stdout_that_cannot_encode_unicode_gets_escapes(command, tin
     raw = io.BytesIO()
     stdout = io.TextIOWrapper(raw, encoding="ascii", errors="strict")  # PYTHONIOENCODING=ascii
     monkeypatch.setattr(sys, "stdout", stdout)
-    extra = {"probe": ["a", "b"], "generate": ["the cat", "--seed", "0", "--max-new-tokens", "8"]}.get(command, [])
+    extra = {"probe": ["a", "b"], "generate": ["the cat", "--seed", "0", "--max-new-tokens", "8"],
+             "lens": ["--no-plot"]}.get(command, [])
     assert main([command, *extra, "--weights", str(tiny_checkpoint), "--quiet"]) == 0
     stdout.flush()
     assert b"\\u" in raw.getvalue() or b"\\x" in raw.getvalue()  # what ascii cannot show, escaped
@@ -209,6 +213,7 @@ def test_defect_12_no_home_and_no_passwd_entry_is_one_line(corpus, tiny_checkpoi
     assert "$HOME is not set and this user has no home; set XDG_CACHE_HOME" in err
 
 
+@requires("tokenizers")
 def test_defect_12_a_tiktoken_that_fails_to_import_falls_back_with_a_note(corpus, tiny_checkpoint, tmp_path,
                                                                         monkeypatch, capsys):
     from minigpt_geom.text import fast_tokenizer

@@ -32,7 +32,7 @@ def lively(tmp_path_factory):
     With tied embeddings a small random GPT-2 mostly repeats its last input token. Position vectors ten
     times larger, token vectors and attention weights three times larger make the continuation wander
     and depend on the prompt, so a token-for-token comparison means something."""
-    hf_model = random_hf_model(seed=0, **LIVELY)
+    hf_model = random_hf_model(seed=2, **LIVELY)  # a seed whose greedy rows differ enough for the eos tests
     with torch.no_grad():
         hf_model.transformer.wpe.weight.mul_(10)
         hf_model.transformer.wte.weight.mul_(3)
