@@ -103,7 +103,8 @@ def out_of_memory(error: BaseException) -> str | None:
     """What a failed allocation says, in one line, when `error` is one (MemoryError, torch's allocators'
     RuntimeError, CUDA's OutOfMemoryError); None for any other error."""
     text = " ".join(str(error).split())
-    allocator = "can't allocate memory" in text or "out of memory" in text.lower()
+    allocator = any(words in text.lower() for words in ("can't allocate memory", "cannot allocate memory",
+                                                         "out of memory"))
     if not (isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and allocator)):
         return None
     asked = re.search(r"tried to allocate ([0-9.]+ ?[KMGT]?i?B|[0-9]+ bytes)", text)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minigpt_geom"
 # bottom to top; a module's layer is that of the first entry naming it or a folder above it
-LAYERS = (("errors", "config"), ("io",), ("model",), ("text",), ("training",), ("analysis",), ("commands",),
+LAYERS = (("errors", "config", "memory"), ("io",), ("model",), ("text",), ("training",), ("analysis",), ("commands",),
           ("cli", "__main__", "__init__"))
 KINDS = ("top", "type", "lazy")  # at import time, under TYPE_CHECKING, inside a function
 

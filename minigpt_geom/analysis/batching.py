@@ -13,7 +13,7 @@ import torch
 
 from ..config import GPT2Config
 from ..errors import InputError
-from ..training.memory import available_bytes
+from ..memory import available_bytes
 
 BUDGET_SHARE = 8  # a sweep takes at most 1/8 of the device's memory by default: room for the model and the rest
 

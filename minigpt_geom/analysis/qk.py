@@ -64,6 +64,18 @@ def query_key_sides(model: GPT2, layer: int, head: int, *, biases: bool = False,
     return queries / math.sqrt(w.head_dim), keys
 
 
+PAIR_BYTES = 3 * (4 + 8) + 200  # a pair in the running top k, its candidate and kept copies, then a WordPair
+
+
+def top_pairs_bytes(n_words: int, k: int, chunk_size: int, element_size: int = 4) -> int:
+    """About the memory top_pairs needs for n_words query and key words: the [chunk, V] scores (and top-k's
+    temporaries, thrice), each chunk's rows' top k (value and index), and the k pairs kept, as tensors and as
+    Python objects. k beyond V² is V² (there are no more pairs)."""
+    k = min(k, n_words * n_words)
+    chunk = min(chunk_size, n_words)
+    return 3 * chunk * n_words * element_size + chunk * min(k, n_words) * (4 + 8) + k * PAIR_BYTES
+
+
 def top_pairs(queries: Tensor, keys: Tensor, k: int = 20, chunk_size: int = 512, progress: tqdm | None = None
               ) -> list[WordPair]:
     """The k largest entries of queries @ keys.T, computed chunk by chunk of queries (never the full matrix).

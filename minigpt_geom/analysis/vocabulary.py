@@ -21,37 +21,49 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..text.corpus import corpus_files
+from ..io.files import open_regular
+from ..text.corpus import corpus_files, encode_plain, text_chunks
+from ..text.token_files import is_utf8
 
 if TYPE_CHECKING:
     from ..text.tokenizer import Tokenizer
 
 TOKEN_DTYPE = np.uint16  # the token files of data.py: raw uint16 ids
+BLOCK_IDS = 1 << 18  # ids counted at a time: 512 KiB read, 2 MiB once widened
 
 
 def token_file_counts(path: Path, n_vocab: int) -> np.ndarray:
-    """Counts [n_vocab] of the ids in a raw uint16 token file (memory-mapped: read once, not loaded whole)."""
+    """Counts [n_vocab] of the ids in a raw uint16 token file, read a block of BLOCK_IDS at a time (bincount
+    widens its input to int64: a whole 10 GB file would take 40 GB)."""
+    counts = np.zeros(n_vocab, dtype=np.int64)
     try:
-        ids = np.memmap(path, dtype=TOKEN_DTYPE, mode="r") if path.stat().st_size else np.zeros(0, TOKEN_DTYPE)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read the token file {path}: {error}") from None
-    if ids.size and int(ids.max()) >= n_vocab:
-        raise InputError(f"the token file {path} holds id {int(ids.max())}, outside this vocabulary of {n_vocab}")
-    return np.bincount(ids, minlength=n_vocab)[:n_vocab]
+        with open_regular(path) as f:
+            while block := f.read(BLOCK_IDS * np.dtype(TOKEN_DTYPE).itemsize):
+                if len(block) % 2:
+                    raise InputError(f"{path} is not a file of uint16 ids: it has an odd number of bytes")
+                ids = np.frombuffer(block, dtype=TOKEN_DTYPE)
+                if ids.size and int(ids.max()) >= n_vocab:
+                    raise InputError(f"the token file {path} holds id {int(ids.max())}, outside this vocabulary "
+                                     f"of {n_vocab}")
+                counts += np.bincount(ids, minlength=n_vocab)
+    except OSError as error:
+        raise InputError(f"cannot read the token file {path}: {error.strerror or error}") from None
+    return counts
 
 
 def text_counts(files: Sequence[Path], tokenizer: Tokenizer, n_vocab: int) -> np.ndarray:
-    """Counts [n_vocab] of the token ids of every UTF-8 text file (a file that is not text is skipped)."""
+    """Counts [n_vocab] of the token ids of every UTF-8 text file (a file that is not text is skipped), read
+    and counted a chunk at a time as a corpus is (corpus.py): memory stays bounded whatever the files' size."""
     counts = np.zeros(n_vocab, dtype=np.int64)
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
+        if not is_utf8(path):
             continue
+        try:
+            for text in text_chunks(path):
+                ids = np.asarray(encode_plain(tokenizer, text), dtype=np.int64)
+                counts += np.bincount(ids, minlength=n_vocab)[:n_vocab]
         except OSError as error:
             raise InputError(f"cannot read {path}: {error.strerror or error}") from None
-        ids = np.asarray(tokenizer.encode_ordinary(text), dtype=np.int64)
-        counts += np.bincount(ids, minlength=n_vocab)[:n_vocab]
     return counts
 
 

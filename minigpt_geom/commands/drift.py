@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..text.fast_tokenizer import corpus_tokenizer
     from ..analysis.drift import corpus_drift, drift_position_rows, drift_rows, format_drift
     from ..analysis.tables import Table, write_csv
-    from ..training.memory import check_fits
+    from ..memory import check_fits
     from ..errors import InputError
 
     require_matplotlib(args)

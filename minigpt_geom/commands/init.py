@@ -81,7 +81,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     import torch
 
     from ..config import PRESETS, GPT2Config
-    from ..training.memory import check_fits, model_bytes
+    from ..memory import check_fits, model_bytes
     from ..model.gpt2 import GPT2
     from ..training.loop import check_norm_spec
 

@@ -34,15 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the top pairs; with --out also write them."""
-    from ..analysis.qk import pairs_caption, pairs_csv_table, pairs_table, strongest_pairs
+    from ..analysis.qk import pairs_caption, pairs_csv_table, pairs_table, strongest_pairs, top_pairs_bytes
     from ..analysis.tables import write_csv, write_table
-    from ..training.memory import check_fits
+    from ..memory import check_fits
 
     out = checked_output(args)
     model, tokenizer, allowed = load_with_vocabulary(args)
     n_words = min(args.vocab_limit or model.config.vocab_size, model.config.vocab_size)
-    scores = min(args.chunk_size, n_words) * n_words * model.wte.weight.element_size()  # one [chunk, V] buffer
-    check_fits(f"--chunk-size {args.chunk_size}", 3 * scores, model.wte.weight.device)  # and top-k's temporaries
+    needed = top_pairs_bytes(n_words, args.k, args.chunk_size, model.wte.weight.element_size())
+    check_fits(f"-k {args.k} with --chunk-size {args.chunk_size}", needed, model.wte.weight.device)
     if allowed is not None:
         n_words = int(allowed[:n_words].sum())
     with progress_bar(args, n_words, f"qk layer {args.layer} head {args.head}", unit="word") as bar:

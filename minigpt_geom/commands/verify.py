@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     """Print max and mean |Δlogits| and top-1 agreement; non-zero exit above tolerance."""
     import torch
 
-    from ..training.memory import check_fits
+    from ..memory import check_fits
 
     check_gpt2(args.weights)
     with progress_bar(args, 4, "verify") as bar, torch.inference_mode():

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..config import LIMITS, GPT2Config, check_count, check_epsilon
 from ..errors import CheckpointError, WeightsNotFoundError
-from .files import parse_json, read_bytes
+from .files import open_regular, parse_json, read_bytes
 from .hub import resolve_file
 
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # safetensors' names of the dtypes a parameter may be stored in
@@ -110,25 +110,27 @@ def library_errors(path: Path) -> Iterator[None]:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def open_safetensors(path: Path) -> safe_open:
-    """The file opened by the safetensors library, which refuses anything its format forbids."""
+def open_safetensors(path: Path, framework: str = "pt") -> safe_open:
+    """The file opened by the safetensors library, which refuses anything its format forbids; `framework` "pt"
+    gives torch tensors (torch maps the whole file at once), "numpy" serves the header alone without that."""
     if not path.is_file():  # a directory, a FIFO (would block), a broken link
         raise CheckpointError(f"{path} is not a regular file")
     with library_errors(path):
-        with path.open("rb") as f:
+        with open_regular(path, error=CheckpointError) as f:
             header_bytes = int.from_bytes(f.read(8), "little")  # the format's first 8 bytes: the header's length
         # The library parses a header into some 12x its size in memory (a 75 MiB one took 950 MiB): refuse one
         # far larger than any GPT-2's before it does. Everything else about the file is the library's to check.
         if HEADER_BYTES < header_bytes < path.stat().st_size:  # one past the file's end is the library's to refuse
             raise CheckpointError(f"{path} has a {header_bytes / 2**20:.0f} MiB header; a GPT-2's is under "
                                   f"{HEADER_BYTES // 2**20} MiB")
-        return safe_open(str(path), framework="pt")
+        return safe_open(str(path), framework=framework)
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
-    """Name -> (dtype, shape) of every tensor in the file; nothing but the header is read."""
+    """Name -> (dtype, shape) of every tensor in the file; nothing but the header is read (and nothing mapped: a
+    crafted 32 GiB file is then refused by the size check, not by the kernel's mmap)."""
     with library_errors(path):
-        file = open_safetensors(path)
+        file = open_safetensors(path, framework="numpy")
         return {key: TensorInfo(key, file.get_slice(key).get_dtype(), tuple(file.get_slice(key).get_shape()))
                 for key in file.keys()}
 

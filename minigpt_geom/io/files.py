@@ -13,7 +13,7 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from ..errors import InputError, MiniGPTGeomError, OutputError
 
@@ -43,17 +43,29 @@ def regular_file(path: str | os.PathLike, max_bytes: int, *, error: type[Excepti
     return path
 
 
+def open_regular(path: str | os.PathLike, *, error: type[Exception] = InputError) -> BinaryIO:
+    """`path` opened for reading in binary if it is a regular file, else `error`; OSErrors (a missing file …) pass.
+
+    Opened non-blocking and checked on the open descriptor (fstat), so a FIFO or a device is refused at once,
+    even one that replaced a file after it was listed (a blocking open() of a FIFO waits for ever for a writer).
+    A regular file reads the same either way; the flag is cleared for ordinary reads."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if kind := not_regular(os.fstat(fd).st_mode):
+            raise error(f"{path} is {kind}, not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def read_bytes(path: str | os.PathLike, max_bytes: int, *, error: type[Exception] = InputError) -> bytes:
     """The bytes of a regular file of at most `max_bytes`, else `error`; OSErrors (a missing file …) pass.
 
-    Opened non-blocking, so a FIFO is refused instead of waiting for a writer; read up to max_bytes + 1
-    whatever st_size says (a device reports 0)."""
+    Opened by open_regular (never waiting on a FIFO); read up to max_bytes + 1 whatever st_size says."""
     path = Path(path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    if kind := not_regular(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise error(f"{path} is {kind}, not a regular file")
-    with os.fdopen(fd, "rb") as f:
+    with open_regular(path, error=error) as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise error(f"{path} is more than {max_bytes:,} bytes, the most this reader accepts")

@@ -20,6 +20,7 @@ from ..config import GPT2Config, norm_site_names
 from ..errors import CheckpointError, InputError, LNFreeWarning
 from ..io.checkpoint import Checkpoint, NormNames, check_tensors, fill_tensors, read_checkpoint
 from ..io.model_files import save_model_folder, write_model_files
+from ..memory import check_fits, model_bytes, parameter_count
 from .lnfree import from_ln_free_eps, is_ln_free_eps
 from .variants import NormSpec, get_norm, norm_for_site
 
@@ -54,6 +55,9 @@ def load_pretrained(cls: type[nn.Module], source: str | os.PathLike, *, device: 
     config, stated = checkpoint.config, checked_norm(checkpoint)
     chosen = norm if norm is not None else stated or "layernorm"
     check_tensors(checkpoint, variant_scalars(config, chosen))  # every name and shape, before any memory is spent
+    # the model is built in float32 on the CPU first (a crafted 24 GiB file must not be allocated, then filled)
+    check_fits(f"the model of {checkpoint.path} ({parameter_count(config):,} parameters)", model_bytes(config),
+               torch.device("cpu"))
     ln_free = norm is None and stated is None and is_ln_free_eps(config.ln_eps) and not checkpoint.untied
     with torch.device("cpu"):  # parameters are torch.empty (uninitialised): storage is allocated once, then filled
         model = cls(config, norm=chosen, seed=None).to(torch.float32 if ln_free else dtype)  # fold in float32

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 import regex
 
 from ..errors import InputError, Note
-from ..io.files import not_regular
+from ..io.files import not_regular, open_regular
 from .tokenizer import GPT2_PATTERN
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, progress: tqdm | Non
     that has been used, not merely read."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     carry = ""
-    with path.open("rb") as f:
+    with open_regular(path) as f:  # never waits on a FIFO, even one that replaced a listed file since
         while block := f.read(chunk_bytes):
             text = carry + decoder.decode(block)
             # The last "whitespace, then non-space": none lies after the carry's first character, which is one

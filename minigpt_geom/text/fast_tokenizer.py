@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 from .corpus import PlainEncoder, encode_plain
 from ..errors import InputError, Note
+from ..io.files import open_regular
 from ..io.hub import resolve_file
 from .tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer, replace_lone_surrogates
 
@@ -133,10 +134,10 @@ def sample_texts(files: Sequence[Path], seed: int = 0) -> list[str]:
     for path in rng.sample(list(files), min(SAMPLE_DOCUMENTS, len(files))):
         try:
             size = path.stat().st_size
-            with path.open("rb") as f:
+            with open_regular(path) as f:
                 f.seek(rng.randrange(max(1, size - SAMPLE_BYTES)))
                 texts.append(f.read(SAMPLE_BYTES).decode("utf-8", errors="replace"))
-        except OSError:
+        except (OSError, InputError):  # gone, or no longer a regular file
             continue  # the corpus reader names the file that cannot be read
     return texts
 

@@ -43,12 +43,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .corpus import CHUNK_BYTES, corpus_bytes, corpus_files, text_chunks
-from ..errors import InputError, Note, OutputError
+from ..errors import CheckpointError, InputError, Note, OutputError
 from .fast_tokenizer import choose_backend
-from ..io.files import atomic_write, folder_lock, move_together, parse_json, write_text
+from ..io.files import (atomic_write, folder_lock, move_together, open_regular, parse_json, read_bytes, read_text,
+                        write_text)
 from ..io.hub import resolve_file
 from .parallel_tokenize import TOKEN_DTYPE, Document, encode_documents
-from .tokenizer import ENDOFTEXT, Tokenizer
+from .tokenizer import ENDOFTEXT, TOKENIZER_FILE_BYTES, Tokenizer
 
 SPLITS = ("documents", "last")
 DOCUMENT_CHARS = 1 << 20  # a longer file is several documents: enough to hold out, small enough to share out
@@ -73,7 +74,7 @@ def tokenizer_fingerprint(source: str | os.PathLike) -> str:
     """SHA-256 of the tokenizer's vocab.json and merges.txt: ids from another vocabulary mean other words."""
     digest = hashlib.sha256()
     for name in ("vocab.json", "merges.txt"):
-        digest.update(resolve_file(source, name).read_bytes())
+        digest.update(read_bytes(resolve_file(source, name), TOKENIZER_FILE_BYTES, error=CheckpointError))
     return digest.hexdigest()
 
 
@@ -135,7 +136,7 @@ def is_utf8(path: Path) -> bool:
     """Whether the whole file is UTF-8 text, read a block at a time (a binary file is left out of a corpus)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:  # a file replaced by a FIFO since it was listed: refused, never waited on
             while block := f.read(CHUNK_BYTES):
                 decoder.decode(block)
             decoder.decode(b"", final=True)
@@ -316,7 +317,7 @@ def write_split(ids_file: Path, out: Path, counts: np.ndarray, val_fraction: flo
 def largest_id(path: Path) -> int:
     """The largest uint16 id in a token file, read a block at a time (bounded memory), -1 if it is empty."""
     largest = -1
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         while block := f.read(2 * COPY_IDS):
             largest = max(largest, int(np.frombuffer(block, dtype=TOKEN_DTYPE).max()))
     return largest
@@ -349,10 +350,8 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
     if not meta_path.is_file():
         raise InputError(f"{folder} holds no complete token files (run `minigpt-geom prepare`)")
     try:
-        if meta_path.stat().st_size > META_BYTES:
-            raise ValueError(f"over {META_BYTES >> 20} MiB")
-        meta = parse_json(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        meta = parse_json(read_text(meta_path, META_BYTES))
+    except (OSError, ValueError) as error:  # not a regular file, too large, not UTF-8, not JSON
         meta = f"meta.json cannot be read ({error})"
     problem = meta if isinstance(meta, str) else token_files_problem(folder, meta)
     if problem:

@@ -39,6 +39,7 @@ ENDOFTEXT = "<|endoftext|>"
 # Pieces up to this many characters are cached: real text repeats short words, and the bound keeps the cache
 # small (at most cache_size pieces) whatever the text; a long piece is rarely seen twice.
 CACHED_PIECE_CHARS = 64
+TOKENIZER_FILE_BYTES = 2**28  # the most read of vocab.json or merges.txt: GPT-2's vocab.json is 1 MB
 LONE_SURROGATE = regex.compile("[\ud800-\udfff]")  # in a str, only an unpaired surrogate matches
 
 
@@ -279,7 +280,7 @@ def replace_lone_surrogates(text: str) -> str:
 def _read(path: Path) -> str:
     """The UTF-8 text of a tokenizer file, with errors that name it."""
     try:
-        return read_text(path, 2**28, error=CheckpointError)  # GPT-2's vocab.json is 1 MB; a FIFO is refused
+        return read_text(path, TOKENIZER_FILE_BYTES, error=CheckpointError)  # a FIFO is refused
     except FileNotFoundError:
         raise WeightsNotFoundError(f"tokenizer file {path} not found") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -44,8 +44,9 @@ from ..model.pretrained import norm_spec
 from .optimizer_state import TrainingState, load_training_state, save_checkpoint
 from .run_folder import check_new_output
 from ..text.generation import Sampling, generate
+from ..memory import check_fits
 from .loss import Workspace, chunked_cross_entropy
-from .memory import check_fits, training_bytes
+from .memory import training_bytes, window_starts_bytes
 from ..model.gpt2 import GPT2
 from ..text.tokenizer import ENDOFTEXT, Tokenizer
 from .settings import SettingError, TrainSettings, learning_rate, schedule_warning, settings_from_saved
@@ -439,6 +440,8 @@ def check_run(model: GPT2, data: TokenData, settings: TrainSettings, context: in
                            f"{micro_batch} on {processes.world} process(es)")
     check_fits(f"a training step of micro-batch {micro_batch} × {context} tokens",
                training_bytes(model.config, micro_batch, context), processes.device)
+    for windows, what in ((settings.batch_size, "a batch"), (settings.eval_windows, "an evaluation")):  # drawn at once
+        check_fits(f"{what} of {windows:,} windows", window_starts_bytes(windows), torch.device("cpu"))
     if data.meta["vocab_size"] > model.config.vocab_size:  # every id < vocab_size: no check at each step
         raise InputError(f"the token files use ids up to {data.meta['vocab_size'] - 1}, beyond the model's "
                          f"vocabulary of {model.config.vocab_size}: tokenise with the model's tokenizer")

@@ -596,7 +596,7 @@ def test_verify_configures_transformers_from_the_folders_own_config_json(tiny_ch
 def test_size_options_are_checked_against_the_memory_they_need(tiny_checkpoint, capsys):
     import torch
 
-    from minigpt_geom.training.memory import check_fits
+    from minigpt_geom.memory import check_fits
 
     with pytest.raises(InputError, match=r"--chunk-size 9 needs about 1073741824\.0 GiB on cpu, more than the "):
         check_fits("--chunk-size 9", 2**60, torch.device("cpu"))

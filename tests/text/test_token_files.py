@@ -182,3 +182,54 @@ def test_prepare_names_its_options_in_errors(corpus, tiny_checkpoint, tmp_path, 
     assert "reference tokenizer" in capsys.readouterr().out
     assert not (tmp_path / "out" / "out").exists()
     assert [p.name for p in (tmp_path / "out").glob(".*")] == [".prepare.lock"]  # no temporaries: the lock alone
+
+
+@pytest.fixture
+def bounded_wait():
+    """A SIGALRM after 20 s, so that a read that waits for ever (a FIFO's blocking open) fails the test instead."""
+    import signal
+
+    def timed_out(number, frame):
+        raise TimeoutError("the read waited on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_defect_8_a_corpus_file_replaced_by_a_fifo_during_prepare_is_refused_and_leaves_no_temporary(
+        tiny_checkpoint, tmp_path, monkeypatch, bounded_wait):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (folder / name).write_text("the cat sat on the mat. " * 200, encoding="utf-8")
+    checked = data.is_utf8
+
+    def then_replace(path):  # b.txt is listed and checked, then becomes a FIFO before it is tokenised
+        answer = checked(path)
+        if path.name == "b.txt":
+            path.unlink()
+            os.mkfifo(path)
+        return answer
+
+    monkeypatch.setattr(data, "is_utf8", then_replace)
+    out = tmp_path / "tokens"
+    with pytest.raises(InputError, match=r"b\.txt is a FIFO \(named pipe\), not a regular file"):
+        prepare(folder, tiny_checkpoint, out, backend="reference", workers=1, progress=False)
+    assert [p.name for p in out.glob(".*")] == [".prepare.lock"]  # no temporary ids file or stage: the lock alone
+
+
+def test_defect_8_every_corpus_reader_refuses_a_fifo_at_once(tiny_checkpoint, tmp_path, bounded_wait):
+    from minigpt_geom.analysis.vocabulary import text_counts
+    from minigpt_geom.text.corpus import text_chunks
+
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    for read in (lambda: list(text_chunks(fifo)), lambda: data.is_utf8(fifo), lambda: data.largest_id(fifo),
+                 lambda: text_counts([fifo], tokenizer, tokenizer.n_vocab)):
+        with pytest.raises(InputError, match="is a FIFO"):
+            read()
+    assert sample_texts([fifo])[1:] == []  # the backend's sample skips it: the corpus reader names it
