@@ -18,7 +18,7 @@ from minigpt_geom.analysis.drift import corpus_drift, drift_position_rows, text_
 from minigpt_geom.analysis.lens import lens_logits, logit_lens
 from minigpt_geom.analysis.text import encode_text, trace_text
 from minigpt_geom.analysis.report import build_report, script_json
-from minigpt_geom.analysis.trajectory import choose_highlight, ln_f_points, pca_basis, word_trajectory
+from minigpt_geom.analysis.trajectory import choose_highlight, pca_basis, word_trajectory
 from minigpt_geom.cli import main
 from minigpt_geom.errors import InputError
 from minigpt_geom.text.tokenizer import Tokenizer

@@ -19,7 +19,6 @@ import torch
 
 from minigpt_geom import GPT2
 from minigpt_geom.model.fused import FUSED
-from minigpt_geom.model.sphere import centre, normalise
 from minigpt_geom.model.trace import TraceRequest
 from helpers import SMALL
 

@@ -23,7 +23,7 @@ from minigpt_geom.text.token_files import load_tokens, prepare
 from minigpt_geom.training import loop
 from minigpt_geom.training.loop import TrainSettings, read_log, train
 from minigpt_geom.training.settings import settings_from_saved
-from tiny_training import FAST, STDLIB_FILES, run, tiny_model
+from tiny_training import FAST, STDLIB_FILES, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"

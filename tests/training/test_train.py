@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from helpers import load_hf, needs
 from minigpt_geom import GPT2, GPT2Config
 from minigpt_geom.cli import main
-from minigpt_geom.text.token_files import load_tokens, prepare, windows
+from minigpt_geom.text.token_files import load_tokens, windows
 from minigpt_geom.model.pretrained import norm_spec
 from minigpt_geom.text.tokenizer import Tokenizer
 from minigpt_geom.training.loop import TrainSettings, learning_rate, load_corpus, make_optimizer, read_log, train
