@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_batch_argument, add_command, add_contrast_arguments, add_figure_arguments,
-                        add_model_arguments, add_output_argument, add_style_argument, add_text_argument, seed)
+from .arguments import (add_batch_argument, add_command, add_contrast_arguments, add_experiment_outputs,
+                        add_model_arguments, add_text_argument, seed)
 from .loading import load_model_and_tokenizer
 from .outputs import output_folder, progress_bar, require_matplotlib, write_experiment
 
@@ -31,9 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_contrast_arguments(parser, answer="none: the next-token loss over the text is measured",
                            wrong="the second most likely next word")
     add_batch_argument(parser)
-    add_output_argument(parser, "ablate.csv and ablate.FORMAT", default="ablate")
-    add_style_argument(parser)
-    add_figure_arguments(parser)
+    add_experiment_outputs(parser, "ablate")
     return parser
 
 
@@ -49,10 +47,5 @@ def run(args: argparse.Namespace) -> int:
                                answer=args.answer, wrong=args.wrong, metric=args.metric, seed=args.seed,
                                rows_per_pass=args.batch_size, progress=bar)
     print(f"{result.passes} forward passes")
-
-    def figure():
-        from ..analysis.plots import ablation_figure
-
-        return ablation_figure(result)
-
-    return write_experiment(args, out, "ablate", ablation_matrix(result), ablation_rows(result), figure)
+    return write_experiment(args, out, "ablate", ablation_matrix(result), ablation_rows(result),
+                            "ablation_figure", result)

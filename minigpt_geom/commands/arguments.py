@@ -210,6 +210,13 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-plot", action="store_true", help="write the tables only (no matplotlib needed)")
 
 
+def add_experiment_outputs(parser: argparse.ArgumentParser, stem: str) -> None:
+    """-o, --style and the figure options of a causal experiment, which writes stem.csv and stem.FORMAT."""
+    add_output_argument(parser, f"{stem}.csv and {stem}.FORMAT", default=stem)
+    add_style_argument(parser)
+    add_figure_arguments(parser)
+
+
 def add_dpi_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--dpi N: the figures' resolution, at most MAX_DPI."""
     parser.add_argument("--dpi", type=dpi, default=100, metavar="N",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_command, add_contrast_arguments, add_figure_arguments, add_model_arguments,
-                        add_output_argument, add_style_argument, add_text_argument, whole_number)
+from .arguments import (add_command, add_contrast_arguments, add_experiment_outputs, add_model_arguments,
+                        add_text_argument, whole_number)
 from .loading import load_model_and_tokenizer
 from .outputs import output_folder, require_matplotlib, write_experiment
 
@@ -25,9 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_contrast_arguments(parser, answer="the most likely next word", wrong="the second most likely")
     parser.add_argument("--position", type=whole_number, default=-1,
                         help="where the logits are read; negative counts from the end (default: -1, the last)")
-    add_output_argument(parser, "attribute.csv and attribute.FORMAT", default="attribute")
-    add_style_argument(parser)
-    add_figure_arguments(parser)
+    add_experiment_outputs(parser, "attribute")
     return parser
 
 
@@ -44,11 +42,5 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(args)
     result = text_attribution(model, tokenizer, args.text, args.answer, args.wrong, position=args.position)
     table = attribution_table(result)
-
-    def figure():
-        from ..analysis.plots import attribution_figure
-
-        return attribution_figure(result)
-
     return write_experiment(args, out, "attribute", table, [dict(zip(table.header, row)) for row in table.rows],
-                            figure)
+                            "attribution_figure", result)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..analysis.tables import Table, write_csv
 from ..errors import InputError, OutputError
@@ -128,13 +128,15 @@ def report_written(out: Path, paths: list[Path]) -> None:
 
 
 def write_experiment(args: argparse.Namespace, out: Path, stem: str, table: Table, records: list[dict],
-                     figure: Callable[[], Figure]) -> int:
+                     figure: str, result: object) -> int:
     """What every causal experiment does last: print `table` in --style, then write stem.csv (the records, full
-    precision) and, unless --no-plot, the figure as stem.FORMAT, together."""
+    precision) and, unless --no-plot, the figure `analysis.plots.<figure>(result)` as stem.FORMAT, together."""
+    from ..analysis import plots  # here, not at the top: --help stays free of matplotlib and torch
+
     print(table.format(args.style), end="")
     with staged_outputs(out) as stage:
         written = [write_csv(output_file(stage, f"{stem}.csv"), Table.from_records(records))]
         if not args.no_plot:
-            written.append(write_figure(figure(), output_file(stage, f"{stem}.{args.format}"), args.dpi))
+            written.append(write_figure(getattr(plots, figure)(result), output_file(stage, f"{stem}.{args.format}"), args.dpi))
     report_written(out, written)
     return 0

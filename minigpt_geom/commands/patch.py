@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_batch_argument, add_command, add_contrast_arguments, add_figure_arguments,
-                        add_model_arguments, add_output_argument, add_style_argument)
+from .arguments import (add_batch_argument, add_command, add_contrast_arguments, add_experiment_outputs,
+                        add_model_arguments)
 from .loading import load_model_and_tokenizer
 from .outputs import output_folder, progress_bar, require_matplotlib, write_experiment
 
@@ -30,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="what is patched: the residual stream x_l per position, or each head's output at every "
                              "position (default: resid_pre)")
     add_batch_argument(parser)
-    add_output_argument(parser, "patch.csv and patch.FORMAT", default="patch")
-    add_style_argument(parser)
-    add_figure_arguments(parser)
+    add_experiment_outputs(parser, "patch")
     return parser
 
 
@@ -47,10 +45,5 @@ def run(args: argparse.Namespace) -> int:
         result = text_patching(model, tokenizer, args.clean, args.corrupted, args.answer, args.wrong,
                                metric=args.metric, site=args.site, rows_per_pass=args.batch_size, progress=bar)
     print(f"{result.passes} forward passes")
-
-    def figure():
-        from ..analysis.plots import patching_figure
-
-        return patching_figure(result)
-
-    return write_experiment(args, out, "patch", patching_matrix(result), patching_rows(result), figure)
+    return write_experiment(args, out, "patch", patching_matrix(result), patching_rows(result),
+                            "patching_figure", result)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_command, add_contrast_arguments, add_figure_arguments, add_model_arguments,
-                        add_output_argument, add_style_argument, add_text_argument, index, positive_int, whole_number)
+from .arguments import (add_command, add_contrast_arguments, add_experiment_outputs, add_model_arguments,
+                        add_text_argument, index, positive_int, whole_number)
 from .loading import load_model_and_tokenizer
 from .outputs import output_folder, require_matplotlib, write_experiment
 
@@ -32,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=positive_int, default=9, help="angles from 0 to π/2 (default: 9)")
     add_contrast_arguments(parser, answer="the most likely next word", wrong="the second most likely",
                            metric="probability")
-    add_output_argument(parser, "rotate.csv and rotate.FORMAT", default="rotate")
-    add_style_argument(parser)
-    add_figure_arguments(parser)
+    add_experiment_outputs(parser, "rotate")
     return parser
 
 
@@ -47,10 +45,5 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(args)
     result = text_rotation(model, tokenizer, args.text, args.toward, args.answer, args.wrong, metric=args.metric,
                            position=args.position, layers=args.layer, site=args.site, steps=args.steps)
-
-    def figure():
-        from ..analysis.plots import rotation_figure
-
-        return rotation_figure(result)
-
-    return write_experiment(args, out, "rotate", rotation_matrix(result), rotation_rows(result), figure)
+    return write_experiment(args, out, "rotate", rotation_matrix(result), rotation_rows(result),
+                            "rotation_figure", result)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import (add_command, add_figure_arguments, add_model_arguments, add_output_argument,
-                        add_style_argument, add_text_argument, index, positive_int, seed, whole_number)
+from .arguments import (add_command, add_experiment_outputs, add_model_arguments, add_text_argument, index,
+                        positive_int, seed, whole_number)
 from .loading import load_model_and_tokenizer
 from .outputs import output_folder, require_matplotlib, write_experiment
 
@@ -32,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=seed, default=0, help="the sampling seed, the same for both runs (default: 0)")
     parser.add_argument("--top-k", type=positive_int, default=10,
                         help="words shown raised and lowered most at the first new token (default: 10)")
-    add_output_argument(parser, "steer.csv and steer.FORMAT", default="steer")
-    add_style_argument(parser)
-    add_figure_arguments(parser)
+    add_experiment_outputs(parser, "steer")
     return parser
 
 
@@ -51,10 +49,5 @@ def run(args: argparse.Namespace) -> int:
                            coefficient=args.coefficient, max_new_tokens=args.max_new_tokens, sampling=sampling,
                            top_k=args.top_k)
     table = steering_table(result)
-
-    def figure():
-        from ..analysis.plots import steering_figure
-
-        return steering_figure(result)
-
-    return write_experiment(args, out, "steer", table, [dict(zip(table.header, row)) for row in table.rows], figure)
+    return write_experiment(args, out, "steer", table, [dict(zip(table.header, row)) for row in table.rows],
+                            "steering_figure", result)
