@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import csv
 import json
 import random
@@ -355,7 +357,8 @@ def test_report_command(tiny_checkpoint, tmp_path):
     out = tmp_path / "report.html"
     assert main(["report", TEXT, "--weights", str(tiny_checkpoint), "-o", str(out), "--layer", "1", "--head", "2"]) == 0
     page = out.read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") == 3 and "<canvas" in page and "lens-grid" in page and "{{" not in page
+    assert page.count("data:image/png;base64,") == 5 and "<canvas" in page and "lens-grid" in page and "{{" not in page
+    assert 'alt="patching map"' in page and 'alt="attribution bars"' in page  # the causal sections
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
 
 
@@ -376,7 +379,7 @@ def test_report_output_folder(tiny_checkpoint, tmp_path):
 def test_report_of_a_bfloat16_model(tiny_checkpoint, tokenizer, model):
     bf16 = GPT2.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16).eval()
     page = build_report(bf16, tokenizer, TEXT, layer=1, head=2)
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 5, re.findall(r"Not drawn: [^<]*", page)
     top = [logit_lens(m, trace_text(m, tokenizer, TEXT)[2], k=1).top_ids[-1, 0, :, 0] for m in (bf16, model)]
     assert (top[0] == top[1]).float().mean() >= 0.8  # bfloat16 rounding may flip a near tie, not most words
 
