@@ -142,7 +142,9 @@ def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(t
         assert row.learning_rate == pytest.approx(exact.learning_rate, rel=1e-5)
         assert row.train_loss == (exact.train_loss and pytest.approx(exact.train_loss, rel=1e-5))
     assert (tmp_path / "log.csv").read_text().splitlines()[0] == \
-        "step,train_loss,val_loss,learning_rate,tokens_per_second,grad_norm"
+        "step,train_loss,val_loss,learning_rate,tokens_per_second,grad_norm,residual_norm,dyt_saturation"
+    assert all((row.residual_norm is not None) == (row.val_loss is not None) for row in written)
+    assert all(row.dyt_saturation is None for row in written)  # a layer-norm model has no DyT site
 
     assert {"model.safetensors", "config.json", "vocab.json", "merges.txt"} <= {p.name for p in tmp_path.iterdir()}
     assert (tmp_path / "vocab.json").read_bytes() == (tiny_checkpoint / "vocab.json").read_bytes()
