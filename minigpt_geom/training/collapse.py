@@ -59,7 +59,7 @@ def health_request(model: GPT2) -> TraceRequest:
 
 def saturated_share(points: Tensor) -> float:
     """The share of coordinates of points [..., d] with |p_i| > SATURATED."""
-    return (points.abs() > SATURATED).float().mean().item()
+    return (points.float().abs() > SATURATED).float().mean().item()
 
 
 def health(model: GPT2, trace: Trace) -> Health:

@@ -213,20 +213,16 @@ def train_step(trained: torch.nn.Module, optimizer: torch.optim.AdamW, ids: np.n
     return StepResult(loss, grad_norm)
 
 
-def evaluation_starts(n_ids: int, context: int, n_windows: int, processes: Processes) -> Tensor:
-    """This process's share of the n_windows window starts evenly spaced over n_ids ids (the same each time)."""
-    return torch.linspace(0, n_ids - context - 1, n_windows).long()[processes.rank::processes.world]
-
-
 @torch.no_grad()
 def evaluate(loss: NextTokenLoss, ids: np.ndarray, context: int, n_windows: int, micro_batch: int,
              processes: Processes, autocast) -> tuple[float, Health | None]:
     """(Mean cross-entropy over n_windows windows evenly spaced over ids, shared out among the processes; in the
     main process the Health its first micro-batch's pass shows, traced: collapse.py), in eval mode (no dropout)."""
+    starts = torch.linspace(0, len(ids) - context - 1, n_windows).long()[processes.rank::processes.world]
     sums = torch.zeros(2, dtype=torch.float64, device=processes.device)  # Σ loss, number of predictions
     measured = None
     with in_mode(loss.model, training=False):
-        for chunk in evaluation_starts(len(ids), context, n_windows, processes).split(micro_batch):
+        for chunk in starts.split(micro_batch):
             x, y = (t.to(processes.device) for t in windows(ids, chunk, context))
             with autocast:
                 if processes.main and measured is None:
@@ -321,7 +317,9 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     A folder that holds a run is refused unless `resume` (continue it: `model` must hold its weights, as
     GPT2.from_pretrained(out) gives) or `overwrite`. Returns the log (every step's row). Under torchrun, every
     process calls it, with the same settings (checked). The model trains in training mode with the settings'
-    dropout (its config.dropout from then on, saved in config.json) and is left in its own mode after."""
+    dropout (its config.dropout from then on, saved in config.json) and is left in its own mode after; with
+    dropout, torch's global generator is seeded before each step (dropout_seed), so that the run is repeatable
+    and a resumed one draws the masks the whole run would have (N processes draw other masks than one)."""
     processes = start_processes(device)
     model.config = replace(model.config, dropout=settings.dropout)
     out = Path(out)
@@ -412,6 +410,8 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
         for group in optimizer.param_groups:
             group["lr"] = rate
         starts = process_windows(batches, len(data.train), settings, context, micro_batch, processes)
+        if settings.dropout:  # the masks come from torch's own generator: seeded by (seed, step, process) alone,
+            torch.manual_seed(dropout_seed(settings.seed, step, processes.rank))  # a resumed run draws the same
         began = time.perf_counter()
         try:
             result = train_step(trained, optimizer, data.train, starts, context, settings, processes, autocast)
@@ -427,6 +427,11 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
     bar.close()
     barrier(processes)  # the files are complete when every process returns
     return log
+
+
+def dropout_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one step's dropout masks in one process: a hash of the three (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0])
 
 
 def health_cells(measured: Health | None) -> tuple[float | None, float | None]:

@@ -163,8 +163,9 @@ def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(t
 
 
 @pytest.mark.slow  # a training run
-def test_resuming_gives_the_uninterrupted_run_bit_for_bit(tokens, tiny_checkpoint, tmp_path):
-    settings = dict(steps=6, eval_interval=4, micro_batch=4)  # gradient accumulation over 2 micro-batches
+@pytest.mark.parametrize("dropout", [0.0, 0.2])  # with dropout, the masks a resumed run draws are the same too
+def test_resuming_gives_the_uninterrupted_run_bit_for_bit(dropout, tokens, tiny_checkpoint, tmp_path):
+    settings = dict(steps=6, eval_interval=4, micro_batch=4, dropout=dropout)  # accumulation over 2 micro-batches
     whole = tiny_model()
     run(whole, tokens, tiny_checkpoint, tmp_path / "whole", **settings)
     run(tiny_model(), tokens, tiny_checkpoint, tmp_path / "parts", stop_at=3, **settings)
