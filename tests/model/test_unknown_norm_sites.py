@@ -57,6 +57,8 @@ def test_every_site_kind_and_default_are_still_accepted():
     model = two_layers().set_norm({"h.1.ln_2": "dyt", "ln_1": "rmsnorm", "default": "sphere"})
     assert variants(model) == {"h.0.ln_1": "rmsnorm", "h.0.ln_2": "sphere", "h.1.ln_1": "rmsnorm",
                                "h.1.ln_2": "dyt", "ln_f": "sphere"}
+    # without `default`, set_norm and with_norm leave the sites a mapping does not name as they are
+    assert variants(model.with_norm({"ln_f": "none"})) == {**variants(model), "ln_f": "none"}
 
 
 @pytest.fixture
