@@ -171,7 +171,6 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     """(model, tokenizer source): the run saved in --out, the weights given, or a new model."""
     from ..model.gpt2 import GPT2
     from ..text.tokenizer import Tokenizer
-    from ..training.loop import check_norm_spec
 
     new = wants_new_model(args)
     if args.resume:
@@ -184,7 +183,6 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     if args.weights:
         model = GPT2.from_pretrained(args.weights)
         if args.norm:
-            check_norm_spec(args.norm, list(model.norm_sites()))
             model.set_norm(args.norm)
         set_dyt_alpha(model, args.dyt_alpha)
         return model, args.tokenizer or args.weights
