@@ -68,9 +68,11 @@ def clean_env(monkeypatch, tmp_path):
 # ---- training: a corpus every machine has, tokenised once --------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tensors this small gain nothing from a second thread, and lose much when other work shares the cores."""
+    """Every test on one intra-op thread: tensors this small gain nothing from a second, and when other work shares
+    the cores the idle thread's spin-waiting costs many times the test's own CPU time (the fast tier at load 8:
+    3 min 52 s of CPU on two threads, bench/NOTES.md). Tests that ask for it by name still get it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
