@@ -88,18 +88,24 @@ def peak_bytes(read) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_defect_7_vocab_from_files_are_read_in_bounded_memory(tiny_checkpoint, tmp_path):
-    from minigpt_geom.analysis.vocabulary import text_counts, token_file_counts
+    from minigpt_geom.analysis.vocabulary import text_counts
     from minigpt_geom.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
     text = tmp_path / "big.txt"
     text.write_text("the cat sat on the mat. " * 500_000, encoding="utf-8")  # 12 MB, 3.5 million tokens
-    ids = tmp_path / "big.bin"
-    np.random.default_rng(0).integers(0, 300, 8 * 2**20, dtype=np.uint16).tofile(ids)  # 16 MB of ids
     counts = text_counts([text], tokenizer, tokenizer.n_vocab)
     assert counts.sum() == len(tokenizer.encode_ordinary(text.read_text()))  # the same ids as the whole text
     assert peak_bytes(lambda: text_counts([text], tokenizer, tokenizer.n_vocab)) < text.stat().st_size / 4
+
+
+def test_defect_7_vocab_from_token_files_are_read_in_bounded_memory(tmp_path):
+    from minigpt_geom.analysis.vocabulary import token_file_counts
+
+    ids = tmp_path / "big.bin"
+    np.random.default_rng(0).integers(0, 300, 8 * 2**20, dtype=np.uint16).tofile(ids)  # 16 MB of ids
     assert peak_bytes(lambda: token_file_counts(ids, 300)) < ids.stat().st_size / 2  # bincount widens to int64: 4x
 
 
