@@ -83,7 +83,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     from ..config import PRESETS, GPT2Config
     from ..memory import check_fits, model_bytes
     from ..model.gpt2 import GPT2
-    from ..training.loop import check_norm_spec
+    from ..model.variants import check_norm_spec
 
     base = PRESETS[args.init] if args.init else replace(GPT2Config(), **DEFAULT_SHAPE)
     sizes = {name: getattr(args, name) for name in ("n_layer", "n_head", "n_embd", "n_ctx")

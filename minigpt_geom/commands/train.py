@@ -8,6 +8,7 @@ minutes on a laptop's cores. On many processes:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import fields
@@ -99,8 +100,10 @@ def settings_from_arguments(args: argparse.Namespace) -> TrainSettings:
 
 
 def check_outside(corpus: str, out: Path) -> None:
-    """InputError when -o DIR lies inside the corpus folder: the run's own files would become training text."""
-    if Path(corpus).is_dir() and Path(corpus).resolve() in (out.resolve(), *out.resolve().parents):
+    """InputError when -o DIR lies inside the corpus folder: the run's own files would become training text.
+    realpath, not resolve: a loop of links at -o is left for the folder's lock to refuse in one line."""
+    where = Path(os.path.realpath(out))
+    if Path(corpus).is_dir() and Path(os.path.realpath(corpus)) in (where, *where.parents):
         raise InputError(f"-o {out} is inside the corpus {corpus}: the run's files would be read as text; "
                          f"choose a folder outside it")
 
@@ -166,7 +169,7 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     """(model, tokenizer source): the run saved in --out, the weights given, or a new model."""
     from ..model.gpt2 import GPT2
     from ..text.tokenizer import Tokenizer
-    from ..training.loop import check_norm_spec
+    from ..model.variants import check_norm_spec
 
     new = wants_new_model(args)
     if args.resume:

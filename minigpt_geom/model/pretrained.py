@@ -22,15 +22,17 @@ from ..io.checkpoint import Checkpoint, NormNames, check_tensors, fill_tensors, 
 from ..io.model_files import save_model_folder, write_model_files
 from ..memory import check_fits, model_bytes, parameter_count
 from .lnfree import from_ln_free_eps, is_ln_free_eps
-from .variants import NormSpec, get_norm, norm_for_site
+from .variants import NormSpec, check_norm_spec, get_norm, norm_for_site
 
 
 def checked_norm(checkpoint: Checkpoint) -> NormSpec | None:
-    """The variant(s) config.json states, each a registered variant (CheckpointError naming the file if not)."""
+    """The variant(s) config.json states, each a registered variant at a site the model has (CheckpointError
+    naming the file if not: a mapping naming `lnf` or `h.7.ln_1` of a 1-layer model was ignored)."""
     stated = checkpoint.norm
     if stated is None:
         return None
     try:
+        check_norm_spec(stated, norm_site_names(checkpoint.config.n_layer))
         norm_for_site(stated, "ln_f")
         for value in ([stated] if isinstance(stated, str) else stated.values()):
             get_norm(value)

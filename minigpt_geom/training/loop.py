@@ -97,19 +97,6 @@ class LogRow:
     grad_norm: float | None  # ‖g‖ before clipping
 
 
-def check_norm_spec(spec, sites: list[str]) -> None:
-    """InputError for a {site: variant} mapping that names a site the model lacks (`lnf`, `h.12.ln_1` of a
-    12-layer model): a kind (ln_1, ln_2, ln_f), a site, or `default`."""
-    if not isinstance(spec, dict):
-        return
-    kinds = {site.rsplit(".", 1)[-1] for site in sites}
-    for key in spec:
-        if key not in sites and key not in kinds and key != "default":
-            raise InputError(f"the norm mapping names {key!r}, which is no site of this {len(sites) // 2}-layer "
-                             f"model: name a kind ({', '.join(sorted(kinds))}), a site ({sites[0]} … {sites[-1]}) "
-                             f"or default")
-
-
 # ---- the optimiser and its schedule -----------------------------------------------------------------
 
 
