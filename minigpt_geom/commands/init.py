@@ -83,7 +83,6 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
     from ..config import PRESETS, GPT2Config
     from ..memory import check_fits, model_bytes
     from ..model.gpt2 import GPT2
-    from ..model.variants import check_norm_spec
 
     base = PRESETS[args.init] if args.init else replace(GPT2Config(), **DEFAULT_SHAPE)
     sizes = {name: getattr(args, name) for name in ("n_layer", "n_head", "n_embd", "n_ctx")
@@ -94,7 +93,6 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
         raise InputError(str(error)) from None
     check_fits(f"a model of {config}", 2 * model_bytes(config), torch.device("cpu"))  # built, then copied to save
     model = GPT2(config, norm=args.norm or "layernorm", seed=args.seed or 0)
-    check_norm_spec(args.norm, list(model.norm_sites()))
     set_dyt_alpha(model, args.dyt_alpha)
     return model
 

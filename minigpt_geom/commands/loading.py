@@ -9,7 +9,7 @@ import argparse
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..errors import InputError
 
@@ -56,19 +56,34 @@ def auto_device() -> torch.device:
 
 
 @contextmanager
-def processes_for(args: argparse.Namespace) -> Iterator[Processes]:
+def processes_for(args: argparse.Namespace, advice: Callable[[], str] = lambda: "run the command again"
+                  ) -> Iterator[Processes]:
     """This process's place among torchrun's (alone without torchrun) on the checked --device; at the end it
-    leaves the process group, whatever happened."""
+    leaves the process group, whatever happened.
+
+    Under torchrun the ranks first compare every option of the command (one InputError naming the option and
+    each rank's value); a rank lost on the way ends the others with one line naming it, followed by `advice()`
+    (what to do: run the command again, or continue from a checkpoint)."""
     import torch.distributed as dist
 
-    from ..training.distributed import start_processes
+    from ..training.distributed import ProcessGroupError, agree, lost_peer_named, start_processes
 
     processes = start_processes(usable_device(args.device))
     try:
-        yield processes
+        with lost_peer_named(processes):
+            agree(command_options(args), processes)
+            yield processes
+    except ProcessGroupError as error:
+        raise ProcessGroupError(f"{error}; {advice()}") from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def command_options(args: argparse.Namespace) -> dict[str, object]:
+    """{option as typed (`--max-windows`, or a positional's name): its value} for every argument of the command."""
+    return {(action.option_strings[-1] if action.option_strings else action.dest): getattr(args, action.dest)
+            for action in args.parser._actions if hasattr(args, action.dest)}
 
 
 def weights_folder(source: str | os.PathLike) -> Path:

@@ -10,13 +10,14 @@ both validation losses, so the cost of removing layer norm can be told from the 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from ..errors import InputError
 from .arguments import add_command, folder_path, path_text, seed
 from .loading import processes_for
 from .outputs import output_folder, show_progress
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
-from .train import (add_run_arguments, check_outside, one_line_warnings, options_named, resume_hint,
+from .train import (add_run_arguments, check_outside, continuation, one_line_warnings, options_named, resume_hint,
                     settings_from_arguments)
 
 SUMMARY = "fine-tune a GPT-2 until it needs no layer norm"
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     check_outside(args.corpus, args.out)
     check_new_output(output_folder(args.out), resume=args.resume, overwrite=args.overwrite)  # before any work
     tokenizer = args.tokenizer or args.weights
-    with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
+    advice = partial(continuation, args, args.out / "run", "weights")  # what to do when a rank is lost
+    with processes_for(args, advice) as processes, options_named(), one_line_warnings(args.command):
         model = GPT2.from_pretrained(args.out / "run") if args.resume else GPT2.from_pretrained(args.weights)
         check_removable(model)
         with corpus_options():

@@ -12,6 +12,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -128,31 +129,35 @@ RESUME_OPTIONS = ("tokenizer", "pattern", "val_fraction", "val_split", "split_se
                   "device")  # what --resume still reads from the command line, when not the default
 
 
-@contextmanager
-def resume_hint(args: argparse.Namespace, run_folder: Path, main: bool, *keep: str) -> Iterator[None]:
-    """On Ctrl-C (SIGINT, which waits for a checkpoint being written): one line saying which checkpoint the run
-    folder kept and the command that continues it; then the interrupt goes on (exit code 130)."""
+def continuation(args: argparse.Namespace, run_folder: Path, *keep: str) -> str:
+    """Which checkpoint the run folder kept and the command that continues it (`keep`: options of the command's
+    own that --resume still needs), or that it has none yet."""
     import re
     import shlex
 
     from ..io.checkpoint_folder import current_checkpoint
 
+    kept = current_checkpoint(run_folder)
+    step = re.match(r"step-0*(\d+)", kept.name) if kept is not None else None
+    if step is None:
+        return f"nothing to resume in {args.out} (no checkpoint yet): start it again"
+    given = [(a.option_strings[-1], getattr(args, a.dest)) for a in args.parser._actions
+             if a.dest in (*keep, *RESUME_OPTIONS) and getattr(args, a.dest) != a.default]
+    words = [args.command, args.corpus, *(w for option, v in given for w in (option, str(v))),
+             "-o", str(args.out), "--resume"]
+    return f"{args.out} keeps the checkpoint of step {step.group(1)}; continue with: minigpt-geom {shlex.join(words)}"
+
+
+@contextmanager
+def resume_hint(args: argparse.Namespace, run_folder: Path, main: bool, *keep: str) -> Iterator[None]:
+    """On Ctrl-C (SIGINT, which waits for a checkpoint being written): one line saying which checkpoint the run
+    folder kept and the command that continues it; then the interrupt goes on (exit code 130)."""
     try:
         yield
     except KeyboardInterrupt:
         if main:
-            kept = current_checkpoint(run_folder)
-            step = re.match(r"step-0*(\d+)", kept.name) if kept is not None else None
-            if step is None:
-                print(f"minigpt-geom {args.command}: interrupted before the first checkpoint: nothing to resume in "
-                      f"{args.out}", file=sys.stderr)
-            else:
-                given = [(a.option_strings[-1], getattr(args, a.dest)) for a in args.parser._actions
-                         if a.dest in (*keep, *RESUME_OPTIONS) and getattr(args, a.dest) != a.default]
-                words = [args.command, args.corpus, *(w for option, v in given for w in (option, str(v))),
-                         "-o", str(args.out), "--resume"]
-                print(f"minigpt-geom {args.command}: interrupted: {args.out} keeps the checkpoint of step "
-                      f"{step.group(1)}; continue with: minigpt-geom {shlex.join(words)}", file=sys.stderr)
+            print(f"minigpt-geom {args.command}: interrupted: {continuation(args, run_folder, *keep)}",
+                  file=sys.stderr)
         raise
 
 
@@ -169,7 +174,6 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     """(model, tokenizer source): the run saved in --out, the weights given, or a new model."""
     from ..model.gpt2 import GPT2
     from ..text.tokenizer import Tokenizer
-    from ..model.variants import check_norm_spec
 
     new = wants_new_model(args)
     if args.resume:
@@ -182,7 +186,6 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
     if args.weights:
         model = GPT2.from_pretrained(args.weights)
         if args.norm:
-            check_norm_spec(args.norm, list(model.norm_sites()))
             model.set_norm(args.norm)
         set_dyt_alpha(model, args.dyt_alpha)
         return model, args.tokenizer or args.weights
@@ -200,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_arguments(args)
     check_outside(args.corpus, args.out)
     check_new_output(output_folder(args.out), resume=args.resume, overwrite=args.overwrite)  # before any work
-    with processes_for(args) as processes, options_named(), one_line_warnings(args.command):
+    advice = partial(continuation, args, args.out)  # what to do when a rank is lost
+    with processes_for(args, advice) as processes, options_named(), one_line_warnings(args.command):
         model, tokenizer_source = build_model(args)
         with corpus_options():  # the corpus, and on --resume the saved run's (its files, tokenizer, split)
             data = load_corpus(args.corpus, tokenizer_source, processes, cache_dir=args.data_cache, exclude=[args.out],

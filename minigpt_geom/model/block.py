@@ -18,7 +18,7 @@ from .attention import AttentionDiagnostics, SelfAttention
 from .editing import NO_EDITS, LayerEdits, NoEdits
 from .fused import FUSED, Kernels
 from .linear import Affine
-from .norm_site import SphereDiagnostics, SphereNorm
+from .norm_site import Bindings, SphereDiagnostics, SphereNorm
 from .sphere import vector_norm
 from .variants import NormVariant
 
@@ -99,20 +99,21 @@ class Block(nn.Module):
         self.mlp = MLP(d)
 
     def forward(self, x: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None,
-                kernels: Kernels = FUSED, edits: LayerEdits | NoEdits = NO_EDITS
+                kernels: Kernels = FUSED, edits: LayerEdits | NoEdits = NO_EDITS, norms: Bindings | None = None
                 ) -> tuple[Tensor, BlockDiagnostics | None]:
-        """x_l [B, T, d] -> (x_l+1, diagnostics when tracing, else None), with the given kernel set; each step's
-        value passes through `edits.apply` (itself when nothing edits or keeps that site: editing.py)."""
+        """x_l [B, T, d] -> (x_l+1, diagnostics when tracing, else None), with the given kernel set and norm
+        variants (the model's pass reads them once: gpt2.py); each step's value passes through `edits.apply`
+        (itself when nothing edits or keeps that site: editing.py)."""
         x = edits.apply("resid_pre", x)
-        x_hat, ln_1 = self.ln_1(x, trace, kernels, edits.site("ln_1"))
+        x_hat, ln_1 = self.ln_1(x, trace, kernels, edits.site("ln_1"), norms)
         attention_update, attention = self.attn(x_hat, trace, cache, kernels, edits)
         attention_update = edits.apply("attn_out", attention_update)
         x_mid = edits.apply("resid_mid", x + attention_update)
-        x_hat, ln_2 = self.ln_2(x_mid, trace, kernels, edits.site("ln_2"))
+        x_hat, ln_2 = self.ln_2(x_mid, trace, kernels, edits.site("ln_2"), norms)
         mlp_update = edits.apply("mlp_out", self.mlp(x_hat, kernels))
         x_next = edits.apply("resid_post", x_mid + mlp_update)
         if trace is None:
             return x_next, None
-        residual = residual_diagnostics(x, attention_update, mlp_update, x_next,
-                                        self.ln_1.variant.geometry.direction)
+        variant = self.ln_1.binding(norms)[0]
+        residual = residual_diagnostics(x, attention_update, mlp_update, x_next, variant.geometry.direction)
         return x_next, BlockDiagnostics(ln_1, attention, ln_2, residual)

@@ -23,13 +23,13 @@ from .block import Block
 from .cache import KVCache
 from .editing import NO_EDITS, NoEdits, Plan, check_edits
 from .edits import Edit
-from ..config import GPT2Config, site_name
+from ..config import GPT2Config, norm_site_names, site_name
 from ..errors import InputError
 from .fold import fold_model
 from .kernels import check_kernels, chosen_kernels
-from .norm_site import SphereNorm
+from .norm_site import NormTable, SphereNorm
 from .pretrained import load_pretrained, save_pretrained
-from .variants import NormSpec, norm_for_site
+from .variants import NormSpec, assigned_norms, check_norm_spec, norm_for_site
 from .trace import Trace
 from .trace_request import TraceRequest, as_request
 
@@ -88,6 +88,7 @@ class GPT2(nn.Module):
         """A GPT-2 of this shape initialised as GPT-2 is (init_weights) from a generator seeded with `seed`;
         seed=None leaves the parameters uninitialised (torch.empty), for a loader that fills every one.
         `kernels` names the implementation of its steps (kernels.py): "fused" or "reference"."""
+        check_norm_spec(norm, norm_site_names(config.n_layer))  # before anything is allocated
         super().__init__()
         self.config = config
         self.kernels = kernels
@@ -101,6 +102,7 @@ class GPT2(nn.Module):
         )
         self.ln_f = SphereNorm(d, config.ln_eps, norm_for_site(norm, "ln_f"))
         self.lm_head = Unembedding()  # tied to wte until a fold
+        self.norm_table = NormTable.join(self.norm_sites())  # every site's variant: set_norm swaps them in one step
         if seed is not None:
             init_weights(self, seed)
 
@@ -146,16 +148,18 @@ class GPT2(nn.Module):
         """x̂ = LN_f(x_L) [B, T, d] of ids and edits already checked, and the Trace when `trace` asks for one: the
         forward pass up to the unembedding (training unembeds x̂ a chunk of positions at a time: training/loss.py)."""
         kernels = chosen_kernels(self.kernel_name)  # read once: the whole pass runs one set
+        norms = self.norm_table.bindings  # read once too: every site runs these variants, whatever set_norm does
         start = cache.length if cache is not None else 0
         x = self.wte(idx) + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))  # x_0
         keep_states = trace is not None and trace.states
         states, blocks = [x], []
         for i, block in enumerate(self.h):
-            x, diagnostics = block(x, trace, cache.layers[i] if cache is not None else None, kernels, edits.layer(i))
+            x, diagnostics = block(x, trace, cache.layers[i] if cache is not None else None, kernels, edits.layer(i),
+                                   norms)
             blocks.append(diagnostics)
             if keep_states:
                 states.append(x)
-        x_hat, ln_f = self.ln_f(x, trace, kernels, edits.layer(None).site("ln_f"))
+        x_hat, ln_f = self.ln_f(x, trace, kernels, edits.layer(None).site("ln_f"), norms)
         if trace is None:
             return x_hat, None
         return x_hat, Trace.gather(blocks, ln_f, torch.stack(states) if keep_states else None, edits.captured(),
@@ -223,13 +227,19 @@ class GPT2(nn.Module):
         return {name: module for name, module in self.named_modules() if isinstance(module, SphereNorm)}
 
     def set_norm(self, norm: NormSpec) -> "GPT2":
-        """Swap the norm variant of every site (or of the sites a mapping names) in place."""
-        for name, module in self.norm_sites().items():
-            module.set_variant(norm_for_site(norm, name))
+        """Swap the norm variant of every site (or of the sites a mapping names; the others keep theirs) in place.
+
+        The swap is atomic for the whole model: a forward pass reads every site's variant once, at its start
+        (norm_site.NormTable), so a pass running in another thread runs the old variants at every site or the
+        new ones at every site, never a mix. InputError, before any site changes, for an unknown variant or a
+        mapping that names a site this model lacks."""
+        sites = self.norm_sites()
+        self.norm_table.swap(sites, assigned_norms(norm, list(sites)))
         return self
 
     def with_norm(self, norm: NormSpec) -> "GPT2":
-        """A new model with other norm variants that shares this one's weights; this model is left as it is."""
+        """A new model with other norm variants (as set_norm assigns them) that shares this one's weights; this
+        model is left as it is."""
         shared = {id(p): p for p in self.parameters()}  # deepcopy copies the modules, not these tensors
         return copy.deepcopy(self, memo=shared).set_norm(norm)
 

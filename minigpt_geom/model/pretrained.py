@@ -22,20 +22,17 @@ from ..io.checkpoint import Checkpoint, NormNames, check_tensors, fill_tensors, 
 from ..io.model_files import save_model_folder, write_model_files
 from ..memory import check_fits, model_bytes, parameter_count
 from .lnfree import from_ln_free_eps, is_ln_free_eps
-from .variants import NormSpec, check_norm_spec, get_norm, norm_for_site
+from .variants import NormSpec, check_norm_spec, norm_for_site
 
 
 def checked_norm(checkpoint: Checkpoint) -> NormSpec | None:
-    """The variant(s) config.json states, each a registered variant at a site the model has (CheckpointError
-    naming the file if not: a mapping naming `lnf` or `h.7.ln_1` of a 1-layer model was ignored)."""
+    """The variant(s) config.json states, each a registered variant of a site the model has (CheckpointError naming
+    the file if not)."""
     stated = checkpoint.norm
     if stated is None:
         return None
     try:
         check_norm_spec(stated, norm_site_names(checkpoint.config.n_layer))
-        norm_for_site(stated, "ln_f")
-        for value in ([stated] if isinstance(stated, str) else stated.values()):
-            get_norm(value)
     except InputError as error:
         raise CheckpointError(f"{checkpoint.config_path}: {error}") from None
     return stated
@@ -55,6 +52,8 @@ def load_pretrained(cls: type[nn.Module], source: str | os.PathLike, *, device: 
     in the LN-free convention (ε ≥ 1e10) then loads as the exact norm="none" model it stands for."""
     checkpoint = read_checkpoint(source)
     config, stated = checkpoint.config, checked_norm(checkpoint)
+    if norm is not None:
+        check_norm_spec(norm, norm_site_names(config.n_layer))
     chosen = norm if norm is not None else stated or "layernorm"
     check_tensors(checkpoint, variant_scalars(config, chosen))  # every name and shape, before any memory is spent
     # the model is built in float32 on the CPU first (a crafted 24 GiB file must not be allocated, then filled)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -110,25 +110,46 @@ def get_norm(name: str | NormVariant) -> NormVariant:
 NormSpec = Union[str, NormVariant, Mapping[str, Union[str, NormVariant]]]
 
 
+def site_kind(site: str) -> str:
+    """ln_1, ln_2 or ln_f: the kind of site `h.3.ln_1` / `ln_f`."""
+    return site.rsplit(".", 1)[-1]
+
+
 def norm_for_site(spec: NormSpec, site: str) -> NormVariant:
     """The variant for site `h.3.ln_1` / `ln_f`: a mapping may name the exact site or its kind (`ln_1`)."""
     if isinstance(spec, (str, NormVariant)):
         return get_norm(spec)
-    kind = site.rsplit(".", 1)[-1]
-    return get_norm(spec.get(site, spec.get(kind, spec.get("default", "layernorm"))))
+    return get_norm(spec.get(site, spec.get(site_kind(site), spec.get("default", "layernorm"))))
 
 
-def check_norm_spec(spec, sites: list[str]) -> None:
-    """InputError for a {site: variant} mapping that names a site the model lacks (`lnf`, `h.12.ln_1` of a
-    12-layer model): a kind (ln_1, ln_2, ln_f), a site, or `default`."""
-    if not isinstance(spec, dict):
+def check_norm_spec(spec: NormSpec, sites: Sequence[str]) -> None:
+    """InputError unless `spec` is a variant or a {key: variant} mapping whose every key is one of `sites` (a
+    model's, in forward order: h.0.ln_1 … ln_f), a kind (ln_1, ln_2, ln_f) or `default`, naming the keys at fault."""
+    if isinstance(spec, (str, NormVariant)):
+        get_norm(spec)
         return
-    kinds = {site.rsplit(".", 1)[-1] for site in sites}
-    for key in spec:
-        if key not in sites and key not in kinds and key != "default":
-            raise InputError(f"the norm mapping names {key!r}, which is no site of this {len(sites) // 2}-layer "
-                             f"model: name a kind ({', '.join(sorted(kinds))}), a site ({sites[0]} … {sites[-1]}) "
-                             f"or default")
+    if not isinstance(spec, Mapping):
+        raise InputError(f"norm must be a variant name or a mapping {{site: variant}}, got {type(spec).__name__}")
+    kinds = {site_kind(site) for site in sites}
+    unknown = [repr(key) for key in spec if key not in sites and key not in kinds and key != "default"]
+    if unknown:
+        layers = (len(sites) - 1) // 2
+        named = unknown[0] if len(unknown) == 1 else f"{', '.join(unknown[:-1])} and {unknown[-1]}"
+        raise InputError(f"the norm mapping names {named}, which {'is no site' if len(unknown) == 1 else 'are no sites'}"
+                         f" of this {layers}-layer model: name a site (h.N.ln_1 or h.N.ln_2 for N = 0"
+                         f"{f' … {layers - 1}' if layers > 1 else ''}, or ln_f), a kind "
+                         f"({', '.join(sorted(kinds))}) or default")
+    for variant in spec.values():
+        get_norm(variant)
+
+
+def assigned_norms(spec: NormSpec, sites: Sequence[str]) -> dict[str, NormVariant]:
+    """{site: variant} for the sites `spec` assigns: all of them for a variant or a mapping with `default`, else
+    those a mapping names by site or kind; InputError (check_norm_spec) before any is looked at."""
+    check_norm_spec(spec, sites)
+    if isinstance(spec, Mapping) and "default" not in spec:
+        sites = [site for site in sites if site in spec or site_kind(site) in spec]
+    return {site: norm_for_site(spec, site) for site in sites}
 
 
 def geometry_summary(variants: Mapping[str, NormVariant]) -> str:

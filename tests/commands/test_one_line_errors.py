@@ -102,20 +102,6 @@ def test_defect_12_a_damaged_log_csv_on_resume_is_one_line(tokens, tiny_checkpoi
         assert (out / "log.csv").read_text() == damage  # left for the user to repair
 
 
-def test_minor_a_config_norm_mapping_naming_no_site_is_refused(tiny_checkpoint, tmp_path, capsys):
-    """config.json's minigpt_geom_norm naming a site the model lacks was ignored (the model loaded with layer norm
-    there); it is refused as --norm is, naming the file. Sites and kinds it has still load."""
-    config = json.loads((tiny_checkpoint / "config.json").read_text())
-    for mapping, named in (({"lnf": "none"}, "'lnf'"), ({"h.7.ln_1": "none"}, "'h.7.ln_1'")):
-        folder = edited_copy(tiny_checkpoint, tmp_path / named.strip("'"), **{"config.json": json.dumps(
-            {**config, "minigpt_geom_norm": mapping})})
-        err = one_line_error(capsys, main(["lens", "--weights", str(folder), "--no-plot"]))
-        assert "config.json" in err and f"names {named}, which is no site of this 2-layer model" in err
-    folder = edited_copy(tiny_checkpoint, tmp_path / "kinds", **{"config.json": json.dumps(
-        {**config, "minigpt_geom_norm": {"ln_f": "rmsnorm", "h.1.ln_2": "none", "default": "layernorm"}})})
-    assert main(["lens", "--weights", str(folder), "--no-plot", "--quiet"]) == 0
-
-
 # ---- hostile numbers ----------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from minigpt_geom.cli import main
 from minigpt_geom.text.token_files import load_tokens
 from minigpt_geom.io.checkpoint_folder import write_checkpoint
 from minigpt_geom.training.loop import TrainingStopped, TrainSettings, read_log, train
+from launch import free_port, rank_env
 from tiny_training import FAST, run, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -296,28 +296,19 @@ def test_defect_6_a_learning_rate_that_diverges_saves_no_checkpoint_that_gives_n
 # ---- many processes -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.subprocess
 def test_ranks_started_with_different_steps_refuse_naming_the_rank_and_setting(tokens, tiny_checkpoint, tmp_path):
     port = free_port()
     processes = []
     for rank, steps in ((0, "4"), (1, "5")):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         argv = train_argv(tokens, tiny_checkpoint, tmp_path / "run", "--steps", steps)
-        processes.append(subprocess.Popen([sys.executable, "-m", "minigpt_geom", *argv], env=env,
+        processes.append(subprocess.Popen([sys.executable, "-m", "minigpt_geom", *argv], env=rank_env(rank, 2, port),
                                           stderr=subprocess.PIPE, text=True))
     errors = [p.communicate(timeout=300)[1] for p in processes]
     for process, err in zip(processes, errors):
         assert process.returncode == 2, err
         assert len(err.strip().splitlines()) == 1, err
-        assert "rank 1 was started with another steps than rank 0" in err
+        assert "the ranks were started with different --steps (4 on rank 0, 5 on rank 1)" in err
     assert not (tmp_path / "run" / "checkpoint").exists()
 
 
