@@ -312,6 +312,22 @@ def holds(relative: str, text: str | None = None) -> Callable[[Path], str | None
     return check
 
 
+def same_modes(relative: str, *names: str) -> Callable[[Path], str | None]:
+    """A check: the files `names` in folder/relative have one mode (the weights' as config.json's: the umask's)."""
+    def check(folder: Path) -> str | None:
+        modes = {name: oct(stat.S_IMODE((folder / relative / name).stat().st_mode)) for name in names}
+        return None if len(set(modes.values())) == 1 else f"modes differ: {modes}"
+    return check
+
+
+def last_logged(relative: str, step: str) -> Callable[[Path], str | None]:
+    """A check: the last row of the log.csv at relative is of `step`."""
+    def check(folder: Path) -> str | None:
+        last = (folder / relative).read_text().splitlines()[-1].split(",")[0]
+        return None if last == step else f"the log ends at step {last}, not {step}"
+    return check
+
+
 def all_of(*checks: Callable[[Path], str | None]) -> Callable[[Path], str | None]:
     """Every check; the first problem."""
     return lambda folder: next((p for c in checks if (p := c(folder)) is not None), None)
@@ -517,6 +533,8 @@ def kill_attacks() -> list[Attack]:
                 attacks.append(attack(name, "kills", argv, succeeds(), setup=setup, how="kill",
                                       kill=(module, function, nth, signame), quick=sample,
                                       resume=CONTINUE.get(command, ()), timeout=180))
+    attacks.append(attack("train: a plain --resume after --stop-at goes on to the end (defect 10)", "kills",
+                          CONTINUE["train"], succeeds(last_logged("run/log.csv", "6")), setup=copy_of("R4", "run")))
     attacks.append(attack("train: SIGKILL in --resume's rewrite of log.csv (minor)", "kills", CONTINUE["train"],
                           succeeds(), setup=copy_of("R4", "run"), how="kill",
                           kill=("minigpt_geom.io.files", "atomic_write", 1, "SIGKILL"), timeout=180))
@@ -668,6 +686,16 @@ def paths_attacks() -> list[Attack]:
                                                        "--pattern", "/etc/*"], refused("inside the corpus")),
         attack("prepare --pattern ../", "paths", ["prepare", "<C>", "-o", "<D>/t", "--tokenizer", "<TOK>",
                                                   "--pattern", "../*.txt"], refused("inside the corpus")),
+        attack("compare --labels '$$' (defect 12)", "paths", ["compare", "the cat", "--weights", "<W>", "--against",
+                                                              "<W>", "--labels", "$$", "b", "-o", "<D>/out"],
+               refused("mathtext")),
+        attack("lens to a stdout of PYTHONIOENCODING=ascii (defect 12)", "paths", [*LENS, "--weights", "<W>"],
+               succeeds(), env=(("PYTHONIOENCODING", "ascii"),)),
+        attack("generate to a stdout of PYTHONIOENCODING=ascii (defect 12)", "paths",
+               ["generate", "the cat", "--weights", "<W>", "--seed", "0", "--max-new-tokens", "8"], succeeds(),
+               env=(("PYTHONIOENCODING", "ascii"),)),
+        attack("checkpoint files honour the umask like config.json (defect 15)", "paths", [*TRAIN, "-o", "<D>/run"],
+               succeeds(same_modes("run/checkpoint", "config.json", "model.safetensors", "optimizer.safetensors"))),
         attack("read-only -o folder", "paths", ["init", "-o", "<D>/ro/m", "--tokenizer", "<TOK>", *SHAPE],
                refused(), how="readonly"),
         attack("read-only working folder, default -o (minor)", "paths", [*LENS[:2], "--weights", "<W>", "--quiet"],
@@ -704,7 +732,20 @@ def sizes_attacks() -> list[Attack]:
     ]
     attacks = [attack(name, "sizes", argv, refused(fragment), quick=i % 5 == 0, limits=SAFETY)
                for i, (name, argv, fragment) in enumerate(cases)]
+    attacks += [attack(name, "sizes", argv, refused(fragment), limits=SAFETY) for name, argv, fragment in [
+        ("verify --tolerance nan (minor)", ["verify", "--weights", "<W>", "--tolerance", "nan"], "--tolerance"),
+        ("verify --tolerance -1 (minor)", ["verify", "--weights", "<W>", "--tolerance", "-1"], "--tolerance"),
+        ("generate --max-new-tokens -1 (minor)", ["generate", "--weights", "<W>", "--max-new-tokens", "-1"],
+         "--max-new-tokens"),
+        ("trajectory --word '' (minor)", ["trajectory", "the cat", "--weights", "<W>", "--word", ""], "--word")]]
+    attacks.append(attack("train --lr 1e20 --grad-clip 0: NaN validation, no checkpoint (defect 6)", "sizes",
+                          [*train, "--lr", "1e20", "--grad-clip", "0", "--eval-interval", "1"],
+                          refused_keeping_records("not finite"), limits=SAFETY))
     attacks += [attack(name, "sizes", argv, succeeds(), limits=SAFETY) for name, argv in [
+        ("generate --top-p 1e-300 samples the likeliest (defect 12)", ["generate", "the cat", "--weights", "<W>",
+                                                                       "--top-p", "1e-300", "--seed", "1"]),
+        ("report of a one-token text (defect 12)", ["report", "a", "--weights", "<W>", "-o", "<D>/r.html",
+                                                    "--quiet"]),
         ("qk -k 2e9 over a vocabulary of 300: at most V² pairs", ["qk", "--weights", "<W>", "-k", "2000000000"]),
         ("qk --chunk-size 1e12", ["qk", "--weights", "<W>", "--chunk-size", "1000000000000", "-k", "3"])]]
     attacks += [
@@ -1182,7 +1223,10 @@ def same_outputs(reference: Path, folder: Path) -> str | None:
                 return f"log.csv has steps {steps(other)}, not {steps(path)}"
         elif path.name in ("train.bin", "val.bin", "sigma.csv") and path.read_bytes() != other.read_bytes():
             return f"{relative} differs from the uninterrupted run's"
-    return None
+    ours = {str(p.relative_to(reference)) for p in reference.rglob("*")}
+    extra = [str(p.relative_to(folder)) for p in folder.rglob("*") if str(p.relative_to(folder)) not in ours
+             and not p.name.endswith(".lock")]
+    return f"left behind: {', '.join(extra[:3])}" if extra else None
 
 
 # ---- ranks ----------------------------------------------------------------------------------------------------
