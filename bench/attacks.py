@@ -11,8 +11,8 @@ and checks the outcome it should have, not only that nothing crashed:
                  of the weights and the optimiser's state equal, the user's files in the folder untouched
     every child's peak RSS is measured (os.wait4) and bounded.
 
-    python bench/attacks.py                       # every attack, 2 at a time (about 6 minutes on 2 cores)
-    python bench/attacks.py --quick               # a representative third (about a minute)
+    python bench/attacks.py                       # every attack, 2 at a time (minutes: bench/NOTES.md)
+    python bench/attacks.py --quick               # a sample, each class (about a minute on a quiet machine)
     python bench/attacks.py --only kills --json summary.json --keep   # one class; the folders kept
 
 The script builds what it attacks in a temporary folder: a corpus (three files of Python's standard library),
@@ -1351,7 +1351,7 @@ def write_json(path: Path, value: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a representative third of the attacks")
+    parser.add_argument("--quick", action="store_true", help="a sample of each class (one kill a command)")
     parser.add_argument("--only", choices=CLASSES, action="append", help="this class only (repeatable)")
     parser.add_argument("--name", action="append", help="only attacks whose name contains this text (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the summary here, as JSON")

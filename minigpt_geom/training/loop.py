@@ -37,7 +37,7 @@ from ..text.token_files import (TokenData, cache_folder, check_same_data, check_
                                 provenance, windows)
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
 from ..errors import CheckpointError, InputError, MiniGPTGeomError, Note
-from ..io.checkpoint_folder import LOCK_FILE, current_checkpoint
+from ..io.checkpoint_folder import LOCK_FILE, current_checkpoint, remove_stale_checkpoints
 from ..io.files import folder_lock, write_text
 from ..io.owned import check_owned, record
 from ..model.pretrained import norm_spec
@@ -345,6 +345,8 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
             check_same_data(state.data, data)  # the same files, pattern, tokenizer and split, or an InputError
         start, log = state.step, [row for row in read_log(out / "log.csv") if row.step < state.step]
         batches.set_state(state.batch_rng)
+        if processes.main:  # a kill between the last link switch and its cleanup left the previous checkpoint
+            remove_stale_checkpoints(out)
     if stop < start:
         raise InputError(f"the run in {out} is at step {start}, past the requested stop at step {stop}")
 
