@@ -27,12 +27,12 @@ from minigpt_geom.model.lnfree import fix_sigma
 from minigpt_geom.training.remove_ln import calibrate_sigma
 from minigpt_geom.training.remove_ln import calibration_batch, control_run, remove_layer_norm
 from minigpt_geom.text.tokenizer import Tokenizer
-from minigpt_geom.training.loop import TrainSettings, evaluate, train
+from minigpt_geom.training.loop import NextTokenLoss, TrainSettings, evaluate, train
 
 
 def validation_loss(model, data, context: int) -> float:
     """Mean next-token cross-entropy on 64 held-out windows (the ones train() evaluates on)."""
-    return evaluate(model.eval(), data.val, context, 64, 8, ALONE, nullcontext())
+    return evaluate(NextTokenLoss(model), data.val, context, 64, 8, ALONE, nullcontext())[0]
 
 
 def main() -> None:

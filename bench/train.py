@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 import tempfile
 from pathlib import Path
 
@@ -89,8 +90,12 @@ def measure(folder: Path, device: torch.device, B: int, T: int, repeats: int, au
     """Print tokens/s of both models on one shape, their ratio and (on a GPU) their MFU."""
     from transformers import GPT2LMHeadModel
 
-    ours = NextTokenLoss(GPT2.from_pretrained(folder, device=device), compile).train()  # the loss train() computes
-    theirs = HFLoss(GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="sdpa").to(device)).train()
+    no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # train()'s default; transformers' is 0.1
+    model = GPT2.from_pretrained(folder, device=device)
+    model.config = replace(model.config, dropout=0.0)
+    ours = NextTokenLoss(model, compile).train()  # the loss train() computes
+    theirs = HFLoss(GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="sdpa", **no_dropout)
+                    .to(device)).train()
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, ours.model.config.vocab_size, (B, T + 1), generator=generator)
     if compile:

@@ -32,6 +32,15 @@ def check_epsilon(name: str, value: object) -> None:
         raise ValueError(f"{name} must be at most float32's largest, {FLOAT32_MAX:.4g}, got {value:g}")
 
 
+def check_probability(name: str, value: object) -> None:
+    """Raise TypeError unless value is a real number, ValueError unless 0 ≤ value < 1 (a dropout probability:
+    p = 1 would zero everything and scale by 1/(1 − p) = ∞)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not 0 <= value < 1:  # NaN fails this too
+        raise ValueError(f"{name} must be a probability with 0 ≤ p < 1, got {value}")
+
+
 @dataclass(frozen=True)
 class GPT2Config:
     """Shape of a GPT-2: n_layer blocks of n_head heads over an n_embd-dimensional residual stream."""
@@ -42,11 +51,13 @@ class GPT2Config:
     n_ctx: int = 1024
     vocab_size: int = 50257
     ln_eps: float = 1e-5
+    dropout: float = 0.0  # p of GPT-2's three dropouts, in training mode only (model/dropout.py); nanoGPT's one p
 
     def __post_init__(self) -> None:
         for name, limit in LIMITS.items():
             check_count(f"GPT2Config.{name}", getattr(self, name), limit)
         check_epsilon("GPT2Config.ln_eps", self.ln_eps)
+        check_probability("GPT2Config.dropout", self.dropout)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 

@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from ..config import LIMITS, GPT2Config, check_count, check_epsilon
+from ..config import LIMITS, GPT2Config, check_count, check_epsilon, check_probability
 from ..errors import CheckpointError, WeightsNotFoundError
 from .files import open_regular, parse_json, read_bytes
 from .hub import resolve_file
@@ -45,14 +45,15 @@ NORM_KEY = "minigpt_geom_norm"  # config.json's record of a norm variant other t
 # said "gpt2" with the variant under NORM_KEY alone; both load here.
 MODEL_TYPE, ARCHITECTURE = "minigpt_geom", "MiniGPTGeomGPT2"
 # Every field of transformers' GPT2Config is read here, or refused unless it has a value this GPT-2 computes the
-# same way, or changes nothing a forward pass computes (dropout, initializer_range, use_cache, the token ids,
-# the summary_* head of GPT2DoubleHeadsModel). IMPLEMENTED: field -> the values this GPT-2 implements.
+# same way, or changes nothing an eval-mode forward pass computes (initializer_range, use_cache, the token ids,
+# the summary_* head of GPT2DoubleHeadsModel). The three dropouts become GPT2Config.dropout (DROPOUTS). IMPLEMENTED: field -> the values this GPT-2 implements.
 IMPLEMENTED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),  # GPT-2's tanh GELU, both spellings
                "scale_attn_weights": (True,),  # scores q·k/√d_head
                "scale_attn_by_inverse_layer_idx": (False,), "reorder_and_upcast_attn": (False,),
                "add_cross_attention": (False,),
                "tie_word_embeddings": (True, False),  # logits = x Eᵀ (E = wte), or an untied lm_head (is_untied)
                "model_type": ("gpt2", MODEL_TYPE)}
+DROPOUTS = ("embd_pdrop", "attn_pdrop", "resid_pdrop")  # transformers' names; our one p is written under each
 SIZES_IN_CONFIG_JSON = {"n_layer": "n_layer", "n_embd": "n_embd", "n_positions": "n_ctx", "n_ctx": "n_ctx",
                         "vocab_size": "vocab_size"}  # config.json key -> GPT2Config field, checked against shapes
 NormNames = Union[str, dict[str, str]]  # config.json's NORM_KEY: a variant name, or site -> name
@@ -231,11 +232,21 @@ def check_implemented(values: dict[str, Any], n_embd: int) -> None:
             raise ValueError(f"{field} = {shown} is not implemented here (only {spelled})")
 
 
-def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[int, float]:
-    """(n_head, ε) from config.json, checked; without it GPT-2's own: 64-wide heads and ε = 1e-5."""
-    n_head, ln_eps = max(n_embd // 64, 1), 1e-5
+def json_dropout(values: dict[str, Any]) -> float:
+    """The one dropout p of config.json's three (0 where absent; each checked 0 ≤ p < 1). Three different values,
+    which no published GPT-2 has, become their largest: in training mode no step drops less than its file asks."""
+    stated = [values.get(name, 0.0) for name in DROPOUTS]
+    for name, p in zip(DROPOUTS, stated):
+        check_probability(name, p)
+    return max(stated)
+
+
+def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[int, float, float]:
+    """(n_head, ε, dropout p) from config.json, checked; without it GPT-2's own: 64-wide heads, ε = 1e-5, and
+    no dropout."""
+    n_head, ln_eps, p = max(n_embd // 64, 1), 1e-5, 0.0
     if config_file is None:
-        return n_head, ln_eps
+        return n_head, ln_eps, p
     values = config_file.values
     try:
         check_implemented(values, n_embd)
@@ -244,9 +255,10 @@ def json_hyperparameters(config_file: ConfigFile | None, n_embd: int) -> tuple[i
         if n_embd % n_head:  # heads split the width evenly: d_head = n_embd / n_head
             raise ValueError(f"n_head ({n_head}) does not divide n_embd ({n_embd}, the width of wte.weight)")
         check_epsilon("layer_norm_epsilon", ln_eps)
+        p = json_dropout(values)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{config_file.path}: {error}") from None
-    return n_head, ln_eps
+    return n_head, ln_eps, p
 
 
 def check_json_sizes(config_file: ConfigFile, config: GPT2Config) -> None:
@@ -267,10 +279,10 @@ def infer_config(path: Path, entries: dict[str, TensorInfo], config_file: Config
                                   f"expected [rows, n_embd]")
     vocab_size, n_embd = entries["wte.weight"].shape
     n_layer = layer_count(path, entries)
-    n_head, ln_eps = json_hyperparameters(config_file, n_embd)
+    n_head, ln_eps, p = json_hyperparameters(config_file, n_embd)
     try:
         config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_ctx=entries["wpe.weight"].shape[0],
-                            vocab_size=vocab_size, ln_eps=ln_eps)
+                            vocab_size=vocab_size, ln_eps=ln_eps, dropout=p)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: its tensors give no valid GPT-2 shape ({error})") from None
     if config_file is not None:

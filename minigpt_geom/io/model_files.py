@@ -35,8 +35,9 @@ NormNames = Union[str, Mapping[str, str]]  # one variant name for every site, or
 
 
 def config_json(config: GPT2Config, norm: NormNames, eot_id: int | None, tied: bool = True) -> dict:
-    """transformers' GPT2Config as JSON for our shape (no dropout: we train without it), under GPT-2's model type
-    only when transformers' GPT-2 computes this model (checkpoint.runs_in_transformers)."""
+    """transformers' GPT2Config as JSON for our shape, under GPT-2's model type only when transformers' GPT-2
+    computes this model (checkpoint.runs_in_transformers); the one dropout p under each of transformers' three
+    names, so that its model.train() drops what ours does (model/dropout.py)."""
     gpt2 = runs_in_transformers(norm, tied)
     fields = {
         "model_type": "gpt2" if gpt2 else MODEL_TYPE,
@@ -49,9 +50,9 @@ def config_json(config: GPT2Config, norm: NormNames, eot_id: int | None, tied: b
         "vocab_size": config.vocab_size,
         "layer_norm_epsilon": config.ln_eps,
         "activation_function": "gelu_new",
-        "resid_pdrop": 0.0,
-        "embd_pdrop": 0.0,
-        "attn_pdrop": 0.0,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
         "tie_word_embeddings": tied,  # False after a fold: lm_head.weight and lm_head.bias are in the file
     }
     if eot_id is not None:

@@ -4,6 +4,8 @@ For head h, query position i and key position j (row vectors, x̂ = LN(x)):
     q_i = x̂_i W_Q^h + b_Q^h,   k_j = x̂_j W_K^h + b_K^h,   v_j = x̂_j W_V^h + b_V^h
     s_ij = q_i · k_j / √d_head,   masked to j ≤ i,   a_ij = softmax_j(s_ij)
     head_h(x̂)_i = Σ_j a_ij v_j;  output = concat_h(head_h) W_O + b_O
+In training with dropout p (dropout.py) the sum reads dropout(a)_ij: each weight zeroed with probability p, the
+rest scaled by 1/(1 − p); the diagnostics describe a itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from .dropout import dropout
 from .editing import NO_EDITS, LayerEdits, NoEdits
 from .fused import FUSED, Kernels, Summaries
 from .linear import Affine
@@ -54,9 +57,9 @@ def attention_pattern(q: Tensor, k: Tensor) -> Tensor:
     return torch.softmax(attention_scores(q, k), dim=-1, dtype=torch.float32)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Σ_j a_ij v_j for causal attention: [B, H, T, d_head]."""
-    return attention_pattern(q, k).to(v.dtype) @ v
+def attend(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
+    """Σ_j a_ij v_j for causal attention, a dropped out with probability dropout_p (training): [B, H, T, d_head]."""
+    return dropout(attention_pattern(q, k), dropout_p).to(v.dtype) @ v
 
 
 # ---- diagnostics: the same sum, with the pattern in hand ------------------------------------------
@@ -72,12 +75,12 @@ class AttentionDiagnostics:
     pattern: Tensor | None = None  # a_ij itself, when the trace asks for patterns
 
 
-def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool
+def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool, dropout_p: float = 0.0
                   ) -> tuple[Tensor, Summaries, Tensor | None]:
     """`attend`, with the pattern a = softmax(s) summarised per query: (entropy, max weight, first-key weight),
-    and a itself [B, H, T, S] if asked to keep it."""
+    and a itself [B, H, T, S] if asked to keep it (both before dropout)."""
     a = attention_pattern(q, k)  # [B, H, T, S], 0 on the masked keys
-    return a.to(v.dtype) @ v, pattern_summaries(a), a if keep_patterns else None
+    return dropout(a, dropout_p).to(v.dtype) @ v, pattern_summaries(a), a if keep_patterns else None
 
 
 def pattern_summaries(a: Tensor) -> Summaries:
@@ -104,21 +107,23 @@ class SelfAttention(nn.Module):
         self.c_proj = Affine(d, d)
 
     def forward(self, x_hat: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None,
-                kernels: Kernels = FUSED, edits: LayerEdits | NoEdits = NO_EDITS
+                kernels: Kernels = FUSED, edits: LayerEdits | NoEdits = NO_EDITS, dropout_p: float = 0.0
                 ) -> tuple[Tensor, AttentionDiagnostics | None]:
         """x̂ [B, T, d] -> (attention update [B, T, d], diagnostics when tracing, else None).
 
-        With a cache, x̂ holds only the new positions; their keys and values join the cached ones."""
+        With a cache, x̂ holds only the new positions; their keys and values join the cached ones. `dropout_p`:
+        the probability each attention weight is dropped (training mode only; 0 otherwise)."""
         q, k, v = (split_heads(part, self.n_head) for part in self.c_attn(x_hat).chunk(3, dim=-1))
         if cache is not None:
             k, v = cache.append(k, v)
         if edits.touches("pattern"):  # the pattern is edited or kept: formed explicitly, whichever the kernel set
             pattern = edits.apply("pattern", attention_pattern(q, k))
-            heads, summaries = pattern.to(v.dtype) @ v, pattern_summaries(pattern) if trace is not None else None
+            heads = dropout(pattern, dropout_p).to(v.dtype) @ v
+            summaries = pattern_summaries(pattern) if trace is not None else None
         elif trace is None:
-            heads, summaries, pattern = kernels.attend(q, k, v), None, None
+            heads, summaries, pattern = kernels.attend(q, k, v, dropout_p), None, None
         else:
-            heads, summaries, pattern = kernels.attend_traced(q, k, v, trace.patterns)
+            heads, summaries, pattern = kernels.attend_traced(q, k, v, trace.patterns, dropout_p)
         heads = edits.apply("head_out", heads)
         if edits.touches("head_write"):  # each head's write, edited or kept before the writes are summed
             update = edits.apply("head_write", head_writes(heads, self.c_proj.weight)).sum(dim=1) + self.c_proj.bias

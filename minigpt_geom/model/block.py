@@ -2,6 +2,8 @@
 
     x_mid = x_l + attn_l(LN_1(x_l))          attention moves the word, reading its sphere point
     x_l+1 = x_mid + mlp_l(LN_2(x_mid))       the MLP moves it again, reading the new sphere point
+
+In training with dropout p (dropout.py) each update is dropped out before it is added: x_l + dropout(attn_l(…)).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import AttentionDiagnostics, SelfAttention
+from .dropout import dropout
 from .editing import NO_EDITS, LayerEdits, NoEdits
 from .fused import FUSED, Kernels
 from .linear import Affine
@@ -99,19 +102,20 @@ class Block(nn.Module):
         self.mlp = MLP(d)
 
     def forward(self, x: Tensor, trace: TraceRequest | None = None, cache: LayerCache | None = None,
-                kernels: Kernels = FUSED, edits: LayerEdits | NoEdits = NO_EDITS, norms: Bindings | None = None
-                ) -> tuple[Tensor, BlockDiagnostics | None]:
+                kernels: Kernels = FUSED, edits: LayerEdits | NoEdits = NO_EDITS, norms: Bindings | None = None,
+                dropout_p: float = 0.0) -> tuple[Tensor, BlockDiagnostics | None]:
         """x_l [B, T, d] -> (x_l+1, diagnostics when tracing, else None), with the given kernel set and norm
         variants (the model's pass reads them once: gpt2.py); each step's value passes through `edits.apply`
-        (itself when nothing edits or keeps that site: editing.py)."""
+        (itself when nothing edits or keeps that site: editing.py). `dropout_p`: GPT-2's dropout of the attention
+        weights and of both updates (training mode only, else 0)."""
         x = edits.apply("resid_pre", x)
         x_hat, ln_1 = self.ln_1(x, trace, kernels, edits.site("ln_1"), norms)
-        attention_update, attention = self.attn(x_hat, trace, cache, kernels, edits)
+        attention_update, attention = self.attn(x_hat, trace, cache, kernels, edits, dropout_p)
         attention_update = edits.apply("attn_out", attention_update)
-        x_mid = edits.apply("resid_mid", x + attention_update)
+        x_mid = edits.apply("resid_mid", x + dropout(attention_update, dropout_p))  # resid_pdrop
         x_hat, ln_2 = self.ln_2(x_mid, trace, kernels, edits.site("ln_2"), norms)
         mlp_update = edits.apply("mlp_out", self.mlp(x_hat, kernels))
-        x_next = edits.apply("resid_post", x_mid + mlp_update)
+        x_next = edits.apply("resid_post", x_mid + dropout(mlp_update, dropout_p))  # resid_pdrop
         if trace is None:
             return x_next, None
         variant = self.ln_1.binding(norms)[0]

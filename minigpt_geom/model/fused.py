@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .dropout import dropout
+
 # (entropy, max weight, first-key weight) of each query's pattern, each [B, H, T]
 Summaries = tuple[Tensor, Tensor, Tensor]
 
@@ -31,9 +33,10 @@ class Kernels:
     name: str
     sphere_projection: Callable[[Tensor, float], Tensor]  # layer norm's steps 1-2: centre, normalise (sphere.py)
     gelu: Callable[[Tensor], Tensor]  # GPT-2's tanh GELU (block.py)
-    attend: Callable[[Tensor, Tensor, Tensor], Tensor]  # Σ_j a_ij v_j, causal (attention.py)
-    # (q, k, v, keep pattern) -> (Σ_j a_ij v_j, summaries of a, a [B, H, T, S] if kept else None)
-    attend_traced: Callable[[Tensor, Tensor, Tensor, bool], tuple[Tensor, Summaries, Tensor | None]]
+    # (q, k, v, dropout p) -> Σ_j dropout(a)_ij v_j, causal (attention.py); p = 0: no dropout
+    attend: Callable[[Tensor, Tensor, Tensor, float], Tensor]
+    # (q, k, v, keep pattern, dropout p) -> (Σ_j dropout(a)_ij v_j, summaries of a, a [B, H, T, S] if kept else None)
+    attend_traced: Callable[[Tensor, Tensor, Tensor, bool, float], tuple[Tensor, Summaries, Tensor | None]]
 
 
 # ---- sphere.py: steps 1-2 of layer norm ------------------------------------------------------------
@@ -58,15 +61,16 @@ def gelu(u: Tensor) -> Tensor:
 # ---- attention.py: causal attention, untraced and traced --------------------------------------------
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """softmax(mask(q kᵀ/√d_head)) v by `F.scaled_dot_product_attention`: [B, H, T, d_head]."""
+def attend(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
+    """dropout(softmax(mask(q kᵀ/√d_head))) v by `F.scaled_dot_product_attention`, which drops the weights with
+    probability dropout_p itself (scaling the rest by 1/(1 − p), as dropout.py): [B, H, T, d_head]."""
     T, S = q.shape[-2], k.shape[-2]
     if T == S:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
     if T == 1:  # one new query with a KV cache sees every key
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 QUERY_BLOCK = 64  # queries scored at a time on a CPU: a block's float32 pattern stays in cache across its passes
@@ -94,9 +98,10 @@ def pattern_summaries(pattern: Tensor, scores: Tensor) -> Summaries:
     return log_normaliser - expected_score, max_weight, pattern[..., 0]
 
 
-def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool
+def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool, dropout_p: float = 0.0
                   ) -> tuple[Tensor, Summaries, Tensor | None]:
-    """(Σ_j a_ij v_j, (entropy, max weight, first-key weight), the pattern a if kept), a block of queries at a time.
+    """(Σ_j dropout(a)_ij v_j, (entropy, max weight, first-key weight), the pattern a if kept), a block of queries
+    at a time; the summaries and the kept pattern are a's, before dropout.
 
     Each block is scored against only the keys it can see (causal attention needs half of the T×S scores),
     in float32; no [B, H, T, S] tensor is built unless the pattern is kept."""
@@ -112,7 +117,7 @@ def attend_traced(q: Tensor, k: Tensor, v: Tensor, keep_patterns: bool
         above_diagonal = torch.ones(rows, rows, dtype=torch.bool, device=q.device).triu(diagonal=1)
         scores[..., visible - rows:].masked_fill_(above_diagonal, torch.finfo(scores.dtype).min)
         pattern = torch.softmax(scores, dim=-1, dtype=torch.float32)
-        outputs.append(pattern.to(v.dtype) @ v[..., :visible, :])
+        outputs.append(dropout(pattern, dropout_p).to(v.dtype) @ v[..., :visible, :])
         summaries.append(pattern_summaries(pattern, scores))
         if keep_patterns:
             kept[..., start:stop, :visible] = pattern

@@ -1,6 +1,6 @@
 """GPT-2: token + position embedding, L blocks, a final sphere projection, the tied unembedding.
 
-    x_0 = E[idx] + P[pos]                  [B, T, d]
+    x_0 = E[idx] + P[pos]                  [B, T, d]  (in training, dropped out with p = config.dropout: dropout.py)
     x_l+1 = block_l(x_l)                   residual updates (block.py)
     logits = LN_f(x_L) Eᵀ                  nearest words on the output sphere, [B, T, vocab]
 
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .block import Block
 from .cache import KVCache
+from .dropout import dropout
 from .editing import NO_EDITS, NoEdits, Plan, check_edits
 from .edits import Edit
 from ..config import GPT2Config, norm_site_names, site_name
@@ -149,13 +150,15 @@ class GPT2(nn.Module):
         forward pass up to the unembedding (training unembeds x̂ a chunk of positions at a time: training/loss.py)."""
         kernels = chosen_kernels(self.kernel_name)  # read once: the whole pass runs one set
         norms = self.norm_table.bindings  # read once too: every site runs these variants, whatever set_norm does
+        p = self.config.dropout if self.training else 0.0  # dropout in training mode only (model.train())
         start = cache.length if cache is not None else 0
         x = self.wte(idx) + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))  # x_0
+        x = dropout(x, p)  # embd_pdrop
         keep_states = trace is not None and trace.states
         states, blocks = [x], []
         for i, block in enumerate(self.h):
             x, diagnostics = block(x, trace, cache.layers[i] if cache is not None else None, kernels, edits.layer(i),
-                                   norms)
+                                   norms, p)
             blocks.append(diagnostics)
             if keep_states:
                 states.append(x)

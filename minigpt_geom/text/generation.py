@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ..model.cache import KVCache
+from ..model.dropout import in_mode
 from ..errors import InputError
 
 from .tokenizer import ENDOFTEXT
@@ -171,7 +172,8 @@ def decode_loop(model: GPT2, idx: Tensor, max_new_tokens: int, sampling: Samplin
         """The logits of the last position after a pass over ids, the edits applied to each of its positions."""
         start = cache.length if cache is not None else 0
         plan = model.check_edits(list(edits), ids.shape[0], ids.shape[1], start)
-        return model.run(ids, cache=cache, last_only=last_only, edits=plan)[:, -1]
+        with in_mode(model, training=False):  # no dropout, even in a model being trained (a sample of it)
+            return model.run(ids, cache=cache, last_only=last_only, edits=plan)[:, -1]
 
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # [B]
     cache = KVCache(model.config.n_layer, n_ctx) if use_cache else None

@@ -7,7 +7,9 @@ so ranks launched with different options refuse at once, naming the setting and 
 
 A rank that is lost (killed, out of memory) breaks the group: gloo raises "Connection closed by peer" in the
 others' next collective, and torchrun's agent sends them SIGTERM. Inside `lost_peer_named`, either ends each
-survivor with one ProcessGroupError naming the lost rank (peers.py finds it by its process id).
+survivor with one ProcessGroupError naming the lost rank (peers.py finds it by its process id), which the
+command line prints as its one line. What follows on the terminal is torchrun's: its agent's summary, a
+ChildFailedError traceback of its own listing each rank's exit code (the lost one's -9, the survivors' 2).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -45,36 +45,15 @@ from .optimizer_state import TrainingState, load_training_state, save_checkpoint
 from .run_folder import check_new_output
 from ..text.generation import Sampling, generate
 from ..memory import check_fits
+from .collapse import (CollapseWarning, Health, dyt_sites, health, health_request, plateau_note, saturation_note,
+                       unigram_entropy)
 from .loss import Workspace, chunked_cross_entropy
 from .memory import training_bytes, window_starts_bytes
+from ..model.dropout import in_mode
 from ..model.gpt2 import GPT2
+from ..model.trace import Trace, TraceRequest
 from ..text.tokenizer import ENDOFTEXT, Tokenizer
 from .settings import SettingError, TrainSettings, learning_rate, schedule_warning, settings_from_saved
-
-
-class CollapseWarning(Note):
-    """The run ended predicting little more than the tokens' frequencies (its validation loss near their entropy)."""
-
-
-COLLAPSED = 0.9  # a final validation loss above this share of the unigram entropy: the model learned ~nothing more
-
-
-def unigram_entropy(ids: np.ndarray) -> float:
-    """H = −Σ_v p_v ln p_v (nats) of the ids' own frequencies p_v: the loss of predicting every next token from
-    its frequency alone, the level a run that learned no context stays near."""
-    counts = np.bincount(np.asarray(ids, dtype=np.int64))
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
-def collapse_note(val_loss: float, entropy: float, model: GPT2) -> str | None:
-    """One line when the final validation loss stays above COLLAPSED × the training tokens' unigram entropy."""
-    if val_loss <= COLLAPSED * entropy:
-        return None
-    dyt = any(site.variant.name == "dyt" for site in model.norm_sites().values())
-    return (f"the validation loss ({val_loss:.4g} nats) stayed near the training tokens' unigram entropy "
-            f"({entropy:.4g}): the model predicts little more than word frequencies, a collapse; try a lower --lr"
-            + (" or a smaller --dyt-alpha (its tanh may saturate at every site)" if dyt else "") + " or more steps")
 
 
 class ScheduleWarning(UserWarning):
@@ -95,6 +74,8 @@ class LogRow:
     learning_rate: float
     tokens_per_second: float | None
     grad_norm: float | None  # ‖g‖ before clipping
+    residual_norm: float | None = None  # mean ‖x_L‖ on the first evaluation micro-batch, at evaluations
+    dyt_saturation: float | None = None  # the least saturated DyT site's share of |tanh(αx)| > 0.99 (collapse.py)
 
 
 # ---- the optimiser and its schedule -----------------------------------------------------------------
@@ -139,6 +120,16 @@ class NextTokenLoss(torch.nn.Module):
     def forward(self, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         """The mean (or summed) −log p(y | x) over every position."""
         x_hat, _ = self.points(x)
+        return self.cross_entropy(x_hat, y, reduction)
+
+    def traced(self, x: Tensor, y: Tensor, request: TraceRequest) -> tuple[Tensor, Trace]:
+        """The summed −log p(y | x) and the Trace `request` asks for, of one pass of the model (not compiled)."""
+        plan = self.model.check_edits(None, *x.shape, 0, request)  # what the trace captures
+        x_hat, trace = self.model.final_points(x, request, None, plan)
+        return self.cross_entropy(x_hat, y, "sum"), trace
+
+    def cross_entropy(self, x_hat: Tensor, y: Tensor, reduction: str) -> Tensor:
+        """The loss of the final points x̂ [B, T, d] against the next ids y [B, T], a chunk of positions at a time."""
         return chunked_cross_entropy(x_hat.flatten(0, 1), self.model.unembedding_rows(), self.model.lm_head.bias,
                                      y.flatten(), reduction, self.workspace)
 
@@ -211,18 +202,25 @@ def train_step(trained: torch.nn.Module, optimizer: torch.optim.AdamW, ids: np.n
 
 @torch.no_grad()
 def evaluate(loss: NextTokenLoss, ids: np.ndarray, context: int, n_windows: int, micro_batch: int,
-             processes: Processes, autocast) -> float:
-    """Mean cross-entropy over n_windows windows evenly spaced over ids: the same windows at every evaluation,
-    shared out among the processes."""
+             processes: Processes, autocast) -> tuple[float, Health | None]:
+    """(Mean cross-entropy over n_windows windows evenly spaced over ids, shared out among the processes; in the
+    main process the Health its first micro-batch's pass shows, traced: collapse.py), in eval mode (no dropout)."""
     starts = torch.linspace(0, len(ids) - context - 1, n_windows).long()[processes.rank::processes.world]
     sums = torch.zeros(2, dtype=torch.float64, device=processes.device)  # Σ loss, number of predictions
-    for chunk in starts.split(micro_batch):
-        x, y = (t.to(processes.device) for t in windows(ids, chunk, context))
-        with autocast:
-            sums[0] += loss(x, y, reduction="sum")
-        sums[1] += y.numel()
+    measured = None
+    with in_mode(loss.model, training=False):
+        for chunk in starts.split(micro_batch):
+            x, y = (t.to(processes.device) for t in windows(ids, chunk, context))
+            with autocast:
+                if processes.main and measured is None:
+                    loss_sum, trace = loss.traced(x, y, health_request(loss.model))
+                    sums[0] += loss_sum
+                    measured = health(loss.model, trace)
+                else:
+                    sums[0] += loss(x, y, reduction="sum")
+            sums[1] += y.numel()
     loss_sum, count = total(sums, processes).tolist()
-    return loss_sum / count
+    return loss_sum / count, measured
 
 
 def sample_text(model: GPT2, tokenizer: Tokenizer, n_tokens: int, seed: int) -> str:
@@ -237,6 +235,7 @@ def sample_text(model: GPT2, tokenizer: Tokenizer, n_tokens: int, seed: int) -> 
 # ---- the log ---------------------------------------------------------------------------------------------
 
 LOG_FIELDS = [f.name for f in fields(LogRow)]
+EARLIER_LOG_FIELDS = LOG_FIELDS[:6]  # a log.csv written before residual_norm and dyt_saturation: read, they are empty
 
 
 def log_cells(row: LogRow) -> list[str]:
@@ -270,20 +269,22 @@ def append_log(path: Path, row: LogRow) -> None:
 
 
 def read_log(path: Path) -> list[LogRow]:
-    """The rows of a log.csv written by append_log (none if it does not exist); CheckpointError naming the line
-    of one that is damaged (it is left as it is, for the user to repair or move away)."""
+    """The rows of a log.csv written by append_log (none if it does not exist; one of an earlier version, with
+    EARLIER_LOG_FIELDS, too); CheckpointError naming the line of one that is damaged (it is left as it is, for the
+    user to repair or move away)."""
     if not path.is_file():
         return []
     rows, line = [], 1
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            if reader.fieldnames != LOG_FIELDS:
+            header = reader.fieldnames
+            if header not in (LOG_FIELDS, EARLIER_LOG_FIELDS):
                 raise ValueError(f"its header is not {','.join(LOG_FIELDS)}")
             for line, r in enumerate(reader, start=2):
                 if None in r or None in r.values():  # more cells than the header, or fewer
-                    raise ValueError(f"it has {len(LOG_FIELDS)} columns, this row another number")
-                rows.append(LogRow(int(r["step"]), *(float(r[k]) if r[k] else None for k in LOG_FIELDS[1:])))
+                    raise ValueError(f"it has {len(header)} columns, this row another number")
+                rows.append(LogRow(int(r["step"]), *(float(r[k]) if r[k] else None for k in header[1:])))
     except (ValueError, csv.Error) as error:  # UnicodeDecodeError is a ValueError
         raise CheckpointError(f"{path} is damaged at line {line} ({' '.join(str(error).split())[:120]}): repair "
                               f"it, or move it away to resume with a new log") from None
@@ -302,8 +303,12 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     `before_step(step)`, if given, runs before each optimiser step (remove_ln switches layer norms there).
     A folder that holds a run is refused unless `resume` (continue it: `model` must hold its weights, as
     GPT2.from_pretrained(out) gives) or `overwrite`. Returns the log (every step's row). Under torchrun, every
-    process calls it, with the same settings (checked)."""
+    process calls it, with the same settings (checked). The model trains in training mode with the settings'
+    dropout (its config.dropout from then on, saved in config.json) and is left in its own mode after; with
+    dropout, torch's global generator is seeded before each step (dropout_seed), so that the run is repeatable
+    and a resumed one draws the masks the whole run would have (N processes draw other masks than one)."""
     processes = start_processes(device)
+    model.config = replace(model.config, dropout=settings.dropout)
     out = Path(out)
     check_tokenizer(data, tokenizer_source)
     context = settings.context or model.config.n_ctx
@@ -314,7 +319,7 @@ def train(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike, out
     if processes.main and (warning := schedule_warning(settings)):
         warnings.warn(warning, ScheduleWarning, stacklevel=2)
     lock = folder_lock(out, LOCK_FILE) if processes.main else nullcontext()
-    with lock:
+    with lock, in_mode(model, training=True):  # dropout on, but at evaluations and samples
         return run_steps(model, data, tokenizer_source, out, settings, processes, context, micro_batch,
                          resume=resume, overwrite=overwrite, progress=progress, before_step=before_step)
 
@@ -356,28 +361,34 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
     if processes.main:
         start_log(log_path, [row for row in log if logged(row, settings)])
     bar = tqdm(total=stop, initial=start, unit="step", disable=not (progress and processes.main))
+    saturation_warned = False
 
     for step in range(start, stop + 1):
         evaluating = step == start or step % settings.eval_interval == 0 or step == stop
-        val_loss = None
+        val_loss, measured = None, None
         if evaluating:
-            val_loss = evaluate(loss, data.val, context, settings.eval_windows, micro_batch, processes, autocast)
+            val_loss, measured = evaluate(loss, data.val, context, settings.eval_windows, micro_batch, processes,
+                                          autocast)
             if not math.isfinite(val_loss):  # the same sum in every process: all stop, before any file is written
                 raise stopped(out, step, f"the validation loss ({val_loss:.4g}) is not finite", "before saving")
             if processes.main:
                 sample = sample_text(model, tokenizer, settings.sample_tokens, settings.seed) \
                     if settings.sample_tokens else ""
                 bar.write(f"step {step}: validation loss {val_loss:.4f}" + (f"  sample: {sample!r}" if sample else ""))
+                if not saturation_warned and (note := saturation_note(step, measured)):
+                    warnings.warn(note, CollapseWarning, stacklevel=3)  # once: it names every site already
+                    saturation_warned = True
         if evaluating and (step > start or (step == stop and not resume)) and processes.main:
             state = TrainingState(step, batches.get_state(), asdict(settings), provenance(data.meta))
             save_checkpoint(out, model, optimizer, state, tokenizer_source, eot)
         if step == stop:
-            row = LogRow(step, None, val_loss, learning_rate(step, settings), None, None)
+            row = LogRow(step, None, val_loss, learning_rate(step, settings), None, None, *health_cells(measured))
             log.append(row)
             if processes.main:
                 append_log(log_path, row)
-                if step > settings.warmup_steps and (note := collapse_note(val_loss, unigram_entropy(data.train),
-                                                                           model)):
+                losses = [row.val_loss for row in log if row.val_loss is not None]
+                if step > settings.warmup_steps and (note := plateau_note(losses, unigram_entropy(data.val),
+                                                                          bool(dyt_sites(model)))):
                     warnings.warn(note, CollapseWarning, stacklevel=3)
             break
         if before_step is not None:
@@ -386,13 +397,15 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
         for group in optimizer.param_groups:
             group["lr"] = rate
         starts = process_windows(batches, len(data.train), settings, context, micro_batch, processes)
+        if settings.dropout:  # the masks come from torch's own generator: seeded by (seed, step, process) alone,
+            torch.manual_seed(dropout_seed(settings.seed, step, processes.rank))  # a resumed run draws the same
         began = time.perf_counter()
         try:
             result = train_step(trained, optimizer, data.train, starts, context, settings, processes, autocast)
         except TrainingStopped as error:
             raise stopped(out, step, str(error), "before this update") from None
         tokens_per_second = settings.batch_size * context / (time.perf_counter() - began)  # loss is synced
-        row = LogRow(step, result.loss, val_loss, rate, tokens_per_second, result.grad_norm)
+        row = LogRow(step, result.loss, val_loss, rate, tokens_per_second, result.grad_norm, *health_cells(measured))
         log.append(row)
         if processes.main and logged(row, settings):
             append_log(log_path, row)
@@ -401,6 +414,16 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
     bar.close()
     barrier(processes)  # the files are complete when every process returns
     return log
+
+
+def dropout_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one step's dropout masks in one process: a hash of the three (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0])
+
+
+def health_cells(measured: Health | None) -> tuple[float | None, float | None]:
+    """(mean ‖x_L‖, the least saturated DyT site's saturation) for log.csv; None where not measured."""
+    return (None, None) if measured is None else (measured.residual_norm, measured.least_saturated)
 
 
 def stopped(out: Path, step: int, problem: str, when: str) -> TrainingStopped:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from ..config import FLOAT32_MAX
+from ..config import FLOAT32_MAX, check_probability
 from ..errors import InputError
 
 
@@ -44,6 +44,9 @@ class TrainSettings:
     warmup_steps: int = option(100, "--warmup", "linear warm-up steps", metavar="STEPS")
     weight_decay: float = option(0.1, "--weight-decay", "AdamW weight decay of the matrices", metavar="W")
     betas: tuple[float, float] = option((0.9, 0.95), None, "AdamW's β1, β2")
+    dropout: float = option(0.0, "--dropout", "probability p of GPT-2's three dropouts (of x_0, of the attention "
+                            "weights, of each update before it joins the residual), in training only; saved in "
+                            "config.json as transformers' embd_pdrop, attn_pdrop, resid_pdrop", metavar="P")
     grad_clip: float = option(1.0, "--grad-clip", "largest gradient norm ‖g‖, 0 for no clipping", metavar="NORM")
     seed: int = option(0, None, "seed of the batches (and of a new model's initialisation)")
     eval_interval: int = option(100, "--eval-interval", "evaluate, sample and save every this many steps and at "
@@ -74,6 +77,10 @@ class TrainSettings:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise SettingError(name, f"must be a finite number ≥ 0, got {value!r}")
+        try:
+            check_probability("dropout", self.dropout)
+        except (TypeError, ValueError) as error:
+            raise SettingError("dropout", str(error).removeprefix("dropout ")) from None
         if self.learning_rate == 0:
             raise SettingError("learning_rate", "must be > 0, got 0")
         if self.min_learning_rate is not None and self.min_learning_rate > self.learning_rate:

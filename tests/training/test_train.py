@@ -142,7 +142,9 @@ def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(t
         assert row.learning_rate == pytest.approx(exact.learning_rate, rel=1e-5)
         assert row.train_loss == (exact.train_loss and pytest.approx(exact.train_loss, rel=1e-5))
     assert (tmp_path / "log.csv").read_text().splitlines()[0] == \
-        "step,train_loss,val_loss,learning_rate,tokens_per_second,grad_norm"
+        "step,train_loss,val_loss,learning_rate,tokens_per_second,grad_norm,residual_norm,dyt_saturation"
+    assert all((row.residual_norm is not None) == (row.val_loss is not None) for row in written)
+    assert all(row.dyt_saturation is None for row in written)  # a layer-norm model has no DyT site
 
     assert {"model.safetensors", "config.json", "vocab.json", "merges.txt"} <= {p.name for p in tmp_path.iterdir()}
     assert (tmp_path / "vocab.json").read_bytes() == (tiny_checkpoint / "vocab.json").read_bytes()
@@ -161,8 +163,9 @@ def test_training_lowers_validation_loss_and_transformers_reads_the_checkpoint(t
 
 
 @pytest.mark.slow  # a training run
-def test_resuming_gives_the_uninterrupted_run_bit_for_bit(tokens, tiny_checkpoint, tmp_path):
-    settings = dict(steps=6, eval_interval=4, micro_batch=4)  # gradient accumulation over 2 micro-batches
+@pytest.mark.parametrize("dropout", [0.0, 0.2])  # with dropout, the masks a resumed run draws are the same too
+def test_resuming_gives_the_uninterrupted_run_bit_for_bit(dropout, tokens, tiny_checkpoint, tmp_path):
+    settings = dict(steps=6, eval_interval=4, micro_batch=4, dropout=dropout)  # accumulation over 2 micro-batches
     whole = tiny_model()
     run(whole, tokens, tiny_checkpoint, tmp_path / "whole", **settings)
     run(tiny_model(), tokens, tiny_checkpoint, tmp_path / "parts", stop_at=3, **settings)

@@ -356,7 +356,7 @@ def test_a_warm_up_longer_than_the_run_is_a_warning_and_the_log_is_readable(toke
     err = capsys.readouterr().err
     assert "warning: the warm-up (10 steps) does not end before the run does (step 4)" in err
     lines = (out / "log.csv").read_text().splitlines()
-    assert lines[0] == "step,train_loss,val_loss,learning_rate,tokens_per_second,grad_norm"
+    assert lines[0] == "step,train_loss,val_loss,learning_rate,tokens_per_second,grad_norm,residual_norm,dyt_saturation"
     steps = [int(line.split(",")[0]) for line in lines[1:]]
     assert steps == [0, 2, 3, 4]  # every third step, and every evaluation (0, 2, 4)
     assert lines[1].split(",")[3] == "6e-06"  # 6e-5 · 1/10, not 5.999999999999999e-06
