@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from minigpt_geom import GPT2
 from minigpt_geom.model.trace import TraceRequest
 from minigpt_geom.text.token_files import load_tokens
-from minigpt_geom.training.loop import unigram_entropy
+from minigpt_geom.training.collapse import unigram_entropy
 
 STARTS = {  # name: the options of `train` that make it
     "layernorm": [],
