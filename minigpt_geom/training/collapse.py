@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..errors import Note
