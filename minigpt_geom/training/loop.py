@@ -75,7 +75,7 @@ class LogRow:
     tokens_per_second: float | None
     grad_norm: float | None  # ‖g‖ before clipping
     residual_norm: float | None = None  # mean ‖x_L‖ on the first evaluation micro-batch, at evaluations
-    dyt_saturation: float | None = None  # the least saturated DyT site's share of |tanh(αx)| > 0.99 (collapse.py)
+    dyt_saturation: float | None = None  # the most saturated DyT site's share of |tanh(αx)| > 0.99 (collapse.py)
 
 
 # ---- the optimiser and its schedule -----------------------------------------------------------------
@@ -424,8 +424,8 @@ def dropout_seed(seed: int, step: int, rank: int) -> int:
 
 
 def health_cells(measured: Health | None) -> tuple[float | None, float | None]:
-    """(mean ‖x_L‖, the least saturated DyT site's saturation) for log.csv; None where not measured."""
-    return (None, None) if measured is None else (measured.residual_norm, measured.least_saturated)
+    """(mean ‖x_L‖, the most saturated DyT site's saturation) for log.csv; None where not measured."""
+    return (None, None) if measured is None else (measured.residual_norm, measured.most_saturated)
 
 
 def stopped(out: Path, step: int, problem: str, when: str) -> TrainingStopped:
