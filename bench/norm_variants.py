@@ -33,6 +33,7 @@ from minigpt_geom import GPT2, GPT2Config, TraceRequest  # noqa: E402
 from minigpt_geom.analysis.lens import logit_lens  # noqa: E402
 from minigpt_geom.text.token_files import TokenData, windows  # noqa: E402
 from minigpt_geom.text.tokenizer import Tokenizer  # noqa: E402
+from minigpt_geom.training.collapse import unigram_entropy  # noqa: E402
 from minigpt_geom.training.loop import TrainSettings, train  # noqa: E402
 
 VARIANTS = ["layernorm", "rmsnorm", "sphere", "dyt", "none"]
@@ -65,13 +66,6 @@ def token_data(cache: Path, vocab: Path, max_files: int | None) -> TokenData:
     ids = np.load(path, mmap_mode="r")
     split = len(ids) - len(ids) // 10
     return TokenData(ids[:split], ids[split:], {"vocab_size": int(ids.max()) + 1})
-
-
-def unigram_entropy(ids: np.ndarray) -> float:
-    """−Σ p(v) log p(v) over the ids' own frequencies, nats."""
-    counts = np.bincount(ids)
-    p = counts[counts > 0] / len(ids)
-    return float(-(p * np.log(p)).sum())
 
 
 @torch.no_grad()

@@ -56,19 +56,31 @@ def add_architecture_arguments(parser: argparse.ArgumentParser, fine_tune: bool 
                        help="DyT's starting α at every dyt site, tanh(α x): a smaller α saturates later (default: "
                             "0.5, the DyT paper's)" + ("; with --weights, for the sites --norm makes dyt" if fine_tune
                                                        else ""))
+    group.add_argument("--dyt-gamma", type=positive_number, default=None, metavar="G",
+                       help="DyT's starting γ at ln_f, the site the tied unembedding reads (default: 1, the DyT "
+                            "paper's). At γ = 1 a DyT point's norm, about α‖x‖, is far below layer norm's √d, so "
+                            "training grows x until every tanh saturates; a larger γ (e.g. 32) gives the logits "
+                            "their scale instead (docs/norms.md)")
     group.add_argument("--seed", type=seed, default=None,
                        help=f"seed of the initialisation{' and batches' if fine_tune else ''} (default: 0)")
 
 
-def set_dyt_alpha(model, alpha: float | None) -> None:
-    """Start every DyT site of `model` at α = `alpha` (None: leave them); InputError when it has none."""
-    if alpha is None:
-        return
+def set_dyt_start(model, alpha: float | None, gamma: float | None) -> None:
+    """Start every DyT site of `model` at α = `alpha`, and ln_f's γ at `gamma` (None: leave it as it is);
+    InputError when the model has no DyT site there."""
+    import torch
+
     sites = [site for site in model.norm_sites().values() if site.variant.name == "dyt"]
-    if not sites:
+    if alpha is not None and not sites:
         raise InputError("--dyt-alpha sets DyT's starting α: give --norm dyt (or a mapping with dyt sites) too")
-    for site in sites:
-        site.alpha.data.fill_(alpha)
+    if gamma is not None and model.ln_f.variant.name != "dyt":
+        raise InputError(f"--dyt-gamma sets the starting γ of ln_f's DyT, and ln_f is {model.ln_f.variant.name}: "
+                         "give --norm dyt (or a mapping with ln_f dyt) too")
+    with torch.no_grad():
+        for site in sites if alpha is not None else ():
+            site.alpha.fill_(alpha)
+        if gamma is not None:
+            model.ln_f.weight.fill_(gamma)  # y = γ ⊙ tanh(αx) + β: the logits ⟨y, e_v⟩ scale with γ
 
 
 def wants_new_model(args: argparse.Namespace) -> bool:
@@ -93,7 +105,7 @@ def new_model_from_arguments(args: argparse.Namespace, vocab_size: int):
         raise InputError(str(error)) from None
     check_fits(f"a model of {config}", 2 * model_bytes(config), torch.device("cpu"))  # built, then copied to save
     model = GPT2(config, norm=args.norm or "layernorm", seed=args.seed or 0)
-    set_dyt_alpha(model, args.dyt_alpha)
+    set_dyt_start(model, args.dyt_alpha, args.dyt_gamma)
     return model
 
 

@@ -107,9 +107,10 @@ def staged_outputs(out: Path) -> Iterator[Path]:
 
 def output_file(folder: Path, name: str) -> Path:
     """folder/name, refused if it would lie outside the folder once links are resolved (a link at the name
-    included: the writer follows links, never replaces them)."""
+    included: the writer follows links, never replaces them). realpath, not resolve: a loop of links is left for
+    the writer to refuse in one line (resolve raises RuntimeError on one)."""
     path = folder / name
-    if path.resolve().parent != folder.resolve():
+    if Path(os.path.realpath(path)).parent != Path(os.path.realpath(folder)):
         raise OutputError(f"{path} would be written outside the output folder {folder}")
     return path
 

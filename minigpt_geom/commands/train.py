@@ -8,6 +8,7 @@ minutes on a laptop's cores. On many processes:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import fields
@@ -20,7 +21,7 @@ from ..training.settings import SettingError, TrainSettings, settings_from_saved
 from .arguments import add_command, add_quiet_argument, folder_path, path_text, whole_number
 from .loading import processes_for
 from .outputs import output_folder, show_progress
-from .init import add_architecture_arguments, new_model_from_arguments, set_dyt_alpha, wants_new_model
+from .init import add_architecture_arguments, new_model_from_arguments, set_dyt_start, wants_new_model
 from .prepare import add_corpus_arguments, corpus_options, corpus_settings
 
 if TYPE_CHECKING:
@@ -100,8 +101,10 @@ def settings_from_arguments(args: argparse.Namespace) -> TrainSettings:
 
 
 def check_outside(corpus: str, out: Path) -> None:
-    """InputError when -o DIR lies inside the corpus folder: the run's own files would become training text."""
-    if Path(corpus).is_dir() and Path(corpus).resolve() in (out.resolve(), *out.resolve().parents):
+    """InputError when -o DIR lies inside the corpus folder: the run's own files would become training text.
+    realpath, not resolve: a loop of links at -o is left for the folder's lock to refuse in one line."""
+    where = Path(os.path.realpath(out))
+    if Path(corpus).is_dir() and Path(os.path.realpath(corpus)) in (where, *where.parents):
         raise InputError(f"-o {out} is inside the corpus {corpus}: the run's files would be read as text; "
                          f"choose a folder outside it")
 
@@ -174,9 +177,9 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
 
     new = wants_new_model(args)
     if args.resume:
-        if args.weights or new or args.norm or args.dyt_alpha is not None:
-            raise InputError("--resume continues the model saved in --out: drop --weights, --init, the sizes, --norm "
-                             "and --dyt-alpha")
+        if args.weights or new or args.norm or args.dyt_alpha is not None or args.dyt_gamma is not None:
+            raise InputError("--resume continues the model saved in --out: drop --weights, --init, the sizes, --norm, "
+                             "--dyt-alpha and --dyt-gamma")
         return GPT2.from_pretrained(args.out), args.tokenizer or str(args.out)
     if args.weights and new:
         raise InputError("give --weights to fine-tune or --init/--n-layer … for a new model, not both")
@@ -184,7 +187,7 @@ def build_model(args: argparse.Namespace) -> tuple[GPT2, str]:
         model = GPT2.from_pretrained(args.weights)
         if args.norm:
             model.set_norm(args.norm)
-        set_dyt_alpha(model, args.dyt_alpha)
+        set_dyt_start(model, args.dyt_alpha, args.dyt_gamma)
         return model, args.tokenizer or args.weights
     tokenizer = args.tokenizer or DEFAULT_TOKENIZER  # a new model: DEFAULT_SHAPE, as `init` makes it
     return new_model_from_arguments(args, Tokenizer.from_pretrained(tokenizer).n_vocab), tokenizer

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from .corpus import text_chunks
 from .tokenizer import ENDOFTEXT, GPT2_PATTERN
 
@@ -74,5 +74,10 @@ def train_bpe(files: Sequence[Path], vocab_size: int, *, min_frequency: int = MI
 
 
 def write_bpe(tokenizer: tokenizers.Tokenizer, folder: str | os.PathLike) -> list[Path]:
-    """vocab.json (token -> id) and merges.txt (the merges in learned order) into `folder`: GPT-2's two files."""
-    return [Path(path) for path in tokenizer.model.save(str(folder))]
+    """vocab.json (token -> id) and merges.txt (the merges in learned order) into `folder`: GPT-2's two files.
+
+    The Rust library reports a failed write (a full disk) as a bare Exception: an OutputError naming the folder."""
+    try:
+        return [Path(path) for path in tokenizer.model.save(str(folder))]
+    except Exception as error:  # tokenizers' own error type is Exception itself
+        raise OutputError(f"cannot write the tokenizer into {folder}: {error}") from None

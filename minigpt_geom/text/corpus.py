@@ -72,11 +72,12 @@ def corpus_files(path: str | Path, pattern: str = DEFAULT_PATTERN,
     if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:  # rglob would leave the folder
         raise InputError(f"the pattern {pattern!r} must name files inside the corpus folder (relative, without "
                          f"'..')", field="pattern")
-    excluded = [Path(folder).resolve() for folder in [*exclude, *token_folders(path)]]
+    # realpath, not resolve: an excluded -o that is a loop of links is refused later, in one line, not here
+    excluded = [Path(os.path.realpath(folder)) for folder in [*exclude, *token_folders(path)]]
     files = sorted(
         p for p in path.rglob(pattern)
         if p.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(path).parts)
-        and not any(p.resolve().is_relative_to(folder) for folder in excluded)
+        and not any(Path(os.path.realpath(p)).is_relative_to(folder) for folder in excluded)
     )
     if not files:
         raise InputError(f"no files matching the pattern {pattern!r} under {path}", field="pattern")

@@ -2,8 +2,10 @@
 
 Two collapses have a cause that can be seen (issue 28, item 5):
   - DyT's tanh saturates: once ‖x‖ grows, |tanh(αx_i)| → 1 at nearly every coordinate, the site reads little
-    more than the signs of x, and tanh′ = 1 − tanh² passes almost no gradient back. Measured on the residual
-    states of one evaluation micro-batch (the trace's captured points, model/trace.py), with ‖x_L‖ beside it.
+    more than the signs of x, and tanh′ = 1 − tanh² passes almost no gradient back. At ln_f that ends the run:
+    every gradient reaches the layers through ln_f. It starts there, too (docs/norms.md: the logits' scale),
+    while the first layers' sites stay unsaturated. Measured on the residual states of one evaluation
+    micro-batch (the trace's captured points, model/trace.py), with ‖x_L‖ beside it.
   - The validation loss stops improving near the held-out unigram entropy: the model predicts word frequencies
     and nothing more. A short run on a large vocabulary is also above that level, but still falling; so the
     note asks for the last PLATEAU evaluations near the entropy and no longer decreasing.
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..errors import Note
@@ -30,7 +31,7 @@ STALLED = 0.01  # "without improving": the loss fell by less than this share ove
 
 
 class CollapseWarning(Note):
-    """The run collapsed: every DyT site saturated, or the validation loss stuck near the unigram entropy."""
+    """The run collapsed: DyT saturated at ln_f (or at every site), or the loss stuck near the unigram entropy."""
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,9 @@ class Health:
     saturation: dict[str, float]  # DyT site -> share of its coordinates with |tanh(αx_i)| > SATURATED
 
     @property
-    def least_saturated(self) -> float | None:
-        """The saturation of the DyT site that saturates least (every site is at least this saturated); None
-        without a DyT site."""
-        return min(self.saturation.values()) if self.saturation else None
+    def most_saturated(self) -> float | None:
+        """The saturation of the DyT site that saturates most; None without a DyT site."""
+        return max(self.saturation.values()) if self.saturation else None
 
 
 def dyt_sites(model: GPT2) -> list[str]:
@@ -73,14 +73,16 @@ def health(model: GPT2, trace: Trace) -> Health:
 
 
 def saturation_note(step: int, measured: Health) -> str | None:
-    """One line when every DyT site has more than ALL_SATURATED of its coordinates saturated, else None."""
-    least = measured.least_saturated
-    if least is None or least <= ALL_SATURATED:
+    """One line when ln_f's DyT, or every DyT site, has more than ALL_SATURATED of its coordinates saturated."""
+    shares = measured.saturation
+    if not shares or (shares.get("ln_f", 0.0) <= ALL_SATURATED and min(shares.values()) <= ALL_SATURATED):
         return None
-    sites = ", ".join(f"{name} {share:.1%}" for name, share in measured.saturation.items())
-    return (f"step {step}: every DyT site's tanh is saturated (share of |tanh(αx)| > {SATURATED}: {sites}; "
+    where = "ln_f, which every gradient passes through," if shares.get("ln_f", 0.0) > ALL_SATURATED else "every site"
+    sites = ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
+    return (f"step {step}: DyT's tanh is saturated at {where} (share of |tanh(αx)| > {SATURATED}: {sites}; "
             f"‖x_L‖ = {measured.residual_norm:.4g}): the sites read little more than signs and pass back almost no "
-            f"gradient; start α lower (--dyt-alpha) or train with a lower --lr")
+            f"gradient; start ln_f's γ larger (--dyt-gamma, e.g. 32), α lower (--dyt-alpha) or train with a lower "
+            f"--lr")
 
 
 def unigram_entropy(ids: np.ndarray) -> float:
@@ -101,4 +103,4 @@ def plateau_note(val_losses: Sequence[float], entropy: float, dyt: bool) -> str 
     shown = ", ".join(f"{loss:.4g}" for loss in last)
     return (f"the validation loss stopped improving near the held-out unigram entropy ({entropy:.4g} nats): "
             f"{shown} at the last {PLATEAU} evaluations: the model predicts little more than word frequencies, a "
-            f"collapse; try a lower --lr" + (" or a smaller --dyt-alpha" if dyt else "") + " or more warm-up")
+            f"collapse; try a lower --lr" + (", a larger --dyt-gamma" if dyt else "") + " or more warm-up")

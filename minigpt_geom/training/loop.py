@@ -37,7 +37,7 @@ from ..text.token_files import (TokenData, cache_folder, check_same_data, check_
                                 provenance, windows)
 from .distributed import ALONE, Processes, agree, barrier, start_processes, total
 from ..errors import CheckpointError, InputError, MiniGPTGeomError, Note
-from ..io.checkpoint_folder import LOCK_FILE, current_checkpoint
+from ..io.checkpoint_folder import LOCK_FILE, current_checkpoint, remove_stale_checkpoints
 from ..io.files import folder_lock, write_text
 from ..io.owned import check_owned, record
 from ..model.pretrained import norm_spec
@@ -75,7 +75,7 @@ class LogRow:
     tokens_per_second: float | None
     grad_norm: float | None  # ‖g‖ before clipping
     residual_norm: float | None = None  # mean ‖x_L‖ on the first evaluation micro-batch, at evaluations
-    dyt_saturation: float | None = None  # the least saturated DyT site's share of |tanh(αx)| > 0.99 (collapse.py)
+    dyt_saturation: float | None = None  # the most saturated DyT site's share of |tanh(αx)| > 0.99 (collapse.py)
 
 
 # ---- the optimiser and its schedule -----------------------------------------------------------------
@@ -345,6 +345,8 @@ def run_steps(model: GPT2, data: TokenData, tokenizer_source: str | os.PathLike,
             check_same_data(state.data, data)  # the same files, pattern, tokenizer and split, or an InputError
         start, log = state.step, [row for row in read_log(out / "log.csv") if row.step < state.step]
         batches.set_state(state.batch_rng)
+        if processes.main:  # a kill between the last link switch and its cleanup left the previous checkpoint
+            remove_stale_checkpoints(out)
     if stop < start:
         raise InputError(f"the run in {out} is at step {start}, past the requested stop at step {stop}")
 
@@ -422,8 +424,8 @@ def dropout_seed(seed: int, step: int, rank: int) -> int:
 
 
 def health_cells(measured: Health | None) -> tuple[float | None, float | None]:
-    """(mean ‖x_L‖, the least saturated DyT site's saturation) for log.csv; None where not measured."""
-    return (None, None) if measured is None else (measured.residual_norm, measured.least_saturated)
+    """(mean ‖x_L‖, the most saturated DyT site's saturation) for log.csv; None where not measured."""
+    return (None, None) if measured is None else (measured.residual_norm, measured.most_saturated)
 
 
 def stopped(out: Path, step: int, problem: str, when: str) -> TrainingStopped:

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-CHUNK_BYTES = 32 * 2**20  # one chunk's float32 logits: 166 positions of GPT-2's 50257 words (bench/NOTES.md)
+CHUNK_BYTES = 16 * 2**20  # one chunk's float32 logits: 83 positions of GPT-2's 50257 words. Below glibc's largest
+# mmap threshold (32 MB), so the chunk-sized temporaries of softmax come from the heap instead of fresh pages
+# faulted in at every step (bench/NOTES.md: a 4096-word model's step at 32 MB spent 15 % of its time in the kernel)
 
 
 def chunk_rows(vocab_size: int) -> int:

@@ -99,6 +99,31 @@ def test_minor_train_onto_a_file_is_one_line_before_any_work(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("command", ["report", "lens", "train"])
+def test_an_output_that_is_a_loop_of_links_is_one_line(command, tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """`-o loop` where loop -> loop: report and train ended in pathlib's RuntimeError("Symlink loop") (bench/attacks.py
+    found it); now the writer or the folder's lock refuses it, naming it, and the link stays."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink("loop", "loop")
+    argv = {"report": ["report", TEXT, "--weights", str(tiny_checkpoint)],
+            "lens": ["lens", TEXT, "--weights", str(tiny_checkpoint), "--no-plot"],
+            "train": ["train", str(tiny_checkpoint), "--pattern", "*.json", "--tokenizer", str(tiny_checkpoint)]}
+    err = one_line_error(capsys, main([*argv[command], "-o", "loop", "--quiet"]), command)
+    assert "loop" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == ["loop"] and os.readlink("loop") == "loop"
+
+
+def test_a_tokenizer_that_cannot_be_written_is_an_output_error(tmp_path):
+    """tokenizers reports a failed save (a full disk: "No space left on device (os error 28)") as a bare Exception,
+    which reached the user as a traceback; here vocab.json is a folder, the same failure."""
+    pytest.importorskip("tokenizers", reason="needs tokenizers (pip install -e .[fast])")
+    from minigpt_geom.text.bpe_training import byte_level_bpe, write_bpe
+
+    (tmp_path / "vocab.json").mkdir()
+    with pytest.raises(OutputError, match=f"cannot write the tokenizer into {tmp_path}: .*"):
+        write_bpe(byte_level_bpe(), tmp_path)
+
+
 # ---- compare: one vocabulary ------------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -18,8 +18,8 @@ import torch
 from minigpt_geom import GPT2, GPT2Config
 from minigpt_geom.cli import main
 from minigpt_geom.text.token_files import TokenData, load_tokens, tokenizer_fingerprint, windows
-from minigpt_geom.training.collapse import (ALL_SATURATED, NEAR_UNIGRAM, SATURATED, CollapseWarning, plateau_note,
-                                            unigram_entropy)
+from minigpt_geom.training.collapse import (ALL_SATURATED, NEAR_UNIGRAM, SATURATED, CollapseWarning, Health,
+                                            plateau_note, saturation_note, unigram_entropy)
 from minigpt_geom.training.loop import read_log
 
 from tiny_training import FAST, SHAPE, run, tiny_model
@@ -42,6 +42,20 @@ def test_unigram_entropy_is_the_frequencies_entropy(tokens):
 ])
 def test_the_plateau_rule(losses, fires):
     assert (plateau_note(losses, 5.2, dyt=False) is not None) is fires
+
+
+@pytest.mark.parametrize("shares, fires", [
+    ({"h.0.ln_1": 0.0, "h.1.ln_2": 0.6, "ln_f": 1.0}, True),  # the collapse seen on a 12 MB corpus: ln_f first
+    ({"h.0.ln_1": 0.99, "h.0.ln_2": 0.97}, True),  # ln_f is another variant: every DyT site saturated
+    ({"h.0.ln_1": 1.0, "h.0.ln_2": 1.0, "ln_f": 0.9}, False),  # ln_f still passes gradient back
+    ({"h.0.ln_1": 0.99, "h.0.ln_2": 0.5}, False),
+    ({}, False),  # no DyT site
+])
+def test_the_saturation_rule(shares, fires):
+    note = saturation_note(7, Health(12.5, shares))
+    assert (note is not None) is fires
+    if fires:
+        assert note.startswith("step 7: ") and all(name in note for name in shares) and "--dyt-gamma" in note
 
 
 def test_a_run_that_learned_nothing_is_one_note(tokens, tiny_checkpoint, tmp_path, one_thread):
@@ -70,7 +84,7 @@ def site_shares_by_hand(model: GPT2, tokens, context: int, n_windows: int, micro
 
 
 @pytest.mark.parametrize("alpha", [100.0, 0.5])  # partly saturated at step 0; DyT's own α₀, not at all
-def test_log_csv_holds_the_least_saturated_site_and_the_residual_norm(alpha, tokens, tiny_checkpoint, tmp_path,
+def test_log_csv_holds_the_most_saturated_site_and_the_residual_norm(alpha, tokens, tiny_checkpoint, tmp_path,
                                                                       one_thread):
     model = tiny_model("dyt")
     for site in model.norm_sites().values():
@@ -82,7 +96,7 @@ def test_log_csv_holds_the_least_saturated_site_and_the_residual_norm(alpha, tok
     shares, residual_norm = site_shares_by_hand(model, tokens, SHAPE["n_ctx"], FAST["eval_windows"],
                                                 FAST["batch_size"])
     row = read_log(tmp_path / "log.csv")[0]
-    assert row.dyt_saturation == pytest.approx(min(shares.values()), rel=1e-5, abs=1e-12)
+    assert row.dyt_saturation == pytest.approx(max(shares.values()), rel=1e-5, abs=1e-12)
     assert row.residual_norm == pytest.approx(residual_norm, rel=1e-5)
     if alpha == 100.0:
         assert 0.05 < min(shares.values()) < ALL_SATURATED  # measured in between: the comparison has power
@@ -93,11 +107,12 @@ def test_a_run_whose_every_dyt_site_saturates_is_one_warning_naming_the_sites(to
     model = tiny_model("dyt")
     for site in model.norm_sites().values():
         site.alpha.data.fill_(1e4)  # tanh(10⁴ x) is ±1 wherever |x| > 3e-4
-    with pytest.warns(CollapseWarning, match="every DyT site's tanh is saturated") as caught:
+    with pytest.warns(CollapseWarning, match="DyT's tanh is saturated at ln_f") as caught:
         run(model, tokens, tiny_checkpoint, tmp_path, steps=2, warmup_steps=1, eval_interval=1)
     notes = [str(w.message) for w in caught if w.category is CollapseWarning and "saturated" in str(w.message)]
     assert len(notes) == 1  # once, though all three evaluations saw it
-    assert all(name in notes[0] for name in model.norm_sites()) and "--dyt-alpha" in notes[0] and "--lr" in notes[0]
+    assert all(name in notes[0] for name in model.norm_sites())
+    assert all(option in notes[0] for option in ("--dyt-gamma", "--dyt-alpha", "--lr"))
     assert all(row.dyt_saturation > ALL_SATURATED for row in read_log(tmp_path / "log.csv"))
 
 

@@ -1,5 +1,6 @@
 """DyT's starting α from the command line (issue 28, item 5): `init` and `train` start every dyt site at
---dyt-alpha, the value read back from the checkpoint; without a dyt site, or on --resume, one line says why."""
+--dyt-alpha, the value read back from the checkpoint, and ln_f's γ at --dyt-gamma; without a dyt site, or on
+--resume, one line says why."""
 
 from __future__ import annotations
 
@@ -48,8 +49,20 @@ def test_train_starts_a_new_dyt_model_at_the_given_alpha(corpus, tiny_checkpoint
     (["--dyt-alpha", "0.5"], "give --norm dyt"),
     (["--norm", "dyt", "--dyt-alpha", "0"], "must be > 0"),
     (["--norm", "dyt", "--dyt-alpha", "nan"], "finite"),
+    (["--dyt-gamma", "8"], "ln_f is layernorm"),
+    (["--norm", '{"h.0.ln_1": "dyt"}', "--dyt-gamma", "8"], "ln_f is layernorm"),
+    (["--norm", "dyt", "--dyt-gamma", "-1"], "must be > 0"),
 ])
-def test_a_dyt_alpha_that_cannot_apply_is_one_line(argv, said, tiny_checkpoint, tmp_path, capsys):
+def test_a_dyt_start_that_cannot_apply_is_one_line(argv, said, tiny_checkpoint, tmp_path, capsys):
     assert main(["init", "-o", str(tmp_path / "m"), "--tokenizer", str(tiny_checkpoint), *SMALL, *argv]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and said in err and not (tmp_path / "m").exists()
+
+
+def test_dyt_gamma_starts_ln_f_gamma_alone(tiny_checkpoint, tmp_path):
+    assert main(["init", "-o", str(tmp_path), "--tokenizer", str(tiny_checkpoint), *SMALL, "--norm", "dyt",
+                 "--dyt-gamma", "32"]) == 0
+    weights = load_file(tmp_path / "model.safetensors")
+    assert torch.equal(weights["ln_f.weight"], torch.full((32,), 32.0))
+    assert all(torch.equal(weights[f"h.{i}.{site}.weight"], torch.ones(32)) for i in range(2) for site in ("ln_1", "ln_2"))
+    assert set(alphas(tmp_path).values()) == {0.5}  # α stays the paper's

@@ -166,6 +166,22 @@ def test_defect_10_a_plain_resume_after_stop_at_goes_on_to_the_end(tokens, tiny_
     assert saved_step(out) == 4 and [row.step for row in read_log(out / "log.csv")] == [0, 1, 2, 3, 4]
 
 
+def test_minor_resume_removes_the_previous_checkpoint_a_kill_left(finished, tokens, tmp_path):
+    """Killed after the last checkpoint's link switch, before its cleanup (bench/attacks.py: SIGKILL after the 7th
+    replace_link), a finished run kept its previous checkpoint folder for ever: the resume trains nothing, so no
+    checkpoint write removed it. The resume removes it now; a folder of the user's with such a name stays."""
+    from minigpt_geom.io.owned import record
+
+    out = copy_of(finished, tmp_path)
+    shutil.copytree(out / "checkpoint", out / "step-000002")  # what the kill left: ours, in the manifest
+    record(out, added=("step-000002",))
+    (out / "step-000003").mkdir()
+    (out / "step-000003" / "mine.txt").write_text("the user's")
+    assert main(["train", str(tokens), "-o", str(out), "--resume", "--quiet"]) == 0
+    assert not (out / "step-000002").exists() and (out / "step-000003" / "mine.txt").read_text() == "the user's"
+    assert saved_step(out) == 4 and os.readlink(out / "checkpoint") == "step-000004"
+
+
 KILL_AT_A_LINK = """
 import os, signal, sys
 import minigpt_geom.io.checkpoint_folder as checkpoint_folder
