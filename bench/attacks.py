@@ -48,7 +48,7 @@ CLASSES = ("crafted", "kills", "disk", "paths", "sizes", "torchrun")
 MIB = 2**20
 RSS_BOUND = 1536 * MIB  # a child that allocated what a hostile size asked for would be far past this
 # ulimit -v of the hostile sizes: the memory probe honours it (the check refuses what does not fit in it), and a
-# size it let through cannot take the machine (`--eval-windows 1000000000` fits 22 GiB available: 18 GiB peak)
+# size it let through cannot take the machine (`--eval-windows 1000000000` fits 22 GiB available: 12 GB peak)
 SAFETY = ((resource.RLIMIT_AS, 4 * 2**30),)
 DEEP = 100_000  # JSON nesting past the parser's recursion limit
 ARGV_DEEP = 10_000  # past it too, in one argument (the kernel takes at most 128 KiB: 100k would not fit)

@@ -209,7 +209,8 @@ def evaluate(loss: NextTokenLoss, ids: np.ndarray, context: int, n_windows: int,
     sums = torch.zeros(2, dtype=torch.float64, device=processes.device)  # Σ loss, number of predictions
     measured = None
     with in_mode(loss.model, training=False):
-        for chunk in starts.split(micro_batch):
+        for first in range(0, len(starts), micro_batch):  # slices made one at a time: split() would hold a tensor
+            chunk = starts[first:first + micro_batch]        # object (~200 bytes) per micro-batch all at once
             x, y = (t.to(processes.device) for t in windows(ids, chunk, context))
             with autocast:
                 if processes.main and measured is None:
