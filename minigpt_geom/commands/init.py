@@ -59,8 +59,8 @@ def add_architecture_arguments(parser: argparse.ArgumentParser, fine_tune: bool 
     group.add_argument("--dyt-gamma", type=positive_number, default=None, metavar="G",
                        help="DyT's starting γ at ln_f, the site the tied unembedding reads (default: 1, the DyT "
                             "paper's). At γ = 1 a DyT point's norm, about α‖x‖, is far below layer norm's √d, so "
-                            "training grows x until every tanh saturates; a larger γ (e.g. 32) gives the logits "
-                            "their scale instead (docs/norms.md)")
+                            "training grows x until ln_f's tanh saturates and stops the gradient; a larger γ (e.g. "
+                            "32) gives the logits their scale instead (docs/norms.md)")
     group.add_argument("--seed", type=seed, default=None,
                        help=f"seed of the initialisation{' and batches' if fine_tune else ''} (default: 0)")
 
