@@ -77,7 +77,7 @@ def saturation_note(step: int, measured: Health) -> str | None:
     shares = measured.saturation
     if not shares or (shares.get("ln_f", 0.0) <= ALL_SATURATED and min(shares.values()) <= ALL_SATURATED):
         return None
-    where = "ln_f, which every gradient passes through," if shares.get("ln_f", 0.0) > ALL_SATURATED else "every site"
+    where = "ln_f (every gradient passes through it)" if shares.get("ln_f", 0.0) > ALL_SATURATED else "every site"
     sites = ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
     return (f"step {step}: DyT's tanh is saturated at {where} (share of |tanh(αx)| > {SATURATED}: {sites}; "
             f"‖x_L‖ = {measured.residual_norm:.4g}): the sites read little more than signs and pass back almost no "
