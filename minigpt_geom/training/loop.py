@@ -453,8 +453,8 @@ def check_run(model: GPT2, data: TokenData, settings: TrainSettings, context: in
                            f"{micro_batch} on {processes.world} process(es)")
     check_fits(f"a training step of micro-batch {micro_batch} × {context} tokens",
                training_bytes(model.config, micro_batch, context), processes.device)
-    for windows, what in ((settings.batch_size, "a batch"), (settings.eval_windows, "an evaluation")):  # drawn at once
-        check_fits(f"{what} of {windows:,} windows", window_starts_bytes(windows), torch.device("cpu"))
+    for count, what in ((settings.batch_size, "a batch"), (settings.eval_windows, "an evaluation")):  # drawn at once
+        check_fits(f"{what} of {count:,} windows", window_starts_bytes(count), torch.device("cpu"))
     if data.meta["vocab_size"] > model.config.vocab_size:  # every id < vocab_size: no check at each step
         raise InputError(f"the token files use ids up to {data.meta['vocab_size'] - 1}, beyond the model's "
                          f"vocabulary of {model.config.vocab_size}: tokenise with the model's tokenizer")
