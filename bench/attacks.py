@@ -1107,7 +1107,9 @@ class Runner:
         expected_codes = {"SIGKILL": (-9,), "SIGTERM": (-15, 143, 2), "SIGINT": (130, -2, 2)}[signame]
         if "Traceback" in child.err:
             return f"the killed run: a traceback: {child.err.strip().splitlines()[-1][:160]}"
-        if child.code not in expected_codes and child.code != 0:
+        if child.code == 0:  # it ran to its end: the attack tried nothing
+            return f"the kill never fired: {module}.{function} was called fewer than {nth} times"
+        if child.code not in expected_codes:
             return f"the killed run ended with {child.code}: {child.err.strip()[-200:]}"
         resumed = self.command(attack, folder, argv=attack.resume or attack.argv, log="_resumed")
         if resumed.code == 2 and attack.resume:  # nothing to resume (killed before the first checkpoint): again
