@@ -1055,11 +1055,11 @@ class Runner:
             return f"a traceback: {child.err.strip().splitlines()[-1][:160]}"
         if child.peak > RSS_BOUND:
             return f"peak RSS {child.peak / MIB:.0f} MiB"
-        if child.code == 2 and len(child.err.strip().splitlines()) == 1:
-            return None  # refused in one line: also bounded
-        if len(child.out) < 20:
+        if len(child.out) < 20:  # a refusal at once would be bounded too, but it is not what the attack tests
             return f"nothing streamed in 8 s (exit {child.code})"
-        return None
+        if child.code in (0, 130) or (child.code == 2 and len(child.err.strip().splitlines()) == 1):
+            return None  # Ctrl-C's 130, or one line (train: the checkpoint it keeps and how to continue)
+        return f"exit {child.code} after SIGINT: {child.err.strip()[-200:]}"
 
     # -- kills ----------------------------------------------------------------------------------------------
 
