@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..config import site_name
 from ..errors import InputError
 from .edits import (ABLATIONS, HEAD_SITES, NORM_SITES, OPERATIONS, SITES, Ablate, Add, Edit, FreezeScale, Rotate,
                     Scale, Set)
@@ -350,7 +351,7 @@ def site_module(model: nn.Module, edit: Edit) -> Any:
 
 def site_label(edit: Edit) -> str:
     """h.3.ln_1 or ln_f."""
-    return "ln_f" if edit.site == "ln_f" else f"h.{edit.layer}.{edit.site}"
+    return "ln_f" if edit.site == "ln_f" else site_name(edit.layer, edit.site)
 
 
 def source_values(model: nn.Module, source: Any, edit: Edit, site: str, layer: int | None, shape: Shape,
