@@ -331,7 +331,7 @@ def check_tensor(value: Any, field_name: str, selected: torch.Size, shape: Shape
 
 def site_layouts() -> str:
     """Each site's layout, for an error message."""
-    return "; ".join(f"{site} {axes}" for site, (_, _, _, axes) in SITES.items())
+    return "; ".join(f"{site} {axes}" for site, axes in SITES.items())
 
 
 def check_number(value: Any, field_name: str, name: str) -> float:
