@@ -1199,14 +1199,14 @@ sys.exit(main(sys.argv[5:]))
 
 
 def same_outputs(reference: Path, folder: Path) -> str | None:
-    """None when every output file of the reference run is in folder with the same bytes (tensors compared one by
-    one; meta.json and log.csv by their lasting fields)."""
+    """None when every output file of the reference run is in folder with the same bytes: the tensors of each
+    .safetensors (the checkpoint folder's weights and optimiser state too) one by one, log.csv by its steps."""
     import numpy as np
     from safetensors.numpy import load_file
 
     for path in sorted(reference.rglob("*")):
         relative = path.relative_to(reference)
-        if path.is_dir() or relative.name.endswith(".lock") or "step-" in str(relative) or "model/" in str(relative):
+        if path.is_dir() or relative.name.endswith(".lock") or "model/" in str(relative):  # model/: the user's
             continue
         other = folder / relative
         if not other.exists():
