@@ -139,7 +139,7 @@ def attribution_figure(result: "Attribution") -> "Figure":
     fig.colorbar(image, ax=heads_ax, shrink=0.9, label="logits")
     fig.suptitle(f"direct logit attribution of {word_label(result.answer_word)} over {word_label(result.wrong_word)} "
                  f"at position {result.position} ({word_label(result.words[result.position])}), "
-                 r"through $\mathrm{ln}_f$ with its scale frozen", fontsize=10)
+                 + result.reading.replace("ln_f", r"$\mathrm{ln}_f$"), fontsize=10)
     return fig
 
 
