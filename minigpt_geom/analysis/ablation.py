@@ -25,9 +25,8 @@ from ..errors import InputError
 from ..model.edits import Ablate, Set
 from ..model.gpt2 import GPT2
 from ..model.trace_request import TraceRequest
-from .batching import chunks
+from .batching import chunks, pass_rows
 from .metric import METRIC_WORDS, Contrast, choose_contrast
-from .patching import pass_rows
 from .tables import Table
 from .text import encode_text, token_words
 

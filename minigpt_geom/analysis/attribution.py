@@ -54,6 +54,7 @@ class Attribution:
     answer_word: str
     wrong_word: str
     position: int  # where m is read (the last position by default)
+    reading: str  # how ln_f was made linear, for captions: ln_f_reading
 
     @property
     def total(self) -> float:
@@ -82,6 +83,15 @@ def frozen_projection(site: SphereNorm, x_ref: Tensor) -> Callable[[Tensor], Ten
         return site.project
     scale = torch.linalg.vector_norm(site.project(x_ref)) / torch.linalg.vector_norm(geometry.direction(x_ref))
     return lambda c: geometry.direction(c) * scale
+
+
+def ln_f_reading(site: SphereNorm) -> str:
+    """How the attribution reads x_L's parts through ln_f: with its scale frozen (a rescaling of a direction), or
+    as it is (a linear variant: none, fixed σ), for captions."""
+    variant = site.variant
+    if variant.geometry.scale_free:
+        return f"through ln_f ({variant.name}) with its scale frozen"
+    return f"through ln_f ({variant.name}, linear: nothing to freeze)"
 
 
 @torch.inference_mode()
@@ -147,7 +157,8 @@ def text_attribution(model: GPT2, tokenizer: Tokenizer, text: str, answer: str |
     contrast, answer_word, wrong_word = choose_contrast(tokenizer, logits, answer, wrong)
     embeddings, heads, bias, mlps, rest, m = direct_logit_attribution(model, idx, contrast, position)
     return Attribution(embeddings, heads.float().cpu(), bias.float().cpu(), mlps.float().cpu(), rest, m,
-                       tuple(token_words(tokenizer, ids)), answer_word, wrong_word, position % len(ids))
+                       tuple(token_words(tokenizer, ids)), answer_word, wrong_word, position % len(ids),
+                       ln_f_reading(model.ln_f))
 
 
 def attribution_table(result: Attribution) -> Table:
@@ -157,7 +168,7 @@ def attribution_table(result: Attribution) -> Table:
     rows += [["sum of the parts", None, None, result.total, result.total / m if m else None],
              ["logit difference", None, None, m, 1.0 if m else None]]
     caption = (f"direct logit attribution of z[{result.answer_word!r}] − z[{result.wrong_word!r}] at position "
-               f"{result.position} ({result.words[result.position]!r}), through ln_f with its scale frozen")
+               f"{result.position} ({result.words[result.position]!r}), {result.reading}")
     return Table(["component", "layer", "head", "contribution", "share"], rows, caption)
 
 

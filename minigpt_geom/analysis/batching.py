@@ -14,6 +14,7 @@ import torch
 from ..config import GPT2Config
 from ..errors import InputError
 from ..memory import available_bytes
+from ..model.gpt2 import GPT2
 
 BUDGET_SHARE = 8  # a sweep takes at most 1/8 of the device's memory by default: room for the model and the rest
 
@@ -39,6 +40,14 @@ def rows_per_pass(config: GPT2Config, T: int, budget: int, element_size: int = 4
     if budget <= 0:
         raise InputError(f"the memory budget must be positive, got {budget} bytes", "budget")
     return max(1, budget // row_bytes(config, T, element_size, all_positions))
+
+
+def pass_rows(model: GPT2, T: int, rows: int | None, all_positions: bool = False) -> int:
+    """Rows per forward pass: `rows` if given, else as many as the memory budget of the model's device holds."""
+    if rows is not None:
+        return rows
+    weight = model.wte.weight
+    return rows_per_pass(model.config, T, memory_budget(weight.device), weight.element_size(), all_positions)
 
 
 def chunks(n: int, size: int) -> Iterator[range]:

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..model.edits import Set
 from ..model.gpt2 import GPT2
 from ..model.trace_request import TraceRequest
-from .batching import chunks, memory_budget, rows_per_pass
+from .batching import chunks, pass_rows
 from .metric import METRIC_WORDS, Contrast, choose_contrast, normalised
 from .tables import Table
 from .text import encode_text, token_words
@@ -90,14 +90,6 @@ def check_pair(clean: Sequence[int], corrupted: Sequence[int]) -> None:
 
 
 # ---- the sweep ---------------------------------------------------------------------------------------------
-
-def pass_rows(model: GPT2, T: int, rows: int | None, all_positions: bool = False) -> int:
-    """Rows per forward pass: `rows` if given, else as many as the memory budget of the model's device holds."""
-    if rows is not None:
-        return rows
-    weight = model.wte.weight
-    return rows_per_pass(model.config, T, memory_budget(weight.device), weight.element_size(), all_positions)
-
 
 @torch.inference_mode()
 def patch_sweep(model: GPT2, clean: Tensor, corrupted: Tensor, contrast: Contrast, *, site: str = "resid_pre",

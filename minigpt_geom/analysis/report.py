@@ -237,7 +237,7 @@ def causal_sections(model: GPT2, tokenizer: Tokenizer, text: str, ids: Sequence[
         sections.append(section(
             "Direct logit attribution of the last word's prediction",
             img(plots.attribution_figure(attribution), "attribution bars"),
-            "Each block's attention and MLP update read through ln_f with its scale frozen, along e_answer − "
+            f"Each block's attention and MLP update read {attribution.reading}, along e_answer − "
             "e_wrong (the model's two most likely next words); the parts sum to the logit difference "
             "(`minigpt-geom attribute`).", "attribution"))
     except InputError as error:

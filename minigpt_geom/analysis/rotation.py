@@ -27,9 +27,8 @@ from torch import Tensor
 from ..errors import InputError
 from ..model.edits import Rotate
 from ..model.gpt2 import GPT2
-from .batching import chunks
+from .batching import chunks, pass_rows
 from .metric import METRIC_WORDS, Contrast, choose_contrast, single_token
-from .patching import pass_rows
 from .tables import Table
 from .text import encode_text, token_words
 

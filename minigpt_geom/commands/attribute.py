@@ -41,6 +41,4 @@ def run(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     model, tokenizer = load_model_and_tokenizer(args)
     result = text_attribution(model, tokenizer, args.text, args.answer, args.wrong, position=args.position)
-    table = attribution_table(result)
-    return write_experiment(args, out, "attribute", table, [dict(zip(table.header, row)) for row in table.rows],
-                            "attribution_figure", result)
+    return write_experiment(args, out, "attribute", attribution_table(result), None, "attribution_figure", result)

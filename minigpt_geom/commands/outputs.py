@@ -128,15 +128,17 @@ def report_written(out: Path, paths: list[Path]) -> None:
         print(f"wrote {Path(out) / path.name}")
 
 
-def write_experiment(args: argparse.Namespace, out: Path, stem: str, table: Table, records: list[dict],
+def write_experiment(args: argparse.Namespace, out: Path, stem: str, table: Table, records: list[dict] | None,
                      figure: str, result: object) -> int:
-    """What every causal experiment does last: print `table` in --style, then write stem.csv (the records, full
-    precision) and, unless --no-plot, the figure `analysis.plots.<figure>(result)` as stem.FORMAT, together."""
+    """What every causal experiment does last: print `table` in --style, then write stem.csv (the records, or
+    with None the table's own rows; full precision) and, unless --no-plot, the figure
+    `analysis.plots.<figure>(result)` as stem.FORMAT, together."""
     from ..analysis import plots  # here, not at the top: --help stays free of matplotlib and torch
 
     print(table.format(args.style), end="")
     with staged_outputs(out) as stage:
-        written = [write_csv(output_file(stage, f"{stem}.csv"), Table.from_records(records))]
+        rows = table if records is None else Table.from_records(records)
+        written = [write_csv(output_file(stage, f"{stem}.csv"), rows)]
         if not args.no_plot:
             written.append(write_figure(getattr(plots, figure)(result), output_file(stage, f"{stem}.{args.format}"), args.dpi))
     report_written(out, written)

@@ -48,6 +48,4 @@ def run(args: argparse.Namespace) -> int:
     result = text_steering(model, tokenizer, args.prompt, args.plus, args.minus, layer=args.layer,
                            coefficient=args.coefficient, max_new_tokens=args.max_new_tokens, sampling=sampling,
                            top_k=args.top_k)
-    table = steering_table(result)
-    return write_experiment(args, out, "steer", table, [dict(zip(table.header, row)) for row in table.rows],
-                            "steering_figure", result)
+    return write_experiment(args, out, "steer", steering_table(result), None, "steering_figure", result)

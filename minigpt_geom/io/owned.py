@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import OutputError
-from .files import read_text, write_text
+from .files import parse_json, read_text, write_text
 
 MANIFEST = ".minigpt_geom_manifest.json"
 MANIFEST_BYTES = 1 << 20  # a few dozen names
@@ -30,7 +30,7 @@ def owned(folder: Path) -> set[str]:
     if not os.path.lexists(path):
         return legacy_entries(folder)
     try:
-        entries = json.loads(read_text(path, MANIFEST_BYTES, error=OutputError))["entries"]
+        entries = parse_json(read_text(path, MANIFEST_BYTES, error=OutputError))["entries"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise OutputError(f"{path} is damaged ({error}): move {folder} aside, or give another folder") from None
     if not (isinstance(entries, list) and all(isinstance(name, str) for name in entries)):

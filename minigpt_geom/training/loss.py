@@ -14,7 +14,7 @@ afresh at every step, each page of them faulted in by the kernel (bench/NOTES.md
 of positions is unembedded at a time into one buffer [C, V] kept from step to step, and G's contribution to the
 three gradients is taken right there, in the forward pass; backward only scales them by ∂(what follows)/∂L.
 Memory O(C·V + N·d + V·d) instead of O(N·V); the same three matrix products as the plain loss's forward and
-backward (tests/test_train_loss.py holds the two equal).
+backward (tests/training/test_train_loss.py holds the two equal).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -49,13 +48,6 @@ class Workspace:
         if key not in self.buffers:
             self.buffers[key] = torch.empty(rows, columns, dtype=dtype, device=device)
         return self.buffers[key]
-
-
-def reference_cross_entropy(x_hat: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
-                            reduction: str = "mean") -> Tensor:
-    """The plain loss: every logit z = x̂ Wᵀ + b [N, V] at once, then F.cross_entropy in float32."""
-    logits = x_hat @ weight.T if bias is None else torch.addmm(bias, x_hat, weight.T)
-    return F.cross_entropy(logits.float(), targets, reduction=reduction)
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
@@ -151,7 +143,7 @@ def chunked_cross_entropy(x_hat: Tensor, weight: Tensor, bias: Tensor | None, ta
                           reduction: str = "mean", workspace: Workspace | None = None,
                           rows: int | None = None) -> Tensor:
     """Cross-entropy of the logits x̂ Wᵀ + b [N, V] against targets [N], without holding them: the same value
-    and gradients as reference_cross_entropy, `rows` positions at a time (default: CHUNK_BYTES of logits)."""
+    and gradients as F.cross_entropy of those logits, `rows` positions at a time (default: CHUNK_BYTES of logits)."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     rows = rows or chunk_rows(weight.shape[0])

@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..config import site_name
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..io.checkpoint_folder import LOCK_FILE
 from ..io.files import folder_lock
 from ..model.gpt2 import GPT2
@@ -112,11 +112,17 @@ def is_main() -> bool:
 
 
 def start_sigma_log(path: Path, before_step: int) -> None:
-    """sigma.csv with its header and the switches made before `before_step` (those a resumed run keeps)."""
+    """sigma.csv with its header and the switches made before `before_step` (those a resumed run keeps);
+    CheckpointError for one that is damaged, as read_log gives for log.csv (it is left as it is)."""
     kept = []
     if path.is_file():
-        with path.open(newline="", encoding="utf-8") as f:
-            kept = [[row[key] for key in SIGMA_FIELDS] for row in csv.DictReader(f) if int(row["step"]) < before_step]
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                kept = [[row[key] for key in SIGMA_FIELDS] for row in csv.DictReader(f)
+                        if int(row["step"]) < before_step]
+        except (KeyError, TypeError, ValueError, csv.Error) as error:  # a cell or a column missing, not a number
+            raise CheckpointError(f"{path} is damaged ({' '.join(str(error).split())[:120]}): repair it, or move it "
+                                  f"away to resume with a new log") from None
     start_csv(path, SIGMA_FIELDS, kept)
 
 

@@ -97,3 +97,12 @@ def test_text_attribution_defaults_refusals_and_table(tokenizer, model):  # noqa
     table = attribution_table(result)
     L, H = model.config.n_layer, model.config.n_head
     assert len(table.rows) == 1 + L * (H + 2) + 1 + 2  # embeddings, each block's parts, the rest, the totals
+
+
+@pytest.mark.parametrize("variant, reading", [("layernorm", "through ln_f (layernorm) with its scale frozen"),
+                                              ("rmsnorm", "through ln_f (rmsnorm) with its scale frozen"),
+                                              ("none", "through ln_f (none, linear: nothing to freeze)"),
+                                              ("fixed_sigma", "through ln_f (fixed_sigma, linear: nothing to freeze)")])
+def test_the_caption_says_how_the_models_own_ln_f_was_read(tokenizer, model, variant, reading):  # noqa: F811
+    result = text_attribution(variant_model(model, variant), tokenizer, "The cat sat on the mat.")
+    assert result.reading == reading and attribution_table(result).caption.endswith(reading)

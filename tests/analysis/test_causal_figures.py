@@ -14,7 +14,7 @@ from test_patching import model  # noqa: F401  (the fixture)
 
 from minigpt_geom.analysis import plots
 from minigpt_geom.analysis.ablation import AblationResult, ablate_heads
-from minigpt_geom.analysis.attribution import Attribution, direct_logit_attribution
+from minigpt_geom.analysis.attribution import Attribution, direct_logit_attribution, ln_f_reading
 from minigpt_geom.analysis.metric import Contrast
 from minigpt_geom.analysis.patching import PatchingResult, patch_sweep
 from minigpt_geom.analysis.rotation import RotationResult, rotation_sweep
@@ -38,7 +38,7 @@ def results(model):  # noqa: F811
     ablated = AblationResult("zero", "loss", change, baseline, WORDS)
     embeddings, heads_dla, bias, mlps, rest, m = direct_logit_attribution(model, CLEAN, CONTRAST)
     attributed = Attribution(embeddings, heads_dla.float(), bias.float(), mlps.float(), rest, m, WORDS, " Paris",
-                             EXOTIC[0], 5)
+                             EXOTIC[0], 5, ln_f_reading(model.ln_f))
     probability = Contrast(3, 4, "probability")
     angles, turned, _ = rotation_sweep(model, CLEAN, model.unembedding_rows()[9], probability, steps=5)
     rotated = RotationResult("ln_1", (0, 1), angles, turned, probability, WORDS, 5, " one", " Paris")

@@ -10,7 +10,8 @@ from helpers import load_hf, needs
 from minigpt_geom import GPT2
 from minigpt_geom.text.token_files import load_tokens
 from minigpt_geom.model.lnfree import ln_free_checkpoint
-from minigpt_geom.training.remove_ln import remove_layer_norm
+from minigpt_geom.errors import CheckpointError
+from minigpt_geom.training.remove_ln import remove_layer_norm, start_sigma_log
 from minigpt_geom.training.loop import TrainSettings
 from tiny_training import FAST, tiny_model
 
@@ -141,3 +142,13 @@ def test_cli_bad_device_is_one_line(command, corpus, tiny_checkpoint, tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith(f"minigpt-geom {command}: error: --device 'bogus' cannot be used here")
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", ["site,step,sigma\nh.0.ln_1,two,1.5\n", "site,sigma\nh.0.ln_1,1.5\n",
+                                  "site,step,sigma\nh.0.ln_1\n"], ids=["not a number", "no step column", "short row"])
+def test_a_damaged_sigma_csv_on_resume_is_one_checkpoint_error_and_stays(text, tmp_path):
+    path = tmp_path / "sigma.csv"
+    path.write_text(text)
+    with pytest.raises(CheckpointError, match="sigma.csv is damaged.*move it away"):
+        start_sigma_log(path, before_step=5)
+    assert path.read_text() == text

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .labels import CELL_FONT, short_label, word_label
+from .labels import CELL_FONT, short_label, word_label, write_cells
 from .style import as_array, new_figure, thinned
 
 if TYPE_CHECKING:
@@ -28,33 +28,34 @@ if TYPE_CHECKING:
 
 METRIC_MATH = {"logit_diff": r"$z_{\mathrm{answer}} - z_{\mathrm{wrong}}$", "probability": r"$p(\mathrm{answer})$"}
 NUMBERED_CELLS = 400  # maps with at most this many cells have their values written in them
+COLUMN_WIDTH = 0.42  # inches a map's column takes
 DIVERGING = "RdBu_r"  # red = positive (restores the answer, raises the loss), blue = negative
 
 
-def symmetric_limit(values: np.ndarray, least: float = 0.0) -> float:
-    """The half-width of a colour scale centred on 0 that holds every finite value (at least `least`)."""
+def symmetric_limit(values: np.ndarray) -> float:
+    """The half-width of a colour scale centred on 0 that holds every finite value (1 when all are 0)."""
     finite = np.abs(values[np.isfinite(values)])
-    return max(float(finite.max(initial=0.0)), least) or 1.0
+    return float(finite.max(initial=0.0)) or 1.0
 
 
-def numbered_map(ax: "Axes", values: np.ndarray, limit: float, *, clip: bool = False):
-    """A diverging map of values [R, C] on −limit … limit (0 white), each cell's value written when the map is
-    small; `clip` lets values beyond the limit take the end colours. The image, for a colour bar."""
+def numbered_map(ax: "Axes", values: np.ndarray, limit: float):
+    """A diverging map of values [R, C] on −limit … limit (0 white), each cell's value written (labels.py's
+    write_cells) when the map is small. The image, for a colour bar."""
     from matplotlib.colors import Normalize
 
-    image = ax.imshow(values, cmap=DIVERGING, norm=Normalize(-limit, limit, clip=clip), aspect="auto",
-                      interpolation="nearest")
+    image = ax.imshow(values, cmap=DIVERGING, norm=Normalize(-limit, limit), aspect="auto", interpolation="nearest")
     if values.size <= NUMBERED_CELLS:
-        for (r, c), value in np.ndenumerate(values):
-            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=min(CELL_FONT, 6.0),
-                    color="white" if abs(value) > 0.6 * limit else "black")
+        # a cell's width in inches once the colour bar (fraction 0.15 and pad 0.05 by default) takes its fifth
+        width = 0.8 * ax.get_position().width * ax.figure.get_figwidth() / values.shape[1]
+        write_cells(ax, [[f"{value:.2f}" for value in row] for row in values], width,
+                    white=np.abs(values) > 0.6 * limit)  # RdBu is dark toward either end
     return image
 
 
-def map_size(rows: int, columns: int, below: float = 0.0, column_width: float = 0.42) -> tuple[float, float]:
+def map_size(rows: int, columns: int, below: float = 0.0) -> tuple[float, float]:
     """Inches of a figure holding one map of rows × columns cells, a two-line title, `below` inches of tick labels
     under it and a colour bar, capped at a page."""
-    return min(3.4 + column_width * columns, 15.0), min(2.8 + below + 0.3 * rows, 11.0)
+    return min(3.4 + COLUMN_WIDTH * columns, 15.0), min(2.8 + below + 0.3 * rows, 11.0)
 
 
 def patching_figure(result: "PatchingResult") -> "Figure":
@@ -64,7 +65,7 @@ def patching_figure(result: "PatchingResult") -> "Figure":
     L, C = shares.shape
     fig = new_figure(*map_size(L, C, below=1.0 if result.site == "resid_pre" else 0.0))  # tokens slanted below
     ax = fig.add_subplot()
-    image = numbered_map(ax, shares, 1.0, clip=False)
+    image = numbered_map(ax, shares, 1.0)
     ticks = thinned(C)
     if result.site == "resid_pre":
         ax.set_xticks(ticks, [f"{t}: {short_label(result.clean_words[t])}" +
@@ -118,8 +119,8 @@ def attribution_figure(result: "Attribution") -> "Figure":
     L, H = heads.shape
     labels, values = [label for label, _ in totals], np.array([value for _, value in totals])
     limit = symmetric_limit(np.concatenate([values, heads.ravel()]))
-    fig = new_figure(min(4.2 + 0.42 * H + 4.5, 16.0), min(2.4 + 0.26 * len(totals), 12.0))
-    bars, heads_ax = fig.subplots(1, 2, width_ratios=[4.5, 1.2 + 0.42 * H])
+    fig = new_figure(min(4.2 + COLUMN_WIDTH * H + 4.5, 16.0), min(2.4 + 0.26 * len(totals), 12.0))
+    bars, heads_ax = fig.subplots(1, 2, width_ratios=[4.5, 1.2 + COLUMN_WIDTH * H])
     y = np.arange(len(totals))[::-1]
     bars.barh(y, values, color=["tab:red" if v > 0 else "tab:blue" for v in values])
     bars.set_yticks(y, labels, fontsize=CELL_FONT)
@@ -138,7 +139,7 @@ def attribution_figure(result: "Attribution") -> "Figure":
     fig.colorbar(image, ax=heads_ax, shrink=0.9, label="logits")
     fig.suptitle(f"direct logit attribution of {word_label(result.answer_word)} over {word_label(result.wrong_word)} "
                  f"at position {result.position} ({word_label(result.words[result.position])}), "
-                 r"through $\mathrm{ln}_f$ with its scale frozen", fontsize=10)
+                 + result.reading.replace("ln_f", r"$\mathrm{ln}_f$"), fontsize=10)
     return fig
 
 
