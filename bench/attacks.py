@@ -1047,7 +1047,7 @@ class Runner:
         return judged(self.command(attack, folder), attack.expect, folder, before)
 
     def run_streams(self, attack: Attack, folder: Path) -> str | None:
-        """A command that may run for ever: stopped by SIGINT after 6 s; its text streamed, its memory bounded."""
+        """A command that may run for ever: stopped by SIGINT after 8 s; its text streamed, its memory bounded."""
         log = folder.with_name(folder.name)
         process = spawn(substitute(attack.argv, self.fixtures, folder), folder, environment(self.fixtures), log)
         child = finish(process, log, 8, stop=signal.SIGINT)
