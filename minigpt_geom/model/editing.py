@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..config import site_name
 from ..errors import InputError
 from .edits import (ABLATIONS, HEAD_SITES, NORM_SITES, OPERATIONS, SITES, Ablate, Add, Edit, FreezeScale, Rotate,
                     Scale, Set)
@@ -330,7 +331,7 @@ def check_tensor(value: Any, field_name: str, selected: torch.Size, shape: Shape
 
 def site_layouts() -> str:
     """Each site's layout, for an error message."""
-    return "; ".join(f"{site} {axes}" for site, (_, _, _, axes) in SITES.items())
+    return "; ".join(f"{site} {axes}" for site, axes in SITES.items())
 
 
 def check_number(value: Any, field_name: str, name: str) -> float:
@@ -350,7 +351,7 @@ def site_module(model: nn.Module, edit: Edit) -> Any:
 
 def site_label(edit: Edit) -> str:
     """h.3.ln_1 or ln_f."""
-    return "ln_f" if edit.site == "ln_f" else f"h.{edit.layer}.{edit.site}"
+    return "ln_f" if edit.site == "ln_f" else site_name(edit.layer, edit.site)
 
 
 def source_values(model: nn.Module, source: Any, edit: Edit, site: str, layer: int | None, shape: Shape,

@@ -73,22 +73,22 @@ from torch import Tensor
 # None (all), one index, or several (paired with the other axes' indices, as tensor indexing pairs them)
 Index = Union[int, Sequence[int], Tensor, None]
 
-# site -> (what it is, whether it has a layer, whether it has a head axis, its value's axes as an edit indexes it)
-SITES: dict[str, tuple[str, bool, bool, str]] = {
-    "resid_pre": ("the residual stream entering the block", True, False, "[B, T, d]"),
-    "ln_1": ("the first norm site's point, before γ, β", True, False, "[B, T, d]"),
-    "pattern": ("the attention pattern a_ij", True, True, "[B, T, H, S]"),
-    "head_out": ("each head's output, before W_O", True, True, "[B, T, H, d_head]"),
-    "head_write": ("each head's write into the residual (no b_O)", True, True, "[B, T, H, d]"),
-    "attn_out": ("the attention update", True, False, "[B, T, d]"),
-    "resid_mid": ("the residual stream between attention and MLP", True, False, "[B, T, d]"),
-    "ln_2": ("the second norm site's point, before γ, β", True, False, "[B, T, d]"),
-    "mlp_out": ("the MLP's update", True, False, "[B, T, d]"),
-    "resid_post": ("the residual stream leaving the block", True, False, "[B, T, d]"),
-    "ln_f": ("the final norm site's point, before γ, β", False, False, "[B, T, d]"),
+# site -> its value's axes as an edit indexes it (what each site is: the module docstring)
+SITES: dict[str, str] = {
+    "resid_pre": "[B, T, d]",
+    "ln_1": "[B, T, d]",
+    "pattern": "[B, T, H, S]",
+    "head_out": "[B, T, H, d_head]",
+    "head_write": "[B, T, H, d]",
+    "attn_out": "[B, T, d]",
+    "resid_mid": "[B, T, d]",
+    "ln_2": "[B, T, d]",
+    "mlp_out": "[B, T, d]",
+    "resid_post": "[B, T, d]",
+    "ln_f": "[B, T, d]",
 }
 NORM_SITES = ("ln_1", "ln_2", "ln_f")
-HEAD_SITES = tuple(site for site, (_, _, has_head, _) in SITES.items() if has_head)
+HEAD_SITES = ("pattern", "head_out", "head_write")  # the sites with a head axis
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,9 +13,9 @@ import torch
 
 from minigpt_geom import GPT2, InputError, KVCache, TraceRequest, reference_math
 from minigpt_geom.model import fused
-from minigpt_geom.model.kernels import OVERRIDE, REFERENCE
+from minigpt_geom.model.kernels import KERNELS, OVERRIDE, REFERENCE, register_kernels
 from minigpt_geom.model.variants import BUILT_IN
-from helpers import SMALL
+from helpers import SMALL, needs
 
 TOLERANCE = 1e-5
 FULL = TraceRequest(states=True, patterns=True)
@@ -184,3 +184,25 @@ def test_two_threads_on_one_model_do_not_see_each_others_choice(model, idx):
         thread.join()
     assert all(torch.equal(logits, reference) for logits in results["reference"])
     assert all(torch.equal(logits, fast) for logits in results["fused"])
+
+
+@torch.no_grad()
+def test_a_registered_kernel_set_runs_where_a_model_names_it(tiny_checkpoint, idx):
+    # A set with ReLU in place of GPT-2's tanh GELU: the oracle is transformers' GPT-2 with
+    # activation_function="relu" on the same weights; the model's default set and other models keep GELU.
+    transformers = needs("transformers")
+    register_kernels(fused.Kernels("test_relu", fused.layer_norm, torch.relu, fused.attend,
+                                   fused.attend_traced))
+    try:
+        model = GPT2.from_pretrained(tiny_checkpoint)
+        model.kernels = "test_relu"
+        relu = transformers.GPT2LMHeadModel.from_pretrained(str(tiny_checkpoint), activation_function="relu",
+                                                           attn_implementation="eager").eval()
+        assert (model(idx) - relu(idx).logits).abs().max() <= 1e-4
+        assert (GPT2.from_pretrained(tiny_checkpoint)(idx) - relu(idx).logits).abs().max() > 1e-2  # GELU ≠ ReLU
+        with pytest.raises(InputError, match="'fused' is built in"):
+            register_kernels(fused.Kernels("fused", fused.layer_norm, fused.gelu, fused.attend, fused.attend_traced))
+        with pytest.raises(TypeError, match="takes a fused.Kernels"):
+            register_kernels("test_relu")
+    finally:
+        KERNELS.pop("test_relu")
