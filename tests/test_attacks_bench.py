@@ -4,13 +4,13 @@ and the summary it prints is the one it writes as JSON."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from launch import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.subprocess
 def test_the_quick_paths_attacks_are_all_handled(tmp_path):
     summary = tmp_path / "summary.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "attacks.py"), "--only", "paths", "--quick",
                            "--json", str(summary)], capture_output=True, text=True, env=env, timeout=400,
                           check=False)

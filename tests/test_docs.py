@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
-import os
 import re
 import shlex
 import subprocess
@@ -20,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from helpers import needs
+from launch import child_env
+
 from minigpt_geom.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,11 +137,10 @@ def test_doc_command_runs(docs_world, monkeypatch, capsys, page, line):
     monkeypatch.chdir(docs_world / "work")
     argv = shlex.split(line)[1:]
     code = main(argv)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()  # read once: a second read would find stdout already taken
     if code == 2 and "minigpt-geom[plot]" in err and importlib.util.find_spec("matplotlib") is None:
         pytest.skip(NO_PLOT)
     assert code == 0, err
-    out = capsys.readouterr().out
     for written in re.findall(r"^wrote (\S+)", out, re.M):  # everything it says it wrote is there
         assert Path(written).stat().st_size > 0
     if argv[0] == "train":  # the training example visibly learns: the held-out loss falls by over a nat
@@ -156,8 +155,7 @@ def test_doc_command_runs(docs_world, monkeypatch, capsys, page, line):
 def test_doc_python_blocks_run(docs_world, page):
     """A page's Python blocks, in order, in one fresh interpreter (they build on each other, as in a session).
     The tour's run in the test below, on the model it trains."""
-    env = {**os.environ, "MINIGPT_GEOM_WEIGHTS": str(docs_world / "drop_in"), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env(MINIGPT_GEOM_WEIGHTS=str(docs_world / "drop_in"), HF_HUB_OFFLINE="1")
     work = docs_world / "python" / page.replace("/", "_")
     work.mkdir(parents=True)
     code = "\n".join(b.body for b in blocks(ROOT / page, "python") if b.exempt is None)
@@ -184,8 +182,7 @@ def test_readme_command_table_matches_the_parsers():
 def test_gallery_script_runs_on_a_tiny_budget(tmp_path):
     """docs/make_gallery.py --tiny: every step of the gallery README links to, and every picture it names."""
     needs("matplotlib"), needs("tokenizers")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env(HF_HUB_OFFLINE="1")
     committed = {path: path.read_bytes() for path in [ROOT / "docs" / "gallery.md",
                                                       *(ROOT / "docs" / "gallery").rglob("*.png")]}
     hand = "## compare: five norm variants\n\nhand-written, kept\n"
@@ -239,8 +236,7 @@ def test_the_tour_runs_and_draws_every_figure(tmp_path):
     trains itself (TOUR_STEPS steps); each step's figure is written to the folder the tour names."""
     needs("matplotlib"), needs("tokenizers")
     assert "docs/tour.md" in README.read_text(encoding="utf-8")
-    env = {**os.environ, "TOUR_STEPS": str(TOUR_STEPS), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env(TOUR_STEPS=str(TOUR_STEPS), HF_HUB_OFFLINE="1")
     env.pop("TOUR_CHECKPOINT", None)
     code = "\n".join(b.body for b in blocks(TOUR, "python"))
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -63,7 +63,7 @@ def import_graph() -> dict[str, dict[str, str]]:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for target in imported(node, package):
                     kind = kind_of.get(id(node), "top")
-                    if target != name and KINDS.index(kind) < KINDS.index(edges.get(target, "lazy")) + 1:
+                    if target != name and KINDS.index(kind) <= KINDS.index(edges.get(target, "lazy")):
                         edges[target] = kind  # the earliest kind wins: an import at load time outranks the others
         graph[name] = edges
     return graph

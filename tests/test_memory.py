@@ -4,7 +4,6 @@ available (memory.available_bytes: MemAvailable, a cgroup's limit, ulimit -v), n
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import struct
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from launch import child_env
 
 from minigpt_geom.cli import main
 from minigpt_geom.memory import available_bytes
@@ -152,7 +152,7 @@ def test_defect_7_the_probe_is_what_ulimit_leaves_not_the_physical_memory(tiny_c
     limit = 3 * 2**30  # ulimit -v 3 GiB: the torch process maps about 1.5 GiB of it already
     argv = [sys.executable, "-m", "minigpt_geom", "init", "-o", str(tmp_path / "m"), "--tokenizer",
             str(tiny_checkpoint), "--n-layer", "12", "--n-embd", "2048", "--n-head", "16"]  # 2.3 GiB of weights
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
     assert result.returncode == 2, result.stderr[-2000:]
