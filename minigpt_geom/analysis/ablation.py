@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..model.edits import Ablate, Set
 from ..model.gpt2 import GPT2
 from ..model.trace_request import TraceRequest
-from .batching import chunks, pass_rows
+from .batching import by_layer, chunks, pass_rows
 from .metric import METRIC_WORDS, Contrast, choose_contrast
 from .tables import Table
 from .text import encode_text, token_words
@@ -81,8 +81,7 @@ def head_edits(cells: Tensor, start: int, H: int, method: str, source: object, d
     """The edits of one pass: for each layer among `cells` (indices l·H + h, held by rows cells − start), its heads
     ablated: zero or mean through Ablate; resample as a Set of the reference row drawn for each cell."""
     edits = []
-    for layer in cells.div(H, rounding_mode="floor").unique().tolist():
-        mine = cells[cells // H == layer]
+    for layer, mine in by_layer(cells, H):
         place = dict(layer=layer, rows=mine - start, head=mine % H)
         if method == "resample":  # [n, T, d_head]: the drawn reference row's output of each head, every position
             value = source.captured["head_out"][layer, draws[mine].to(source.captured["head_out"].device), :, mine % H]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from torch import Tensor
 
 from ..config import GPT2Config
 from ..errors import InputError
@@ -54,3 +55,9 @@ def chunks(n: int, size: int) -> Iterator[range]:
     """range(0, n) cut into consecutive ranges of at most `size` items."""
     for start in range(0, n, size):
         yield range(start, min(start + size, n))
+
+
+def by_layer(cells: Tensor, per_layer: int) -> Iterator[tuple[int, Tensor]]:
+    """Cells numbered l·P + p (P = per_layer places a layer) grouped by layer: (l, that layer's cells), l rising."""
+    for layer in cells.div(per_layer, rounding_mode="floor").unique().tolist():
+        yield layer, cells[cells // per_layer == layer]

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..model.edits import Set
 from ..model.gpt2 import GPT2
 from ..model.trace_request import TraceRequest
-from .batching import chunks, pass_rows
+from .batching import by_layer, chunks, pass_rows
 from .metric import METRIC_WORDS, Contrast, choose_contrast, normalised
 from .tables import Table
 from .text import encode_text, token_words
@@ -117,8 +117,7 @@ def patch_sweep(model: GPT2, clean: Tensor, corrupted: Tensor, contrast: Contras
     for chunk in chunks(n, size):
         cells = torch.tensor([c for c in chunk if c < n - 1], dtype=torch.long)
         edits = []
-        for layer in cells.div(P, rounding_mode="floor").unique().tolist():
-            mine = cells[cells // P == layer]  # this layer's cells, and the rows of this pass that hold them
+        for layer, mine in by_layer(cells, P):  # this layer's cells; mine − chunk.start the rows that hold them
             place = {"positions" if site == "resid_pre" else "head": mine % P}
             edits.append(Set(site, layer=layer, rows=mine - chunk.start, source=source, **place))
         batch = corrupted.expand(len(chunk), T)

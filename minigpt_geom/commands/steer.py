@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .arguments import (add_command, add_experiment_outputs, add_model_arguments, add_text_argument, index,
-                        positive_int, seed, whole_number)
+                        non_negative, positive_int, real_number, seed, whole_number)
 from .loading import load_model_and_tokenizer
 from .outputs import output_folder, require_matplotlib, write_experiment
 
@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--minus", required=True, metavar="TEXT", help="what to steer away from, e.g. ' Hate'")
     parser.add_argument("--layer", type=index, default=None, metavar="L",
                         help="block whose input the vector is added to (default: the middle one, L // 2)")
-    parser.add_argument("--coefficient", type=float, default=4.0, help="c, the vector's multiple (default: 4)")
+    parser.add_argument("--coefficient", type=real_number, default=4.0, help="c, the vector's multiple (default: 4)")
     parser.add_argument("--max-new-tokens", type=whole_number, default=20, help="tokens generated (default: 20)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0)")
+    parser.add_argument("--temperature", type=non_negative, default=0.0, help="0 = greedy (default: 0)")
     parser.add_argument("--seed", type=seed, default=0, help="the sampling seed, the same for both runs (default: 0)")
     parser.add_argument("--top-k", type=positive_int, default=10,
                         help="words shown raised and lowered most at the first new token (default: 10)")

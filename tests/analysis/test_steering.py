@@ -52,6 +52,7 @@ def test_steered_generation_through_the_cache_recomputes_every_position_with_the
         logits = edited(sequence, edits=[Add("resid_pre", layer=1, vector=vector, coefficient=8.0)])
         sequence = torch.cat([sequence, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
     assert result.steered == tokenizer.decode(sequence[0, T:].tolist())
+    assert result.steered != result.unsteered  # the vector changed the text: an ignored edit would not pass
     assert len(result.shifted_words) == 6 and result.shifts[0] >= result.shifts[-1]
     assert result.vector_norm == pytest.approx(8.0 * float(vector.norm()), rel=1e-5)
 
